@@ -1,0 +1,44 @@
+// Command scrapegate serves the scrape gateway. Flags, environment and
+// signals are handled here; everything else lives in package gateway.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/scrapegate/scrapegate/gateway"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stderr))
+}
+
+// run returns the exit code: 0 after a clean shutdown, 2 for a bad flag or
+// environment value, 1 when serving fails.
+func run(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) int {
+	cfg, err := gateway.ParseFlags("scrapegate", args, lookupEnv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "scrapegate: %s\n", err)
+		return 2
+	}
+	log, err := gateway.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		panic("BUG: the config was validated: " + err.Error())
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := gateway.Run(ctx, cfg, log); err != nil {
+		log.Error().Err(err).Msg("scrapegate stopped")
+		return 1
+	}
+	return 0
+}

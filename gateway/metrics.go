@@ -1,0 +1,124 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// route names one kind of request in scrapegate_requests_total.
+type route int
+
+const (
+	routePods    route = iota // /pods/{ip}/{port}/{path}
+	routeProxy                // absolute-form (forward proxy) requests
+	routeMetrics              // /metrics
+	routeHealthz              // /healthz
+	routeReadyz               // /readyz
+	routeOther                // anything unknown: 404/405
+	numRoutes
+)
+
+var routeNames = [numRoutes]string{"pods", "proxy", "metrics", "healthz", "readyz", "other"}
+
+// metricHelp is the HELP text of every metric family the gateway defines; it is
+// the one list of what /metrics exposes beyond Go and process metrics.
+var metricHelp = map[string]string{
+	"scrapegate_requests_total":               "Requests answered, by route and HTTP status code (a pod's own status for proxied scrapes).",
+	"scrapegate_rejected_requests_total":      "Requests refused before reaching a pod, by reason.",
+	"scrapegate_upstream_errors_total":        "Scrapes that failed between the gateway and a pod, by reason.",
+	"scrapegate_client_aborts_total":          "Scrapes whose caller went away before the body was fully sent.",
+	"scrapegate_upstream_response_seconds":    "Time from sending a scrape to a pod until its response headers arrived.",
+	"scrapegate_response_bytes_total":         "Body bytes streamed from pods to callers.",
+	"scrapegate_upstream_inflight_requests":   "Scrapes in flight to pods, bodies included.",
+	"scrapegate_pooled_endpoints":             "Pod endpoints (ip:port) with a connection pool.",
+	"scrapegate_pooled_endpoints_evicted_total": "Endpoint pools dropped after being idle for -endpoint-idle-ttl.",
+}
+
+// gatewayMetrics holds every metric of one Gateway. Each Gateway has its own
+// set so that tests (and several gateways in one process) do not share counters.
+type gatewayMetrics struct {
+	set *metrics.Set
+
+	requests [numRoutes][1000]atomic.Pointer[metrics.Counter]
+
+	rejected       [numReasons]*metrics.Counter
+	upstreamErrors [numReasons]*metrics.Counter
+	clientAborts   *metrics.Counter
+	upstreamTime   *metrics.PrometheusHistogram
+	responseBytes  *metrics.Counter
+	evicted        *metrics.Counter
+}
+
+var exposeMetadataOnce sync.Once
+
+func newGatewayMetrics(inflight, pooled func() float64) *gatewayMetrics {
+	exposeMetadataOnce.Do(func() { metrics.ExposeMetadata(true) })
+	m := &gatewayMetrics{set: metrics.NewSet()}
+	for r := reason(0); r < numReasons; r++ {
+		name := fmt.Sprintf(`{reason=%q}`, reasonInfo[r].name)
+		if reasonInfo[r].upstream {
+			m.upstreamErrors[r] = m.set.NewCounter("scrapegate_upstream_errors_total" + name)
+		} else if r != reasonClientGone {
+			m.rejected[r] = m.set.NewCounter("scrapegate_rejected_requests_total" + name)
+		}
+	}
+	m.clientAborts = m.set.NewCounter("scrapegate_client_aborts_total")
+	m.upstreamTime = m.set.NewPrometheusHistogramExt("scrapegate_upstream_response_seconds",
+		[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60})
+	m.responseBytes = m.set.NewCounter("scrapegate_response_bytes_total")
+	m.evicted = m.set.NewCounter("scrapegate_pooled_endpoints_evicted_total")
+	m.set.NewGauge("scrapegate_upstream_inflight_requests", inflight)
+	m.set.NewGauge("scrapegate_pooled_endpoints", pooled)
+	return m
+}
+
+// countRequest counts one answered request. Counters are created on first use
+// of a (route, code) pair and cached, so the hot path does not allocate.
+func (m *gatewayMetrics) countRequest(r route, code int) {
+	if code < 0 || code >= len(m.requests[r]) {
+		code = 0
+	}
+	p := &m.requests[r][code]
+	c := p.Load()
+	if c == nil {
+		c = m.set.GetOrCreateCounter(`scrapegate_requests_total{route="` + routeNames[r] + `",code="` + strconv.Itoa(code) + `"}`)
+		p.Store(c)
+	}
+	c.Inc()
+}
+
+// countFailure counts a failed request under its reason.
+func (m *gatewayMetrics) countFailure(r reason) {
+	switch {
+	case r == reasonClientGone:
+		m.clientAborts.Inc()
+	case reasonInfo[r].upstream:
+		m.upstreamErrors[r].Inc()
+	default:
+		m.rejected[r].Inc()
+	}
+}
+
+// writePrometheus writes the gateway's metrics followed by Go and process
+// metrics, filling in the HELP text that the metrics library leaves empty.
+func (m *gatewayMetrics) writePrometheus(w io.Writer) {
+	var bb bytes.Buffer
+	m.set.WritePrometheus(&bb)
+	metrics.WriteProcessMetrics(&bb)
+	for line := range bytes.Lines(bb.Bytes()) {
+		if name, ok := bytes.CutPrefix(line, []byte("# HELP ")); ok {
+			name = bytes.TrimSuffix(name, []byte("\n"))
+			if help, ok := metricHelp[string(name)]; ok {
+				fmt.Fprintf(w, "# HELP %s %s\n", name, help)
+				continue
+			}
+		}
+		_, _ = w.Write(line)
+	}
+}

@@ -1,0 +1,127 @@
+package gateway
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// endpoint is one pod ip:port and its connection pool.
+type endpoint struct {
+	client *fasthttp.HostClient
+
+	// active counts scrapes using this endpoint, from acquire until their
+	// body is fully sent or aborted. An endpoint is evicted only at zero.
+	active atomic.Int32
+	// lastUsed is when the last scrape ended, in Unix nanoseconds.
+	lastUsed atomic.Int64
+
+	// errLog rate-limits the error log for this endpoint, so a dead pod
+	// scraped every second logs once per interval, not once per scrape.
+	lastErrLog    atomic.Int64
+	suppressedErr atomic.Int64
+}
+
+// pool maps pod endpoints to their HostClients, creating them on first use
+// and dropping those idle for longer than ttl so that pod churn does not
+// accumulate clients.
+type pool struct {
+	ttl       time.Duration
+	newClient func(addr string) *fasthttp.HostClient
+	onEvict   func()
+
+	mu        sync.RWMutex
+	endpoints map[netip.AddrPort]*endpoint
+}
+
+func newPool(ttl time.Duration, newClient func(addr string) *fasthttp.HostClient, onEvict func()) *pool {
+	return &pool{
+		ttl:       ttl,
+		newClient: newClient,
+		onEvict:   onEvict,
+		endpoints: make(map[netip.AddrPort]*endpoint),
+	}
+}
+
+// acquire returns the endpoint for addr, marked active until release.
+func (p *pool) acquire(addr netip.AddrPort) *endpoint {
+	// Incrementing under the read lock orders it before any eviction, which
+	// holds the write lock and only evicts endpoints with no active scrape.
+	p.mu.RLock()
+	ep := p.endpoints[addr]
+	if ep != nil {
+		ep.active.Add(1)
+	}
+	p.mu.RUnlock()
+	if ep != nil {
+		return ep
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ep = p.endpoints[addr]; ep == nil {
+		ep = &endpoint{client: p.newClient(addr.String())}
+		ep.lastUsed.Store(time.Now().UnixNano())
+		p.endpoints[addr] = ep
+	}
+	ep.active.Add(1)
+	return ep
+}
+
+func (p *pool) release(ep *endpoint) {
+	ep.lastUsed.Store(time.Now().UnixNano())
+	ep.active.Add(-1)
+}
+
+// evictIdle drops endpoints with no active scrape that were last used more
+// than ttl before now, closing their idle connections.
+func (p *pool) evictIdle(now time.Time) int {
+	cutoff := now.Add(-p.ttl).UnixNano()
+	var evicted []*endpoint
+	p.mu.Lock()
+	for addr, ep := range p.endpoints {
+		if ep.active.Load() == 0 && ep.lastUsed.Load() < cutoff {
+			delete(p.endpoints, addr)
+			evicted = append(evicted, ep)
+		}
+	}
+	p.mu.Unlock()
+	for _, ep := range evicted {
+		ep.client.CloseIdleConnections()
+		p.onEvict()
+	}
+	return len(evicted)
+}
+
+// runEvictions evicts idle endpoints periodically until stop is closed.
+func (p *pool) runEvictions(stop <-chan struct{}) {
+	interval := min(max(p.ttl/4, time.Second), time.Minute)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			p.evictIdle(now)
+		}
+	}
+}
+
+// closeIdle closes every pooled idle connection; used at shutdown.
+func (p *pool) closeIdle() {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for _, ep := range p.endpoints {
+		ep.client.CloseIdleConnections()
+	}
+}
+
+func (p *pool) len() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return len(p.endpoints)
+}

@@ -1,0 +1,269 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+	"unsafe"
+
+	"github.com/valyala/fasthttp"
+)
+
+// errorLogInterval is how often one endpoint may log an upstream error; the
+// ones in between are counted and reported with the next line.
+const errorLogInterval = time.Minute
+
+// proxy is the data path: parse the target, check the policy, take the pod's
+// pooled client, send the scrape with the caller's deadline, and stream the
+// answer back. It is shared by /pods/ requests and absolute-form requests.
+func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (Target, error)) {
+	uri := ctx.Request.Header.RequestURI()
+	if !ctx.IsGet() && !ctx.IsHead() {
+		ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, HEAD")
+		g.reject(ctx, rt, reasonMethod, uri, "only GET and HEAD are proxied")
+		return
+	}
+	t, err := parse(uri)
+	if err != nil {
+		g.reject(ctx, rt, reasonBadTarget, uri, err.Error())
+		return
+	}
+	if !g.policy.Allowed(t.Addr) {
+		g.reject(ctx, rt, reasonForbidden, uri, "target "+t.Addr.String()+" is not allowed by -allow-cidrs")
+		return
+	}
+	if g.state.Load() == stateStopping {
+		g.reject(ctx, rt, reasonDraining, uri, "gateway is shutting down, retry on another replica")
+		return
+	}
+	if g.inflight.Add(1) > int64(g.cfg.MaxInflight) {
+		g.inflight.Add(-1)
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+		g.reject(ctx, rt, reasonOverloaded, uri, "too many scrapes in flight (-max-inflight)")
+		return
+	}
+	ep := g.pool.acquire(t.Addr)
+	timeout := g.scrapeTimeout(&ctx.Request.Header)
+
+	req := fasthttp.AcquireRequest()
+	buildUpstreamRequest(req, &ctx.Request, &t)
+	resp := fasthttp.AcquireResponse()
+	start := time.Now()
+	err = ep.client.DoDeadline(req, resp, start.Add(timeout))
+	fasthttp.ReleaseRequest(req)
+	if err != nil {
+		fasthttp.ReleaseResponse(resp)
+		r := classifyUpstreamError(err)
+		g.upstreamFailed(ep, t.Addr, r, err)
+		g.endScrape(ep)
+		detail := err.Error()
+		if r == reasonTimeout {
+			detail = fmt.Sprintf("no response within %s (scrape deadline)", timeout)
+		}
+		g.writeError(ctx, rt, r, uri, detail)
+		return
+	}
+	g.metrics.upstreamTime.UpdateDuration(start)
+
+	copyResponseHeaders(&ctx.Response.Header, &resp.Header)
+	g.metrics.countRequest(rt, resp.StatusCode())
+	stream := resp.BodyStream()
+	if stream == nil {
+		// HEAD, 204 and 304 carry no body.
+		if cl := resp.Header.ContentLength(); cl >= 0 {
+			ctx.Response.Header.SetContentLength(cl)
+		}
+		fasthttp.ReleaseResponse(resp)
+		g.endScrape(ep)
+		return
+	}
+	b := upstreamBodyPool.Get().(*upstreamBody)
+	*b = upstreamBody{g: g, ep: ep, resp: resp, body: stream, target: t.Addr}
+	// A negative length (chunked or close-delimited upstream) makes the
+	// server send a chunked body.
+	ctx.SetBodyStream(b, resp.Header.ContentLength())
+}
+
+// endScrape releases what proxy took for a scrape.
+func (g *Gateway) endScrape(ep *endpoint) {
+	g.pool.release(ep)
+	g.inflight.Add(-1)
+}
+
+// scrapeTimeout is the deadline for one scrape: Prometheus's own timeout minus
+// a margin so the gateway's 504 arrives before Prometheus gives up, clamped to
+// -scrape-timeout-max.
+func (g *Gateway) scrapeTimeout(h *fasthttp.RequestHeader) time.Duration {
+	v := h.Peek("X-Prometheus-Scrape-Timeout-Seconds")
+	if len(v) == 0 {
+		return g.cfg.ScrapeTimeoutDefault
+	}
+	secs, err := strconv.ParseFloat(unsafe.String(unsafe.SliceData(v), len(v)), 64)
+	if err != nil || !(secs > 0) {
+		return g.cfg.ScrapeTimeoutDefault
+	}
+	if secs >= g.cfg.ScrapeTimeoutMax.Seconds() || secs >= math.MaxInt64/float64(time.Second) {
+		return g.cfg.ScrapeTimeoutMax
+	}
+	d := time.Duration(secs * float64(time.Second))
+	return d - min(g.cfg.ScrapeTimeoutMargin, d/2)
+}
+
+// buildUpstreamRequest prepares the request to the pod: the caller's method,
+// raw path and query, and the caller's headers minus hop-by-hop headers and
+// credentials meant for the gateway.
+func buildUpstreamRequest(req *fasthttp.Request, in *fasthttp.Request, t *Target) {
+	req.Header.SetMethodBytes(in.Header.Method())
+	u := req.URI()
+	u.DisablePathNormalizing = true
+	u.SetScheme("http")
+	var host [64]byte // fits "[v6-with-embedded-v4]:65535"
+	u.SetHostBytes(t.Addr.AppendTo(host[:0]))
+	u.SetPathBytes(t.Path)
+	u.SetQueryStringBytes(t.Query)
+
+	connection := in.Header.Peek(fasthttp.HeaderConnection)
+	for k, v := range in.Header.All() {
+		if dropRequestHeader(k) || listedIn(connection, k) {
+			continue
+		}
+		req.Header.AddBytesKV(k, v)
+	}
+}
+
+// copyResponseHeaders copies the pod's status and headers, minus hop-by-hop
+// headers. Content-Length is set by the body stream.
+func copyResponseHeaders(dst *fasthttp.ResponseHeader, src *fasthttp.ResponseHeader) {
+	dst.SetStatusCode(src.StatusCode())
+	connection := src.Peek(fasthttp.HeaderConnection)
+	for k, v := range src.All() {
+		if dropResponseHeader(k) || listedIn(connection, k) {
+			continue
+		}
+		dst.AddBytesKV(k, v)
+	}
+}
+
+// isHopByHop reports RFC 9110 section 7.6.1 connection-specific headers, and
+// the non-standard ones proxies have used (Keep-Alive, Proxy-Connection).
+func isHopByHop(k []byte) bool {
+	switch {
+	case len(k) > 6 && bytes.EqualFold(k[:6], []byte("Proxy-")):
+		return true // Proxy-Connection, Proxy-Authenticate, Proxy-Authorization...
+	case bytes.EqualFold(k, []byte("Connection")), bytes.EqualFold(k, []byte("Keep-Alive")),
+		bytes.EqualFold(k, []byte("TE")), bytes.EqualFold(k, []byte("Trailer")),
+		bytes.EqualFold(k, []byte("Transfer-Encoding")), bytes.EqualFold(k, []byte("Upgrade")):
+		return true
+	}
+	return false
+}
+
+func dropRequestHeader(k []byte) bool {
+	return isHopByHop(k) ||
+		// The pod sees the Host it would see if scraped directly.
+		bytes.EqualFold(k, []byte("Host")) ||
+		// Scrapes have no body; a stray length would desynchronise the connection.
+		bytes.EqualFold(k, []byte("Content-Length")) ||
+		// Credentials are for the gateway, never for a pod.
+		bytes.EqualFold(k, []byte("Authorization")) || bytes.EqualFold(k, []byte("Cookie"))
+}
+
+func dropResponseHeader(k []byte) bool {
+	return isHopByHop(k) ||
+		bytes.EqualFold(k, []byte("Content-Length")) ||
+		// The server sets its own Date; copying the pod's would send two.
+		bytes.EqualFold(k, []byte("Date"))
+}
+
+// listedIn reports whether header name k is one of the comma-separated tokens
+// of a Connection header value: those are hop-by-hop too.
+func listedIn(connection, k []byte) bool {
+	for len(connection) > 0 {
+		var tok []byte
+		tok, connection, _ = bytes.Cut(connection, []byte(","))
+		if bytes.EqualFold(bytes.TrimSpace(tok), k) {
+			return true
+		}
+	}
+	return false
+}
+
+// reject answers a request refused before any connection to a pod.
+func (g *Gateway) reject(ctx *fasthttp.RequestCtx, rt route, r reason, uri []byte, detail string) {
+	g.metrics.countFailure(r)
+	g.rejectLog.Debug().Str("reason", r.String()).Bytes("uri", truncate(uri)).Str("caller", ctx.RemoteIP().String()).Msg(detail)
+	g.writeError(ctx, rt, r, uri, detail)
+}
+
+// writeError answers with the reason's status and a one-line plain-text body
+// naming the target and the reason.
+func (g *Gateway) writeError(ctx *fasthttp.RequestCtx, rt route, r reason, uri []byte, detail string) {
+	status := reasonInfo[r].status
+	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+	ctx.SetStatusCode(status)
+	ctx.SetBodyString(fmt.Sprintf("scrapegate: %d %s: %q: %s\n", status, r, truncate(uri), oneLine(detail)))
+	g.metrics.countRequest(rt, status)
+}
+
+// upstreamFailed counts a failed scrape and logs it, at most once per
+// errorLogInterval per endpoint.
+func (g *Gateway) upstreamFailed(ep *endpoint, addr netip.AddrPort, r reason, err error) {
+	g.metrics.countFailure(r)
+	now := time.Now().UnixNano()
+	last := ep.lastErrLog.Load()
+	if now-last < int64(errorLogInterval) || !ep.lastErrLog.CompareAndSwap(last, now) {
+		ep.suppressedErr.Add(1)
+		return
+	}
+	g.log.Warn().Str("target", addr.String()).Str("reason", r.String()).Err(err).
+		Int64("suppressed_since_last", ep.suppressedErr.Swap(0)).Msg("scrape failed")
+}
+
+// newHostClient returns the client for one pod endpoint.
+func (g *Gateway) newHostClient(addr string) *fasthttp.HostClient {
+	return &fasthttp.HostClient{
+		Addr:                     addr,
+		NoDefaultUserAgentHeader: true, // the caller's User-Agent is forwarded
+		DisablePathNormalizing:   true,
+		StreamResponseBody:       true,
+		MaxConns:                 g.cfg.MaxConnsPerEndpoint,
+		// Wait for a busy endpoint's connection up to the scrape deadline
+		// (DoDeadline caps the wait) instead of failing at once.
+		MaxConnWaitTimeout:  g.cfg.ScrapeTimeoutMax,
+		MaxIdleConnDuration: g.cfg.UpstreamIdleConnTimeout,
+		// A scrape is sent once. The single exception: a pooled connection
+		// the pod closed while it sat idle fails before any byte of a
+		// response arrives, and is retried once on a fresh connection, as
+		// net/http does; that is not a failed scrape.
+		MaxIdemponentCallAttempts: 2,
+		RetryIfErr: func(_ *fasthttp.Request, _ int, err error) (bool, bool) {
+			return false, errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF)
+		},
+		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
+			return g.dialer.DialDualStackTimeout(addr, min(timeout, g.cfg.DialTimeout))
+		},
+	}
+}
+
+func truncate(b []byte) []byte {
+	const maxLen = 256
+	if len(b) > maxLen {
+		return b[:maxLen]
+	}
+	return b
+}
+
+func oneLine(s string) string {
+	return string(bytes.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, []byte(s)))
+}

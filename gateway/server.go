@@ -1,0 +1,231 @@
+// Package gateway is scrapegate: an HTTP server through which a Prometheus
+// outside a Kubernetes cluster scrapes pods inside it. It owns the whole data
+// path: routing (/pods/{ip}/{port}/{path} and absolute-form proxy requests),
+// the target policy, the per-endpoint connection pools, streaming bodies with
+// scrape deadlines, self-metrics, and the serve/drain/shutdown lifecycle.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/router"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+)
+
+// Lifecycle states; see Shutdown.
+const (
+	stateServing  int32 = iota
+	stateDraining       // /readyz 503, every response closes its connection
+	stateStopping       // listener closed; new scrapes get 503
+)
+
+// Gateway is one scrapegate server.
+type Gateway struct {
+	cfg       Config
+	log       zerolog.Logger
+	rejectLog zerolog.Logger // sampled: refused requests can come in floods
+	policy    *Policy
+	pool      *pool
+	dialer    *fasthttp.TCPDialer
+	metrics   *gatewayMetrics
+	router    *router.Router
+	server    *fasthttp.Server
+
+	inflight atomic.Int64
+	state    atomic.Int32
+	stop     chan struct{}
+}
+
+// New returns a Gateway for a validated Config.
+func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	g := &Gateway{
+		cfg:       cfg,
+		log:       log,
+		rejectLog: log.Sample(&zerolog.BurstSampler{Burst: 10, Period: 10 * time.Second}),
+		policy:    NewPolicy(cfg.AllowCIDRs),
+		dialer: &fasthttp.TCPDialer{
+			Concurrency:          cfg.MaxInflight,
+			DisableDNSResolution: true, // targets are IP literals by construction
+		},
+		stop: make(chan struct{}),
+	}
+	g.metrics = newGatewayMetrics(
+		func() float64 { return float64(g.inflight.Load()) },
+		func() float64 { return float64(g.pool.len()) },
+	)
+	g.pool = newPool(cfg.EndpointIdleTTL, g.newHostClient, g.metrics.evicted.Inc)
+
+	r := router.New()
+	r.RedirectTrailingSlash = false // a redirect would be scraped as a failure
+	r.RedirectFixedPath = false     // paths are forwarded raw, never "fixed"
+	r.HandleOPTIONS = false
+	for _, method := range []string{fasthttp.MethodGet, fasthttp.MethodHead} {
+		r.Handle(method, podsPrefix+"{target:*}", g.servePods)
+		r.Handle(method, "/metrics", g.serveMetrics)
+		r.Handle(method, "/healthz", g.serveHealthz)
+		r.Handle(method, "/readyz", g.serveReadyz)
+	}
+	r.NotFound = g.serveNotFound
+	r.MethodNotAllowed = g.serveMethodNotAllowed
+	g.router = r
+
+	g.server = &fasthttp.Server{
+		Handler:               g.handle,
+		ErrorHandler:          g.serveBadRequest,
+		Logger:                fasthttpLogger{log},
+		NoDefaultServerHeader: true, // the pod's own Server header passes through
+		NoDefaultContentType:  true, // and so does its Content-Type, or its absence
+		CloseOnShutdown:       true,
+		ReadTimeout:           time.Minute,
+		// Callers keep connections between scrapes; Prometheus's own idle
+		// timeout is 5 minutes.
+		IdleTimeout: 5 * time.Minute,
+		// The write of a streamed body lasts at most as long as the scrape
+		// deadline allows reading it; this only bounds a caller that stops
+		// reading.
+		WriteTimeout:       cfg.ScrapeTimeoutMax + 10*time.Second,
+		MaxRequestBodySize: 64 << 10, // scrapes carry no body
+	}
+	return g, nil
+}
+
+// handle dispatches a request. Absolute-form targets (http://ip:port/path,
+// sent by clients using the gateway as proxy_url) are proxied before routing,
+// so that their path is never mistaken for one of the gateway's own.
+func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	if g.state.Load() != stateServing {
+		// Move keep-alive connections to another replica.
+		ctx.SetConnectionClose()
+	}
+	if isAbsoluteForm(ctx.Request.Header.RequestURI()) {
+		g.proxy(ctx, routeProxy, parseAbsoluteURI)
+	} else {
+		g.router.Handler(ctx)
+	}
+	if g.cfg.AccessLog {
+		g.log.Info().Bytes("method", ctx.Method()).Bytes("uri", truncate(ctx.Request.Header.RequestURI())).
+			Str("caller", ctx.RemoteIP().String()).Int("status", ctx.Response.StatusCode()).
+			Dur("headers_after", time.Since(start)).Msg("request")
+	}
+}
+
+func (g *Gateway) servePods(ctx *fasthttp.RequestCtx) {
+	g.proxy(ctx, routePods, parsePodPath)
+}
+
+func (g *Gateway) serveMetrics(ctx *fasthttp.RequestCtx) {
+	ctx.Response.Header.SetContentType("text/plain; version=0.0.4; charset=utf-8")
+	g.metrics.writePrometheus(ctx)
+	g.metrics.countRequest(routeMetrics, fasthttp.StatusOK)
+}
+
+func (g *Gateway) serveHealthz(ctx *fasthttp.RequestCtx) {
+	g.plainText(ctx, routeHealthz, fasthttp.StatusOK, "ok")
+}
+
+func (g *Gateway) serveReadyz(ctx *fasthttp.RequestCtx) {
+	if g.state.Load() != stateServing {
+		g.plainText(ctx, routeReadyz, fasthttp.StatusServiceUnavailable, "draining")
+		return
+	}
+	g.plainText(ctx, routeReadyz, fasthttp.StatusOK, "ready")
+}
+
+func (g *Gateway) serveNotFound(ctx *fasthttp.RequestCtx) {
+	g.plainText(ctx, routeOther, fasthttp.StatusNotFound,
+		"scrapegate: 404 not found: use /pods/{ip}/{port}/{path}, /metrics, /healthz or /readyz")
+}
+
+func (g *Gateway) serveMethodNotAllowed(ctx *fasthttp.RequestCtx) {
+	g.plainText(ctx, routeOther, fasthttp.StatusMethodNotAllowed, "scrapegate: 405 method not allowed: only GET and HEAD")
+}
+
+// serveBadRequest answers requests the server could not parse at all.
+func (g *Gateway) serveBadRequest(ctx *fasthttp.RequestCtx, err error) {
+	status := fasthttp.StatusBadRequest
+	var tooLarge *fasthttp.ErrSmallBuffer
+	if errors.As(err, &tooLarge) {
+		status = fasthttp.StatusRequestHeaderFieldsTooLarge
+	}
+	g.plainText(ctx, routeOther, status, fmt.Sprintf("scrapegate: %d cannot parse request: %s", status, oneLine(err.Error())))
+}
+
+func (g *Gateway) plainText(ctx *fasthttp.RequestCtx, rt route, status int, body string) {
+	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+	ctx.SetStatusCode(status)
+	ctx.SetBodyString(body + "\n")
+	g.metrics.countRequest(rt, status)
+}
+
+// Serve serves on ln until Shutdown. It returns nil after a Shutdown.
+func (g *Gateway) Serve(ln net.Listener) error {
+	go g.pool.runEvictions(g.stop)
+	if err := g.server.Serve(ln); err != nil {
+		return fmt.Errorf("cannot serve on %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// Shutdown drains and stops the gateway: /readyz turns 503 and every response
+// closes its connection for -drain-delay, so load balancers and keep-alive
+// callers move to other replicas; then the listener closes, scrapes already
+// running finish (up to -shutdown-timeout), and later requests on surviving
+// connections get 503. ctx bounds the whole sequence.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.state.Store(stateDraining)
+	g.log.Info().Dur("drain_delay", g.cfg.DrainDelay).Msg("draining: /readyz reports 503")
+	drain := time.NewTimer(g.cfg.DrainDelay)
+	select {
+	case <-drain.C:
+	case <-ctx.Done():
+		drain.Stop()
+	}
+
+	g.state.Store(stateStopping)
+	g.log.Info().Int64("inflight", g.inflight.Load()).Dur("timeout", g.cfg.ShutdownTimeout).Msg("stopping: waiting for in-flight scrapes")
+	sctx, cancel := context.WithTimeout(ctx, g.cfg.ShutdownTimeout)
+	defer cancel()
+	err := g.server.ShutdownWithContext(sctx)
+	close(g.stop)
+	g.pool.closeIdle()
+	if err != nil {
+		return fmt.Errorf("in-flight scrapes did not finish in time: %w", err)
+	}
+	g.log.Info().Msg("stopped")
+	return nil
+}
+
+// Run listens on cfg.Listen and serves until ctx is done, then shuts down
+// gracefully.
+func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
+	g, err := New(cfg, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %q: %w", cfg.Listen, err)
+	}
+	log.Info().Str("listen", ln.Addr().String()).Str("allow_cidrs", (*cidrList)(&cfg.AllowCIDRs).String()).Msg("serving")
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	if err := g.Shutdown(context.Background()); err != nil {
+		return err
+	}
+	return <-served
+}

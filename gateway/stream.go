@@ -1,0 +1,66 @@
+package gateway
+
+import (
+	"io"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// upstreamBody is the body stream handed to the fasthttp server: it reads the
+// pod's response as the server writes it to the caller, and when the server
+// closes it, releases everything the scrape held. Reading it to EOF returns the
+// pod connection to the pool; closing it earlier closes that connection, so a
+// half-read connection is never reused.
+type upstreamBody struct {
+	g      *Gateway
+	ep     *endpoint
+	resp   *fasthttp.Response
+	body   io.Reader
+	target netip.AddrPort
+	start  time.Time
+
+	n       int64
+	eof     bool
+	readErr error
+}
+
+var upstreamBodyPool = sync.Pool{New: func() any { return new(upstreamBody) }}
+
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	b.n += int64(n)
+	if err == io.EOF {
+		b.eof = true
+	} else if err != nil {
+		b.readErr = err
+	}
+	return n, err
+}
+
+// CloseWithError is called by the fasthttp server once it has written the
+// response, or failed to: writeErr is the reason the write stopped early.
+// Implementing it lets the gateway tell a pod that failed mid-body from a
+// caller that went away. It must not also implement io.Closer: fasthttp would
+// call both.
+func (b *upstreamBody) CloseWithError(writeErr error) error {
+	g := b.g
+	switch {
+	case b.readErr != nil:
+		// The server aborts the connection when a read fails, so the caller
+		// sees a broken response rather than a clean, truncated one.
+		g.upstreamFailed(b.ep, b.target, reasonBodyFailed, b.readErr)
+	case writeErr != nil:
+		g.metrics.countFailure(reasonClientGone)
+	}
+	_ = b.resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(b.resp)
+	g.metrics.responseBytes.Add(int(b.n))
+	g.endScrape(b.ep)
+
+	*b = upstreamBody{}
+	upstreamBodyPool.Put(b)
+	return nil
+}

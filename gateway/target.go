@@ -1,0 +1,217 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"unsafe"
+)
+
+// Target is one scrape target, parsed once from the request line and never
+// re-parsed. Path and Query alias the request's own bytes: they are valid only
+// while the request is being handled.
+type Target struct {
+	// Addr is the pod endpoint. Its IP never carries a zone.
+	Addr netip.AddrPort
+	// Path is the raw path sent to the pod, always starting with '/'. It is
+	// never unescaped or normalised: "%2F" stays "%2F", ".." stays "..".
+	Path []byte
+	// Query is the raw query string without the leading '?', possibly empty.
+	Query []byte
+}
+
+// podsPrefix is the psystrike contract: /pods/{ip}/{port}/{path...}.
+const podsPrefix = "/pods/"
+
+// errBadTarget wraps every parse failure, so callers can tell a malformed
+// target (400) from everything else without string matching.
+var errBadTarget = errors.New("malformed target")
+
+func badTarget(msg string) error {
+	return &targetError{msg: msg}
+}
+
+type targetError struct{ msg string }
+
+func (e *targetError) Error() string { return e.msg }
+func (e *targetError) Unwrap() error { return errBadTarget }
+
+// Errors are preallocated: a hostile caller must not make the gateway allocate
+// an error per request.
+var (
+	errNoPodsPrefix    = badTarget("path does not start with " + podsPrefix)
+	errNoPort          = badTarget("want /pods/{ip}/{port}/{path}")
+	errBadIP           = badTarget("target host is not an IP literal")
+	errZone            = badTarget("IPv6 zone identifiers are not allowed")
+	errBadPort         = badTarget("port must be a decimal number 1-65535 without leading zeros")
+	errFragment        = badTarget("request target must not contain '#'")
+	errNotAbsolute     = badTarget("request target is not an absolute http:// URI")
+	errUserinfo        = badTarget("userinfo (user@host) is not allowed in the target")
+	errUnsupportedTLS  = badTarget("https targets are not supported")
+	errMissingBrackets = badTarget("an IPv6 host with a port must be in brackets: [addr]:port")
+)
+
+// parsePodPath parses the raw request URI of a /pods/{ip}/{port}/{path} request.
+// The IP may be bracketed ([fd00::1]) or bare (fd00::1): a bare IPv6 address
+// contains no '/', so the first '/' still ends it. An absent path means "/".
+func parsePodPath(uri []byte) (Target, error) {
+	var t Target
+	if !bytes.HasPrefix(uri, []byte(podsPrefix)) {
+		return t, errNoPodsPrefix
+	}
+	if bytes.IndexByte(uri, '#') >= 0 {
+		return t, errFragment
+	}
+	rest, query := splitQuery(uri[len(podsPrefix):])
+	ipPart, rest, ok := bytes.Cut(rest, []byte("/"))
+	if !ok {
+		return t, errNoPort
+	}
+	portPart, path := rest, []byte(nil)
+	if i := bytes.IndexByte(rest, '/'); i >= 0 {
+		portPart, path = rest[:i], rest[i:]
+	}
+	if len(ipPart) > 2 && ipPart[0] == '[' && ipPart[len(ipPart)-1] == ']' {
+		ipPart = ipPart[1 : len(ipPart)-1]
+	}
+	ip, err := parseIP(ipPart)
+	if err != nil {
+		return t, err
+	}
+	port, err := parsePort(portPart)
+	if err != nil {
+		return t, err
+	}
+	return newTarget(ip, port, path, query), nil
+}
+
+// parseAbsoluteURI parses an absolute-form request target, what an HTTP client
+// configured with a proxy sends: http://{ip}:{port}/{path}. The port defaults
+// to 80. Only the http scheme is served.
+func parseAbsoluteURI(uri []byte) (Target, error) {
+	var t Target
+	scheme, rest, ok := bytes.Cut(uri, []byte("://"))
+	if !ok {
+		return t, errNotAbsolute
+	}
+	switch {
+	case bytes.EqualFold(scheme, []byte("http")):
+	case bytes.EqualFold(scheme, []byte("https")):
+		return t, errUnsupportedTLS
+	default:
+		return t, errNotAbsolute
+	}
+	if bytes.IndexByte(rest, '#') >= 0 {
+		return t, errFragment
+	}
+	authority, pathAndQuery := rest, []byte(nil)
+	if i := bytes.IndexAny(rest, "/?"); i >= 0 {
+		authority, pathAndQuery = rest[:i], rest[i:]
+	}
+	if bytes.IndexByte(authority, '@') >= 0 {
+		return t, errUserinfo
+	}
+	host, portPart := authority, []byte(nil)
+	if len(host) > 0 && host[0] == '[' {
+		end := bytes.IndexByte(host, ']')
+		if end < 0 {
+			return t, errBadIP
+		}
+		host, portPart = host[1:end], host[end+1:]
+		if len(portPart) > 0 {
+			if portPart[0] != ':' {
+				return t, errBadIP
+			}
+			portPart = portPart[1:]
+			if len(portPart) == 0 {
+				return t, errBadPort
+			}
+		} else {
+			portPart = nil
+		}
+	} else if c := bytes.IndexByte(host, ':'); c >= 0 {
+		if bytes.IndexByte(host[c+1:], ':') >= 0 {
+			return t, errMissingBrackets
+		}
+		host, portPart = host[:c], host[c+1:]
+		if len(portPart) == 0 {
+			return t, errBadPort
+		}
+	}
+	ip, err := parseIP(host)
+	if err != nil {
+		return t, err
+	}
+	port := uint16(80)
+	if portPart != nil {
+		if port, err = parsePort(portPart); err != nil {
+			return t, err
+		}
+	}
+	path, query := splitQuery(pathAndQuery)
+	return newTarget(ip, port, path, query), nil
+}
+
+// rootPath is shared by every target without a path; nothing writes to it.
+var rootPath = []byte("/")
+
+func newTarget(ip netip.Addr, port uint16, path, query []byte) Target {
+	if len(path) == 0 {
+		path = rootPath
+	}
+	return Target{Addr: netip.AddrPortFrom(ip, port), Path: path, Query: query}
+}
+
+// splitQuery splits "path?query" at the first '?'.
+func splitQuery(b []byte) (path, query []byte) {
+	if q := bytes.IndexByte(b, '?'); q >= 0 {
+		return b[:q], b[q+1:]
+	}
+	return b, nil
+}
+
+// isAbsoluteForm reports whether a request target is in absolute form
+// (scheme "://"), as opposed to origin form ("/path"). Anything that does not
+// start with '/' is treated as absolute form so that the strict parser, not the
+// router, decides what it is.
+func isAbsoluteForm(uri []byte) bool {
+	return len(uri) > 0 && uri[0] != '/'
+}
+
+// parseIP accepts only canonical IP literals: dotted-quad IPv4 with exactly
+// four decimal parts and no leading zeros, or RFC 4291 IPv6. Every other
+// spelling that resolvers accept for the same address (127.1, 0x7f.0.0.1,
+// 2130706433, 0177.0.0.1) is refused, so the policy sees exactly the address
+// that will be dialled.
+func parseIP(b []byte) (netip.Addr, error) {
+	if len(b) == 0 || len(b) > len("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255") {
+		return netip.Addr{}, errBadIP
+	}
+	if bytes.IndexByte(b, '%') >= 0 {
+		return netip.Addr{}, errZone
+	}
+	// No zone (checked above), so the parsed Addr keeps no reference to the
+	// string and converting without a copy is safe.
+	ip, err := netip.ParseAddr(unsafe.String(unsafe.SliceData(b), len(b)))
+	if err != nil {
+		return netip.Addr{}, errBadIP
+	}
+	return ip, nil
+}
+
+func parsePort(b []byte) (uint16, error) {
+	if len(b) == 0 || len(b) > 5 || b[0] == '0' {
+		return 0, errBadPort
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, errBadPort
+		}
+		n = n*10 + int(c-'0')
+	}
+	if n > 65535 {
+		return 0, errBadPort
+	}
+	return uint16(n), nil
+}
