@@ -29,14 +29,14 @@ var routeNames = [numRoutes]string{"pods", "proxy", "metrics", "healthz", "ready
 // metricHelp is the HELP text of every metric family the gateway defines; it is
 // the one list of what /metrics exposes beyond Go and process metrics.
 var metricHelp = map[string]string{
-	"scrapegate_requests_total":               "Requests answered, by route and HTTP status code (a pod's own status for proxied scrapes).",
-	"scrapegate_rejected_requests_total":      "Requests refused before reaching a pod, by reason.",
-	"scrapegate_upstream_errors_total":        "Scrapes that failed between the gateway and a pod, by reason.",
-	"scrapegate_client_aborts_total":          "Scrapes whose caller went away before the body was fully sent.",
-	"scrapegate_upstream_response_seconds":    "Time from sending a scrape to a pod until its response headers arrived.",
-	"scrapegate_response_bytes_total":         "Body bytes streamed from pods to callers.",
-	"scrapegate_upstream_inflight_requests":   "Scrapes in flight to pods, bodies included.",
-	"scrapegate_pooled_endpoints":             "Pod endpoints (ip:port) with a connection pool.",
+	"scrapegate_requests_total":                 "Requests answered, by route and HTTP status code (a pod's own status for proxied scrapes).",
+	"scrapegate_rejected_requests_total":        "Requests refused before reaching a pod, by reason.",
+	"scrapegate_upstream_errors_total":          "Scrapes that failed between the gateway and a pod, by reason.",
+	"scrapegate_client_aborts_total":            "Scrapes whose caller went away before the body was fully sent.",
+	"scrapegate_upstream_response_seconds":      "Time from sending a scrape to a pod until its response headers arrived.",
+	"scrapegate_response_bytes_total":           "Body bytes streamed from pods to callers.",
+	"scrapegate_upstream_inflight_requests":     "Scrapes in flight to pods, bodies included.",
+	"scrapegate_pooled_endpoints":               "Pod endpoints (ip:port) with a connection pool.",
 	"scrapegate_pooled_endpoints_evicted_total": "Endpoint pools dropped after being idle for -endpoint-idle-ttl.",
 }
 
