@@ -127,7 +127,7 @@ func (c *Config) registerFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "After the drain delay, how long in-flight scrapes may take to finish before the process exits anyway.")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "Log format: json (to stderr) or console (human-readable).")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "Minimum log level: debug, info, warn or error.")
-	fs.BoolVar(&c.AccessLog, "access-log", c.AccessLog, "Log every request at info level (method, target, status, duration, bytes).")
+	fs.BoolVar(&c.AccessLog, "access-log", c.AccessLog, "Log every request at info level: method, target, caller, status and time until the response headers.")
 }
 
 // Validate checks values that each parse but make no sense, naming the flag.

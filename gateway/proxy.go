@@ -39,7 +39,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		return
 	}
 	if g.state.Load() == stateStopping {
-		g.reject(ctx, rt, reasonDraining, uri, "gateway is shutting down, retry on another replica")
+		g.reject(ctx, rt, reasonDraining, uri, "the gateway is shutting down; retry on another replica")
 		return
 	}
 	if g.inflight.Add(1) > int64(g.cfg.MaxInflight) {
@@ -64,7 +64,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		g.endScrape(ep)
 		detail := err.Error()
 		if r == reasonTimeout {
-			detail = fmt.Sprintf("no response within %s (scrape deadline)", timeout)
+			detail = fmt.Sprintf("no response from %s within the %s scrape deadline", t.Addr, timeout)
 		}
 		g.writeError(ctx, rt, r, uri, detail)
 		return

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,9 @@ type Gateway struct {
 	inflight atomic.Int64
 	state    atomic.Int32
 	stop     chan struct{}
+
+	shutdownOnce sync.Once
+	shutdownErr  error
 }
 
 // New returns a Gateway for a validated Config.
@@ -177,11 +181,17 @@ func (g *Gateway) Serve(ln net.Listener) error {
 }
 
 // Shutdown drains and stops the gateway: /readyz turns 503 and every response
-// closes its connection for -drain-delay, so load balancers and keep-alive
-// callers move to other replicas; then the listener closes, scrapes already
-// running finish (up to -shutdown-timeout), and later requests on surviving
-// connections get 503. ctx bounds the whole sequence.
+// closes its connection for -drain-delay (or until ctx is done), so load
+// balancers and keep-alive callers move to other replicas; then the listener
+// closes and scrapes already running get up to -shutdown-timeout to finish,
+// while later requests on surviving connections get 503. Later calls return
+// the first one's result.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.shutdownOnce.Do(func() { g.shutdownErr = g.shutdown(ctx) })
+	return g.shutdownErr
+}
+
+func (g *Gateway) shutdown(ctx context.Context) error {
 	g.state.Store(stateDraining)
 	g.log.Info().Dur("drain_delay", g.cfg.DrainDelay).Msg("draining: /readyz reports 503")
 	drain := time.NewTimer(g.cfg.DrainDelay)
@@ -193,20 +203,21 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 
 	g.state.Store(stateStopping)
 	g.log.Info().Int64("inflight", g.inflight.Load()).Dur("timeout", g.cfg.ShutdownTimeout).Msg("stopping: waiting for in-flight scrapes")
-	sctx, cancel := context.WithTimeout(ctx, g.cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
 	defer cancel()
 	err := g.server.ShutdownWithContext(sctx)
 	close(g.stop)
 	g.pool.closeIdle()
 	if err != nil {
-		return fmt.Errorf("in-flight scrapes did not finish in time: %w", err)
+		return fmt.Errorf("in-flight scrapes did not finish within -shutdown-timeout: %w", err)
 	}
 	g.log.Info().Msg("stopped")
 	return nil
 }
 
 // Run listens on cfg.Listen and serves until ctx is done, then shuts down
-// gracefully.
+// gracefully. Scrapes cut off by -shutdown-timeout are logged, not returned
+// as an error: the shutdown itself went as configured.
 func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	g, err := New(cfg, log)
 	if err != nil {
@@ -225,7 +236,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	case <-ctx.Done():
 	}
 	if err := g.Shutdown(context.Background()); err != nil {
-		return err
+		log.Warn().Err(err).Int64("inflight", g.inflight.Load()).Msg("exiting with scrapes unfinished")
 	}
 	return <-served
 }

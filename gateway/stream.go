@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/netip"
 	"sync"
-	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -20,7 +19,6 @@ type upstreamBody struct {
 	resp   *fasthttp.Response
 	body   io.Reader
 	target netip.AddrPort
-	start  time.Time
 
 	n       int64
 	eof     bool

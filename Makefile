@@ -1,0 +1,53 @@
+# scrapegate — every developer and CI command. `make help` lists them.
+
+GO          ?= go
+BIN         := bin/scrapegate
+IMAGE       ?= scrapegate:dev
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Flags for `make run`, e.g. make run ARGS='--allow-cidrs=127.0.0.0/8 --log-format=console'
+ARGS        ?= --log-format=console
+FUZZTIME    ?= 30s
+# apt-get needs root; use sudo when not root and it exists.
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+
+.PHONY: help build run test test-deps vet unit bench fuzz fmt lint docker clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/scrapegate (static)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/scrapegate
+
+run: build ## run the gateway on :8080 (ARGS='...' adds flags)
+	./$(BIN) $(ARGS)
+
+test: test-deps vet ## vet, race-enabled unit tests, and the end-to-end test with a real Prometheus
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-deps: ## install what the tests need: Debian's prometheus for the end-to-end test
+	@command -v prometheus >/dev/null 2>&1 || { \
+		echo "installing Debian's prometheus package for the end-to-end test"; \
+		$(SUDO) apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends prometheus; }
+
+vet: ## go vet
+	$(GO) vet ./...
+
+bench: ## benchmarks (go test -bench), ns/op, B/op, allocs/op, MB/s
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+fuzz: ## run each fuzz target for FUZZTIME
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTargets$$' -fuzztime $(FUZZTIME) ./gateway
+
+fmt: ## gofmt every file
+	gofmt -w $$(git ls-files '*.go')
+
+lint: vet ## go vet and staticcheck (fetched through the module proxy)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run make fmt"; exit 1; }
+	$(GO) run $(STATICCHECK) ./...
+
+docker: ## build the container image (needs a Docker engine)
+	docker build -t $(IMAGE) .
+
+clean: ## remove build output
+	rm -rf bin

@@ -1,0 +1,199 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// testConfig allows loopback, where the tests' pods listen.
+func testConfig() Config {
+	cfg := DefaultConfig()
+	cfg.AllowCIDRs = mustParsePrefixes("127.0.0.0/8", "::1/128")
+	cfg.DrainDelay = 0
+	return cfg
+}
+
+// startGateway serves a Gateway on a loopback port until the test ends.
+func startGateway(t *testing.T, cfg Config) (*Gateway, string) {
+	t.Helper()
+	g, err := New(cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("New: %s", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := g.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %s", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %s", err)
+		}
+	})
+	return g, ln.Addr().String()
+}
+
+// testPod is a fake pod: a net/http server on a loopback address that
+// counts the TCP connections it accepted.
+type testPod struct {
+	addr  netip.AddrPort
+	conns atomic.Int32
+}
+
+func startPod(t *testing.T, ip string, h http.HandlerFunc) *testPod {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &testPod{addr: netip.MustParseAddrPort(ln.Addr().String())}
+	srv := &http.Server{
+		Handler: h,
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				p.conns.Add(1)
+			}
+		},
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return p
+}
+
+// podPath is the /pods/ URI of a pod path.
+func (p *testPod) podPath(path string) string {
+	return fmt.Sprintf("/pods/%s/%d%s", p.addr.Addr(), p.addr.Port(), path)
+}
+
+// rawResponse is what a raw HTTP/1.1 exchange returned.
+type rawResponse struct {
+	*http.Response
+	body    string
+	bodyErr error
+}
+
+// rawGet sends one request with exactly the given request target and extra
+// header lines, without any client-side normalisation, and reads the answer.
+func rawGet(t *testing.T, gw, method, target string, headerLines ...string) rawResponse {
+	t.Helper()
+	conn, err := net.Dial("tcp", gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	req := method + " " + target + " HTTP/1.1\r\nHost: " + gw + "\r\n"
+	for _, h := range headerLines {
+		req += h + "\r\n"
+	}
+	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%s %s: cannot read response: %s", method, target, err)
+	}
+	body, bodyErr := io.ReadAll(resp.Body)
+	return rawResponse{Response: resp, body: string(body), bodyErr: bodyErr}
+}
+
+// get is rawGet for a request that must complete.
+func get(t *testing.T, gw, target string, headerLines ...string) rawResponse {
+	t.Helper()
+	r := rawGet(t, gw, "GET", target, headerLines...)
+	if r.bodyErr != nil {
+		t.Fatalf("GET %s: cannot read body: %s", target, r.bodyErr)
+	}
+	return r
+}
+
+// metricValue returns the value of one exact series of g's /metrics.
+func metricValue(t *testing.T, g *Gateway, series string) float64 {
+	t.Helper()
+	var bb bytes.Buffer
+	g.metrics.writePrometheus(&bb)
+	for _, line := range strings.Split(bb.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("series %s: %s", series, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// waitFor polls cond until it holds or the test times out: for conditions
+// that have no signal of their own, such as another process's connection state.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// rawListener is a TCP listener that hands each connection to a handler, for
+// pods that misbehave below HTTP, and counts what it accepted.
+type rawListener struct {
+	port     int
+	accepted atomic.Int32
+}
+
+func listenRaw(t *testing.T, ip string, handle func(net.Conn)) *rawListener {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	l := &rawListener{port: ln.Addr().(*net.TCPAddr).Port}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			l.accepted.Add(1)
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return l
+}
+
+// freePort returns a port nothing listens on at ip.
+func freePort(t *testing.T, ip string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}

@@ -1,0 +1,160 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+func TestParsePodPath(t *testing.T) {
+	ok := func(uri, wantAddr, wantPath, wantQuery string) {
+		t.Helper()
+		got, err := parsePodPath([]byte(uri))
+		if err != nil {
+			t.Fatalf("parsePodPath(%q): unexpected error: %s", uri, err)
+		}
+		if got.Addr.String() != wantAddr || string(got.Path) != wantPath || string(got.Query) != wantQuery {
+			t.Fatalf("parsePodPath(%q) = %s %q %q; want %s %q %q", uri, got.Addr, got.Path, got.Query, wantAddr, wantPath, wantQuery)
+		}
+	}
+	ok("/pods/10.1.2.3/9100/metrics", "10.1.2.3:9100", "/metrics", "")
+	ok("/pods/10.1.2.3/9100/metrics?a=1&b=%20", "10.1.2.3:9100", "/metrics", "a=1&b=%20")
+	ok("/pods/10.1.2.3/9100", "10.1.2.3:9100", "/", "")
+	ok("/pods/10.1.2.3/9100/", "10.1.2.3:9100", "/", "")
+	ok("/pods/10.1.2.3/9100?x", "10.1.2.3:9100", "/", "x")
+	// Raw: never unescaped, never normalised.
+	ok("/pods/10.1.2.3/80/a%2Fb/../c//d", "10.1.2.3:80", "/a%2Fb/../c//d", "")
+	ok("/pods/10.1.2.3/80/probe?target=http://x/y?z", "10.1.2.3:80", "/probe", "target=http://x/y?z")
+	ok("/pods/10.1.2.3/65535/m", "10.1.2.3:65535", "/m", "")
+	// IPv6, bare and bracketed (what the psystrike relabel rule produces).
+	ok("/pods/fd00::1/9100/metrics", "[fd00::1]:9100", "/metrics", "")
+	ok("/pods/[fd00::1]/9100/metrics", "[fd00::1]:9100", "/metrics", "")
+	ok("/pods/::ffff:10.0.0.1/80/m", "[::ffff:10.0.0.1]:80", "/m", "")
+
+	bad := func(uri string) {
+		t.Helper()
+		got, err := parsePodPath([]byte(uri))
+		if !errors.Is(err, errBadTarget) {
+			t.Fatalf("parsePodPath(%q) = %s, %v; want a bad-target error", uri, got.Addr, err)
+		}
+	}
+	bad("/pods/")
+	bad("/pods/10.1.2.3")
+	bad("/pods/10.1.2.3/")
+	bad("/pods/10.1.2.3//metrics")
+	bad("/pods//9100/metrics")
+	bad("/metrics")
+	// Only canonical IP literals: these all mean 127.0.0.1 to some resolver.
+	bad("/pods/127.1/80/m")
+	bad("/pods/0x7f.0.0.1/80/m")
+	bad("/pods/0x7f000001/80/m")
+	bad("/pods/2130706433/80/m")
+	bad("/pods/0177.0.0.1/80/m")
+	bad("/pods/127.000.000.001/80/m")
+	bad("/pods/127.0.0.1./80/m")
+	bad("/pods/localhost/80/m")
+	bad("/pods/example.com/80/m")
+	bad("/pods/%31%32%37.0.0.1/80/m")
+	bad("/pods/user@10.0.0.1/80/m")
+	bad("/pods/10.0.0.1:80/80/m")
+	// Zones, raw or escaped.
+	bad("/pods/fe80::1%eth0/80/m")
+	bad("/pods/fe80::1%25eth0/80/m")
+	bad("/pods/[fe80::1%25eth0]/80/m")
+	bad("/pods/[fd00::1/80/m")
+	// Ports.
+	bad("/pods/10.0.0.1/0/m")
+	bad("/pods/10.0.0.1/65536/m")
+	bad("/pods/10.0.0.1/09100/m")
+	bad("/pods/10.0.0.1/+80/m")
+	bad("/pods/10.0.0.1/-1/m")
+	bad("/pods/10.0.0.1/8o/m")
+	bad("/pods/10.0.0.1/123456/m")
+	bad("/pods/10.0.0.1/0x50/m")
+	bad("/pods/10.1.2.3/80/m#frag")
+}
+
+func TestParseAbsoluteURI(t *testing.T) {
+	ok := func(uri, wantAddr, wantPath, wantQuery string) {
+		t.Helper()
+		got, err := parseAbsoluteURI([]byte(uri))
+		if err != nil {
+			t.Fatalf("parseAbsoluteURI(%q): unexpected error: %s", uri, err)
+		}
+		if got.Addr.String() != wantAddr || string(got.Path) != wantPath || string(got.Query) != wantQuery {
+			t.Fatalf("parseAbsoluteURI(%q) = %s %q %q; want %s %q %q", uri, got.Addr, got.Path, got.Query, wantAddr, wantPath, wantQuery)
+		}
+	}
+	ok("http://10.1.2.3:9100/metrics", "10.1.2.3:9100", "/metrics", "")
+	ok("HTTP://10.1.2.3:9100/metrics?x=1", "10.1.2.3:9100", "/metrics", "x=1")
+	ok("http://10.1.2.3/metrics", "10.1.2.3:80", "/metrics", "")
+	ok("http://10.1.2.3:9100", "10.1.2.3:9100", "/", "")
+	ok("http://10.1.2.3:9100?a=b/c", "10.1.2.3:9100", "/", "a=b/c")
+	ok("http://10.1.2.3:9100/a%2Fb/../c", "10.1.2.3:9100", "/a%2Fb/../c", "")
+	ok("http://[fd00::1]:9100/metrics", "[fd00::1]:9100", "/metrics", "")
+	ok("http://[fd00::1]/metrics", "[fd00::1]:80", "/metrics", "")
+
+	bad := func(uri string) {
+		t.Helper()
+		got, err := parseAbsoluteURI([]byte(uri))
+		if !errors.Is(err, errBadTarget) {
+			t.Fatalf("parseAbsoluteURI(%q) = %s, %v; want a bad-target error", uri, got.Addr, err)
+		}
+	}
+	bad("10.1.2.3:9100")
+	bad("*")
+	bad("https://10.1.2.3:9100/metrics")
+	bad("ftp://10.1.2.3/x")
+	bad("file:///etc/passwd")
+	bad("gopher://10.1.2.3:70/x")
+	bad("http://")
+	bad("http:///metrics")
+	bad("http://user@10.1.2.3:9100/metrics")
+	bad("http://user:pw@10.1.2.3:9100/metrics")
+	bad("http://localhost:9100/metrics")
+	bad("http://127.1:9100/metrics")
+	bad("http://2130706433/metrics")
+	bad("http://10.1.2.3:/metrics")
+	bad("http://10.1.2.3:0/metrics")
+	bad("http://10.1.2.3:99999/metrics")
+	bad("http://fd00::1:9100/metrics")
+	bad("http://[fd00::1]:/metrics")
+	bad("http://[fd00::1]x/metrics")
+	bad("http://[fd00::1/metrics")
+	bad("http://[fe80::1%25eth0]:80/metrics")
+	bad("http://10.1.2.3:9100/m#f")
+}
+
+// FuzzParseTargets checks the parsers' invariants on arbitrary input: no
+// panic, and every accepted target is one the policy can judge and the
+// upstream request can carry (path starts with '/', no zone, non-zero port).
+func FuzzParseTargets(f *testing.F) {
+	for _, s := range []string{
+		"/pods/10.1.2.3/9100/metrics", "/pods/[fd00::1]/9100/metrics?x=1", "/pods/fd00::1/80",
+		"/pods/127.1/80/m", "/pods/fe80::1%25eth0/80/m", "/pods/10.0.0.1/65536/m",
+		"http://10.1.2.3:9100/metrics", "http://[fd00::1]/m?q", "http://user@10.0.0.1/", "https://10.0.0.1/",
+		"/pods/::ffff:127.0.0.1/80/x", "http://[::ffff:169.254.169.254]:80/", "/pods/\x00/1/", "",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, uri []byte) {
+		for _, parse := range []func([]byte) (Target, error){parsePodPath, parseAbsoluteURI} {
+			tg, err := parse(uri)
+			if err != nil {
+				if !errors.Is(err, errBadTarget) {
+					t.Fatalf("%q: error %v is not a bad-target error", uri, err)
+				}
+				continue
+			}
+			if !tg.Addr.IsValid() || tg.Addr.Port() == 0 || tg.Addr.Addr().Zone() != "" {
+				t.Fatalf("%q: accepted invalid address %s", uri, tg.Addr)
+			}
+			if len(tg.Path) == 0 || tg.Path[0] != '/' {
+				t.Fatalf("%q: accepted path %q not starting with '/'", uri, tg.Path)
+			}
+			if bytes.ContainsAny(tg.Path, "?#") || bytes.IndexByte(tg.Query, '#') >= 0 {
+				t.Fatalf("%q: path %q or query %q carries a delimiter", uri, tg.Path, tg.Query)
+			}
+		}
+	})
+}
