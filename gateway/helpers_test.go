@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,7 +30,12 @@ func testConfig() Config {
 // startGateway serves a Gateway on a loopback port until the test ends.
 func startGateway(t *testing.T, cfg Config) (*Gateway, string) {
 	t.Helper()
-	g, err := New(cfg, zerolog.Nop())
+	return startGatewayWithLog(t, cfg, zerolog.Nop())
+}
+
+func startGatewayWithLog(t *testing.T, cfg Config, log zerolog.Logger) (*Gateway, string) {
+	t.Helper()
+	g, err := New(cfg, log)
 	if err != nil {
 		t.Fatalf("New: %s", err)
 	}
@@ -196,4 +202,28 @@ func freePort(t *testing.T, ip string) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// syncBuffer is a log sink safe for the gateway's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) lines(substr string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, l := range strings.Split(b.b.String(), "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return out
 }

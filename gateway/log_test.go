@@ -1,0 +1,62 @@
+package gateway
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestUpstreamErrorLogIsRateLimitedPerEndpoint(t *testing.T) {
+	var logs syncBuffer
+	log, err := NewLogger(&logs, "json", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, gw := startGatewayWithLog(t, testConfig(), log)
+	dead := fmt.Sprintf("127.0.0.30:%d", freePort(t, "127.0.0.30"))
+	other := fmt.Sprintf("127.0.0.31:%d", freePort(t, "127.0.0.31"))
+	for range 5 {
+		get(t, gw, "http://"+dead+"/metrics")
+	}
+	get(t, gw, "http://"+other+"/metrics")
+	lines := logs.lines(`"scrape failed"`)
+	if len(lines) != 2 || !strings.Contains(lines[0], `"target":"`+dead+`"`) || !strings.Contains(lines[0], `"reason":"connect_refused"`) ||
+		!strings.Contains(lines[1], `"target":"`+other+`"`) {
+		t.Fatalf("5 failures of one dead pod and 1 of another logged:\n%s\nwant one line each, with target and reason", strings.Join(lines, "\n"))
+	}
+	// An interval later the dead pod logs again, with what was suppressed.
+	for _, ep := range g.pool.endpoints {
+		ep.lastErrLog.Add(-int64(errorLogInterval + time.Second))
+	}
+	get(t, gw, "http://"+dead+"/metrics")
+	lines = logs.lines(`"scrape failed"`)
+	if len(lines) != 3 || !strings.Contains(lines[2], `"suppressed_since_last":4`) {
+		t.Fatalf("after the interval:\n%s\nwant a third line reporting 4 suppressed", strings.Join(lines, "\n"))
+	}
+}
+
+func TestAccessLog(t *testing.T) {
+	f := func(enabled bool, want int) {
+		t.Helper()
+		var logs syncBuffer
+		log, err := NewLogger(&logs, "json", "info")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := testConfig()
+		cfg.AccessLog = enabled
+		_, gw := startGatewayWithLog(t, cfg, log)
+		get(t, gw, "/healthz")
+		get(t, gw, "/pods/8.8.8.8/53/x")
+		lines := logs.lines(`"message":"request"`)
+		if len(lines) != want {
+			t.Fatalf("access log %v: %d lines; want %d:\n%s", enabled, len(lines), want, strings.Join(lines, "\n"))
+		}
+		if want > 0 && (!strings.Contains(lines[1], `"status":403`) || !strings.Contains(lines[1], `"uri":"/pods/8.8.8.8/53/x"`)) {
+			t.Fatalf("access log line lacks status or uri: %s", lines[1])
+		}
+	}
+	f(false, 0)
+	f(true, 2)
+}
