@@ -28,12 +28,12 @@ func testConfig() Config {
 }
 
 // startGateway serves a Gateway on a loopback port until the test ends.
-func startGateway(t *testing.T, cfg Config) (*Gateway, string) {
+func startGateway(t testing.TB, cfg Config) (*Gateway, string) {
 	t.Helper()
 	return startGatewayWithLog(t, cfg, zerolog.Nop())
 }
 
-func startGatewayWithLog(t *testing.T, cfg Config, log zerolog.Logger) (*Gateway, string) {
+func startGatewayWithLog(t testing.TB, cfg Config, log zerolog.Logger) (*Gateway, string) {
 	t.Helper()
 	g, err := New(cfg, log)
 	if err != nil {

@@ -6,6 +6,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -73,7 +74,6 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 	r.RedirectFixedPath = false     // paths are forwarded raw, never "fixed"
 	r.HandleOPTIONS = false
 	for _, method := range []string{fasthttp.MethodGet, fasthttp.MethodHead} {
-		r.Handle(method, podsPrefix+"{target:*}", g.servePods)
 		r.Handle(method, "/metrics", g.serveMetrics)
 		r.Handle(method, "/healthz", g.serveHealthz)
 		r.Handle(method, "/readyz", g.serveReadyz)
@@ -102,18 +102,24 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 	return g, nil
 }
 
-// handle dispatches a request. Absolute-form targets (http://ip:port/path,
-// sent by clients using the gateway as proxy_url) are proxied before routing,
-// so that their path is never mistaken for one of the gateway's own.
+// handle dispatches a request. The two proxy forms are recognised from the
+// raw request target before routing: an absolute-form target (http://ip:port/path,
+// sent by clients using the gateway as proxy_url) must never be routed by its
+// path, which could be "/metrics", and /pods/ targets skip the router's
+// parameter copies on the hot path. The router serves the gateway's own pages.
 func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	if g.state.Load() != stateServing {
 		// Move keep-alive connections to another replica.
 		ctx.SetConnectionClose()
 	}
-	if isAbsoluteForm(ctx.Request.Header.RequestURI()) {
+	uri := ctx.Request.Header.RequestURI()
+	switch {
+	case isAbsoluteForm(uri):
 		g.proxy(ctx, routeProxy, parseAbsoluteURI)
-	} else {
+	case bytes.HasPrefix(uri, []byte(podsPrefix)):
+		g.proxy(ctx, routePods, parsePodPath)
+	default:
 		g.router.Handler(ctx)
 	}
 	if g.cfg.AccessLog {
@@ -121,10 +127,6 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 			Str("caller", ctx.RemoteIP().String()).Int("status", ctx.Response.StatusCode()).
 			Dur("headers_after", time.Since(start)).Msg("request")
 	}
-}
-
-func (g *Gateway) servePods(ctx *fasthttp.RequestCtx) {
-	g.proxy(ctx, routePods, parsePodPath)
 }
 
 func (g *Gateway) serveMetrics(ctx *fasthttp.RequestCtx) {

@@ -27,6 +27,41 @@ type upstreamBody struct {
 
 var upstreamBodyPool = sync.Pool{New: func() any { return new(upstreamBody) }}
 
+// copyBufSize bounds what one scrape holds besides its connections' own
+// 4 KiB buffers, whatever the body size.
+const copyBufSize = 16 << 10
+
+var copyBufPool = sync.Pool{New: func() any { return new([copyBufSize]byte) }}
+
+// WriteTo copies the body to the caller through a pooled buffer. Without it,
+// the server's copy would end up in net.TCPConn.ReadFrom, which allocates a
+// fresh 32 KiB buffer per scrape.
+func (b *upstreamBody) WriteTo(w io.Writer) (int64, error) {
+	buf := copyBufPool.Get().(*[copyBufSize]byte)
+	defer copyBufPool.Put(buf)
+	var written int64
+	for {
+		n, err := b.Read(buf[:])
+		if n > 0 {
+			nw, werr := w.Write(buf[:n])
+			written += int64(nw)
+			if werr != nil {
+				return written, werr
+			}
+		}
+		if err == io.EOF {
+			return written, nil
+		}
+		if err != nil {
+			return written, err
+		}
+	}
+}
+
+// SupportsBodyWriteTo tells fasthttp that WriteTo writes exactly what Read
+// would return, so it may use WriteTo for chunked bodies too.
+func (b *upstreamBody) SupportsBodyWriteTo() bool { return true }
+
 func (b *upstreamBody) Read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
 	b.n += int64(n)
