@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -226,4 +227,14 @@ func (b *syncBuffer) lines(substr string) []string {
 		}
 	}
 	return out
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("cannot count file descriptors: %s", err)
+	}
+	return len(fds)
 }

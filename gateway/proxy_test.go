@@ -507,6 +507,7 @@ func TestProxyClientDisconnectClosesUpstream(t *testing.T) {
 		}
 	})
 	g, gw := startGateway(t, testConfig())
+	fdsBefore := openFDs(t)
 	conn, err := net.Dial("tcp", gw)
 	if err != nil {
 		t.Fatal(err)
@@ -523,6 +524,10 @@ func TestProxyClientDisconnectClosesUpstream(t *testing.T) {
 	}
 	waitFor(t, "the scrape to be released", func() bool {
 		return g.inflight.Load() == 0 && metricValue(t, g, "scrapegate_client_aborts_total") == 1
+	})
+	// Caller, gateway and pod sockets all closed: no descriptor leaked.
+	waitFor(t, "open file descriptors to return to their count before the scrape", func() bool {
+		return openFDs(t) <= fdsBefore
 	})
 	ep := g.pool.acquire(pod.addr)
 	defer g.pool.release(ep)

@@ -20,7 +20,9 @@ func TestRunExitCodes(t *testing.T) {
 	}
 	f([]string{"--allow-cidrs=not-a-cidr"}, noEnv, 2, "allow-cidrs")
 	f([]string{"--max-inflight=-3"}, noEnv, 2, "-max-inflight")
-	f(nil, func(k string) (string, bool) { return "nope", k == "SCRAPEGATE_LISTEN_TYPO" || k == "SCRAPEGATE_DIAL_TIMEOUT" }, 2, "SCRAPEGATE_DIAL_TIMEOUT")
+	f(nil, func(k string) (string, bool) {
+		return "nope", k == "SCRAPEGATE_LISTEN_TYPO" || k == "SCRAPEGATE_DIAL_TIMEOUT"
+	}, 2, "SCRAPEGATE_DIAL_TIMEOUT")
 	f([]string{"-h"}, noEnv, 0, "SCRAPEGATE_")
 	f([]string{"--listen=256.0.0.1:1"}, noEnv, 1, "cannot listen")
 }
