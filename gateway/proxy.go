@@ -197,7 +197,11 @@ func listedIn(connection, k []byte) bool {
 // reject answers a request refused before any connection to a pod.
 func (g *Gateway) reject(ctx *fasthttp.RequestCtx, rt route, r reason, uri []byte, detail string) {
 	g.metrics.countFailure(r)
-	g.rejectLog.Debug().Str("reason", r.String()).Bytes("uri", truncate(uri)).Str("caller", ctx.RemoteIP().String()).Msg(detail)
+	// Refusals can come in floods (an overload, a scanner): build the log
+	// line only when it will be written.
+	if e := g.rejectLog.Debug(); e.Enabled() {
+		e.Str("reason", r.String()).Bytes("uri", truncate(uri)).Str("caller", ctx.RemoteIP().String()).Msg(detail)
+	}
 	g.writeError(ctx, rt, r, uri, detail)
 }
 

@@ -108,7 +108,6 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 // path, which could be "/metrics", and /pods/ targets skip the router's
 // parameter copies on the hot path. The router serves the gateway's own pages.
 func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
-	start := time.Now()
 	if g.state.Load() != stateServing {
 		// Move keep-alive connections to another replica.
 		ctx.SetConnectionClose()
@@ -125,7 +124,7 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 	if g.cfg.AccessLog {
 		g.log.Info().Bytes("method", ctx.Method()).Bytes("uri", truncate(ctx.Request.Header.RequestURI())).
 			Str("caller", ctx.RemoteIP().String()).Int("status", ctx.Response.StatusCode()).
-			Dur("headers_after", time.Since(start)).Msg("request")
+			Dur("headers_after", time.Since(ctx.Time())).Msg("request")
 	}
 }
 
