@@ -85,6 +85,9 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 	}
 	b := upstreamBodyPool.Get().(*upstreamBody)
 	*b = upstreamBody{g: g, ep: ep, resp: resp, body: stream, target: t.Addr}
+	if resp.Header.ContentLength() == -1 {
+		b.chunkedConn = connOf(resp)
+	}
 	// A negative length (chunked or close-delimited upstream) makes the
 	// server send a chunked body.
 	ctx.SetBodyStream(b, resp.Header.ContentLength())
@@ -250,7 +253,11 @@ func (g *Gateway) newHostClient(addr string) *fasthttp.HostClient {
 			return false, errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF)
 		},
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			return g.dialer.DialDualStackTimeout(addr, min(timeout, g.cfg.DialTimeout))
+			c, err := g.dialer.DialDualStackTimeout(addr, min(timeout, g.cfg.DialTimeout))
+			if err != nil {
+				return nil, err
+			}
+			return newUpstreamConn(c), nil
 		},
 	}
 }

@@ -287,6 +287,7 @@ func TestProxyRetriesOnlyAStaleIdleConnection(t *testing.T) {
 	// The pod closes each connection right after answering, without saying
 	// so: the gateway's pooled connection is dead by the next scrape.
 	pod := startPod(t, "127.0.0.9", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "2")
 		fmt.Fprint(w, "ok")
 		w.(http.Flusher).Flush()
 		conn, _, _ := w.(http.Hijacker).Hijack()
@@ -458,12 +459,13 @@ func TestPolicyRefusalOpensNoConnection(t *testing.T) {
 }
 
 func TestProxyMidBodyFailureIsAFailure(t *testing.T) {
-	f := func(name, headers string) {
+	lines := strings.Repeat("partial_metric 1\n", 100)
+	chunks := strings.Repeat(fmt.Sprintf("%x\r\npartial_metric 1\n\r\n", len("partial_metric 1\n")), 100)
+	f := func(name, headers, body string) {
 		t.Helper()
 		pod := listenRaw(t, "127.0.0.13", func(c net.Conn) {
 			_, _ = c.Read(make([]byte, 4096))
-			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\n"+headers+"\r\n")
-			_, _ = io.WriteString(c, strings.Repeat("partial_metric 1\n", 100))
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\n"+headers+"\r\n"+body)
 			// and the pod dies mid-body.
 		})
 		g, gw := startGateway(t, testConfig())
@@ -487,8 +489,32 @@ func TestProxyMidBodyFailureIsAFailure(t *testing.T) {
 			return metricValue(t, g, `scrapegate_upstream_errors_total{reason="body_failed"}`) == 1
 		})
 	}
-	f("content-length", "Content-Length: 100000\r\n")
-	f("chunked", "Transfer-Encoding: chunked\r\n\r\n1000")
+	f("content-length", "Content-Length: 100000\r\n", lines)
+	f("chunked, cut inside a chunk", "Transfer-Encoding: chunked\r\n", "1000\r\n"+lines)
+	f("chunked, cut between chunks", "Transfer-Encoding: chunked\r\n", chunks)
+}
+
+func TestProxyCompleteChunkedBodyFromClosingPod(t *testing.T) {
+	// The mirror image of a cut between chunks: the pod sends the last chunk
+	// and then closes. That body is complete and must pass as such.
+	chunks := strings.Repeat(fmt.Sprintf("%x\r\nsome_metric 1\n\r\n", len("some_metric 1\n")), 100) + "0\r\n\r\n"
+	f := func(name, headers string) {
+		t.Helper()
+		pod := listenRaw(t, "127.0.0.13", func(c net.Conn) {
+			_, _ = c.Read(make([]byte, 4096))
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"+headers+"\r\n"+chunks)
+		})
+		g, gw := startGateway(t, testConfig())
+		r := get(t, gw, fmt.Sprintf("/pods/127.0.0.13/%d/metrics", pod.port))
+		if r.StatusCode != 200 || r.body != strings.Repeat("some_metric 1\n", 100) {
+			t.Fatalf("%s: %d, %d bytes", name, r.StatusCode, len(r.body))
+		}
+		if v := metricValue(t, g, `scrapegate_upstream_errors_total{reason="body_failed"}`); v != 0 {
+			t.Fatalf("%s: a complete body counted as failed", name)
+		}
+	}
+	f("connection close", "Connection: close\r\n")
+	f("keep-alive", "")
 }
 
 func TestProxyClientDisconnectClosesUpstream(t *testing.T) {

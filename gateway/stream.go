@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"io"
 	"net/netip"
 	"sync"
@@ -19,11 +20,16 @@ type upstreamBody struct {
 	resp   *fasthttp.Response
 	body   io.Reader
 	target netip.AddrPort
+	// chunkedConn is the pod connection of a chunked body, to tell its
+	// clean end from a truncation (see upstreamConn).
+	chunkedConn *upstreamConn
 
 	n       int64
 	eof     bool
 	readErr error
 }
+
+var errChunkedBodyTruncated = errors.New("the pod closed the connection before the last chunk of its body")
 
 var upstreamBodyPool = sync.Pool{New: func() any { return new(upstreamBody) }}
 
@@ -65,6 +71,9 @@ func (b *upstreamBody) SupportsBodyWriteTo() bool { return true }
 func (b *upstreamBody) Read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
 	b.n += int64(n)
+	if err == io.EOF && b.chunkedConn != nil && b.chunkedConn.peerClosed.Load() {
+		err = errChunkedBodyTruncated
+	}
 	if err == io.EOF {
 		b.eof = true
 	} else if err != nil {
