@@ -4,7 +4,8 @@ GO          ?= go
 BIN         := bin/scrapegate
 IMAGE       ?= scrapegate:dev
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-# Flags for `make run`, e.g. make run ARGS='--allow-cidrs=127.0.0.0/8 --log-format=console'
+# Flags for `make run`; setting ARGS replaces these defaults, e.g.
+# make run ARGS='--allow-cidrs=127.0.0.0/8 --log-format=console'
 ARGS        ?= --log-format=console
 FUZZTIME    ?= 30s
 # apt-get needs root; use sudo when not root and it exists.
@@ -18,7 +19,7 @@ help: ## list the targets
 build: ## build bin/scrapegate (static)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/scrapegate
 
-run: build ## run the gateway on :8080 (ARGS='...' adds flags)
+run: build ## run the gateway on :8080 (ARGS='...' sets its flags)
 	./$(BIN) $(ARGS)
 
 test: test-deps vet ## vet, race-enabled unit tests, and the end-to-end test with a real Prometheus
@@ -40,10 +41,10 @@ fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTargets$$' -fuzztime $(FUZZTIME) ./gateway
 
 fmt: ## gofmt every file
-	gofmt -w $$(git ls-files '*.go')
+	gofmt -w .
 
 lint: vet ## go vet and staticcheck (fetched through the module proxy)
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run make fmt"; exit 1; }
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "run make fmt"; exit 1; }
 	$(GO) run $(STATICCHECK) ./...
 
 docker: ## build the container image (needs a Docker engine)

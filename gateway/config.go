@@ -69,13 +69,16 @@ const EnvPrefix = "SCRAPEGATE_"
 func ParseFlags(name string, args []string, lookupEnv func(string) (string, bool), output io.Writer) (Config, error) {
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(output)
 	cfg.registerFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(output, "Usage of %s:\n\nEvery flag can also be set with the environment variable %s<FLAG_IN_UPPER_SNAKE_CASE>.\n\n", name, EnvPrefix)
-		fs.PrintDefaults()
-	}
+	// The flag package would print its error and the whole usage text on
+	// any mistake; print the usage only when asked for, and return errors.
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(output, "Usage of %s:\n\nEvery flag can also be set with the environment variable %s<FLAG_IN_UPPER_SNAKE_CASE>.\n\n", name, EnvPrefix)
+			fs.SetOutput(output)
+			fs.PrintDefaults()
+		}
 		return cfg, err
 	}
 	if fs.NArg() > 0 {

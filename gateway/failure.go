@@ -54,7 +54,7 @@ func (r reason) String() string { return reasonInfo[r].name }
 func classifyUpstreamError(err error) reason {
 	var netErr net.Error
 	switch {
-	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout),
+	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout), errors.Is(err, fasthttp.ErrNoFreeConns),
 		errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
 		return reasonTimeout
 	case errors.Is(err, syscall.ECONNREFUSED):

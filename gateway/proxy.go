@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/netip"
 	"strconv"
@@ -111,11 +110,13 @@ func (g *Gateway) scrapeTimeout(h *fasthttp.RequestHeader) time.Duration {
 	if err != nil || !(secs > 0) {
 		return g.cfg.ScrapeTimeoutDefault
 	}
-	if secs >= g.cfg.ScrapeTimeoutMax.Seconds() || secs >= math.MaxInt64/float64(time.Second) {
+	// Past twice the maximum the answer is the maximum; the bound also keeps
+	// the conversion below from overflowing.
+	if secs > 2*(g.cfg.ScrapeTimeoutMax+g.cfg.ScrapeTimeoutMargin).Seconds() {
 		return g.cfg.ScrapeTimeoutMax
 	}
 	d := time.Duration(secs * float64(time.Second))
-	return d - min(g.cfg.ScrapeTimeoutMargin, d/2)
+	return min(d-min(g.cfg.ScrapeTimeoutMargin, d/2), g.cfg.ScrapeTimeoutMax)
 }
 
 // buildUpstreamRequest prepares the request to the pod: the caller's method,

@@ -259,8 +259,9 @@ func TestScrapeTimeout(t *testing.T) {
 	f("", 7*time.Second)
 	f("10", 9750*time.Millisecond)
 	f("2.5", 2250*time.Millisecond)
-	f("0.2", 100*time.Millisecond) // the margin never takes more than half
-	f("60", 30*time.Second)        // clamped to the maximum
+	f("0.2", 100*time.Millisecond)  // the margin never takes more than half
+	f("30", 29750*time.Millisecond) // the margin applies at the maximum too
+	f("60", 30*time.Second)         // clamped to the maximum
 	f("1e300", 30*time.Second)
 	f("0", 7*time.Second)
 	f("-1", 7*time.Second)
@@ -610,7 +611,12 @@ func TestProxyLargeBodyStreamsWithBoundedMemory(t *testing.T) {
 			left -= n
 		}
 	})
-	_, gw := startGateway(t, testConfig())
+	cfg := testConfig()
+	// A slow machine may need long for 1 GiB; the default deadline would
+	// (rightly) cut it off.
+	cfg.ScrapeTimeoutDefault = 10 * time.Minute
+	cfg.ScrapeTimeoutMax = 10 * time.Minute
+	_, gw := startGateway(t, cfg)
 
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)

@@ -194,7 +194,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 
 func (g *Gateway) shutdown(ctx context.Context) error {
 	g.state.Store(stateDraining)
-	g.log.Info().Dur("drain_delay", g.cfg.DrainDelay).Msg("draining: /readyz reports 503")
+	g.log.Info().Stringer("drain_delay", g.cfg.DrainDelay).Msg("draining: /readyz reports 503")
 	drain := time.NewTimer(g.cfg.DrainDelay)
 	select {
 	case <-drain.C:
@@ -203,7 +203,7 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	}
 
 	g.state.Store(stateStopping)
-	g.log.Info().Int64("inflight", g.inflight.Load()).Dur("timeout", g.cfg.ShutdownTimeout).Msg("stopping: waiting for in-flight scrapes")
+	g.log.Info().Int64("inflight", g.inflight.Load()).Stringer("timeout", g.cfg.ShutdownTimeout).Msg("stopping: waiting for in-flight scrapes")
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
 	defer cancel()
 	err := g.server.ShutdownWithContext(sctx)

@@ -155,11 +155,14 @@ func parseAbsoluteURI(uri []byte) (Target, error) {
 // rootPath is shared by every target without a path; nothing writes to it.
 var rootPath = []byte("/")
 
+// newTarget builds a Target. An IPv4-mapped IPv6 address becomes the IPv4
+// address it maps to: that is where the connection goes, and ::ffff:10.1.2.3
+// and 10.1.2.3 are one endpoint with one pool.
 func newTarget(ip netip.Addr, port uint16, path, query []byte) Target {
 	if len(path) == 0 {
 		path = rootPath
 	}
-	return Target{Addr: netip.AddrPortFrom(ip, port), Path: path, Query: query}
+	return Target{Addr: netip.AddrPortFrom(ip.Unmap(), port), Path: path, Query: query}
 }
 
 // splitQuery splits "path?query" at the first '?'.

@@ -29,7 +29,7 @@ func TestParsePodPath(t *testing.T) {
 	// IPv6, bare and bracketed (what the psystrike relabel rule produces).
 	ok("/pods/fd00::1/9100/metrics", "[fd00::1]:9100", "/metrics", "")
 	ok("/pods/[fd00::1]/9100/metrics", "[fd00::1]:9100", "/metrics", "")
-	ok("/pods/::ffff:10.0.0.1/80/m", "[::ffff:10.0.0.1]:80", "/m", "")
+	ok("/pods/::ffff:10.0.0.1/80/m", "10.0.0.1:80", "/m", "")
 
 	bad := func(uri string) {
 		t.Helper()

@@ -377,15 +377,15 @@ type gatewayProc struct {
 
 // startGateway starts the gateway on a port the kernel picks, learns the port
 // from its "serving" log line, and waits until /readyz answers 200.
-func startGateway(t *testing.T, bin string) *gatewayProc {
+func startGateway(t *testing.T, bin string, extraArgs ...string) *gatewayProc {
 	t.Helper()
-	proc := startProcess(t, "gateway", bin, []string{
+	proc := startProcess(t, "gateway", bin, append([]string{
 		"--listen=127.0.0.1:0",
 		"--allow-cidrs=127.0.0.0/8",
 		"--drain-delay=0s",
 		"--log-format=json",
 		"--log-level=info",
-	}, "SCRAPEGATE_")
+	}, extraArgs...), "SCRAPEGATE_")
 	gw := &gatewayProc{proc: proc}
 	procs := []*process{proc}
 	waitFor(t, e2eStartTimeout, "the gateway's \"serving\" log line", procs, func() error {

@@ -24,7 +24,9 @@ func TestLargeBodyKeepsRSSBounded(t *testing.T) {
 	const maxPeakRSS = 100 << 20
 
 	// The race detector multiplies memory use: measure a normal build.
-	gw := startGateway(t, buildGateway(t, false))
+	// A slow machine may need long for 1 GiB; the default deadline would
+	// (rightly) cut it off.
+	gw := startGateway(t, buildGateway(t, false), "--scrape-timeout-default=10m", "--scrape-timeout-max=10m")
 
 	ln, err := net.Listen("tcp", "127.42.1.1:0")
 	if err != nil {
