@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -132,7 +133,7 @@ func buildUpstreamRequest(req *fasthttp.Request, in *fasthttp.Request, t *Target
 	u.SetPathBytes(t.Path)
 	u.SetQueryStringBytes(t.Query)
 
-	connection := in.Header.Peek(fasthttp.HeaderConnection)
+	connection := in.Header.PeekAll(fasthttp.HeaderConnection)
 	for k, v := range in.Header.All() {
 		if dropRequestHeader(k) || listedIn(connection, k) {
 			continue
@@ -145,7 +146,10 @@ func buildUpstreamRequest(req *fasthttp.Request, in *fasthttp.Request, t *Target
 // headers. Content-Length is set by the body stream.
 func copyResponseHeaders(dst *fasthttp.ResponseHeader, src *fasthttp.ResponseHeader) {
 	dst.SetStatusCode(src.StatusCode())
-	connection := src.Peek(fasthttp.HeaderConnection)
+	// Otherwise a pod that sent no Content-Type would seem to have sent
+	// fasthttp's default one.
+	src.SetNoDefaultContentType(true)
+	connection := src.PeekAll(fasthttp.HeaderConnection)
 	for k, v := range src.All() {
 		if dropResponseHeader(k) || listedIn(connection, k) {
 			continue
@@ -186,13 +190,15 @@ func dropResponseHeader(k []byte) bool {
 }
 
 // listedIn reports whether header name k is one of the comma-separated tokens
-// of a Connection header value: those are hop-by-hop too.
-func listedIn(connection, k []byte) bool {
-	for len(connection) > 0 {
-		var tok []byte
-		tok, connection, _ = bytes.Cut(connection, []byte(","))
-		if bytes.EqualFold(bytes.TrimSpace(tok), k) {
-			return true
+// of the Connection header values: those are hop-by-hop too.
+func listedIn(connection [][]byte, k []byte) bool {
+	for _, v := range connection {
+		for len(v) > 0 {
+			var tok []byte
+			tok, v, _ = bytes.Cut(v, []byte(","))
+			if bytes.EqualFold(bytes.TrimSpace(tok), k) {
+				return true
+			}
 		}
 	}
 	return false
@@ -247,20 +253,52 @@ func (g *Gateway) newHostClient(addr string) *fasthttp.HostClient {
 		MaxIdleConnDuration: g.cfg.UpstreamIdleConnTimeout,
 		// A scrape is sent once. The single exception: a pooled connection
 		// the pod closed while it sat idle fails before any byte of a
-		// response arrives, and is retried once on a fresh connection, as
-		// net/http does; that is not a failed scrape.
+		// response arrives; the scrape is then sent again on a fresh
+		// connection, as net/http does. staleConnTransport makes sure it
+		// really was a reused connection.
+		Transport:                 staleConnTransport{},
 		MaxIdemponentCallAttempts: 2,
 		RetryIfErr: func(_ *fasthttp.Request, _ int, err error) (bool, bool) {
-			return false, errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF)
+			return false, errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) ||
+				errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 		},
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			c, err := g.dialer.DialDualStackTimeout(addr, min(timeout, g.cfg.DialTimeout))
+			// fasthttp dials with no timeout at all (0) when it replaces a
+			// closed connection for a scrape queued on a busy endpoint.
+			if timeout <= 0 || timeout > g.cfg.DialTimeout {
+				timeout = g.cfg.DialTimeout
+			}
+			c, err := g.dialer.DialDualStackTimeout(addr, timeout)
 			if err != nil {
 				return nil, err
 			}
 			return newUpstreamConn(c), nil
 		},
 	}
+}
+
+// staleConnTransport is fasthttp's transport, except that a failed attempt
+// may be retried only if its connection had served a response before: only a
+// reused connection can have been closed by the pod while idle. A pod that
+// drops a fresh connection has failed the scrape, and is not asked twice.
+type staleConnTransport struct{}
+
+func (staleConnTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+	retry, err := fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
+	c := connOf(resp)
+	if err == nil {
+		if c != nil {
+			c.served.Store(true)
+		}
+		return retry, nil
+	}
+	if !retry || c == nil || !c.served.Load() {
+		return false, err
+	}
+	// The endpoint's other idle connections idled as long as this one: if
+	// the pod restarted they are all dead, and the retry must not pick one.
+	hc.CloseIdleConnections()
+	return true, err
 }
 
 func truncate(b []byte) []byte {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime"
 	"strings"
@@ -158,7 +159,9 @@ func TestProxyHeaders(t *testing.T) {
 		"Proxy-Authorization: Basic Zm9vOmJhcg==",
 		"Cookie: session=secret",
 		"Connection: keep-alive, X-Caller-Hop",
+		"Connection: X-Caller-Hop2",
 		"X-Caller-Hop: 1",
+		"X-Caller-Hop2: 1",
 		"Keep-Alive: timeout=5",
 		"TE: trailers",
 		"Trailer: X-T",
@@ -180,7 +183,7 @@ func TestProxyHeaders(t *testing.T) {
 			t.Errorf("pod got %s: %q; want %q", k, got.Get(k), want)
 		}
 	}
-	for _, k := range []string{"Authorization", "Proxy-Authorization", "Cookie", "X-Caller-Hop",
+	for _, k := range []string{"Authorization", "Proxy-Authorization", "Cookie", "X-Caller-Hop", "X-Caller-Hop2",
 		"Keep-Alive", "Te", "Trailer", "Upgrade", "Proxy-Connection"} {
 		if v, ok := got[k]; ok {
 			t.Errorf("pod got %s: %q; it must not be forwarded", k, v)
@@ -196,6 +199,19 @@ func TestProxyHeaders(t *testing.T) {
 		if v, ok := r.Header[k]; ok {
 			t.Errorf("caller got %s: %q; it must not be forwarded", k, v)
 		}
+	}
+}
+
+func TestProxyAddsNoContentType(t *testing.T) {
+	// net/http would sniff one; a raw pod sends exactly what it means.
+	pod := listenRaw(t, "127.0.0.6", func(c net.Conn) {
+		_, _ = c.Read(make([]byte, 4096))
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	_, gw := startGateway(t, testConfig())
+	r := get(t, gw, fmt.Sprintf("/pods/127.0.0.6/%d/metrics", pod.port))
+	if v, ok := r.Header["Content-Type"]; ok || r.body != "ok" {
+		t.Fatalf("pod sent no Content-Type; caller got %q (body %q)", v, r.body)
 	}
 }
 
@@ -318,6 +334,107 @@ func TestProxyRetriesOnlyAStaleIdleConnection(t *testing.T) {
 	n, _ := hits.Load("n")
 	if *n.(*int) != 1 {
 		t.Fatalf("failing pod was asked %d times; want 1", *n.(*int))
+	}
+}
+
+func TestProxyDoesNotRetryAFreshConnection(t *testing.T) {
+	// The pod reads the scrape and hangs up without answering, as a crashing
+	// handler would: that scrape failed, and the pod must not get it twice.
+	pod := listenRaw(t, "127.0.0.9", func(c net.Conn) {
+		_, _ = c.Read(make([]byte, 4096))
+	})
+	_, gw := startGateway(t, testConfig())
+	r := get(t, gw, fmt.Sprintf("/pods/127.0.0.9/%d/metrics", pod.port))
+	if r.StatusCode != 502 || !strings.Contains(r.body, "connection_reset") {
+		t.Fatalf("pod hung up: %d %q; want 502 connection_reset", r.StatusCode, r.body)
+	}
+	if n := pod.accepted.Load(); n != 1 {
+		t.Fatalf("the pod got the scrape on %d connections; want 1", n)
+	}
+}
+
+func TestProxySurvivesAPodRestartWithPooledConnections(t *testing.T) {
+	// Several pooled connections die at once when the pod restarts on the
+	// same address; the next scrape must not fail on a second dead one.
+	const conns = 3
+	arrived := make(chan struct{}, conns)
+	release := make(chan struct{})
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawQuery == "hold" {
+			arrived <- struct{}{}
+			<-release
+		}
+		fmt.Fprint(w, "ok")
+	})
+	ln, err := net.Listen("tcp", "127.0.0.21:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	before := &http.Server{Handler: handler}
+	go func() { _ = before.Serve(ln) }()
+	cfg := testConfig()
+	cfg.MaxConnsPerEndpoint = conns
+	g, gw := startGateway(t, cfg)
+	path := "/pods/" + strings.Replace(addr, ":", "/", 1) + "/metrics"
+	var held sync.WaitGroup
+	for range conns {
+		held.Add(1)
+		go func() {
+			defer held.Done()
+			get(t, gw, path+"?hold")
+		}()
+	}
+	for range conns {
+		<-arrived
+	}
+	close(release)
+	held.Wait()
+	ep := g.pool.acquire(netip.MustParseAddrPort(addr))
+	g.pool.release(ep)
+	if n := ep.client.ConnsCount(); n != conns {
+		t.Fatalf("%d pooled connections; want %d", n, conns)
+	}
+
+	_ = before.Close() // the pod restarts: every pooled connection is dead
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := &http.Server{Handler: handler}
+	go func() { _ = after.Serve(ln) }()
+	defer after.Close()
+	if r := get(t, gw, path); r.StatusCode != 200 || r.body != "ok" {
+		t.Fatalf("first scrape after the restart: %d %q", r.StatusCode, r.body)
+	}
+}
+
+func TestProxyQueuedScrapesGetConnectionsClosedByThePod(t *testing.T) {
+	// One connection per endpoint, and the pod closes it after each answer:
+	// a scrape queued for it must get a fresh connection, not a failure.
+	const scrapes = 3
+	inPod := make(chan struct{}, scrapes)
+	release := make(chan struct{})
+	pod := startPod(t, "127.0.0.22", func(w http.ResponseWriter, r *http.Request) {
+		inPod <- struct{}{}
+		<-release
+		w.Header().Set("Connection", "close")
+		fmt.Fprint(w, "ok")
+	})
+	cfg := testConfig()
+	cfg.MaxConnsPerEndpoint = 1
+	g, gw := startGateway(t, cfg)
+	results := make(chan rawResponse, scrapes)
+	for range scrapes {
+		go func() { results <- get(t, gw, pod.podPath("/metrics")) }()
+	}
+	<-inPod
+	waitFor(t, "every scrape to be in flight", func() bool { return g.inflight.Load() == scrapes })
+	close(release)
+	for range scrapes {
+		if r := <-results; r.StatusCode != 200 {
+			t.Fatalf("queued scrape: %d %q; want 200", r.StatusCode, r.body)
+		}
 	}
 }
 
@@ -712,6 +829,8 @@ func TestDrainingReportsNotReadyAndMovesConnections(t *testing.T) {
 func TestStoppingRefusesNewScrapes(t *testing.T) {
 	pod := startPod(t, "127.0.0.19", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
 	g, gw := startGateway(t, testConfig())
+	// A request that reached a connection the server had not yet closed.
+	get(t, gw, "/healthz")
 	g.state.Store(stateStopping)
 	r := get(t, gw, pod.podPath("/metrics"))
 	if r.StatusCode != 503 || !strings.Contains(r.body, "draining") {
@@ -754,5 +873,29 @@ func TestMetricsEndpoint(t *testing.T) {
 		if strings.HasPrefix(line, "# HELP scrapegate_") && len(strings.Fields(line)) < 4 {
 			t.Errorf("HELP without text: %q", line)
 		}
+	}
+}
+
+func TestShutdownBeforeServe(t *testing.T) {
+	g, err := New(testConfig(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ln) }()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve after Shutdown: %s", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Serve after Shutdown is serving")
 	}
 }

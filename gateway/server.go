@@ -41,7 +41,11 @@ type Gateway struct {
 
 	inflight atomic.Int64
 	state    atomic.Int32
-	stop     chan struct{}
+	stop     chan struct{} // ends the eviction loop
+
+	listenersMu   sync.Mutex // orders Serve against Shutdown
+	listeners     []net.Listener
+	evictionsOnce sync.Once
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -174,8 +178,17 @@ func (g *Gateway) plainText(ctx *fasthttp.RequestCtx, rt route, status int, body
 
 // Serve serves on ln until Shutdown. It returns nil after a Shutdown.
 func (g *Gateway) Serve(ln net.Listener) error {
-	go g.pool.runEvictions(g.stop)
-	if err := g.server.Serve(ln); err != nil {
+	g.listenersMu.Lock()
+	if g.state.Load() == stateStopping {
+		g.listenersMu.Unlock()
+		return ln.Close()
+	}
+	g.listeners = append(g.listeners, ln)
+	g.listenersMu.Unlock()
+	g.evictionsOnce.Do(func() { go g.pool.runEvictions(g.stop) })
+
+	err := g.server.Serve(ln)
+	if err != nil && !(g.state.Load() == stateStopping && errors.Is(err, net.ErrClosed)) {
 		return fmt.Errorf("cannot serve on %s: %w", ln.Addr(), err)
 	}
 	return nil
@@ -202,11 +215,19 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 		drain.Stop()
 	}
 
+	g.listenersMu.Lock()
 	g.state.Store(stateStopping)
+	listeners := g.listeners
+	g.listenersMu.Unlock()
 	g.log.Info().Int64("inflight", g.inflight.Load()).Stringer("timeout", g.cfg.ShutdownTimeout).Msg("stopping: waiting for in-flight scrapes")
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
 	defer cancel()
 	err := g.server.ShutdownWithContext(sctx)
+	// The server only knows listeners its Serve has reached; one handed to
+	// Serve an instant ago is closed here, or it would serve forever.
+	for _, ln := range listeners {
+		_ = ln.Close()
+	}
 	close(g.stop)
 	g.pool.closeIdle()
 	if err != nil {

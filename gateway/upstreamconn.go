@@ -8,8 +8,8 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// upstreamConn is a connection to a pod that remembers whether the pod closed
-// it. fasthttp v1.74.0 reports a chunked body cut off between two chunks as a
+// upstreamConn is a connection to a pod that remembers whether it has served
+// a response and whether the pod closed it. fasthttp v1.74.0 reports a chunked body cut off between two chunks as a
 // clean io.EOF, exactly like a complete one; only the connection knows that
 // the pod hung up before sending the terminating chunk. A complete chunked body
 // never needs a read past its terminator, so a peer EOF seen by the time the
@@ -18,6 +18,9 @@ type upstreamConn struct {
 	net.Conn
 	local      upstreamLocalAddr
 	peerClosed atomic.Bool
+	// served is set once the connection has carried a response: from then
+	// on it is a reused connection (see staleConnTransport).
+	served atomic.Bool
 }
 
 // upstreamLocalAddr is the connection's local address, carrying a pointer back
