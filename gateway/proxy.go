@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -219,10 +220,7 @@ func (g *Gateway) reject(ctx *fasthttp.RequestCtx, rt route, r reason, uri []byt
 // naming the target and the reason.
 func (g *Gateway) writeError(ctx *fasthttp.RequestCtx, rt route, r reason, uri []byte, detail string) {
 	status := reasonInfo[r].status
-	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
-	ctx.SetStatusCode(status)
-	ctx.SetBodyString(fmt.Sprintf("scrapegate: %d %s: %q: %s\n", status, r, truncate(uri), oneLine(detail)))
-	g.metrics.countRequest(rt, status)
+	g.plainText(ctx, rt, status, fmt.Sprintf("scrapegate: %d %s: %q: %s", status, r, truncate(uri), oneLine(detail)))
 }
 
 // upstreamFailed counts a failed scrape and logs it, at most once per
@@ -310,10 +308,10 @@ func truncate(b []byte) []byte {
 }
 
 func oneLine(s string) string {
-	return string(bytes.Map(func(r rune) rune {
+	return strings.Map(func(r rune) rune {
 		if r == '\n' || r == '\r' {
 			return ' '
 		}
 		return r
-	}, []byte(s)))
+	}, s)
 }

@@ -157,14 +157,7 @@ func TestEndToEndPrometheus(t *testing.T) {
 	// race runtime's default GORACE atexit_sleep_ms.)
 	stopStart := time.Now()
 	gw.proc.signal(t, syscall.SIGTERM)
-	select {
-	case <-gw.proc.done:
-	case <-time.After(e2eShutdownTimeout):
-		t.Fatalf("gateway still running %s after SIGTERM", e2eShutdownTimeout)
-	}
-	if code := gw.proc.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Errorf("gateway exited with %s after SIGTERM, want exit code 0", gw.proc.cmd.ProcessState)
-	}
+	gw.proc.wantExitZero(t, "SIGTERM")
 	t.Logf("gateway exited %s after SIGTERM; whole test took %s",
 		time.Since(stopStart).Round(time.Millisecond), time.Since(begin).Round(time.Millisecond))
 }
@@ -360,6 +353,20 @@ func (p *process) exited() bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// wantExitZero waits up to e2eShutdownTimeout for the process to exit after
+// what (a signal), and fails the test unless it exited 0.
+func (p *process) wantExitZero(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(e2eShutdownTimeout):
+		t.Fatalf("%s still running %s after %s", p.name, e2eShutdownTimeout, what)
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("%s exited with %s after %s; want exit code 0", p.name, p.cmd.ProcessState, what)
 	}
 }
 
