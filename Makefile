@@ -37,8 +37,13 @@ vet: ## go vet
 bench: ## benchmarks (go test -bench), ns/op, B/op, allocs/op, MB/s
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+FUZZ_TARGETS = FuzzParsePodPath FuzzParseAbsoluteURI FuzzPolicy FuzzParseAuthorization
+
 fuzz: ## run each fuzz target for FUZZTIME
-	$(GO) test -run '^$$' -fuzz '^FuzzParseTargets$$' -fuzztime $(FUZZTIME) ./gateway
+	@set -e; for f in $(FUZZ_TARGETS); do \
+		echo "== $$f"; \
+		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./gateway; \
+	done
 
 fmt: ## gofmt every file
 	gofmt -w .

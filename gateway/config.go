@@ -16,6 +16,41 @@ type Config struct {
 	Listen     string
 	AllowCIDRs []netip.Prefix
 
+	// Targets: what the gateway may connect to (see Policy).
+	DenyCIDRs         []netip.Prefix
+	AllowPorts        portRanges
+	DenyPorts         portRanges
+	AllowPathPrefixes []string
+	DenyPathPrefixes  []string
+
+	// Callers: who may use the gateway.
+	AllowCallerCIDRs      []netip.Prefix
+	AuthBearerTokensFile  string
+	AuthHTPasswdFile      string
+	MetricsRequireAuth    bool
+	TLSCertFile           string
+	TLSKeyFile            string
+	TLSClientCAFile       string
+	TLSClientAllowedNames []string
+	ReloadInterval        time.Duration
+
+	// Abuse limits.
+	MaxRequestHeaderBytes int
+	MaxURIBytes           int
+	MaxConnsPerCaller     int
+	CallerRateLimit       float64
+	CallerRateBurst       int
+	ClientReadTimeout     time.Duration
+	ClientIdleTimeout     time.Duration
+	MaxResponseBodyBytes  int64
+
+	// HTTPS to targets.
+	TargetTLSCAFile             string
+	TargetTLSInsecureSkipVerify bool
+	TargetTLSServerName         string
+	TargetTLSCertFile           string
+	TargetTLSKeyFile            string
+
 	MaxInflight             int
 	MaxConnsPerEndpoint     int
 	EndpointIdleTTL         time.Duration
@@ -53,6 +88,15 @@ func DefaultConfig() Config {
 		ScrapeTimeoutMargin:     250 * time.Millisecond,
 		DrainDelay:              5 * time.Second,
 		ShutdownTimeout:         30 * time.Second,
+		MetricsRequireAuth:      true,
+		ReloadInterval:          5 * time.Second,
+		MaxRequestHeaderBytes:   8 << 10,
+		MaxURIBytes:             2 << 10,
+		MaxConnsPerCaller:       1024,
+		CallerRateLimit:         5000,
+		CallerRateBurst:         10000,
+		ClientReadTimeout:       10 * time.Second,
+		ClientIdleTimeout:       5 * time.Minute,
 		LogFormat:               "json",
 		LogLevel:                "info",
 	}
@@ -113,6 +157,41 @@ func (c *Config) registerFlags(fs *flag.FlagSet) {
 	fs.Var((*cidrList)(&c.AllowCIDRs), "allow-cidrs", "Comma-separated CIDRs that targets must fall into. "+
 		"Loopback, link-local (169.254.0.0/16: cloud metadata; fe80::/10), unspecified and multicast addresses are refused "+
 		"unless a CIDR inside those ranges is listed explicitly (0.0.0.0/0 does not unlock them).")
+	fs.Var((*cidrList)(&c.DenyCIDRs), "deny-cidrs", "Comma-separated CIDRs that targets must never fall into, whatever -allow-cidrs says: e.g. the nodes' and the API server's addresses.")
+	fs.Var(&c.AllowPorts, "allow-ports", "Comma-separated target ports or ranges (9100,8080-8090) that targets must use. Empty: any port.")
+	fs.Var(&c.DenyPorts, "deny-ports", "Comma-separated target ports or ranges that are always refused, whatever -allow-ports says: e.g. 10250 (kubelet), 2379-2380 (etcd), 6443.")
+	fs.Var((*stringList)(&c.AllowPathPrefixes), "allow-path-prefixes", "Comma-separated path prefixes (/metrics,/federate) that target paths must start with, matched at a '/' boundary. Empty: any path.")
+	fs.Var((*stringList)(&c.DenyPathPrefixes), "deny-path-prefixes", "Comma-separated path prefixes that are always refused, whatever -allow-path-prefixes says: e.g. /debug/pprof.")
+
+	fs.Var((*cidrList)(&c.AllowCallerCIDRs), "allow-caller-cidrs", "Comma-separated CIDRs that callers' source addresses must fall into; connections from elsewhere are closed at once. "+
+		"Empty: any caller. Behind a NodePort with externalTrafficPolicy: Cluster callers appear as node addresses.")
+	fs.StringVar(&c.AuthBearerTokensFile, "auth-bearer-tokens-file", c.AuthBearerTokensFile, "File of bearer tokens callers may present (Authorization: Bearer), one per line; '#' starts a comment. "+
+		"Re-read when it changes. Prometheus: authorization: {credentials_file: ...}.")
+	fs.StringVar(&c.AuthHTPasswdFile, "auth-htpasswd-file", c.AuthHTPasswdFile, "htpasswd file (bcrypt only: htpasswd -B) of users callers may authenticate as with HTTP basic auth. Re-read when it changes.")
+	fs.BoolVar(&c.MetricsRequireAuth, "metrics-require-auth", c.MetricsRequireAuth, "Require the same authentication for /metrics as for scrapes. /healthz and /readyz are always open.")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", c.TLSCertFile, "PEM certificate (chain) to serve TLS with; requires -tls-key-file. Re-read when it changes. Empty: plain HTTP.")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", c.TLSKeyFile, "PEM private key of -tls-cert-file.")
+	fs.StringVar(&c.TLSClientCAFile, "tls-client-ca-file", c.TLSClientCAFile, "PEM CA bundle: when set, every caller must present a client certificate it signed (mTLS). Requires -tls-cert-file. Re-read when it changes.")
+	fs.Var((*stringList)(&c.TLSClientAllowedNames), "tls-client-allowed-names", "Comma-separated names a client certificate must carry one of (subject CN, DNS, URI or email SAN; exact match). Empty: any certificate -tls-client-ca-file signed.")
+	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "How often to check the token, htpasswd, certificate and CA files for changes.")
+
+	fs.IntVar(&c.MaxRequestHeaderBytes, "max-request-header-bytes", c.MaxRequestHeaderBytes, "Maximum size of a request's line and headers; larger requests get 431.")
+	fs.IntVar(&c.MaxURIBytes, "max-uri-bytes", c.MaxURIBytes, "Maximum length of a request target; longer ones get 414.")
+	fs.IntVar(&c.MaxConnsPerCaller, "max-conns-per-caller", c.MaxConnsPerCaller, "Maximum open connections from one caller address (IPv6: one /64); connections past it are closed at once. 0: no limit.")
+	fs.Float64Var(&c.CallerRateLimit, "caller-rate-limit", c.CallerRateLimit, "Requests per second one caller address (IPv6: one /64) may send, on average; past it the gateway answers 429. "+
+		"/healthz and /readyz are exempt. 0: no limit.")
+	fs.IntVar(&c.CallerRateBurst, "caller-rate-burst", c.CallerRateBurst, "Requests one caller may send at once above -caller-rate-limit.")
+	fs.DurationVar(&c.ClientReadTimeout, "client-read-timeout", c.ClientReadTimeout, "Maximum time to receive a request's headers (for a new connection, counted from accepting it, TLS handshake included): slow callers are disconnected.")
+	fs.DurationVar(&c.ClientIdleTimeout, "client-idle-timeout", c.ClientIdleTimeout, "Close a caller's keep-alive connection after it has been idle this long. Keep it above the scrape interval.")
+	fs.Int64Var(&c.MaxResponseBodyBytes, "max-response-body-bytes", c.MaxResponseBodyBytes, "Refuse (502) or abort a pod's response whose body exceeds this many bytes. 0: no limit.")
+
+	fs.StringVar(&c.TargetTLSCAFile, "target-tls-ca-file", c.TargetTLSCAFile, "PEM CA bundle to verify https targets with. Empty: the system's roots. Re-read when it changes.")
+	fs.BoolVar(&c.TargetTLSInsecureSkipVerify, "target-tls-insecure-skip-verify", c.TargetTLSInsecureSkipVerify, "Do not verify https targets' certificates at all. Pods' self-signed certificates need it, "+
+		"but anyone who can intercept pod traffic can then read and forge scrapes.")
+	fs.StringVar(&c.TargetTLSServerName, "target-tls-server-name", c.TargetTLSServerName, "Server name (SNI) to send to https targets and to verify their certificates against. Empty: no SNI, verify the target IP.")
+	fs.StringVar(&c.TargetTLSCertFile, "target-tls-cert-file", c.TargetTLSCertFile, "PEM client certificate to present to https targets that require mTLS; requires -target-tls-key-file. Re-read when it changes.")
+	fs.StringVar(&c.TargetTLSKeyFile, "target-tls-key-file", c.TargetTLSKeyFile, "PEM private key of -target-tls-cert-file.")
+
 	fs.IntVar(&c.MaxInflight, "max-inflight", c.MaxInflight, "Maximum upstream scrapes in flight at once, bodies included. "+
 		"Past it the gateway answers 503 with Retry-After at once instead of queueing.")
 	fs.IntVar(&c.MaxConnsPerEndpoint, "max-conns-per-endpoint", c.MaxConnsPerEndpoint, "Maximum connections to one pod endpoint (ip:port). "+
@@ -177,7 +256,68 @@ func (c *Config) Validate() error {
 	if _, err := parseLogLevel(c.LogLevel); err != nil {
 		bad("log-level", "%s", err)
 	}
+	for _, p := range append(c.AllowPathPrefixes[:len(c.AllowPathPrefixes):len(c.AllowPathPrefixes)], c.DenyPathPrefixes...) {
+		if !strings.HasPrefix(p, "/") {
+			bad("allow-path-prefixes or -deny-path-prefixes", "%q does not start with '/'", p)
+		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("tls-cert-file", "-tls-cert-file and -tls-key-file must be set together")
+	}
+	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
+		bad("tls-client-ca-file", "client certificates need TLS on the listener: set -tls-cert-file and -tls-key-file")
+	}
+	if len(c.TLSClientAllowedNames) > 0 && c.TLSClientCAFile == "" {
+		bad("tls-client-allowed-names", "requires -tls-client-ca-file")
+	}
+	if (c.TargetTLSCertFile == "") != (c.TargetTLSKeyFile == "") {
+		bad("target-tls-cert-file", "-target-tls-cert-file and -target-tls-key-file must be set together")
+	}
+	if c.TargetTLSInsecureSkipVerify && (c.TargetTLSCAFile != "" || c.TargetTLSServerName != "") {
+		bad("target-tls-insecure-skip-verify", "contradicts -target-tls-ca-file and -target-tls-server-name, which only matter when verifying")
+	}
+	positive("reload-interval", c.ReloadInterval)
+	positive("client-read-timeout", c.ClientReadTimeout)
+	positive("client-idle-timeout", c.ClientIdleTimeout)
+	if c.MaxRequestHeaderBytes < 1024 {
+		bad("max-request-header-bytes", "must be at least 1024, got %d", c.MaxRequestHeaderBytes)
+	}
+	if c.MaxURIBytes < 64 || c.MaxURIBytes > c.MaxRequestHeaderBytes {
+		bad("max-uri-bytes", "must be between 64 and -max-request-header-bytes (%d), got %d", c.MaxRequestHeaderBytes, c.MaxURIBytes)
+	}
+	if c.MaxConnsPerCaller < 0 {
+		bad("max-conns-per-caller", "must not be negative, got %d", c.MaxConnsPerCaller)
+	}
+	if !(c.CallerRateLimit >= 0) {
+		bad("caller-rate-limit", "must not be negative, got %v", c.CallerRateLimit)
+	}
+	if c.CallerRateLimit > 0 && c.CallerRateBurst < 1 {
+		bad("caller-rate-burst", "must be at least 1 when -caller-rate-limit is set, got %d", c.CallerRateBurst)
+	}
+	if c.MaxResponseBodyBytes < 0 {
+		bad("max-response-body-bytes", "must not be negative, got %d", c.MaxResponseBodyBytes)
+	}
 	return errors.Join(errs...)
+}
+
+// stringList is the flag.Value of a comma-separated list of strings.
+type stringList []string
+
+func (l *stringList) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(*l, ",")
+}
+
+func (l *stringList) Set(s string) error {
+	*l = nil
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			*l = append(*l, f)
+		}
+	}
+	return nil
 }
 
 // cidrList is the flag.Value behind -allow-cidrs.
@@ -195,6 +335,10 @@ func (l *cidrList) String() string {
 }
 
 func (l *cidrList) Set(s string) error {
+	if strings.TrimSpace(s) == "" {
+		*l = nil // an empty list; -allow-cidrs is checked by Validate
+		return nil
+	}
 	ps, err := ParseCIDRs(s)
 	if err != nil {
 		return err

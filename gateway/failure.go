@@ -14,18 +14,23 @@ import (
 type reason int
 
 const (
-	reasonBadTarget   reason = iota // malformed path or absolute URI
-	reasonMethod                    // a method other than GET or HEAD
-	reasonForbidden                 // target refused by policy
-	reasonOverloaded                // -max-inflight reached
-	reasonDraining                  // shutting down
-	reasonRefused                   // pod refused the connection
-	reasonUnreachable               // no route to the pod, or another dial failure
-	reasonReset                     // connection reset or closed before a response
-	reasonBadResponse               // the pod's answer was not valid HTTP
-	reasonTimeout                   // deadline passed before the response headers arrived
-	reasonBodyFailed                // the pod failed after the headers, mid-body
-	reasonClientGone                // the caller went away mid-body
+	reasonBadTarget    reason = iota // malformed path or absolute URI
+	reasonMethod                     // a method other than GET or HEAD
+	reasonForbidden                  // target refused by policy
+	reasonLoop                       // the request already went through a scrapegate
+	reasonURITooLong                 // request target longer than -max-uri-bytes
+	reasonRateLimited                // caller over -caller-rate-limit
+	reasonOverloaded                 // -max-inflight reached
+	reasonDraining                   // shutting down
+	reasonRefused                    // pod refused the connection
+	reasonUnreachable                // no route to the pod, or another dial failure
+	reasonTLS                        // the TLS handshake with the pod failed
+	reasonReset                      // connection reset or closed before a response
+	reasonBadResponse                // the pod's answer was not valid HTTP
+	reasonTimeout                    // deadline passed before the response headers arrived
+	reasonBodyFailed                 // the pod failed after the headers, mid-body
+	reasonBodyTooLarge               // the pod's body exceeds -max-response-body-bytes
+	reasonClientGone                 // the caller went away mid-body
 	numReasons
 )
 
@@ -37,15 +42,21 @@ var reasonInfo = [numReasons]struct {
 	reasonBadTarget:   {"bad_target", fasthttp.StatusBadRequest, false},
 	reasonMethod:      {"method_not_allowed", fasthttp.StatusMethodNotAllowed, false},
 	reasonForbidden:   {"forbidden", fasthttp.StatusForbidden, false},
+	reasonLoop:        {"loop", fasthttp.StatusLoopDetected, false},
+	reasonURITooLong:  {"uri_too_long", fasthttp.StatusRequestURITooLong, false},
+	reasonRateLimited: {"rate_limited", fasthttp.StatusTooManyRequests, false},
 	reasonOverloaded:  {"overloaded", fasthttp.StatusServiceUnavailable, false},
 	reasonDraining:    {"draining", fasthttp.StatusServiceUnavailable, false},
 	reasonRefused:     {"connect_refused", fasthttp.StatusBadGateway, true},
 	reasonUnreachable: {"connect_failed", fasthttp.StatusBadGateway, true},
+	reasonTLS:         {"tls_failed", fasthttp.StatusBadGateway, true},
 	reasonReset:       {"connection_reset", fasthttp.StatusBadGateway, true},
 	reasonBadResponse: {"bad_response", fasthttp.StatusBadGateway, true},
 	reasonTimeout:     {"timeout", fasthttp.StatusGatewayTimeout, true},
 	reasonBodyFailed:  {"body_failed", 0, true}, // headers already sent: the connection is aborted instead
-	reasonClientGone:  {"client_gone", 0, false},
+	// 502 when Content-Length announces it; an abort when the body grows past it.
+	reasonBodyTooLarge: {"body_too_large", fasthttp.StatusBadGateway, true},
+	reasonClientGone:   {"client_gone", 0, false},
 }
 
 func (r reason) String() string { return reasonInfo[r].name }
@@ -59,6 +70,8 @@ func classifyUpstreamError(err error) reason {
 		return reasonTimeout
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return reasonRefused
+	case isTLSError(err):
+		return reasonTLS
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
 		errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return reasonReset
@@ -67,6 +80,13 @@ func classifyUpstreamError(err error) reason {
 	default:
 		return reasonBadResponse
 	}
+}
+
+// errTLSHandshake wraps every failed TLS handshake with a pod.
+var errTLSHandshake = errors.New("TLS handshake with the pod failed")
+
+func isTLSError(err error) bool {
+	return errors.Is(err, errTLSHandshake)
 }
 
 func isDialError(err error) bool {

@@ -38,6 +38,10 @@ var metricHelp = map[string]string{
 	"scrapegate_upstream_inflight_requests":     "Scrapes in flight to pods, bodies included.",
 	"scrapegate_pooled_endpoints":               "Pod endpoints (ip:port) with a connection pool.",
 	"scrapegate_pooled_endpoints_evicted_total": "Endpoint pools dropped after being idle for -endpoint-idle-ttl.",
+	"scrapegate_auth_failures_total":            "Requests refused for missing or wrong credentials (401/407), by reason.",
+	"scrapegate_rejected_connections_total":     "Connections closed before serving a request: caller not allowed, too many from one caller, or a refused client certificate.",
+	"scrapegate_file_reloads_total":             "Loads of the token, htpasswd, certificate and CA files after a change, by flag and result; a failed one keeps the last good file in force.",
+	"scrapegate_rate_limited_callers":           "Callers with a rate-limit bucket that has not refilled yet.",
 }
 
 // gatewayMetrics holds every metric of one Gateway. Each Gateway has its own
@@ -53,6 +57,9 @@ type gatewayMetrics struct {
 	upstreamTime   *metrics.PrometheusHistogram
 	responseBytes  *metrics.Counter
 	evicted        *metrics.Counter
+
+	authFailures        [numAuthResults]*metrics.Counter
+	rejectedConnections [numConnRejections]*metrics.Counter
 }
 
 var exposeMetadataOnce sync.Once
@@ -73,6 +80,12 @@ func newGatewayMetrics(inflight, pooled func() float64) *gatewayMetrics {
 		[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60})
 	m.responseBytes = m.set.NewCounter("scrapegate_response_bytes_total")
 	m.evicted = m.set.NewCounter("scrapegate_pooled_endpoints_evicted_total")
+	for r := authResult(1); r < numAuthResults; r++ {
+		m.authFailures[r] = m.set.NewCounter(fmt.Sprintf(`scrapegate_auth_failures_total{reason=%q}`, r))
+	}
+	for r := connRejection(0); r < numConnRejections; r++ {
+		m.rejectedConnections[r] = m.set.NewCounter(fmt.Sprintf(`scrapegate_rejected_connections_total{reason=%q}`, r))
+	}
 	m.set.NewGauge("scrapegate_upstream_inflight_requests", inflight)
 	m.set.NewGauge("scrapegate_pooled_endpoints", pooled)
 	return m
@@ -91,6 +104,15 @@ func (m *gatewayMetrics) countRequest(r route, code int) {
 		p.Store(c)
 	}
 	c.Inc()
+}
+
+// reloads returns the counter of a file's reloads with the given result.
+func (m *gatewayMetrics) reloads(flag string, ok bool) *metrics.Counter {
+	result := "failure"
+	if ok {
+		result = "success"
+	}
+	return m.set.GetOrCreateCounter(fmt.Sprintf(`scrapegate_file_reloads_total{flag=%q,result=%q}`, flag, result))
 }
 
 // countFailure counts a failed request under its reason.

@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // DefaultAllowCIDRs are the ranges pod networks use: RFC 1918, CGNAT (used by
@@ -28,25 +31,125 @@ var specialRanges = mustParsePrefixes(
 	"64:ff9b::/96",       // NAT64: embeds an IPv4 address a translator would reach
 )
 
-// Policy decides which targets the gateway may connect to. It is immutable
-// after construction and safe for concurrent use.
+// Policy decides which targets the gateway may connect to: an IP allow-list
+// over the special ranges above, port and path allow-lists, deny-lists that
+// win over every allow, and the gateway's own addresses, which are never a
+// target. It is immutable after construction but for the gateway's own
+// addresses, and safe for concurrent use.
 type Policy struct {
-	allow []netip.Prefix
+	allow, deny           []netip.Prefix
+	allowPorts, denyPorts portRanges
+	allowPaths, denyPaths []string
+	self                  atomic.Pointer[[]netip.AddrPort]
 }
 
-// NewPolicy returns a policy allowing the given CIDRs.
-func NewPolicy(allow []netip.Prefix) *Policy {
-	return &Policy{allow: allow}
+// NewPolicy returns the policy that cfg's target flags describe.
+func NewPolicy(cfg *Config) *Policy {
+	return &Policy{
+		allow:      cfg.AllowCIDRs,
+		deny:       cfg.DenyCIDRs,
+		allowPorts: cfg.AllowPorts,
+		denyPorts:  cfg.DenyPorts,
+		allowPaths: cfg.AllowPathPrefixes,
+		denyPaths:  cfg.DenyPathPrefixes,
+	}
+}
+
+// verdict is the policy's answer for one target.
+type verdict uint8
+
+const (
+	verdictAllowed verdict = iota
+	verdictIPNotAllowed
+	verdictIPDenied
+	verdictPortNotAllowed
+	verdictPortDenied
+	verdictPathNotAllowed
+	verdictPathDenied
+	verdictSelf
+)
+
+var verdictText = [...]string{
+	verdictAllowed:        "allowed",
+	verdictIPNotAllowed:   "the target IP is not allowed by -allow-cidrs",
+	verdictIPDenied:       "the target IP is denied by -deny-cidrs",
+	verdictPortNotAllowed: "the target port is not allowed by -allow-ports",
+	verdictPortDenied:     "the target port is denied by -deny-ports",
+	verdictPathNotAllowed: "the target path is not under -allow-path-prefixes",
+	verdictPathDenied:     "the target path is denied by -deny-path-prefixes",
+	verdictSelf:           "the target is the gateway itself",
+}
+
+func (v verdict) String() string { return verdictText[v] }
+
+// Check judges a parsed target: its address, then its path. The path is
+// judged as the pod will see it, percent-decoded; the target parsers have
+// already refused encodings that would make decoding ambiguous (encoded '/'
+// and '.', dot segments).
+func (p *Policy) Check(t *Target) verdict {
+	if v := p.checkAddr(t.Addr); v != verdictAllowed {
+		return v
+	}
+	if len(p.allowPaths) == 0 && len(p.denyPaths) == 0 {
+		return verdictAllowed
+	}
+	var buf [256]byte
+	path := appendUnescaped(buf[:0], t.Path)
+	for _, d := range p.denyPaths {
+		if hasPathPrefix(path, d, true) {
+			return verdictPathDenied
+		}
+	}
+	if len(p.allowPaths) == 0 {
+		return verdictAllowed
+	}
+	for _, a := range p.allowPaths {
+		if hasPathPrefix(path, a, false) {
+			return verdictAllowed
+		}
+	}
+	return verdictPathNotAllowed
 }
 
 // Allowed reports whether the gateway may open a connection to addr.
-// IPv4-mapped IPv6 (::ffff:a.b.c.d) is judged as the IPv4 address it maps to,
-// since that is where a dial ends up.
 func (p *Policy) Allowed(addr netip.AddrPort) bool {
+	return p.checkAddr(addr) == verdictAllowed
+}
+
+// checkAddr judges an endpoint. IPv4-mapped IPv6 (::ffff:a.b.c.d) is judged
+// as the IPv4 address it maps to, since that is where a dial ends up.
+func (p *Policy) checkAddr(addr netip.AddrPort) verdict {
 	ip := addr.Addr().Unmap()
 	if !ip.IsValid() || ip.Zone() != "" || addr.Port() == 0 {
-		return false
+		return verdictIPNotAllowed
 	}
+	for _, pfx := range p.deny {
+		if pfx.Contains(ip) {
+			return verdictIPDenied
+		}
+	}
+	if !p.ipAllowed(ip) {
+		return verdictIPNotAllowed
+	}
+	port := addr.Port()
+	if p.denyPorts.contains(port) {
+		return verdictPortDenied
+	}
+	if len(p.allowPorts) > 0 && !p.allowPorts.contains(port) {
+		return verdictPortNotAllowed
+	}
+	if self := p.self.Load(); self != nil {
+		a := netip.AddrPortFrom(ip, port)
+		for _, s := range *self {
+			if s == a {
+				return verdictSelf
+			}
+		}
+	}
+	return verdictAllowed
+}
+
+func (p *Policy) ipAllowed(ip netip.Addr) bool {
 	special, isSpecial := specialRangeOf(ip)
 	for _, pfx := range p.allow {
 		if !pfx.Contains(ip) {
@@ -57,6 +160,129 @@ func (p *Policy) Allowed(addr netip.AddrPort) bool {
 		}
 	}
 	return false
+}
+
+// addSelf records addresses the gateway serves on: a target there would be
+// a loop through the gateway itself.
+func (p *Policy) addSelf(addrs ...netip.AddrPort) {
+	for {
+		old := p.self.Load()
+		var next []netip.AddrPort
+		if old != nil {
+			next = append(next, *old...)
+		}
+		for _, a := range addrs {
+			next = append(next, netip.AddrPortFrom(a.Addr().Unmap(), a.Port()))
+		}
+		if p.self.CompareAndSwap(old, &next) {
+			return
+		}
+	}
+}
+
+// hasPathPrefix reports whether path starts with prefix at a segment
+// boundary: /metrics matches /metrics, /metrics/cadvisor and /metrics/, not
+// /metricsfoo. Deny-lists match case-insensitively, since some servers route
+// paths that way.
+func hasPathPrefix(path []byte, prefix string, foldCase bool) bool {
+	if len(path) < len(prefix) {
+		return false
+	}
+	head := path[:len(prefix)]
+	if foldCase {
+		if !bytes.EqualFold(head, []byte(prefix)) {
+			return false
+		}
+	} else if string(head) != prefix {
+		return false
+	}
+	return len(path) == len(prefix) || prefix[len(prefix)-1] == '/' || path[len(prefix)] == '/'
+}
+
+// appendUnescaped appends path with its %XX escapes decoded. The parsers
+// have checked every escape, so a malformed one is copied as it is.
+func appendUnescaped(dst, path []byte) []byte {
+	if bytes.IndexByte(path, '%') < 0 {
+		return append(dst, path...)
+	}
+	for i := 0; i < len(path); i++ {
+		if path[i] == '%' && i+2 < len(path) && isHex(path[i+1]) && isHex(path[i+2]) {
+			dst = append(dst, unhex(path[i+1])<<4|unhex(path[i+2]))
+			i += 2
+			continue
+		}
+		dst = append(dst, path[i])
+	}
+	return dst
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	default:
+		return c - 'a' + 10
+	}
+}
+
+// portRanges is a set of ports, the flag.Value behind -allow-ports and
+// -deny-ports: "9100,8080-8090".
+type portRanges [][2]uint16
+
+func (r portRanges) contains(port uint16) bool {
+	for _, pr := range r {
+		if pr[0] <= port && port <= pr[1] {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *portRanges) String() string {
+	if r == nil {
+		return ""
+	}
+	ss := make([]string, len(*r))
+	for i, pr := range *r {
+		ss[i] = strconv.Itoa(int(pr[0]))
+		if pr[1] != pr[0] {
+			ss[i] += "-" + strconv.Itoa(int(pr[1]))
+		}
+	}
+	return strings.Join(ss, ",")
+}
+
+func (r *portRanges) Set(s string) error {
+	var out portRanges
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(f, "-")
+		a, err := parsePort([]byte(strings.TrimSpace(lo)))
+		if err != nil {
+			return fmt.Errorf("cannot parse port %q: %w", f, err)
+		}
+		b := a
+		if isRange {
+			if b, err = parsePort([]byte(strings.TrimSpace(hi))); err != nil {
+				return fmt.Errorf("cannot parse port range %q: %w", f, err)
+			}
+			if b < a {
+				return fmt.Errorf("port range %q is empty: %d > %d", f, a, b)
+			}
+		}
+		out = append(out, [2]uint16{a, b})
+	}
+	*r = out
+	return nil
 }
 
 func specialRangeOf(ip netip.Addr) (netip.Prefix, bool) {

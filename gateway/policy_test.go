@@ -12,7 +12,7 @@ func TestPolicyAllowed(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ParseCIDRs(%q): %s", allowCIDRs, err)
 		}
-		if got := NewPolicy(allow).Allowed(netip.MustParseAddrPort(target)); got != want {
+		if got := NewPolicy(&Config{AllowCIDRs: allow}).Allowed(netip.MustParseAddrPort(target)); got != want {
 			t.Fatalf("allow %s: Allowed(%s) = %v; want %v", allowCIDRs, target, got, want)
 		}
 	}
@@ -77,4 +77,135 @@ func TestParseCIDRs(t *testing.T) {
 	if err != nil || len(got) != 2 || got[0].String() != "10.0.0.0/8" || got[1].String() != "fc00::/7" {
 		t.Fatalf("ParseCIDRs with spaces = %v, %v", got, err)
 	}
+}
+
+func TestPolicyCheck(t *testing.T) {
+	cfg := Config{AllowCIDRs: mustParsePrefixes("10.0.0.0/8", "127.0.0.0/8", "fd00::/8")}
+	mustSet := func(v interface{ Set(string) error }, s string) {
+		t.Helper()
+		if err := v.Set(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustSet((*cidrList)(&cfg.DenyCIDRs), "10.9.0.0/16,127.0.0.0/8")
+	mustSet(&cfg.AllowPorts, "80,9000-9199,10250")
+	mustSet(&cfg.DenyPorts, "10250")
+	mustSet((*stringList)(&cfg.AllowPathPrefixes), "/metrics,/federate,/probe/")
+	mustSet((*stringList)(&cfg.DenyPathPrefixes), "/metrics/private")
+	p := NewPolicy(&cfg)
+	p.addSelf(netip.MustParseAddrPort("10.1.1.1:9100"), netip.MustParseAddrPort("[::ffff:10.1.1.2]:9101"))
+
+	f := func(uri string, want verdict) {
+		t.Helper()
+		tg, err := parsePodPath([]byte(uri))
+		if err != nil {
+			t.Fatalf("%q: %s", uri, err)
+		}
+		if got := p.Check(&tg); got != want {
+			t.Fatalf("Check(%q) = %q; want %q", uri, got, want)
+		}
+	}
+	f("/pods/10.1.2.3/9100/metrics", verdictAllowed)
+	f("/pods/10.1.2.3/9100/metrics/cadvisor", verdictAllowed)
+	f("/pods/10.1.2.3/80/federate?match[]=up", verdictAllowed)
+	f("/pods/10.1.2.3/80/probe/x", verdictAllowed)
+	f("/pods/fd00::1/80/metrics", verdictAllowed)
+	// Deny-lists win over allow-lists, including a special range allowed on purpose.
+	f("/pods/10.9.0.1/9100/metrics", verdictIPDenied)
+	f("/pods/127.0.0.1/9100/metrics", verdictIPDenied)
+	f("/pods/::ffff:10.9.0.1/9100/metrics", verdictIPDenied)
+	f("/pods/11.0.0.1/9100/metrics", verdictIPNotAllowed)
+	f("/pods/10.1.2.3/10250/metrics", verdictPortDenied)
+	f("/pods/10.1.2.3/9200/metrics", verdictPortNotAllowed)
+	f("/pods/10.1.2.3/22/metrics", verdictPortNotAllowed)
+	// Paths match at a '/' boundary, as the pod will decode them.
+	f("/pods/10.1.2.3/80/metricsfoo", verdictPathNotAllowed)
+	f("/pods/10.1.2.3/80/probe", verdictPathNotAllowed)
+	f("/pods/10.1.2.3/80/", verdictPathNotAllowed)
+	f("/pods/10.1.2.3/80/debug/pprof", verdictPathNotAllowed)
+	f("/pods/10.1.2.3/80/%6detrics", verdictAllowed)
+	f("/pods/10.1.2.3/80/%64ebug", verdictPathNotAllowed)
+	f("/pods/10.1.2.3/80/metrics/private", verdictPathDenied)
+	f("/pods/10.1.2.3/80/metrics/private/x", verdictPathDenied)
+	f("/pods/10.1.2.3/80/metrics/PRIVATE", verdictPathDenied)
+	f("/pods/10.1.2.3/80/metrics/%70rivate", verdictPathDenied)
+	f("/pods/10.1.2.3/80/metrics/privateer", verdictAllowed)
+	// The gateway's own addresses.
+	f("/pods/10.1.1.1/9100/metrics", verdictSelf)
+	f("/pods/10.1.1.2/9101/metrics", verdictSelf)
+	f("/pods/10.1.1.1/9101/metrics", verdictAllowed)
+}
+
+func TestPortRanges(t *testing.T) {
+	f := func(in, want string) {
+		t.Helper()
+		var r portRanges
+		err := r.Set(in)
+		got := r.String()
+		if err != nil {
+			got = "error"
+		}
+		if got != want {
+			t.Fatalf("portRanges.Set(%q) = %q; want %q", in, got, want)
+		}
+	}
+	f("80", "80")
+	f(" 80 , 9000-9100 ,", "80,9000-9100")
+	f("", "")
+	f("0", "error")
+	f("65536", "error")
+	f("90-80", "error")
+	f("80-", "error")
+	f("-80", "error")
+	f("http", "error")
+}
+
+// FuzzPolicy checks that the policy never allows what its lists forbid,
+// whatever the target: the deny-lists, the special ranges and the gateway's
+// own address always win.
+func FuzzPolicy(f *testing.F) {
+	f.Add([]byte("/pods/10.1.2.3/9100/metrics"), "0.0.0.0/0,::/0", "10.9.0.0/16", "/metrics")
+	f.Add([]byte("/pods/127.0.0.1/80/m"), "127.0.0.0/8", "", "")
+	f.Add([]byte("/pods/::ffff:169.254.169.254/80/"), "0.0.0.0/0", "", "/")
+	f.Add([]byte("/pods/10.9.1.1/80/metrics/%70"), "10.0.0.0/8", "10.9.0.0/16", "/metrics/p")
+	f.Fuzz(func(t *testing.T, uri []byte, allow, deny, denyPath string) {
+		cfg := Config{}
+		if (*cidrList)(&cfg.AllowCIDRs).Set(allow) != nil || (*cidrList)(&cfg.DenyCIDRs).Set(deny) != nil {
+			return
+		}
+		if denyPath != "" && denyPath[0] == '/' {
+			cfg.DenyPathPrefixes = []string{denyPath}
+		}
+		self := netip.MustParseAddrPort("10.1.1.1:8080")
+		p := NewPolicy(&cfg)
+		p.addSelf(self)
+		tg, err := parsePodPath(uri)
+		if err != nil {
+			return
+		}
+		if p.Check(&tg) != verdictAllowed {
+			return
+		}
+		ip := tg.Addr.Addr()
+		if tg.Addr == self {
+			t.Fatalf("%q: allowed the gateway's own address", uri)
+		}
+		for _, d := range cfg.DenyCIDRs {
+			if d.Contains(ip) {
+				t.Fatalf("%q: allowed %s inside -deny-cidrs %s", uri, ip, d)
+			}
+		}
+		if special, ok := specialRangeOf(ip); ok {
+			writtenFor := false
+			for _, a := range cfg.AllowCIDRs {
+				writtenFor = writtenFor || a.Contains(ip) && a.Bits() >= special.Bits()
+			}
+			if !writtenFor {
+				t.Fatalf("%q: allowed %s in special range %s without a CIDR written for it", uri, ip, special)
+			}
+		}
+		if len(cfg.DenyPathPrefixes) > 0 && hasPathPrefix(appendUnescaped(nil, tg.Path), denyPath, true) {
+			t.Fatalf("%q: allowed a path under -deny-path-prefixes %q", uri, denyPath)
+		}
+	})
 }

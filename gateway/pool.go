@@ -25,33 +25,39 @@ type endpoint struct {
 	suppressedErr atomic.Int64
 }
 
+// endpointKey names one pool: a pod ip:port, reached over TLS or not.
+type endpointKey struct {
+	addr netip.AddrPort
+	tls  bool
+}
+
 // pool maps pod endpoints to their HostClients, creating them on first use
 // and dropping those idle for longer than ttl so that pod churn does not
 // accumulate clients.
 type pool struct {
 	ttl       time.Duration
-	newClient func(addr string) *fasthttp.HostClient
+	newClient func(endpointKey) *fasthttp.HostClient
 	onEvict   func()
 
 	mu        sync.RWMutex
-	endpoints map[netip.AddrPort]*endpoint
+	endpoints map[endpointKey]*endpoint
 }
 
-func newPool(ttl time.Duration, newClient func(addr string) *fasthttp.HostClient, onEvict func()) *pool {
+func newPool(ttl time.Duration, newClient func(endpointKey) *fasthttp.HostClient, onEvict func()) *pool {
 	return &pool{
 		ttl:       ttl,
 		newClient: newClient,
 		onEvict:   onEvict,
-		endpoints: make(map[netip.AddrPort]*endpoint),
+		endpoints: make(map[endpointKey]*endpoint),
 	}
 }
 
-// acquire returns the endpoint for addr, marked active until release.
-func (p *pool) acquire(addr netip.AddrPort) *endpoint {
+// acquire returns the endpoint for key, marked active until release.
+func (p *pool) acquire(key endpointKey) *endpoint {
 	// Incrementing under the read lock orders it before any eviction, which
 	// holds the write lock and only evicts endpoints with no active scrape.
 	p.mu.RLock()
-	ep := p.endpoints[addr]
+	ep := p.endpoints[key]
 	if ep != nil {
 		ep.active.Add(1)
 	}
@@ -62,10 +68,10 @@ func (p *pool) acquire(addr netip.AddrPort) *endpoint {
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if ep = p.endpoints[addr]; ep == nil {
-		ep = &endpoint{client: p.newClient(addr.String())}
+	if ep = p.endpoints[key]; ep == nil {
+		ep = &endpoint{client: p.newClient(key)}
 		ep.lastUsed.Store(time.Now().UnixNano())
-		p.endpoints[addr] = ep
+		p.endpoints[key] = ep
 	}
 	ep.active.Add(1)
 	return ep
@@ -82,9 +88,9 @@ func (p *pool) evictIdle(now time.Time) int {
 	cutoff := now.Add(-p.ttl).UnixNano()
 	var evicted []*endpoint
 	p.mu.Lock()
-	for addr, ep := range p.endpoints {
+	for key, ep := range p.endpoints {
 		if ep.active.Load() == 0 && ep.lastUsed.Load() < cutoff {
-			delete(p.endpoints, addr)
+			delete(p.endpoints, key)
 			evicted = append(evicted, ep)
 		}
 	}

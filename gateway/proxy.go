@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -27,7 +28,11 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 	uri := ctx.Request.Header.RequestURI()
 	if !ctx.IsGet() && !ctx.IsHead() {
 		ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, HEAD")
-		g.reject(ctx, rt, reasonMethod, uri, "only GET and HEAD are proxied")
+		detail := "only GET and HEAD are proxied"
+		if ctx.IsConnect() {
+			detail = "CONNECT tunnels are not supported: send absolute http:// or https:// URIs, or use /pods/https/{ip}/{port}/{path}"
+		}
+		g.reject(ctx, rt, reasonMethod, uri, detail)
 		return
 	}
 	t, err := parse(uri)
@@ -35,8 +40,8 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		g.reject(ctx, rt, reasonBadTarget, uri, err.Error())
 		return
 	}
-	if !g.policy.Allowed(t.Addr) {
-		g.reject(ctx, rt, reasonForbidden, uri, "target "+t.Addr.String()+" is not allowed by -allow-cidrs")
+	if v := g.policy.Check(&t); v != verdictAllowed {
+		g.reject(ctx, rt, reasonForbidden, uri, v.String()+": "+t.Addr.String())
 		return
 	}
 	if g.state.Load() == stateStopping {
@@ -49,7 +54,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		g.reject(ctx, rt, reasonOverloaded, uri, "too many scrapes in flight (-max-inflight)")
 		return
 	}
-	ep := g.pool.acquire(t.Addr)
+	ep := g.pool.acquire(endpointKey{addr: t.Addr, tls: t.TLS})
 	timeout := g.scrapeTimeout(&ctx.Request.Header)
 
 	req := fasthttp.AcquireRequest()
@@ -71,6 +76,15 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		return
 	}
 	g.metrics.upstreamTime.UpdateDuration(start)
+	if limit, cl := g.cfg.MaxResponseBodyBytes, int64(resp.Header.ContentLength()); limit > 0 && cl > limit {
+		// Not read to its end, the body's connection is closed, not pooled.
+		_ = resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(resp)
+		g.upstreamFailed(ep, t.Addr, reasonBodyTooLarge, fmt.Errorf("Content-Length %d exceeds -max-response-body-bytes %d", cl, limit))
+		g.endScrape(ep)
+		g.writeError(ctx, rt, reasonBodyTooLarge, uri, fmt.Sprintf("the pod's body of %d bytes exceeds -max-response-body-bytes (%d)", cl, limit))
+		return
+	}
 
 	copyResponseHeaders(&ctx.Response.Header, &resp.Header)
 	g.metrics.countRequest(rt, resp.StatusCode())
@@ -85,7 +99,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		return
 	}
 	b := upstreamBodyPool.Get().(*upstreamBody)
-	*b = upstreamBody{g: g, ep: ep, resp: resp, body: stream, target: t.Addr}
+	*b = upstreamBody{g: g, ep: ep, resp: resp, body: stream, target: t.Addr, limit: g.cfg.MaxResponseBodyBytes}
 	if resp.Header.ContentLength() == -1 {
 		b.chunkedConn = connOf(resp)
 	}
@@ -128,7 +142,11 @@ func buildUpstreamRequest(req *fasthttp.Request, in *fasthttp.Request, t *Target
 	req.Header.SetMethodBytes(in.Header.Method())
 	u := req.URI()
 	u.DisablePathNormalizing = true
-	u.SetScheme("http")
+	if t.TLS {
+		u.SetScheme("https")
+	} else {
+		u.SetScheme("http")
+	}
 	var host [64]byte // fits "[v6-with-embedded-v4]:65535"
 	u.SetHostBytes(t.Addr.AppendTo(host[:0]))
 	u.SetPathBytes(t.Path)
@@ -141,7 +159,13 @@ func buildUpstreamRequest(req *fasthttp.Request, in *fasthttp.Request, t *Target
 		}
 		req.Header.AddBytesKV(k, v)
 	}
+	// Marks the request as having passed through a scrapegate: one that
+	// arrives back at any scrapegate is a loop (see Gateway.admit).
+	req.Header.Add(fasthttp.HeaderVia, viaToken)
 }
+
+// viaToken is the Via header value scrapegate adds to requests to pods.
+const viaToken = "1.1 scrapegate"
 
 // copyResponseHeaders copies the pod's status and headers, minus hop-by-hop
 // headers. Content-Length is set by the body stream.
@@ -238,9 +262,16 @@ func (g *Gateway) upstreamFailed(ep *endpoint, addr netip.AddrPort, r reason, er
 }
 
 // newHostClient returns the client for one pod endpoint.
-func (g *Gateway) newHostClient(addr string) *fasthttp.HostClient {
+func (g *Gateway) newHostClient(key endpointKey) *fasthttp.HostClient {
+	addr := key.addr.String()
+	var tlsConfig *tls.Config
+	if key.tls {
+		tlsConfig = g.upstreamTLS.forTarget(addr)
+	}
 	return &fasthttp.HostClient{
 		Addr:                     addr,
+		IsTLS:                    key.tls,
+		TLSConfig:                tlsConfig,
 		NoDefaultUserAgentHeader: true, // the caller's User-Agent is forwarded
 		DisablePathNormalizing:   true,
 		StreamResponseBody:       true,
@@ -266,14 +297,40 @@ func (g *Gateway) newHostClient(addr string) *fasthttp.HostClient {
 			if timeout <= 0 || timeout > g.cfg.DialTimeout {
 				timeout = g.cfg.DialTimeout
 			}
+			deadline := time.Now().Add(timeout)
 			c, err := g.dialer.DialDualStackTimeout(addr, timeout)
 			if err != nil {
 				return nil, err
 			}
-			return newUpstreamConn(c), nil
+			if tlsConfig == nil {
+				return newUpstreamConn(c), nil
+			}
+			return handshakeUpstream(c, tlsConfig, deadline)
 		},
 	}
 }
+
+// handshakeUpstream runs the TLS handshake with a pod within the dial
+// deadline. Left to fasthttp, the handshake would run inside the first write
+// with no deadline at all, and a pod that never answers the ClientHello would
+// hold the scrape forever. The upstreamConn wraps the TLS connection, not the
+// TCP one, so that it sees the EOF of a close_notify alert.
+func handshakeUpstream(c net.Conn, cfg *tls.Config, deadline time.Time) (net.Conn, error) {
+	tc := tls.Client(c, cfg)
+	_ = tc.SetDeadline(deadline)
+	if err := tc.Handshake(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("%w: %w", errTLSHandshake, err)
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return upstreamTLSConn{newUpstreamConn(tc)}, nil
+}
+
+// upstreamTLSConn is an upstreamConn over TLS. Its Handshake method tells
+// fasthttp that the connection is TLS already.
+type upstreamTLSConn struct{ *upstreamConn }
+
+func (c upstreamTLSConn) Handshake() error { return c.Conn.(*tls.Conn).Handshake() }
 
 // staleConnTransport is fasthttp's transport, except that a failed attempt
 // may be retried only if its connection had served a response before: only a

@@ -1,16 +1,20 @@
 // Package gateway is scrapegate: an HTTP server through which a Prometheus
 // outside a Kubernetes cluster scrapes pods inside it. It owns the whole data
-// path: routing (/pods/{ip}/{port}/{path} and absolute-form proxy requests),
-// the target policy, the per-endpoint connection pools, streaming bodies with
+// path: admitting callers (source CIDRs, TLS and client certificates, bearer
+// and basic auth, per-caller limits), routing (/pods/{ip}/{port}/{path} and
+// absolute-form proxy requests), the target policy, the per-endpoint
+// connection pools, plain and TLS connections to pods, streaming bodies with
 // scrape deadlines, self-metrics, and the serve/drain/shutdown lifecycle.
 package gateway
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,15 +33,21 @@ const (
 
 // Gateway is one scrapegate server.
 type Gateway struct {
-	cfg       Config
-	log       zerolog.Logger
-	rejectLog zerolog.Logger // sampled: refused requests can come in floods
-	policy    *Policy
-	pool      *pool
-	dialer    *fasthttp.TCPDialer
-	metrics   *gatewayMetrics
-	router    *router.Router
-	server    *fasthttp.Server
+	cfg         Config
+	log         zerolog.Logger
+	rejectLog   zerolog.Logger // sampled: refused requests can come in floods
+	authLog     zerolog.Logger // sampled: failed logins can come in floods
+	policy      *Policy
+	auth        *authenticator // nil: no credentials required
+	limiter     *rateLimiter   // nil: no per-caller rate limit
+	serverTLS   *tls.Config    // nil: plain HTTP
+	upstreamTLS *upstreamTLS   // configures https pod endpoints
+	reloadables []*reloadable
+	pool        *pool
+	dialer      *fasthttp.TCPDialer
+	metrics     *gatewayMetrics
+	router      *router.Router
+	server      *fasthttp.Server
 
 	inflight atomic.Int64
 	state    atomic.Int32
@@ -60,7 +70,9 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 		cfg:       cfg,
 		log:       log,
 		rejectLog: log.Sample(&zerolog.BurstSampler{Burst: 10, Period: 10 * time.Second}),
-		policy:    NewPolicy(cfg.AllowCIDRs),
+		authLog:   log.Sample(&zerolog.BurstSampler{Burst: 10, Period: 10 * time.Second}),
+		policy:    NewPolicy(&cfg),
+		limiter:   newRateLimiter(cfg.CallerRateLimit, cfg.CallerRateBurst),
 		dialer: &fasthttp.TCPDialer{
 			Concurrency:          cfg.MaxInflight,
 			DisableDNSResolution: true, // targets are IP literals by construction
@@ -72,6 +84,12 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 		func() float64 { return float64(g.pool.len()) },
 	)
 	g.pool = newPool(cfg.EndpointIdleTTL, g.newHostClient, g.metrics.evicted.Inc)
+	if g.limiter != nil {
+		g.metrics.set.NewGauge("scrapegate_rate_limited_callers", func() float64 { return float64(g.limiter.len()) })
+	}
+	if err := g.setUpSecurity(); err != nil {
+		return nil, err
+	}
 
 	r := router.New()
 	r.RedirectTrailingSlash = false // a redirect would be scraped as a failure
@@ -93,10 +111,9 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 		NoDefaultServerHeader: true, // the pod's own Server header passes through
 		NoDefaultContentType:  true, // and so does its Content-Type, or its absence
 		CloseOnShutdown:       true,
-		ReadTimeout:           time.Minute,
-		// Callers keep connections between scrapes; Prometheus's own idle
-		// timeout is 5 minutes.
-		IdleTimeout: 5 * time.Minute,
+		ReadBufferSize:        cfg.MaxRequestHeaderBytes,
+		ReadTimeout:           cfg.ClientReadTimeout,
+		IdleTimeout:           cfg.ClientIdleTimeout,
 		// The write of a streamed body lasts at most as long as the scrape
 		// deadline allows reading it; this only bounds a caller that stops
 		// reading.
@@ -117,10 +134,15 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetConnectionClose()
 	}
 	uri := ctx.Request.Header.RequestURI()
+	rt := routeOf(uri)
 	switch {
-	case isAbsoluteForm(uri):
+	case rt == routeHealthz || rt == routeReadyz:
+		// Probes come from kubelets and load balancers: never limited.
+		g.router.Handler(ctx)
+	case !g.admit(ctx, rt, uri):
+	case rt == routeProxy:
 		g.proxy(ctx, routeProxy, parseAbsoluteURI)
-	case bytes.HasPrefix(uri, []byte(podsPrefix)):
+	case rt == routePods:
 		g.proxy(ctx, routePods, parsePodPath)
 	default:
 		g.router.Handler(ctx)
@@ -130,6 +152,29 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 			Str("caller", ctx.RemoteIP().String()).Int("status", ctx.Response.StatusCode()).
 			Dur("headers_after", time.Since(ctx.Time())).Msg("request")
 	}
+}
+
+// routeOf tells which route a raw request target is for, without the router:
+// an absolute-form target (http://ip:port/path, sent by clients using the
+// gateway as proxy_url) must never be routed by its path, which could be
+// "/metrics", and /pods/ targets skip the router's parameter copies on the
+// hot path.
+func routeOf(uri []byte) route {
+	switch {
+	case isAbsoluteForm(uri):
+		return routeProxy
+	case bytes.HasPrefix(uri, []byte(podsPrefix)):
+		return routePods
+	}
+	switch path, _ := splitQuery(uri); string(path) {
+	case "/metrics":
+		return routeMetrics
+	case "/healthz":
+		return routeHealthz
+	case "/readyz":
+		return routeReadyz
+	}
+	return routeOther
 }
 
 func (g *Gateway) serveMetrics(ctx *fasthttp.RequestCtx) {
@@ -176,8 +221,23 @@ func (g *Gateway) plainText(ctx *fasthttp.RequestCtx, rt route, status int, body
 	g.metrics.countRequest(rt, status)
 }
 
-// Serve serves on ln until Shutdown. It returns nil after a Shutdown.
+// Serve serves on ln until Shutdown. It returns nil after a Shutdown. ln is a
+// plain TCP listener: Serve adds the caller checks and TLS.
 func (g *Gateway) Serve(ln net.Listener) error {
+	g.policy.addSelf(selfAddrs(ln.Addr())...)
+	if len(g.cfg.AllowCallerCIDRs) > 0 || g.cfg.MaxConnsPerCaller > 0 {
+		ln = &callerListener{
+			Listener: ln,
+			allow:    g.cfg.AllowCallerCIDRs,
+			maxConns: g.cfg.MaxConnsPerCaller,
+			log:      g.rejectLog,
+			onReject: func(r connRejection) { g.metrics.rejectedConnections[r].Inc() },
+			conns:    make(map[netip.Addr]int),
+		}
+	}
+	if g.serverTLS != nil {
+		ln = tls.NewListener(ln, g.serverTLS)
+	}
 	g.listenersMu.Lock()
 	if g.state.Load() == stateStopping {
 		g.listenersMu.Unlock()
@@ -185,7 +245,13 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	}
 	g.listeners = append(g.listeners, ln)
 	g.listenersMu.Unlock()
-	g.evictionsOnce.Do(func() { go g.pool.runEvictions(g.stop) })
+	g.evictionsOnce.Do(func() {
+		go g.pool.runEvictions(g.stop)
+		go g.runReloads(g.cfg.ReloadInterval, g.stop)
+		if g.limiter != nil {
+			go g.runRateSweeps(g.stop)
+		}
+	})
 
 	err := g.server.Serve(ln)
 	if err != nil && !(g.state.Load() == stateStopping && errors.Is(err, net.ErrClosed)) {
@@ -249,7 +315,11 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("cannot listen on %q: %w", cfg.Listen, err)
 	}
-	log.Info().Str("listen", ln.Addr().String()).Str("allow_cidrs", (*cidrList)(&cfg.AllowCIDRs).String()).Msg("serving")
+	log.Info().Str("listen", ln.Addr().String()).Bool("tls", g.serverTLS != nil).Bool("client_certs", cfg.TLSClientCAFile != "").
+		Bool("auth", g.auth != nil).Str("allow_cidrs", (*cidrList)(&cfg.AllowCIDRs).String()).Msg("serving")
+	if g.auth == nil && cfg.TLSClientCAFile == "" {
+		log.Warn().Msg("no caller authentication configured: anyone who reaches the listener can scrape every target the policy allows; see SECURITY.md")
+	}
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(ln) }()
 	select {

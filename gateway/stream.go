@@ -24,12 +24,18 @@ type upstreamBody struct {
 	// clean end from a truncation (see upstreamConn).
 	chunkedConn *upstreamConn
 
+	// limit is -max-response-body-bytes; 0 means none.
+	limit int64
+
 	n       int64
 	eof     bool
 	readErr error
 }
 
-var errChunkedBodyTruncated = errors.New("the pod closed the connection before the last chunk of its body")
+var (
+	errChunkedBodyTruncated = errors.New("the pod closed the connection before the last chunk of its body")
+	errBodyTooLarge         = errors.New("the pod's body exceeds -max-response-body-bytes")
+)
 
 var upstreamBodyPool = sync.Pool{New: func() any { return new(upstreamBody) }}
 
@@ -71,6 +77,13 @@ func (b *upstreamBody) SupportsBodyWriteTo() bool { return true }
 func (b *upstreamBody) Read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
 	b.n += int64(n)
+	if b.limit > 0 && b.n > b.limit {
+		// The bytes past the limit are never passed on.
+		n -= int(b.n - b.limit)
+		b.n = b.limit
+		b.readErr = errBodyTooLarge
+		return n, errBodyTooLarge
+	}
 	if err == io.EOF && b.chunkedConn != nil && b.chunkedConn.peerClosed.Load() {
 		err = errChunkedBodyTruncated
 	}
@@ -93,7 +106,11 @@ func (b *upstreamBody) CloseWithError(writeErr error) error {
 	case b.readErr != nil:
 		// The server aborts the connection when a read fails, so the caller
 		// sees a broken response rather than a clean, truncated one.
-		g.upstreamFailed(b.ep, b.target, reasonBodyFailed, b.readErr)
+		r := reasonBodyFailed
+		if b.readErr == errBodyTooLarge {
+			r = reasonBodyTooLarge
+		}
+		g.upstreamFailed(b.ep, b.target, r, b.readErr)
 	case writeErr != nil:
 		g.metrics.countFailure(reasonClientGone)
 	}

@@ -18,9 +18,14 @@ type Target struct {
 	Path []byte
 	// Query is the raw query string without the leading '?', possibly empty.
 	Query []byte
+	// TLS is set for an https target.
+	TLS bool
 }
 
-// podsPrefix is the psystrike contract: /pods/{ip}/{port}/{path...}.
+// podsPrefix is the psystrike contract: /pods/{ip}/{port}/{path...}. An
+// optional scheme segment chooses https: /pods/https/{ip}/{port}/{path...};
+// /pods/http/... is the same as the bare form. No IP literal is "http" or
+// "https", so the forms cannot be confused.
 const podsPrefix = "/pods/"
 
 // errBadTarget wraps every parse failure, so callers can tell a malformed
@@ -47,13 +52,18 @@ var (
 	errFragment        = badTarget("request target must not contain '#'")
 	errNotAbsolute     = badTarget("request target is not an absolute http:// URI")
 	errUserinfo        = badTarget("userinfo (user@host) is not allowed in the target")
-	errUnsupportedTLS  = badTarget("https targets are not supported")
 	errMissingBrackets = badTarget("an IPv6 host with a port must be in brackets: [addr]:port")
+	errPathByte        = badTarget("the path contains a space, control, backslash or non-ASCII byte")
+	errPathEscape      = badTarget("the path contains an encoded '/', '\\', '.', '%' or control byte")
+	errDotSegment      = badTarget("the path contains a '.' or '..' segment")
+	errBadEscape       = badTarget("malformed percent-encoding")
+	errQueryByte       = badTarget("the query contains a space, control or non-ASCII byte, raw or encoded")
 )
 
-// parsePodPath parses the raw request URI of a /pods/{ip}/{port}/{path} request.
-// The IP may be bracketed ([fd00::1]) or bare (fd00::1): a bare IPv6 address
-// contains no '/', so the first '/' still ends it. An absent path means "/".
+// parsePodPath parses the raw request URI of a /pods/[{scheme}/]{ip}/{port}/{path}
+// request. The IP may be bracketed ([fd00::1]) or bare (fd00::1): a bare IPv6
+// address contains no '/', so the first '/' still ends it. An absent path
+// means "/".
 func parsePodPath(uri []byte) (Target, error) {
 	var t Target
 	if !bytes.HasPrefix(uri, []byte(podsPrefix)) {
@@ -63,6 +73,12 @@ func parsePodPath(uri []byte) (Target, error) {
 		return t, errFragment
 	}
 	rest, query := splitQuery(uri[len(podsPrefix):])
+	useTLS := false
+	if r, ok := bytes.CutPrefix(rest, []byte("https/")); ok {
+		rest, useTLS = r, true
+	} else if r, ok := bytes.CutPrefix(rest, []byte("http/")); ok {
+		rest = r
+	}
 	ipPart, rest, ok := bytes.Cut(rest, []byte("/"))
 	if !ok {
 		return t, errNoPort
@@ -82,22 +98,23 @@ func parsePodPath(uri []byte) (Target, error) {
 	if err != nil {
 		return t, err
 	}
-	return newTarget(ip, port, path, query), nil
+	return newTarget(ip, port, path, query, useTLS)
 }
 
 // parseAbsoluteURI parses an absolute-form request target, what an HTTP client
-// configured with a proxy sends: http://{ip}:{port}/{path}. The port defaults
-// to 80. Only the http scheme is served.
+// configured with a proxy sends: http://{ip}:{port}/{path}, or https://... for
+// a target the gateway reaches over TLS. The port defaults to the scheme's.
 func parseAbsoluteURI(uri []byte) (Target, error) {
 	var t Target
 	scheme, rest, ok := bytes.Cut(uri, []byte("://"))
 	if !ok {
 		return t, errNotAbsolute
 	}
+	useTLS := false
 	switch {
 	case bytes.EqualFold(scheme, []byte("http")):
 	case bytes.EqualFold(scheme, []byte("https")):
-		return t, errUnsupportedTLS
+		useTLS = true
 	default:
 		return t, errNotAbsolute
 	}
@@ -143,26 +160,86 @@ func parseAbsoluteURI(uri []byte) (Target, error) {
 		return t, err
 	}
 	port := uint16(80)
+	if useTLS {
+		port = 443
+	}
 	if portPart != nil {
 		if port, err = parsePort(portPart); err != nil {
 			return t, err
 		}
 	}
 	path, query := splitQuery(pathAndQuery)
-	return newTarget(ip, port, path, query), nil
+	return newTarget(ip, port, path, query, useTLS)
 }
 
 // rootPath is shared by every target without a path; nothing writes to it.
 var rootPath = []byte("/")
 
-// newTarget builds a Target. An IPv4-mapped IPv6 address becomes the IPv4
-// address it maps to: that is where the connection goes, and ::ffff:10.1.2.3
-// and 10.1.2.3 are one endpoint with one pool.
-func newTarget(ip netip.Addr, port uint16, path, query []byte) Target {
+// newTarget checks the path and query and builds a Target. An IPv4-mapped
+// IPv6 address becomes the IPv4 address it maps to: that is where the
+// connection goes, and ::ffff:10.1.2.3 and 10.1.2.3 are one endpoint with one
+// pool.
+func newTarget(ip netip.Addr, port uint16, path, query []byte, useTLS bool) (Target, error) {
 	if len(path) == 0 {
 		path = rootPath
 	}
-	return Target{Addr: netip.AddrPortFrom(ip.Unmap(), port), Path: path, Query: query}
+	if err := checkPath(path); err != nil {
+		return Target{}, err
+	}
+	if err := checkQuery(query); err != nil {
+		return Target{}, err
+	}
+	return Target{Addr: netip.AddrPortFrom(ip.Unmap(), port), Path: path, Query: query, TLS: useTLS}, nil
+}
+
+// checkPath refuses paths that a pod's server could read differently from
+// the gateway's policy: dot segments and encoded separators (path traversal
+// past -allow-path-prefixes), encoded '%' (double decoding), and control
+// bytes, raw or encoded (header injection into naive servers). Prometheus
+// never sends any of them.
+func checkPath(path []byte) error {
+	segStart := 0
+	for i := 0; i <= len(path); i++ {
+		if i == len(path) || path[i] == '/' {
+			if seg := path[segStart:i]; string(seg) == "." || string(seg) == ".." {
+				return errDotSegment
+			}
+			segStart = i + 1
+			continue
+		}
+		switch c := path[i]; {
+		case c <= ' ' || c >= 0x7f || c == '\\':
+			return errPathByte
+		case c == '%':
+			if i+2 >= len(path) || !isHex(path[i+1]) || !isHex(path[i+2]) {
+				return errBadEscape
+			}
+			if v := unhex(path[i+1])<<4 | unhex(path[i+2]); v < ' ' || v >= 0x7f || v == '/' || v == '\\' || v == '.' || v == '%' {
+				return errPathEscape
+			}
+			i += 2
+		}
+	}
+	return nil
+}
+
+// checkQuery refuses control bytes in the query, raw or encoded.
+func checkQuery(query []byte) error {
+	for i := 0; i < len(query); i++ {
+		switch c := query[i]; {
+		case c <= ' ' || c >= 0x7f:
+			return errQueryByte
+		case c == '%':
+			if i+2 >= len(query) || !isHex(query[i+1]) || !isHex(query[i+2]) {
+				return errBadEscape
+			}
+			if v := unhex(query[i+1])<<4 | unhex(query[i+2]); v < ' ' && v != '\t' || v == 0x7f {
+				return errQueryByte
+			}
+			i += 2
+		}
+	}
+	return nil
 }
 
 // splitQuery splits "path?query" at the first '?'.

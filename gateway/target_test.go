@@ -23,7 +23,9 @@ func TestParsePodPath(t *testing.T) {
 	ok("/pods/10.1.2.3/9100/", "10.1.2.3:9100", "/", "")
 	ok("/pods/10.1.2.3/9100?x", "10.1.2.3:9100", "/", "x")
 	// Raw: never unescaped, never normalised.
-	ok("/pods/10.1.2.3/80/a%2Fb/../c//d", "10.1.2.3:80", "/a%2Fb/../c//d", "")
+	ok("/pods/10.1.2.3/80/a%41b/c//d", "10.1.2.3:80", "/a%41b/c//d", "")
+	ok("/pods/10.1.2.3/80/a.b/.c/..d/c..", "10.1.2.3:80", "/a.b/.c/..d/c..", "")
+	ok("/pods/10.1.2.3/80/m?q=%09x%2F.%2e%C3%A9", "10.1.2.3:80", "/m", "q=%09x%2F.%2e%C3%A9")
 	ok("/pods/10.1.2.3/80/probe?target=http://x/y?z", "10.1.2.3:80", "/probe", "target=http://x/y?z")
 	ok("/pods/10.1.2.3/65535/m", "10.1.2.3:65535", "/m", "")
 	// IPv6, bare and bracketed (what the psystrike relabel rule produces).
@@ -72,6 +74,52 @@ func TestParsePodPath(t *testing.T) {
 	bad("/pods/10.0.0.1/123456/m")
 	bad("/pods/10.0.0.1/0x50/m")
 	bad("/pods/10.1.2.3/80/m#frag")
+	// Paths a pod could read differently from the policy, and injections.
+	bad("/pods/10.1.2.3/80/a/../admin")
+	bad("/pods/10.1.2.3/80/..")
+	bad("/pods/10.1.2.3/80/a/.")
+	bad("/pods/10.1.2.3/80/./m")
+	bad("/pods/10.1.2.3/80/%2e%2e/admin")
+	bad("/pods/10.1.2.3/80/%2E./admin")
+	bad("/pods/10.1.2.3/80/a%2Fb")
+	bad("/pods/10.1.2.3/80/a%5cb")
+	bad("/pods/10.1.2.3/80/a\\b")
+	bad("/pods/10.1.2.3/80/a%252e%252e")
+	bad("/pods/10.1.2.3/80/m%0d%0aX-Injected:%201")
+	bad("/pods/10.1.2.3/80/m%00")
+	bad("/pods/10.1.2.3/80/m\x00")
+	bad("/pods/10.1.2.3/80/m\r\nX: 1")
+	bad("/pods/10.1.2.3/80/m\xff")
+	bad("/pods/10.1.2.3/80/m%")
+	bad("/pods/10.1.2.3/80/m%4")
+	bad("/pods/10.1.2.3/80/m%zz")
+	bad("/pods/10.1.2.3/80/m?a=%0d%0aX:1")
+	bad("/pods/10.1.2.3/80/m?a=%00")
+	bad("/pods/10.1.2.3/80/m?a=b c")
+	bad("/pods/10.1.2.3/80/m?a=%4")
+	bad("/pods/https:10.1.2.3/80/m")
+	bad("/pods/ftp/10.1.2.3/80/m")
+	bad("/pods/https/https/10.1.2.3/80/m")
+}
+
+func TestParseTargetScheme(t *testing.T) {
+	f := func(uri string, parse func([]byte) (Target, error), wantAddr string, wantTLS bool) {
+		t.Helper()
+		got, err := parse([]byte(uri))
+		if err != nil {
+			t.Fatalf("%q: unexpected error: %s", uri, err)
+		}
+		if got.Addr.String() != wantAddr || got.TLS != wantTLS {
+			t.Fatalf("%q = %s tls=%v; want %s tls=%v", uri, got.Addr, got.TLS, wantAddr, wantTLS)
+		}
+	}
+	f("/pods/10.1.2.3/9100/metrics", parsePodPath, "10.1.2.3:9100", false)
+	f("/pods/http/10.1.2.3/9100/metrics", parsePodPath, "10.1.2.3:9100", false)
+	f("/pods/https/10.1.2.3/9100/metrics", parsePodPath, "10.1.2.3:9100", true)
+	f("/pods/https/[fd00::1]/443", parsePodPath, "[fd00::1]:443", true)
+	f("http://10.1.2.3/m", parseAbsoluteURI, "10.1.2.3:80", false)
+	f("https://10.1.2.3/m", parseAbsoluteURI, "10.1.2.3:443", true)
+	f("HTTPS://10.1.2.3:8443/m", parseAbsoluteURI, "10.1.2.3:8443", true)
 }
 
 func TestParseAbsoluteURI(t *testing.T) {
@@ -90,7 +138,7 @@ func TestParseAbsoluteURI(t *testing.T) {
 	ok("http://10.1.2.3/metrics", "10.1.2.3:80", "/metrics", "")
 	ok("http://10.1.2.3:9100", "10.1.2.3:9100", "/", "")
 	ok("http://10.1.2.3:9100?a=b/c", "10.1.2.3:9100", "/", "a=b/c")
-	ok("http://10.1.2.3:9100/a%2Fb/../c", "10.1.2.3:9100", "/a%2Fb/../c", "")
+	ok("http://10.1.2.3:9100/a%41b//c", "10.1.2.3:9100", "/a%41b//c", "")
 	ok("http://[fd00::1]:9100/metrics", "[fd00::1]:9100", "/metrics", "")
 	ok("http://[fd00::1]/metrics", "[fd00::1]:80", "/metrics", "")
 
@@ -103,7 +151,8 @@ func TestParseAbsoluteURI(t *testing.T) {
 	}
 	bad("10.1.2.3:9100")
 	bad("*")
-	bad("https://10.1.2.3:9100/metrics")
+	bad("http://10.1.2.3:9100/a/../b")
+	bad("https://10.1.2.3:9100/a%2fb")
 	bad("ftp://10.1.2.3/x")
 	bad("file:///etc/passwd")
 	bad("gopher://10.1.2.3:70/x")
@@ -125,36 +174,59 @@ func TestParseAbsoluteURI(t *testing.T) {
 	bad("http://10.1.2.3:9100/m#f")
 }
 
-// FuzzParseTargets checks the parsers' invariants on arbitrary input: no
-// panic, and every accepted target is one the policy can judge and the
-// upstream request can carry (path starts with '/', no zone, non-zero port).
-func FuzzParseTargets(f *testing.F) {
-	for _, s := range []string{
-		"/pods/10.1.2.3/9100/metrics", "/pods/[fd00::1]/9100/metrics?x=1", "/pods/fd00::1/80",
-		"/pods/127.1/80/m", "/pods/fe80::1%25eth0/80/m", "/pods/10.0.0.1/65536/m",
-		"http://10.1.2.3:9100/metrics", "http://[fd00::1]/m?q", "http://user@10.0.0.1/", "https://10.0.0.1/",
-		"/pods/::ffff:127.0.0.1/80/x", "http://[::ffff:169.254.169.254]:80/", "/pods/\x00/1/", "",
-	} {
+// checkParsedTarget asserts the parsers' invariants on arbitrary input: every
+// accepted target is one the policy can judge and the upstream request can
+// carry (path starts with '/', no zone, non-zero port), and its path and query
+// pass the checks that keep pods from reading them differently.
+func checkParsedTarget(t *testing.T, uri []byte, tg Target, err error) {
+	t.Helper()
+	if err != nil {
+		if !errors.Is(err, errBadTarget) {
+			t.Fatalf("%q: error %v is not a bad-target error", uri, err)
+		}
+		return
+	}
+	if !tg.Addr.IsValid() || tg.Addr.Port() == 0 || tg.Addr.Addr().Zone() != "" || tg.Addr.Addr().Is4In6() {
+		t.Fatalf("%q: accepted invalid address %s", uri, tg.Addr)
+	}
+	if len(tg.Path) == 0 || tg.Path[0] != '/' {
+		t.Fatalf("%q: accepted path %q not starting with '/'", uri, tg.Path)
+	}
+	if bytes.ContainsAny(tg.Path, "?#\\ \r\n\x00") || bytes.ContainsAny(tg.Query, "# \r\n\x00") {
+		t.Fatalf("%q: path %q or query %q carries a delimiter or control byte", uri, tg.Path, tg.Query)
+	}
+	if bytes.Contains(tg.Path, []byte("/../")) || bytes.HasSuffix(tg.Path, []byte("/..")) || bytes.Contains(tg.Path, []byte("/./")) {
+		t.Fatalf("%q: accepted dot segments in %q", uri, tg.Path)
+	}
+	if checkPath(tg.Path) != nil || checkQuery(tg.Query) != nil {
+		t.Fatalf("%q: accepted a path or query its own checks refuse", uri)
+	}
+}
+
+var targetSeeds = []string{
+	"/pods/10.1.2.3/9100/metrics", "/pods/[fd00::1]/9100/metrics?x=1", "/pods/fd00::1/80", "/pods/https/10.0.0.1/443/m",
+	"/pods/127.1/80/m", "/pods/fe80::1%25eth0/80/m", "/pods/10.0.0.1/65536/m", "/pods/10.0.0.1/80/%2e%2e/x",
+	"http://10.1.2.3:9100/metrics", "http://[fd00::1]/m?q", "http://user@10.0.0.1/", "https://10.0.0.1/",
+	"/pods/::ffff:127.0.0.1/80/x", "http://[::ffff:169.254.169.254]:80/", "/pods/\x00/1/", "",
+	"/pods/10.0.0.1/80/m?a=%0d%0a", "gopher://10.0.0.1:70/_x", "file:///etc/passwd",
+}
+
+func FuzzParsePodPath(f *testing.F) {
+	for _, s := range targetSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, uri []byte) {
-		for _, parse := range []func([]byte) (Target, error){parsePodPath, parseAbsoluteURI} {
-			tg, err := parse(uri)
-			if err != nil {
-				if !errors.Is(err, errBadTarget) {
-					t.Fatalf("%q: error %v is not a bad-target error", uri, err)
-				}
-				continue
-			}
-			if !tg.Addr.IsValid() || tg.Addr.Port() == 0 || tg.Addr.Addr().Zone() != "" {
-				t.Fatalf("%q: accepted invalid address %s", uri, tg.Addr)
-			}
-			if len(tg.Path) == 0 || tg.Path[0] != '/' {
-				t.Fatalf("%q: accepted path %q not starting with '/'", uri, tg.Path)
-			}
-			if bytes.ContainsAny(tg.Path, "?#") || bytes.IndexByte(tg.Query, '#') >= 0 {
-				t.Fatalf("%q: path %q or query %q carries a delimiter", uri, tg.Path, tg.Query)
-			}
-		}
+		tg, err := parsePodPath(uri)
+		checkParsedTarget(t, uri, tg, err)
+	})
+}
+
+func FuzzParseAbsoluteURI(f *testing.F) {
+	for _, s := range targetSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, uri []byte) {
+		tg, err := parseAbsoluteURI(uri)
+		checkParsedTarget(t, uri, tg, err)
 	})
 }

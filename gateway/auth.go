@@ -1,0 +1,547 @@
+package gateway
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Caller authentication: a bearer token from a file of tokens, or HTTP basic
+// auth against an htpasswd file of bcrypt hashes, or either of the two when
+// both files are set. Both files are reloadables, so that secrets rotate
+// without a restart.
+
+// authResult is the outcome of checking one request's credentials.
+type authResult int
+
+const (
+	authOK          authResult = iota
+	authMissing                // no credentials at all
+	authMalformed              // an Authorization header that cannot be parsed (bad scheme syntax, bad base64, no ':' in basic)
+	authUnsupported            // a scheme that is not configured (e.g. Basic when only tokens are configured, or Digest)
+	authBadToken               // bearer token not in the token file
+	authUnknownUser            // basic user not in htpasswd
+	authBadPassword            // basic user known, password wrong
+	numAuthResults
+)
+
+var authResultNames = [numAuthResults]string{"ok", "missing", "malformed", "unsupported", "bad_token", "unknown_user", "bad_password"}
+
+// String returns the result's name, a metric label value.
+func (r authResult) String() string {
+	if r < 0 || r >= numAuthResults {
+		return fmt.Sprintf("authResult(%d)", int(r))
+	}
+	return authResultNames[r]
+}
+
+const (
+	flagAuthBearerTokensFile = "auth-bearer-tokens-file"
+	flagAuthHtpasswdFile     = "auth-htpasswd-file"
+
+	bearerChallenge = `Bearer realm="scrapegate"`
+	basicChallenge  = `Basic realm="scrapegate", charset="UTF-8"`
+
+	// maxVerifiedPerUser bounds the credentials remembered per htpasswd
+	// user. More than one can verify: bcrypt ignores what follows the
+	// 72nd byte of a password.
+	maxVerifiedPerUser = 4
+)
+
+// bcryptCompare is bcrypt.CompareHashAndPassword, a variable so that tests
+// can count the comparisons.
+var bcryptCompare = bcrypt.CompareHashAndPassword
+
+// authenticator checks callers' credentials against the loaded files.
+type authenticator struct {
+	tokensConfigured   bool
+	htpasswdConfigured bool
+
+	tokens atomic.Pointer[tokenSet]
+	users  atomic.Pointer[htpasswdSet]
+
+	// bcryptSem bounds the bcrypt computations in progress, so that a
+	// flood of wrong passwords cannot take every core.
+	bcryptSem chan struct{}
+
+	challengeValues []string
+}
+
+// tokenSet is one loaded generation of the bearer tokens file.
+type tokenSet struct {
+	// hashes are the tokens' SHA-256: the tokens themselves are not kept.
+	hashes [][sha256.Size]byte
+}
+
+// htpasswdSet is one loaded generation of the htpasswd file. The credentials
+// its users remember belong to it, so a reload that changes the file forgets
+// them all.
+type htpasswdSet struct {
+	users map[string]*htpasswdUser
+	// dummyCost is the cost of the bcrypt comparison made for an unknown
+	// user: the most common cost in the file.
+	dummyCost int
+}
+
+type htpasswdUser struct {
+	name string
+	hash []byte
+
+	// verified holds SHA-256(user "\x00" password) of passwords that
+	// bcrypt verified, so that the next check of the same credentials
+	// costs one hash, not one bcrypt. Read with Load; replaced under mu.
+	verified atomic.Pointer[verifiedCreds]
+	mu       sync.Mutex
+}
+
+type verifiedCreds struct {
+	n    int
+	next int
+	keys [maxVerifiedPerUser][sha256.Size]byte
+}
+
+// newAuthenticator returns nil, nil when both paths are empty (no auth
+// configured). Otherwise it returns the authenticator and the reloadables of
+// its files, which the caller loads (loadAll) and reloads: nothing is read
+// here.
+func newAuthenticator(bearerTokensFile, htpasswdFile string) (*authenticator, []*reloadable) {
+	if bearerTokensFile == "" && htpasswdFile == "" {
+		return nil, nil
+	}
+	a := &authenticator{
+		tokensConfigured:   bearerTokensFile != "",
+		htpasswdConfigured: htpasswdFile != "",
+		bcryptSem:          make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
+	}
+	var rs []*reloadable
+	if a.tokensConfigured {
+		a.challengeValues = append(a.challengeValues, bearerChallenge)
+		rs = append(rs, newReloadable(flagAuthBearerTokensFile, a.loadTokens, bearerTokensFile))
+	}
+	if a.htpasswdConfigured {
+		a.challengeValues = append(a.challengeValues, basicChallenge)
+		rs = append(rs, newReloadable(flagAuthHtpasswdFile, a.loadHtpasswd, htpasswdFile))
+	}
+	return a, rs
+}
+
+// challenges returns the WWW-Authenticate values to send with a 401, one
+// per configured scheme. The slice is shared: do not modify it.
+func (a *authenticator) challenges() []string {
+	return a.challengeValues
+}
+
+// check checks the value of one Authorization (or Proxy-Authorization)
+// header; header is empty when there is none. user is the basic-auth user
+// name when one was presented, for logs, else "". No secret is returned.
+func (a *authenticator) check(header []byte) (result authResult, user string) {
+	if len(header) == 0 {
+		return authMissing, ""
+	}
+	scheme, credentials, err := parseAuthorization(header)
+	if err == errAuthEmpty || err == errAuthScheme {
+		return authMalformed, ""
+	}
+	// Credentials of an unsupported scheme are not looked at: a Digest
+	// header is unsupported, not malformed.
+	switch {
+	case scheme == schemeBearer && a.tokensConfigured:
+		if err != nil {
+			return authMalformed, ""
+		}
+		return a.checkToken(credentials), ""
+	case scheme == schemeBasic && a.htpasswdConfigured:
+		if err != nil {
+			return authMalformed, ""
+		}
+		return a.checkBasic(credentials)
+	default:
+		return authUnsupported, ""
+	}
+}
+
+func (a *authenticator) checkToken(token []byte) authResult {
+	set := a.tokens.Load()
+	if set == nil {
+		return authBadToken
+	}
+	sum := sha256.Sum256(token)
+	// Compare with every token, without stopping at a match.
+	match := 0
+	for i := range set.hashes {
+		match |= subtle.ConstantTimeCompare(sum[:], set.hashes[i][:])
+	}
+	if match != 1 {
+		return authBadToken
+	}
+	return authOK
+}
+
+// basicBufSize fits the decoded credentials of any sane client, on the stack.
+const basicBufSize = 256
+
+func (a *authenticator) checkBasic(credentials []byte) (authResult, string) {
+	var buf [basicBufSize]byte
+	decoded, sep, ok := decodeBasic(buf[:0], credentials)
+	if !ok {
+		return authMalformed, ""
+	}
+	user, password := decoded[:sep], decoded[sep+1:]
+	set := a.users.Load()
+	var u *htpasswdUser
+	dummyCost := bcrypt.DefaultCost
+	if set != nil {
+		u = set.users[string(user)]
+		dummyCost = set.dummyCost
+	}
+	if u == nil {
+		// As slow as a known user's wrong password, so that the timing
+		// does not tell which users exist.
+		_ = a.bcrypt(dummyHash(dummyCost), password)
+		return authUnknownUser, string(user)
+	}
+	// key = SHA-256(user "\x00" password): decoded is user ':' password.
+	decoded[sep] = 0
+	key := sha256.Sum256(decoded)
+	if u.isVerified(&key) {
+		return authOK, u.name
+	}
+	if a.bcrypt(u.hash, password) != nil {
+		return authBadPassword, u.name
+	}
+	u.remember(&key)
+	return authOK, u.name
+}
+
+// bcrypt compares password with hash, waiting for a free slot first.
+func (a *authenticator) bcrypt(hash, password []byte) error {
+	// A copy, so that the caller's buffer can stay on its stack.
+	p := bytes.Clone(password)
+	a.bcryptSem <- struct{}{}
+	defer func() { <-a.bcryptSem }()
+	return bcryptCompare(hash, p)
+}
+
+func (u *htpasswdUser) isVerified(key *[sha256.Size]byte) bool {
+	v := u.verified.Load()
+	if v == nil {
+		return false
+	}
+	match := 0
+	for i := 0; i < v.n; i++ {
+		match |= subtle.ConstantTimeCompare(key[:], v.keys[i][:])
+	}
+	return match == 1
+}
+
+func (u *htpasswdUser) remember(key *[sha256.Size]byte) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	old := u.verified.Load()
+	v := new(verifiedCreds)
+	if old != nil {
+		*v = *old
+		for i := 0; i < v.n; i++ {
+			if v.keys[i] == *key {
+				return
+			}
+		}
+	}
+	v.keys[v.next] = *key
+	v.next = (v.next + 1) % maxVerifiedPerUser
+	v.n = min(v.n+1, maxVerifiedPerUser)
+	u.verified.Store(v)
+}
+
+// dummyHashes are the hashes, one per cost, that unknown users' passwords
+// are compared with; each is made when first needed.
+var dummyHashes [bcrypt.MaxCost + 1]struct {
+	once sync.Once
+	hash []byte
+}
+
+func dummyHash(cost int) []byte {
+	cost = min(max(cost, bcrypt.MinCost), bcrypt.MaxCost)
+	d := &dummyHashes[cost]
+	d.once.Do(func() {
+		h, err := bcrypt.GenerateFromPassword([]byte("scrapegate: no such user"), cost)
+		if err != nil {
+			panic(fmt.Sprintf("BUG: cannot make a bcrypt hash: %s", err))
+		}
+		d.hash = h
+	})
+	return d.hash
+}
+
+// loadTokens parses a bearer tokens file: one token per line, blank lines
+// and lines starting with '#' ignored.
+func (a *authenticator) loadTokens(contents [][]byte) error {
+	set := &tokenSet{}
+	seen := make(map[[sha256.Size]byte]bool)
+	err := forEachLine(contents[0], func(n int, line []byte) error {
+		if !isToken68(line) {
+			return fmt.Errorf("line %d: not a valid token (allowed: letters, digits, '-', '.', '_', '~', '+', '/', then optional '=' padding)", n)
+		}
+		sum := sha256.Sum256(line)
+		if !seen[sum] {
+			seen[sum] = true
+			set.hashes = append(set.hashes, sum)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(set.hashes) == 0 {
+		return errors.New("no tokens")
+	}
+	a.tokens.Store(set)
+	return nil
+}
+
+// loadHtpasswd parses an htpasswd file of bcrypt hashes: "user:hash" lines,
+// blank lines and lines starting with '#' ignored.
+func (a *authenticator) loadHtpasswd(contents [][]byte) error {
+	set := &htpasswdSet{users: make(map[string]*htpasswdUser)}
+	firstLine := make(map[string]int)
+	costs := make(map[int]int)
+	err := forEachLine(contents[0], func(n int, line []byte) error {
+		name, hash, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			return fmt.Errorf("line %d: not user:hash", n)
+		}
+		if len(name) == 0 {
+			return fmt.Errorf("line %d: empty user name", n)
+		}
+		if hasControl(name) {
+			return fmt.Errorf("line %d: user %q: control character in the user name", n, name)
+		}
+		if first, dup := firstLine[string(name)]; dup {
+			return fmt.Errorf("line %d: user %q: duplicate user, first on line %d", n, name, first)
+		}
+		if kind := nonBcryptKind(hash); kind != "" {
+			return fmt.Errorf("line %d: user %q: unsupported password hash (%s): only bcrypt is supported, make one with htpasswd -B", n, name, kind)
+		}
+		cost, err := bcrypt.Cost(hash)
+		if err == nil && len(hash) != 60 {
+			err = errors.New("a bcrypt hash is 60 characters long")
+		}
+		if err != nil {
+			return fmt.Errorf("line %d: user %q: invalid bcrypt hash: %w", n, name, err)
+		}
+		firstLine[string(name)] = n
+		costs[cost]++
+		set.users[string(name)] = &htpasswdUser{name: string(name), hash: bytes.Clone(hash)}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(set.users) == 0 {
+		return errors.New("no users")
+	}
+	set.dummyCost = bcrypt.DefaultCost
+	for cost, k := range costs {
+		if k > costs[set.dummyCost] || k == costs[set.dummyCost] && cost > set.dummyCost {
+			set.dummyCost = cost
+		}
+	}
+	a.users.Store(set)
+	return nil
+}
+
+// nonBcryptKind names the kind of a password hash that is not bcrypt, for
+// the error message, or returns "" for a bcrypt hash.
+func nonBcryptKind(hash []byte) string {
+	switch {
+	case bytes.HasPrefix(hash, []byte("$2a$")), bytes.HasPrefix(hash, []byte("$2b$")), bytes.HasPrefix(hash, []byte("$2y$")):
+		return ""
+	case bytes.HasPrefix(hash, []byte("$apr1$")):
+		return "apr1 MD5"
+	case bytes.HasPrefix(hash, []byte("{SHA}")):
+		return "SHA-1"
+	case bytes.HasPrefix(hash, []byte("$1$")):
+		return "MD5 crypt"
+	case bytes.HasPrefix(hash, []byte("$5$")), bytes.HasPrefix(hash, []byte("$6$")):
+		return "SHA crypt"
+	case bytes.HasPrefix(hash, []byte("$")):
+		return "unknown scheme"
+	default:
+		return "crypt or plain text"
+	}
+}
+
+// forEachLine calls f with the number and trimmed contents of each line of
+// b that is neither blank nor a comment.
+func forEachLine(b []byte, f func(n int, line []byte) error) error {
+	b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf")) // a UTF-8 BOM
+	for n := 1; len(b) > 0; n++ {
+		var line []byte
+		line, b, _ = bytes.Cut(b, []byte("\n"))
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		if err := f(n, line); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// authScheme is the authentication scheme of an Authorization header.
+type authScheme int
+
+const (
+	schemeOther authScheme = iota
+	schemeBearer
+	schemeBasic
+)
+
+func (s authScheme) String() string {
+	switch s {
+	case schemeBearer:
+		return "Bearer"
+	case schemeBasic:
+		return "Basic"
+	default:
+		return "other"
+	}
+}
+
+var (
+	errAuthEmpty         = errors.New("empty Authorization header")
+	errAuthScheme        = errors.New("malformed authentication scheme")
+	errAuthNoCredentials = errors.New("no credentials after the authentication scheme")
+	errAuthCredentials   = errors.New("credentials are not a token68")
+)
+
+// parseAuthorization splits an Authorization header value into its scheme
+// (case-insensitive, RFC 9110 §11.1) and its credentials, which must be a
+// token68 (RFC 9110 §11.2). Leading and trailing spaces and tabs are
+// trimmed; scheme and credentials are separated by spaces (tabs accepted
+// too). When the scheme is well-formed it is returned even with an error
+// about the credentials; the errors are sentinels, never wrapped.
+func parseAuthorization(h []byte) (scheme authScheme, credentials []byte, err error) {
+	h = trimSpaceTab(h)
+	if len(h) == 0 {
+		return schemeOther, nil, errAuthEmpty
+	}
+	i := 0
+	for i < len(h) && h[i] != ' ' && h[i] != '\t' {
+		if !isTchar[h[i]] {
+			return schemeOther, nil, errAuthScheme
+		}
+		i++
+	}
+	name, credentials := h[:i], trimSpaceTab(h[i:])
+	switch {
+	case bytes.EqualFold(name, []byte("bearer")):
+		scheme = schemeBearer
+	case bytes.EqualFold(name, []byte("basic")):
+		scheme = schemeBasic
+	}
+	if len(credentials) == 0 {
+		return scheme, nil, errAuthNoCredentials
+	}
+	if !isToken68(credentials) {
+		return scheme, nil, errAuthCredentials
+	}
+	return scheme, credentials, nil
+}
+
+// parseBasic decodes basic credentials, standard base64 with or without
+// padding, into a user and a password split at the first ':'. The user must
+// be non-empty and free of control bytes; the password may be empty.
+func parseBasic(credentials []byte) (user, password []byte, ok bool) {
+	decoded, sep, ok := decodeBasic(nil, credentials)
+	if !ok {
+		return nil, nil, false
+	}
+	return decoded[:sep], decoded[sep+1:], true
+}
+
+// decodeBasic appends the decoded credentials to dst and returns them with
+// the index of the ':' between user and password.
+func decodeBasic(dst, credentials []byte) (decoded []byte, sep int, ok bool) {
+	enc := base64.RawStdEncoding.Strict()
+	if bytes.IndexByte(credentials, '=') >= 0 {
+		enc = base64.StdEncoding.Strict()
+	}
+	if bytes.IndexByte(credentials, '\r') >= 0 || bytes.IndexByte(credentials, '\n') >= 0 {
+		return nil, 0, false // the decoder would skip them
+	}
+	n := enc.DecodedLen(len(credentials))
+	if cap(dst) < n {
+		dst = make([]byte, 0, n)
+	}
+	dst = dst[:n]
+	n, err := enc.Decode(dst, credentials)
+	if err != nil {
+		return nil, 0, false
+	}
+	decoded = dst[:n]
+	sep = bytes.IndexByte(decoded, ':')
+	if sep <= 0 || hasControl(decoded[:sep]) {
+		return nil, 0, false
+	}
+	return decoded, sep, true
+}
+
+func trimSpaceTab(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// hasControl reports whether b holds an ASCII control byte.
+func hasControl(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// isToken68 reports whether b is a token68: 1*( ALPHA / DIGIT / "-" / "." /
+// "_" / "~" / "+" / "/" ) *"=".
+func isToken68(b []byte) bool {
+	i := 0
+	for i < len(b) && isToken68Char[b[i]] {
+		i++
+	}
+	if i == 0 {
+		return false
+	}
+	for ; i < len(b); i++ {
+		if b[i] != '=' {
+			return false
+		}
+	}
+	return true
+}
+
+var isToken68Char = byteSet("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/")
+
+// isTchar holds the bytes of an RFC 9110 token.
+var isTchar = byteSet("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~")
+
+func byteSet(s string) (set [256]bool) {
+	for i := 0; i < len(s); i++ {
+		set[s[i]] = true
+	}
+	return set
+}

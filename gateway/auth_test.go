@@ -1,0 +1,841 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// authBcrypt hashes password at the minimum cost, for speed.
+func authBcrypt(t testing.TB, password string) string {
+	t.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(h)
+}
+
+// writeAuthFile writes contents to a file in the test's directory and returns
+// its path.
+func writeAuthFile(t testing.TB, name, contents string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(contents), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func rewriteAuthFile(t testing.TB, path, contents string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(contents), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newLoadedAuthenticator returns an authenticator with the given files'
+// contents loaded ("" for no file) and its reloadables.
+func newLoadedAuthenticator(t testing.TB, tokens, htpasswd string) (*authenticator, []*reloadable) {
+	t.Helper()
+	var tokensPath, htpasswdPath string
+	if tokens != "" {
+		tokensPath = writeAuthFile(t, "tokens", tokens)
+	}
+	if htpasswd != "" {
+		htpasswdPath = writeAuthFile(t, "htpasswd", htpasswd)
+	}
+	a, rs := newAuthenticator(tokensPath, htpasswdPath)
+	for _, r := range rs {
+		if _, err := r.reload(); err != nil {
+			t.Fatalf("loading %s: %s", r.flag, err)
+		}
+	}
+	return a, rs
+}
+
+func basicHeader(user, password string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
+}
+
+// countBcrypt wraps bcryptCompare with a counter until the test ends.
+func countBcrypt(t *testing.T) *atomic.Int64 {
+	t.Helper()
+	var n atomic.Int64
+	orig := bcryptCompare
+	bcryptCompare = func(hash, password []byte) error {
+		n.Add(1)
+		return orig(hash, password)
+	}
+	t.Cleanup(func() { bcryptCompare = orig })
+	return &n
+}
+
+func TestAuthResultString(t *testing.T) {
+	f := func(r authResult, want string) {
+		t.Helper()
+		if got := r.String(); got != want {
+			t.Fatalf("authResult(%d).String() = %q; want %q", int(r), got, want)
+		}
+	}
+	f(authOK, "ok")
+	f(authMissing, "missing")
+	f(authMalformed, "malformed")
+	f(authUnsupported, "unsupported")
+	f(authBadToken, "bad_token")
+	f(authUnknownUser, "unknown_user")
+	f(authBadPassword, "bad_password")
+	if numAuthResults != 7 {
+		t.Fatalf("numAuthResults = %d; a result without a name?", numAuthResults)
+	}
+}
+
+func TestParseAuthorization(t *testing.T) {
+	ok := func(h string, wantScheme authScheme, wantCredentials string) {
+		t.Helper()
+		scheme, credentials, err := parseAuthorization([]byte(h))
+		if err != nil {
+			t.Fatalf("parseAuthorization(%q): unexpected error: %s", h, err)
+		}
+		if scheme != wantScheme || string(credentials) != wantCredentials {
+			t.Fatalf("parseAuthorization(%q) = %s %q; want %s %q", h, scheme, credentials, wantScheme, wantCredentials)
+		}
+	}
+	ok("Bearer abc", schemeBearer, "abc")
+	ok("bearer abc", schemeBearer, "abc")
+	ok("BEARER abc", schemeBearer, "abc")
+	ok("bEaReR abc", schemeBearer, "abc")
+	ok("Basic dTpw", schemeBasic, "dTpw")
+	ok("basic dTpw", schemeBasic, "dTpw")
+	ok("BASIC dTpw", schemeBasic, "dTpw")
+	ok("Bearer    abc", schemeBearer, "abc")
+	ok("Bearer\tabc", schemeBearer, "abc")
+	ok("Bearer \t abc", schemeBearer, "abc")
+	ok("  Bearer abc  ", schemeBearer, "abc")
+	ok("\tBearer abc\t", schemeBearer, "abc")
+	ok("Bearer abc \t ", schemeBearer, "abc")
+	ok("Bearer A-Za-z0-9._~+/", schemeBearer, "A-Za-z0-9._~+/")
+	ok("Bearer abc==", schemeBearer, "abc==")
+	ok("Basic dTpw==", schemeBasic, "dTpw==")
+	ok("Digest abc", schemeOther, "abc")
+	ok("Bearerx abc", schemeOther, "abc")
+	ok("Negotiate YII=", schemeOther, "YII=")
+
+	bad := func(h string, wantScheme authScheme, wantErr error) {
+		t.Helper()
+		scheme, credentials, err := parseAuthorization([]byte(h))
+		if err != wantErr {
+			t.Fatalf("parseAuthorization(%q) = %s %q, %v; want error %v", h, scheme, credentials, err, wantErr)
+		}
+		if scheme != wantScheme || credentials != nil {
+			t.Fatalf("parseAuthorization(%q) = %s %q; want %s and no credentials", h, scheme, credentials, wantScheme)
+		}
+	}
+	bad("", schemeOther, errAuthEmpty)
+	bad("   ", schemeOther, errAuthEmpty)
+	bad("\t", schemeOther, errAuthEmpty)
+	bad("Bearer", schemeBearer, errAuthNoCredentials)
+	bad("Bearer ", schemeBearer, errAuthNoCredentials)
+	bad("Bearer \t ", schemeBearer, errAuthNoCredentials)
+	bad("Basic", schemeBasic, errAuthNoCredentials)
+	bad("Bearer abc def", schemeBearer, errAuthCredentials)
+	bad("Bearer abc\tdef", schemeBearer, errAuthCredentials)
+	bad("Bearer abc\x00", schemeBearer, errAuthCredentials)
+	bad("Bearer a\x00bc", schemeBearer, errAuthCredentials)
+	bad("Bearer abc\r\n", schemeBearer, errAuthCredentials)
+	bad("Bearer abc\x7f", schemeBearer, errAuthCredentials)
+	bad("Bearer abc\x1b[31m", schemeBearer, errAuthCredentials)
+	bad("Bearer a,b", schemeBearer, errAuthCredentials)
+	bad("Bearer abc,", schemeBearer, errAuthCredentials)
+	bad("Bearer abc=def", schemeBearer, errAuthCredentials)
+	bad("Bearer ==", schemeBearer, errAuthCredentials)
+	bad("Bearer \"abc\"", schemeBearer, errAuthCredentials)
+	bad("Bearer abcé", schemeBearer, errAuthCredentials)
+	bad("Bearer \xff", schemeBearer, errAuthCredentials)
+	bad("Basic dTpw dTpw", schemeBasic, errAuthCredentials)
+	bad(`Digest username="u", realm="r"`, schemeOther, errAuthCredentials)
+	bad("Bea\x00rer abc", schemeOther, errAuthScheme)
+	bad("Bearér abc", schemeOther, errAuthScheme)
+	bad("Bearer: abc", schemeOther, errAuthScheme)
+	bad("Bear(er) abc", schemeOther, errAuthScheme)
+	bad("\x00", schemeOther, errAuthScheme)
+	bad("=abc", schemeOther, errAuthScheme)
+}
+
+func TestParseBasic(t *testing.T) {
+	ok := func(credentials, wantUser, wantPassword string) {
+		t.Helper()
+		user, password, ok := parseBasic([]byte(credentials))
+		if !ok {
+			t.Fatalf("parseBasic(%q) failed", credentials)
+		}
+		if string(user) != wantUser || string(password) != wantPassword {
+			t.Fatalf("parseBasic(%q) = %q %q; want %q %q", credentials, user, password, wantUser, wantPassword)
+		}
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	raw := base64.RawStdEncoding.EncodeToString
+	ok(b64([]byte("prometheus:secret")), "prometheus", "secret")
+	ok(raw([]byte("prometheus:secret")), "prometheus", "secret")
+	ok(b64([]byte("u:p")), "u", "p")
+	ok("dTpw", "u", "p") // no padding needed
+	ok(b64([]byte("u:pa")), "u", "pa")
+	ok(raw([]byte("u:pa")), "u", "pa")
+	ok(b64([]byte("u:a:b:c")), "u", "a:b:c")
+	ok(b64([]byte("u:")), "u", "")
+	ok(raw([]byte("u:")), "u", "")
+	ok(b64([]byte("u::")), "u", ":")
+	ok(b64([]byte("ü ser:pass word")), "ü ser", "pass word")
+	ok(b64([]byte("u:p\x00w")), "u", "p\x00w")
+	ok(b64([]byte("u:"+strings.Repeat("x", 1000))), "u", strings.Repeat("x", 1000))
+
+	bad := func(credentials string) {
+		t.Helper()
+		user, password, ok := parseBasic([]byte(credentials))
+		if ok || user != nil || password != nil {
+			t.Fatalf("parseBasic(%q) = %q %q %v; want a failure", credentials, user, password, ok)
+		}
+	}
+	bad("")
+	bad(b64([]byte(":p")))
+	bad(b64([]byte(":")))
+	bad(b64([]byte("up")))
+	bad(b64([]byte("")))
+	bad(b64([]byte("u\x00:p")))
+	bad(b64([]byte("u\n:p")))
+	bad(b64([]byte("u\x7f:p")))
+	bad("!!!!")
+	bad("dTpw=")    // wrong padding
+	bad("dTpwYQ=")  // wrong padding
+	bad("dTpwY")    // impossible length
+	bad("dTpwYR==") // non-zero padding bits
+	bad("dT\npw")
+	bad("dT\rpw")
+	bad("dTpw dTpw")
+	bad("dT-w") // URL alphabet
+}
+
+func TestTokenFileLoad(t *testing.T) {
+	ok := func(contents string, wantTokens int) {
+		t.Helper()
+		a, _ := newAuthenticator("unused", "")
+		if err := a.loadTokens([][]byte{[]byte(contents)}); err != nil {
+			t.Fatalf("loadTokens(%q): unexpected error: %s", contents, err)
+		}
+		if n := len(a.tokens.Load().hashes); n != wantTokens {
+			t.Fatalf("loadTokens(%q): %d tokens; want %d", contents, n, wantTokens)
+		}
+	}
+	ok("abc", 1)
+	ok("abc\n", 1)
+	ok("abc\ndef\n", 2)
+	ok("abc\r\ndef\r\n", 2)
+	ok("# comment\n\nabc\n   \n\t# indented comment\n  def  \n", 2)
+	ok("abc\nabc\n", 1)
+	ok("\xef\xbb\xbfabc\n", 1)
+	ok("abc==\nA-Za-z0-9._~+/\n", 2)
+
+	bad := func(contents, wantErr, secret string) {
+		t.Helper()
+		a, _ := newAuthenticator("unused", "")
+		err := a.loadTokens([][]byte{[]byte(contents)})
+		if err == nil {
+			t.Fatalf("loadTokens(%q): no error; want %q", contents, wantErr)
+		}
+		if !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("loadTokens(%q) = %q; want an error containing %q", contents, err, wantErr)
+		}
+		if secret != "" && strings.Contains(err.Error(), secret) {
+			t.Fatalf("loadTokens(%q) = %q: the error shows the token", contents, err)
+		}
+		if a.tokens.Load() != nil {
+			t.Fatalf("loadTokens(%q) failed but put tokens in force", contents)
+		}
+	}
+	bad("", "no tokens", "")
+	bad("\n\n", "no tokens", "")
+	bad("# only a comment\n", "no tokens", "")
+	bad("good\nsuper secret\n", "line 2: not a valid token", "super secret")
+	bad("good\n\n# c\nsecret,with,commas\n", "line 4: not a valid token", "secret,with,commas")
+	bad("Bearer s3cr3tvalue\n", "line 1: not a valid token", "s3cr3tvalue")
+	bad("s3cr3t=value\n", "line 1: not a valid token", "s3cr3t")
+	bad("s3cr3tvalué\n", "line 1: not a valid token", "s3cr3t")
+}
+
+func TestTokenCheck(t *testing.T) {
+	a, _ := newLoadedAuthenticator(t, "# tokens\ntoken-one\r\ntoken/two==\n", "")
+	f := func(header string, want authResult) {
+		t.Helper()
+		got, user := a.check([]byte(header))
+		if got != want || user != "" {
+			t.Fatalf("check(%q) = %s %q; want %s \"\"", header, got, user, want)
+		}
+	}
+	f("Bearer token-one", authOK)
+	f("bearer token-one", authOK)
+	f("  BEARER   token-one ", authOK)
+	f("Bearer token/two==", authOK)
+	f("", authMissing)
+	f("Bearer token-on", authBadToken)
+	f("Bearer token-one1", authBadToken)
+	f("Bearer token/two", authBadToken)
+	f("Bearer TOKEN-ONE", authBadToken)
+	f("Bearer", authMalformed)
+	f("Bearer token one", authMalformed)
+	f("Bearer token-one,", authMalformed)
+	f("   ", authMalformed)
+	f("B\x00 x", authMalformed)
+	f(basicHeader("u", "token-one"), authUnsupported)
+	f("Basic !!", authUnsupported)
+	f(`Digest username="u", realm="scrapegate"`, authUnsupported)
+	f("Digest", authUnsupported)
+	f("Token token-one", authUnsupported)
+
+	if got := a.challenges(); len(got) != 1 || got[0] != `Bearer realm="scrapegate"` {
+		t.Fatalf("challenges() = %q", got)
+	}
+}
+
+func TestAuthNotConfigured(t *testing.T) {
+	a, rs := newAuthenticator("", "")
+	if a != nil || rs != nil {
+		t.Fatalf("newAuthenticator(\"\", \"\") = %v, %v; want nil, nil", a, rs)
+	}
+}
+
+func TestAuthReloadablesAndChallenges(t *testing.T) {
+	f := func(tokens, htpasswd string, wantFlags, wantChallenges []string) {
+		t.Helper()
+		a, rs := newAuthenticator(tokens, htpasswd)
+		var flags []string
+		for _, r := range rs {
+			flags = append(flags, r.flag)
+		}
+		if fmt.Sprint(flags) != fmt.Sprint(wantFlags) {
+			t.Fatalf("newAuthenticator(%q, %q): flags %q; want %q", tokens, htpasswd, flags, wantFlags)
+		}
+		if got := a.challenges(); fmt.Sprintf("%q", got) != fmt.Sprintf("%q", wantChallenges) {
+			t.Fatalf("newAuthenticator(%q, %q): challenges %q; want %q", tokens, htpasswd, got, wantChallenges)
+		}
+		// Nothing is read before the first reload: the files do not exist.
+		if a.tokens.Load() != nil || a.users.Load() != nil {
+			t.Fatalf("newAuthenticator(%q, %q) loaded something", tokens, htpasswd)
+		}
+	}
+	bearer := `Bearer realm="scrapegate"`
+	basic := `Basic realm="scrapegate", charset="UTF-8"`
+	f("/nonexistent/tokens", "", []string{"auth-bearer-tokens-file"}, []string{bearer})
+	f("", "/nonexistent/htpasswd", []string{"auth-htpasswd-file"}, []string{basic})
+	f("/nonexistent/tokens", "/nonexistent/htpasswd", []string{"auth-bearer-tokens-file", "auth-htpasswd-file"}, []string{bearer, basic})
+}
+
+func TestAuthBothSchemes(t *testing.T) {
+	a, _ := newLoadedAuthenticator(t, "tok\n", "prometheus:"+authBcrypt(t, "pw")+"\n")
+	f := func(header string, want authResult) {
+		t.Helper()
+		if got, _ := a.check([]byte(header)); got != want {
+			t.Fatalf("check(%q) = %s; want %s", header, got, want)
+		}
+	}
+	f("Bearer tok", authOK)
+	f(basicHeader("prometheus", "pw"), authOK)
+	f("Bearer pw", authBadToken)
+	f(basicHeader("prometheus", "tok"), authBadPassword)
+	f("Digest x", authUnsupported)
+	f("", authMissing)
+}
+
+func TestHtpasswdLoad(t *testing.T) {
+	hash := authBcrypt(t, "pw")
+	ok := func(contents string, wantUsers ...string) {
+		t.Helper()
+		a, _ := newAuthenticator("", "unused")
+		if err := a.loadHtpasswd([][]byte{[]byte(contents)}); err != nil {
+			t.Fatalf("loadHtpasswd(%q): unexpected error: %s", contents, err)
+		}
+		set := a.users.Load()
+		if len(set.users) != len(wantUsers) {
+			t.Fatalf("loadHtpasswd(%q): %d users; want %q", contents, len(set.users), wantUsers)
+		}
+		for _, u := range wantUsers {
+			if set.users[u] == nil {
+				t.Fatalf("loadHtpasswd(%q): no user %q", contents, u)
+			}
+		}
+	}
+	ok("prometheus:"+hash, "prometheus")
+	ok("# users\n\nprometheus:"+hash+"\r\nvmagent:"+hash+"\r\n", "prometheus", "vmagent")
+	ok("  prometheus:"+hash+"  \n", "prometheus")
+	ok("prometheus:"+strings.Replace(hash, "$2a$", "$2y$", 1), "prometheus")
+	ok("prometheus:"+strings.Replace(hash, "$2a$", "$2b$", 1), "prometheus")
+	ok("ü ser:"+hash, "ü ser")
+
+	bad := func(contents string, wantErr ...string) {
+		t.Helper()
+		a, _ := newAuthenticator("", "unused")
+		err := a.loadHtpasswd([][]byte{[]byte(contents)})
+		if err == nil {
+			t.Fatalf("loadHtpasswd(%q): no error; want %q", contents, wantErr)
+		}
+		for _, w := range wantErr {
+			if !strings.Contains(err.Error(), w) {
+				t.Fatalf("loadHtpasswd(%q) = %q; want an error containing %q", contents, err, w)
+			}
+		}
+		if a.users.Load() != nil {
+			t.Fatalf("loadHtpasswd(%q) failed but put users in force", contents)
+		}
+	}
+	onlyBcrypt := "only bcrypt is supported, make one with htpasswd -B"
+	bad("", "no users")
+	bad("# nobody\n\n", "no users")
+	bad("prometheus:$apr1$xyzxyzxy$3EaDQ9E0G1Y8Y4xQ9nUXb1\n", `line 1: user "prometheus"`, "apr1 MD5", onlyBcrypt)
+	bad("a:"+hash+"\nprometheus:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n", `line 2: user "prometheus"`, "SHA-1", onlyBcrypt)
+	bad("prometheus:plaintext\n", `line 1: user "prometheus"`, "crypt or plain text", onlyBcrypt)
+	bad("prometheus:rl4ExWfqN7K/.\n", `line 1: user "prometheus"`, onlyBcrypt)
+	bad("prometheus:$1$salt$hash\n", `line 1: user "prometheus"`, "MD5 crypt", onlyBcrypt)
+	bad("prometheus:$6$salt$hash\n", `line 1: user "prometheus"`, "SHA crypt", onlyBcrypt)
+	bad("prometheus:$2x$"+hash[4:], `line 1: user "prometheus"`, "unknown scheme", onlyBcrypt)
+	bad("prometheus:\n", `line 1: user "prometheus"`, onlyBcrypt)
+	bad("prometheus:"+hash[:40], `line 1: user "prometheus"`, "invalid bcrypt hash")
+	bad("prometheus:"+hash+"x", `line 1: user "prometheus"`, "invalid bcrypt hash", "60 characters")
+	bad("prometheus:$2a$99$"+hash[7:], `line 1: user "prometheus"`, "invalid bcrypt hash")
+	bad("prometheus:"+hash+"\n# again\nprometheus:"+hash+"\n", `line 3: user "prometheus": duplicate user, first on line 1`)
+	bad("prometheus\n", "line 1: not user:hash")
+	bad(":"+hash+"\n", "line 1: empty user name")
+	bad("pro\x1bmetheus:"+hash+"\n", "line 1: user", "control character")
+}
+
+func TestHtpasswdCheck(t *testing.T) {
+	calls := countBcrypt(t)
+	a, _ := newLoadedAuthenticator(t, "", "prometheus:"+authBcrypt(t, "s3cret")+"\nvmagent:"+authBcrypt(t, "other")+"\n")
+	f := func(header string, want authResult, wantUser string, wantBcrypt int64) {
+		t.Helper()
+		calls.Store(0)
+		got, user := a.check([]byte(header))
+		if got != want || user != wantUser {
+			t.Fatalf("check(%q) = %s %q; want %s %q", header, got, user, want, wantUser)
+		}
+		if n := calls.Load(); n != wantBcrypt {
+			t.Fatalf("check(%q) made %d bcrypt comparisons; want %d", header, n, wantBcrypt)
+		}
+	}
+	f(basicHeader("prometheus", "wrong"), authBadPassword, "prometheus", 1)
+	f(basicHeader("prometheus", "S3CRET"), authBadPassword, "prometheus", 1)
+	f(basicHeader("prometheus", ""), authBadPassword, "prometheus", 1)
+	f(basicHeader("prometheus", "s3cret"), authOK, "prometheus", 1)
+	// Remembered: no bcrypt any more, whatever the header's spelling.
+	f(basicHeader("prometheus", "s3cret"), authOK, "prometheus", 0)
+	f(basicHeader("prometheus", "s3cret"), authOK, "prometheus", 0)
+	f("basic "+strings.TrimRight(basicHeader("prometheus", "s3cret")[6:], "="), authOK, "prometheus", 0)
+	// A wrong password is never remembered.
+	f(basicHeader("prometheus", "wrong"), authBadPassword, "prometheus", 1)
+	f(basicHeader("prometheus", "wrong"), authBadPassword, "prometheus", 1)
+	// Each user's own credentials: prometheus's password is no good for vmagent.
+	f(basicHeader("vmagent", "s3cret"), authBadPassword, "vmagent", 1)
+	f(basicHeader("vmagent", "other"), authOK, "vmagent", 1)
+	f(basicHeader("vmagent", "other"), authOK, "vmagent", 0)
+	f(basicHeader("prometheus", "other"), authBadPassword, "prometheus", 1)
+	// Unknown users cost a bcrypt comparison too.
+	f(basicHeader("nobody", "s3cret"), authUnknownUser, "nobody", 1)
+	f(basicHeader("Prometheus", "s3cret"), authUnknownUser, "Prometheus", 1)
+	f(basicHeader("prometheus ", "s3cret"), authUnknownUser, "prometheus ", 1)
+	// Malformed basic credentials are refused before any bcrypt.
+	f("Basic", authMalformed, "", 0)
+	f("Basic !!!", authMalformed, "", 0)
+	f("Basic "+base64.StdEncoding.EncodeToString([]byte("prometheus")), authMalformed, "", 0)
+	f("Basic "+base64.StdEncoding.EncodeToString([]byte(":s3cret")), authMalformed, "", 0)
+	f("Basic "+base64.StdEncoding.EncodeToString([]byte("pro\x00metheus:s3cret")), authMalformed, "", 0)
+	f("Bearer s3cret", authUnsupported, "", 0)
+	f("", authMissing, "", 0)
+
+	if got := a.challenges(); len(got) != 1 || got[0] != `Basic realm="scrapegate", charset="UTF-8"` {
+		t.Fatalf("challenges() = %q", got)
+	}
+}
+
+// bcrypt ignores the bytes after the 72nd: several passwords may verify,
+// and the memory of them stays bounded.
+func TestBasicCacheIsBounded(t *testing.T) {
+	calls := countBcrypt(t)
+	prefix := strings.Repeat("p", 72)
+	a, _ := newLoadedAuthenticator(t, "", "u:"+authBcrypt(t, prefix)+"\n")
+	for i := range 10 {
+		if got, _ := a.check([]byte(basicHeader("u", fmt.Sprintf("%s%d", prefix, i)))); got != authOK {
+			t.Fatalf("check #%d = %s; want ok", i, got)
+		}
+	}
+	if n := calls.Load(); n != 10 {
+		t.Fatalf("%d bcrypt comparisons; want 10", n)
+	}
+	v := a.users.Load().users["u"].verified.Load()
+	if v.n != maxVerifiedPerUser {
+		t.Fatalf("%d credentials remembered; want %d", v.n, maxVerifiedPerUser)
+	}
+	// The most recent ones are remembered.
+	calls.Store(0)
+	for i := 10 - maxVerifiedPerUser; i < 10; i++ {
+		if got, _ := a.check([]byte(basicHeader("u", fmt.Sprintf("%s%d", prefix, i)))); got != authOK {
+			t.Fatalf("check #%d = %s; want ok", i, got)
+		}
+	}
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("%d bcrypt comparisons for remembered credentials; want 0", n)
+	}
+}
+
+// An unknown user's password is compared with a dummy hash at the cost most
+// common in the file, so that it takes as long as a known user's.
+func TestBasicUnknownUserDummyHash(t *testing.T) {
+	var costs []int
+	orig := bcryptCompare
+	bcryptCompare = func(hash, password []byte) error {
+		cost, err := bcrypt.Cost(hash)
+		if err != nil {
+			t.Errorf("bcrypt comparison with an invalid hash: %s", err)
+		}
+		costs = append(costs, cost)
+		return orig(hash, password)
+	}
+	t.Cleanup(func() { bcryptCompare = orig })
+
+	f := func(htpasswd string, wantCost int) {
+		t.Helper()
+		costs = nil
+		a, _ := newLoadedAuthenticator(t, "", htpasswd)
+		for range 2 {
+			if got, user := a.check([]byte(basicHeader("nobody", "pw"))); got != authUnknownUser || user != "nobody" {
+				t.Fatalf("check = %s %q; want unknown_user \"nobody\"", got, user)
+			}
+		}
+		if fmt.Sprint(costs) != fmt.Sprint([]int{wantCost, wantCost}) {
+			t.Fatalf("bcrypt comparisons at costs %v; want two at %d", costs, wantCost)
+		}
+	}
+	hashAt := func(cost int) string {
+		h, err := bcrypt.GenerateFromPassword([]byte("pw"), cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(h)
+	}
+	f("a:"+hashAt(bcrypt.MinCost)+"\n", bcrypt.MinCost)
+	f("a:"+hashAt(5)+"\nb:"+hashAt(5)+"\nc:"+hashAt(bcrypt.MinCost)+"\n", 5)
+	f("a:"+hashAt(5)+"\nb:"+hashAt(bcrypt.MinCost)+"\n", 5)
+
+	// Before anything is loaded: a dummy at the default cost.
+	costs = nil
+	a, _ := newAuthenticator("", "/nonexistent")
+	if got, _ := a.check([]byte(basicHeader("nobody", "pw"))); got != authUnknownUser {
+		t.Fatalf("check before loading = %s; want unknown_user", got)
+	}
+	if fmt.Sprint(costs) != fmt.Sprint([]int{bcrypt.DefaultCost}) {
+		t.Fatalf("bcrypt comparisons at costs %v; want one at %d", costs, bcrypt.DefaultCost)
+	}
+}
+
+// No more bcrypt comparisons run at once than GOMAXPROCS.
+func TestBasicBcryptConcurrencyIsBounded(t *testing.T) {
+	var running, peak atomic.Int64
+	orig := bcryptCompare
+	bcryptCompare = func(hash, password []byte) error {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		return orig(hash, password)
+	}
+	t.Cleanup(func() { bcryptCompare = orig })
+
+	a, _ := newLoadedAuthenticator(t, "", "u:"+authBcrypt(t, "pw")+"\n")
+	limit := int64(runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i := range 8 * limit {
+		wg.Go(func() {
+			if got, _ := a.check([]byte(basicHeader("u", fmt.Sprint("wrong", i)))); got != authBadPassword {
+				t.Errorf("check = %s; want bad_password", got)
+			}
+		})
+	}
+	wg.Wait()
+	if p := peak.Load(); p > limit || p < 1 {
+		t.Fatalf("up to %d bcrypt comparisons at once; want 1 to %d", p, limit)
+	}
+}
+
+func TestTokenReload(t *testing.T) {
+	a, rs := newLoadedAuthenticator(t, "token-a\n", "")
+	r := rs[0]
+	f := func(header string, want authResult) {
+		t.Helper()
+		if got, _ := a.check([]byte(header)); got != want {
+			t.Fatalf("check(%q) = %s; want %s", header, got, want)
+		}
+	}
+	f("Bearer token-a", authOK)
+	f("Bearer token-b", authBadToken)
+
+	path := r.paths[0]
+	rewriteAuthFile(t, path, "token-b\n")
+	if changed, err := r.reload(); !changed || err != nil {
+		t.Fatalf("reload() = %v, %v; want true, nil", changed, err)
+	}
+	f("Bearer token-a", authBadToken)
+	f("Bearer token-b", authOK)
+
+	// Unchanged: nothing loaded.
+	if changed, err := r.reload(); changed || err != nil {
+		t.Fatalf("reload() of an unchanged file = %v, %v; want false, nil", changed, err)
+	}
+
+	// Invalid contents: an error naming the line, not the token; B stays.
+	rewriteAuthFile(t, path, "token-c\ns3cr3t value\n")
+	changed, err := r.reload()
+	if changed || err == nil || !strings.Contains(err.Error(), "line 2") || strings.Contains(err.Error(), "s3cr3t") || !strings.Contains(err.Error(), "auth-bearer-tokens-file") {
+		t.Fatalf("reload() of an invalid file = %v, %v; want an error naming the flag and line 2 only", changed, err)
+	}
+	f("Bearer token-b", authOK)
+	f("Bearer token-c", authBadToken)
+
+	// Empty: an error; B stays.
+	rewriteAuthFile(t, path, "# emptied\n")
+	if changed, err := r.reload(); changed || err == nil || !strings.Contains(err.Error(), "no tokens") {
+		t.Fatalf("reload() of a file without tokens = %v, %v; want a \"no tokens\" error", changed, err)
+	}
+	f("Bearer token-b", authOK)
+
+	// Gone: an error; B stays.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := r.reload(); changed || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("reload() of a removed file = %v, %v; want a not-exist error", changed, err)
+	}
+	f("Bearer token-b", authOK)
+	f("Bearer token-a", authBadToken)
+
+	// Back with a new token.
+	rewriteAuthFile(t, path, "token-d\n")
+	if changed, err := r.reload(); !changed || err != nil {
+		t.Fatalf("reload() = %v, %v; want true, nil", changed, err)
+	}
+	f("Bearer token-b", authBadToken)
+	f("Bearer token-d", authOK)
+}
+
+func TestHtpasswdReload(t *testing.T) {
+	calls := countBcrypt(t)
+	a, rs := newLoadedAuthenticator(t, "", "prometheus:"+authBcrypt(t, "old")+"\nvmagent:"+authBcrypt(t, "vm")+"\n")
+	r := rs[0]
+	f := func(user, password string, want authResult) {
+		t.Helper()
+		if got, _ := a.check([]byte(basicHeader(user, password))); got != want {
+			t.Fatalf("check(%s:%s) = %s; want %s", user, password, got, want)
+		}
+	}
+	f("prometheus", "old", authOK)
+	f("vmagent", "vm", authOK)
+	calls.Store(0)
+	f("prometheus", "old", authOK) // remembered
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("%d bcrypt comparisons for remembered credentials; want 0", n)
+	}
+
+	// A new password, and vmagent removed: the remembered credentials are
+	// forgotten at once.
+	rewriteAuthFile(t, r.paths[0], "prometheus:"+authBcrypt(t, "new")+"\n")
+	if changed, err := r.reload(); !changed || err != nil {
+		t.Fatalf("reload() = %v, %v; want true, nil", changed, err)
+	}
+	f("prometheus", "old", authBadPassword)
+	f("vmagent", "vm", authUnknownUser)
+	f("prometheus", "new", authOK)
+
+	// A bad file keeps the last good one, with what it remembers.
+	calls.Store(0)
+	rewriteAuthFile(t, r.paths[0], "prometheus:$apr1$xyzxyzxy$3EaDQ9E0G1Y8Y4xQ9nUXb1\n")
+	if changed, err := r.reload(); changed || err == nil || !strings.Contains(err.Error(), "htpasswd -B") {
+		t.Fatalf("reload() of an MD5 file = %v, %v; want an error", changed, err)
+	}
+	f("prometheus", "new", authOK)
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("%d bcrypt comparisons after a failed reload; want 0", n)
+	}
+	if err := os.Remove(r.paths[0]); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := r.reload(); changed || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("reload() of a removed file = %v, %v; want a not-exist error", changed, err)
+	}
+	f("prometheus", "new", authOK)
+	f("prometheus", "old", authBadPassword)
+}
+
+// Checks running while the files change see either the old or the new
+// contents. Run with -race.
+func TestAuthConcurrentReload(t *testing.T) {
+	hashA, hashB := authBcrypt(t, "pw-a"), authBcrypt(t, "pw-b")
+	tokensA, htpasswdA := "token-a\n", "u:"+hashA+"\n"
+	tokensB, htpasswdB := "token-b\n", "u:"+hashB+"\n"
+	a, rs := newLoadedAuthenticator(t, tokensA, htpasswdA)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	headers := []string{"Bearer token-a", "Bearer token-b", basicHeader("u", "pw-a"), basicHeader("u", "pw-b")}
+	var oks atomic.Int64
+	for i := range 8 {
+		wg.Go(func() {
+			for j := 0; ; j++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				h := headers[(i+j)%len(headers)]
+				got, _ := a.check([]byte(h))
+				switch got {
+				case authOK:
+					oks.Add(1)
+				case authBadToken, authBadPassword:
+				default:
+					t.Errorf("check(%q) = %s", h, got)
+					return
+				}
+			}
+		})
+	}
+	for i := range 50 {
+		tokens, htpasswd := tokensA, htpasswdA
+		if i%2 == 1 {
+			tokens, htpasswd = tokensB, htpasswdB
+		}
+		rewriteAuthFile(t, rs[0].paths[0], tokens)
+		rewriteAuthFile(t, rs[1].paths[0], htpasswd)
+		for _, r := range rs {
+			if _, err := r.reload(); err != nil {
+				t.Errorf("reload: %s", err)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if oks.Load() == 0 {
+		t.Fatal("no check succeeded")
+	}
+	// The last generation is B.
+	for h, want := range map[string]authResult{
+		"Bearer token-a": authBadToken, "Bearer token-b": authOK,
+		basicHeader("u", "pw-a"): authBadPassword, basicHeader("u", "pw-b"): authOK,
+	} {
+		if got, _ := a.check([]byte(h)); got != want {
+			t.Fatalf("check(%q) = %s; want %s", h, got, want)
+		}
+	}
+}
+
+// The common case, a remembered or valid credential, allocates nothing.
+func TestAuthCheckAllocs(t *testing.T) {
+	a, _ := newLoadedAuthenticator(t, "token-a\n", "prometheus:"+authBcrypt(t, "pw")+"\n")
+	f := func(header string, want authResult) {
+		t.Helper()
+		h := []byte(header)
+		if got, _ := a.check(h); got != want {
+			t.Fatalf("check(%q) = %s; want %s", header, got, want)
+		}
+		if n := testing.AllocsPerRun(100, func() { a.check(h) }); n != 0 {
+			t.Fatalf("check(%q): %v allocations; want 0", header, n)
+		}
+	}
+	f("Bearer token-a", authOK)
+	f("Bearer token-b", authBadToken)
+	f(basicHeader("prometheus", "pw"), authOK)
+	f("", authMissing)
+	f("Digest x", authUnsupported)
+}
+
+func FuzzParseAuthorization(f *testing.F) {
+	for _, seed := range []string{
+		"Bearer abc",
+		"bearer   abc==",
+		"\tBasic dTpw\t",
+		basicHeader("prometheus", "s3cret"),
+		basicHeader("u", "a:b:c"),
+		basicHeader("u", ""),
+		"Basic " + base64.StdEncoding.EncodeToString([]byte("u\x00:p")),
+		"Basic " + base64.StdEncoding.EncodeToString([]byte(":p")),
+		"Basic " + base64.RawStdEncoding.EncodeToString([]byte("user:pw")),
+		"Basic dTpw=",
+		"Basic ====",
+		"Basic !!!!",
+		`Digest username="u", realm="r", nonce="n"`,
+		"Negotiate YII=",
+		"",
+		" ",
+		"Bearer",
+		"Bearer ",
+		"Bearer a b",
+		"Bearer a\x00b",
+		"Bearer a\r\nX-Injected: 1",
+		"Bearer a,b",
+		"Bearer \xff\xfe",
+		"Bea\x00rer x",
+		"Bearér x",
+		"=",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, h []byte) {
+		orig := bytes.Clone(h)
+		scheme, credentials, err := parseAuthorization(h)
+		if !bytes.Equal(h, orig) {
+			t.Fatalf("parseAuthorization(%q) modified its input", orig)
+		}
+		if err != nil {
+			if credentials != nil {
+				t.Fatalf("parseAuthorization(%q) = %q with error %v", h, credentials, err)
+			}
+			return
+		}
+		if len(credentials) == 0 || !isToken68(credentials) {
+			t.Fatalf("parseAuthorization(%q): credentials %q are not a token68", h, credentials)
+		}
+		for _, c := range credentials {
+			if !isToken68Char[c] && c != '=' {
+				t.Fatalf("parseAuthorization(%q): byte %q in the credentials", h, c)
+			}
+		}
+		if scheme != schemeBasic {
+			return
+		}
+		user, password, ok := parseBasic(credentials)
+		if !ok {
+			if user != nil || password != nil {
+				t.Fatalf("parseBasic(%q) failed but returned %q %q", credentials, user, password)
+			}
+			return
+		}
+		if len(user) == 0 || hasControl(user) || bytes.IndexByte(user, ':') >= 0 {
+			t.Fatalf("parseBasic(%q): user %q", credentials, user)
+		}
+		// What was decoded encodes back to the same credentials.
+		decoded := append(append(append([]byte{}, user...), ':'), password...)
+		enc := base64.StdEncoding.EncodeToString(decoded)
+		if string(credentials) != enc && string(credentials) != strings.TrimRight(enc, "=") {
+			t.Fatalf("parseBasic(%q) = %q %q, which encodes to %q", credentials, user, password, enc)
+		}
+	})
+}

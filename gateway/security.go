@@ -1,0 +1,179 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// setUpSecurity builds what New needs to admit callers and reach https pods
+// from the configuration, and loads every file involved: a file that cannot
+// be loaded at startup is an error.
+func (g *Gateway) setUpSecurity() error {
+	cfg := &g.cfg
+	var rs []*reloadable
+	g.auth, rs = newAuthenticator(cfg.AuthBearerTokensFile, cfg.AuthHTPasswdFile)
+	g.reloadables = append(g.reloadables, rs...)
+	if cfg.TLSCertFile != "" {
+		var err error
+		g.serverTLS, rs, err = newServerTLS(serverTLSOptions{
+			CertFile:             cfg.TLSCertFile,
+			KeyFile:              cfg.TLSKeyFile,
+			ClientCAFile:         cfg.TLSClientCAFile,
+			ClientAllowedNames:   cfg.TLSClientAllowedNames,
+			OnClientCertRejected: g.clientCertRejected,
+		})
+		if err != nil {
+			return err
+		}
+		g.reloadables = append(g.reloadables, rs...)
+	}
+	var err error
+	g.upstreamTLS, rs, err = newUpstreamTLS(upstreamTLSOptions{
+		CAFile:             cfg.TargetTLSCAFile,
+		InsecureSkipVerify: cfg.TargetTLSInsecureSkipVerify,
+		ServerName:         cfg.TargetTLSServerName,
+		CertFile:           cfg.TargetTLSCertFile,
+		KeyFile:            cfg.TargetTLSKeyFile,
+	})
+	if err != nil {
+		return err
+	}
+	g.reloadables = append(g.reloadables, rs...)
+	return loadAll(g.reloadables, g.log)
+}
+
+// clientCertRejected counts and logs a TLS handshake that failed on the
+// caller's certificate.
+func (g *Gateway) clientCertRejected(reason, detail string) {
+	r := connClientCertUntrusted
+	switch reason {
+	case "no_certificate":
+		r = connClientCertMissing
+	case "name_not_allowed":
+		r = connClientCertName
+	}
+	g.metrics.rejectedConnections[r].Inc()
+	if e := g.authLog.Warn(); e.Enabled() {
+		e.Str("reason", r.String()).Str("certificate", detail).Msg("client certificate refused")
+	}
+}
+
+// authResultText is what a 401 says; it does not tell a wrong password from
+// an unknown user.
+var authResultText = [numAuthResults]string{
+	authOK:          "ok",
+	authMissing:     "credentials required",
+	authMalformed:   "malformed Authorization header",
+	authUnsupported: "authentication scheme not accepted",
+	authBadToken:    "invalid credentials",
+	authUnknownUser: "invalid credentials",
+	authBadPassword: "invalid credentials",
+}
+
+// admit applies the per-request checks on the caller, cheapest first, and
+// answers the request itself when one fails: the rate limit, credentials,
+// the request target's length, and loops through a scrapegate.
+func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) bool {
+	if g.limiter != nil {
+		ip, _ := netip.AddrFromSlice(ctx.RemoteIP())
+		if ok, wait := g.limiter.allow(ip, ctx.Time().UnixNano()); !ok {
+			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, strconv.Itoa(int(wait/time.Second)+1))
+			g.reject(ctx, rt, reasonRateLimited, uri, "too many requests from this caller (-caller-rate-limit)")
+			return false
+		}
+	}
+	if g.auth != nil && (rt != routeMetrics || g.cfg.MetricsRequireAuth) && !g.authenticate(ctx, rt) {
+		return false
+	}
+	if len(uri) > g.cfg.MaxURIBytes {
+		g.reject(ctx, rt, reasonURITooLong, uri, fmt.Sprintf("the request target is %d bytes long, more than -max-uri-bytes (%d)", len(uri), g.cfg.MaxURIBytes))
+		return false
+	}
+	for _, via := range ctx.Request.Header.PeekAll(fasthttp.HeaderVia) {
+		if bytes.Contains(bytes.ToLower(via), []byte("scrapegate")) {
+			g.reject(ctx, rt, reasonLoop, uri, "the request already went through a scrapegate (Via: "+string(via)+"); a target must not lead back to a gateway")
+			return false
+		}
+	}
+	return true
+}
+
+// authenticate checks the caller's credentials and answers 401 (407 for a
+// forward-proxy request) when they are missing or wrong. A forward-proxy
+// client sends the credentials of its proxy URL as Proxy-Authorization;
+// Authorization is accepted too.
+func (g *Gateway) authenticate(ctx *fasthttp.RequestCtx, rt route) bool {
+	h := &ctx.Request.Header
+	header := h.Peek(fasthttp.HeaderAuthorization)
+	if rt == routeProxy {
+		if pa := h.Peek(fasthttp.HeaderProxyAuthorization); len(pa) > 0 {
+			header = pa
+		}
+	}
+	result, user := g.auth.check(header)
+	if result == authOK {
+		return true
+	}
+	if result != authBadPassword {
+		// Only a name from the htpasswd file is logged: an unknown one may
+		// be a password typed in the wrong field.
+		user = ""
+	}
+	g.metrics.authFailures[result].Inc()
+	if e := g.authLog.Warn(); e.Enabled() {
+		e.Str("reason", result.String()).Str("caller", ctx.RemoteIP().String()).Str("user", user).
+			Bytes("uri", truncate(h.RequestURI())).Msg("authentication failed")
+	}
+	status, challenge := fasthttp.StatusUnauthorized, fasthttp.HeaderWWWAuthenticate
+	if rt == routeProxy {
+		status, challenge = fasthttp.StatusProxyAuthRequired, fasthttp.HeaderProxyAuthenticate
+	}
+	for _, c := range g.auth.challenges() {
+		ctx.Response.Header.Add(challenge, c)
+	}
+	g.plainText(ctx, rt, status, fmt.Sprintf("scrapegate: %d unauthorized: %s", status, authResultText[result]))
+	return false
+}
+
+// selfAddrs lists the addresses a listener serves on: every local address
+// when it listens on all of them.
+func selfAddrs(a net.Addr) []netip.AddrPort {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return nil
+	}
+	ap := tcp.AddrPort()
+	if !ap.Addr().IsUnspecified() {
+		return []netip.AddrPort{ap}
+	}
+	var out []netip.AddrPort
+	ifaddrs, _ := net.InterfaceAddrs()
+	for _, ia := range ifaddrs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				out = append(out, netip.AddrPortFrom(ip.Unmap(), ap.Port()))
+			}
+		}
+	}
+	return out
+}
+
+// runRateSweeps drops refilled rate-limit buckets every minute until stop.
+func (g *Gateway) runRateSweeps(stop <-chan struct{}) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			g.limiter.sweep(now.UnixNano())
+		}
+	}
+}

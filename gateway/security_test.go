@@ -1,0 +1,283 @@
+package gateway
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// writeFile writes a file in dir and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// headerRecordingPod is a pod that remembers the headers of its last request.
+func headerRecordingPod(t *testing.T) (*testPod, func() http.Header) {
+	var mu sync.Mutex
+	var last http.Header
+	pod := startPod(t, "127.0.0.2", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		last = r.Header.Clone()
+		mu.Unlock()
+		fmt.Fprint(w, "ok")
+	})
+	return pod, func() http.Header {
+		mu.Lock()
+		defer mu.Unlock()
+		return last
+	}
+}
+
+func TestAuthBearerAndBasic(t *testing.T) {
+	dir := t.TempDir()
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.AuthBearerTokensFile = writeFile(t, dir, "tokens", "# Prometheus A\ntoken-a\n")
+	cfg.AuthHTPasswdFile = writeFile(t, dir, "htpasswd", "prom:"+string(hash)+"\n")
+	pod, lastHeaders := headerRecordingPod(t)
+	g, gw := startGateway(t, cfg)
+	basic := "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("prom:s3cret"))
+	proxyBasic := "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("prom:s3cret"))
+	absolute := "http://" + pod.addr.String() + "/metrics"
+
+	f := func(target string, wantStatus int, headers ...string) rawResponse {
+		t.Helper()
+		r := get(t, gw, target, headers...)
+		if r.StatusCode != wantStatus {
+			t.Fatalf("GET %s %q = %d %q; want %d", target, headers, r.StatusCode, r.body, wantStatus)
+		}
+		return r
+	}
+	// Scrapes and /metrics need credentials; probes never do.
+	r := f(pod.podPath("/metrics"), 401)
+	if got := r.Header.Values("WWW-Authenticate"); strings.Join(got, "|") != `Bearer realm="scrapegate"|Basic realm="scrapegate", charset="UTF-8"` {
+		t.Fatalf("WWW-Authenticate = %q", got)
+	}
+	if strings.Contains(r.body, "token") || !strings.Contains(r.body, "credentials required") {
+		t.Fatalf("401 body %q", r.body)
+	}
+	f("/metrics", 401)
+	f("/no/such/page", 401)
+	f("/healthz", 200)
+	f("/readyz", 200)
+	f(pod.podPath("/metrics"), 401, "Authorization: Bearer token-b")
+	f(pod.podPath("/metrics"), 401, "Authorization: Bearer token-a token-a")
+	f(pod.podPath("/metrics"), 401, "Authorization: Digest x")
+	f(pod.podPath("/metrics"), 401, "Authorization: Basic "+base64.StdEncoding.EncodeToString([]byte("prom:wrong")))
+	r = f(pod.podPath("/metrics"), 401, "Authorization: Basic "+base64.StdEncoding.EncodeToString([]byte("nobody:s3cret")))
+	if !strings.Contains(r.body, "invalid credentials") {
+		t.Fatalf("a wrong user's 401 must look like a wrong password's: %q", r.body)
+	}
+	f(pod.podPath("/metrics"), 200, "Authorization: Bearer token-a")
+	f(pod.podPath("/metrics"), 200, "authorization: bearer token-a")
+	f(pod.podPath("/metrics"), 200, basic)
+	f("/metrics", 200, "Authorization: Bearer token-a")
+	if h := lastHeaders(); h.Get("Authorization") != "" || h.Get("Proxy-Authorization") != "" {
+		t.Fatalf("credentials reached the pod: %v", h)
+	}
+
+	// Forward-proxy requests: 407, and the proxy URL's credentials count.
+	r = f(absolute, 407)
+	if r.Header.Get("Proxy-Authenticate") == "" || r.Header.Get("WWW-Authenticate") != "" {
+		t.Fatalf("407 must challenge with Proxy-Authenticate only: %v", r.Header)
+	}
+	f(absolute, 200, proxyBasic)
+	f(absolute, 200, "Authorization: Bearer token-a")
+	f(absolute, 407, "Proxy-Authorization: Bearer token-b", "Authorization: Bearer token-a")
+	if h := lastHeaders(); h.Get("Authorization") != "" || h.Get("Proxy-Authorization") != "" {
+		t.Fatalf("credentials reached the pod: %v", h)
+	}
+
+	for reason, want := range map[string]float64{"missing": 4, "bad_token": 2, "malformed": 1, "unsupported": 1, "bad_password": 1, "unknown_user": 1} {
+		series := fmt.Sprintf(`scrapegate_auth_failures_total{reason=%q}`, reason)
+		if got := metricValue(t, g, series); got != want {
+			t.Errorf("%s = %v; want %v", series, got, want)
+		}
+	}
+}
+
+func TestAuthMetricsOpen(t *testing.T) {
+	cfg := testConfig()
+	cfg.AuthBearerTokensFile = writeFile(t, t.TempDir(), "tokens", "token-a\n")
+	cfg.MetricsRequireAuth = false
+	pod, _ := headerRecordingPod(t)
+	_, gw := startGateway(t, cfg)
+	if r := get(t, gw, "/metrics"); r.StatusCode != 200 {
+		t.Fatalf("/metrics with -metrics-require-auth=false = %d", r.StatusCode)
+	}
+	if r := get(t, gw, pod.podPath("/metrics")); r.StatusCode != 401 {
+		t.Fatalf("a scrape without credentials = %d; want 401", r.StatusCode)
+	}
+}
+
+func TestAuthTokenRotation(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.AuthBearerTokensFile = writeFile(t, dir, "tokens", "old-token\n")
+	log := &syncBuffer{}
+	logger, err := NewLogger(log, "json", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, _ := headerRecordingPod(t)
+	g, gw := startGatewayWithLog(t, cfg, logger)
+	status := func(token string) int {
+		t.Helper()
+		return get(t, gw, pod.podPath("/metrics"), "Authorization: Bearer "+token).StatusCode
+	}
+	if status("old-token") != 200 || status("new-token") != 401 {
+		t.Fatal("before rotation: want old-token accepted, new-token refused")
+	}
+	writeFile(t, dir, "tokens", "new-token\n")
+	g.reloadAll()
+	if status("old-token") != 401 || status("new-token") != 200 {
+		t.Fatal("after rotation: want old-token refused, new-token accepted")
+	}
+	if got := metricValue(t, g, `scrapegate_file_reloads_total{flag="auth-bearer-tokens-file",result="success"}`); got != 1 {
+		t.Fatalf("successful reloads = %v; want 1", got)
+	}
+
+	// A file that becomes unreadable or invalid keeps the last good set,
+	// and the error is logged once, not at every check.
+	if err := os.Remove(cfg.AuthBearerTokensFile); err != nil {
+		t.Fatal(err)
+	}
+	g.reloadAll()
+	g.reloadAll()
+	if status("new-token") != 200 {
+		t.Fatal("a vanished token file must keep the last good tokens in force")
+	}
+	writeFile(t, dir, "tokens", "# nothing\n")
+	g.reloadAll()
+	if status("new-token") != 200 {
+		t.Fatal("a token file without tokens must keep the last good tokens in force")
+	}
+	if got := metricValue(t, g, `scrapegate_file_reloads_total{flag="auth-bearer-tokens-file",result="failure"}`); got != 3 {
+		t.Fatalf("failed reloads = %v; want 3", got)
+	}
+	if got := len(log.lines("cannot reload file")); got != 2 {
+		t.Fatalf("%d reload errors logged; want 2 (one per distinct error): %q", got, log.lines("cannot reload"))
+	}
+	if lines := log.lines("new-token"); len(lines) != 0 {
+		t.Fatalf("a token reached the log: %q", lines)
+	}
+}
+
+func TestRateLimitPerCaller(t *testing.T) {
+	cfg := testConfig()
+	cfg.CallerRateLimit = 0.001 // no refill within the test
+	cfg.CallerRateBurst = 2
+	pod, _ := headerRecordingPod(t)
+	g, gw := startGateway(t, cfg)
+	for i := range 2 {
+		if r := get(t, gw, pod.podPath("/metrics")); r.StatusCode != 200 {
+			t.Fatalf("request %d = %d; want 200 within the burst", i, r.StatusCode)
+		}
+	}
+	r := get(t, gw, pod.podPath("/metrics"))
+	if r.StatusCode != 429 || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("past the burst: %d, Retry-After %q; want 429 with Retry-After", r.StatusCode, r.Header.Get("Retry-After"))
+	}
+	if r := get(t, gw, "/metrics"); r.StatusCode != 429 {
+		t.Fatalf("/metrics past the burst = %d; want 429", r.StatusCode)
+	}
+	for _, probe := range []string{"/healthz", "/readyz"} {
+		if r := get(t, gw, probe); r.StatusCode != 200 {
+			t.Fatalf("%s = %d; probes are never rate-limited", probe, r.StatusCode)
+		}
+	}
+	if got := metricValue(t, g, `scrapegate_rejected_requests_total{reason="rate_limited"}`); got != 2 {
+		t.Fatalf("rate_limited = %v; want 2", got)
+	}
+}
+
+func TestRequestSizeLimits(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxURIBytes = 100
+	cfg.MaxRequestHeaderBytes = 2048
+	pod, _ := headerRecordingPod(t)
+	_, gw := startGateway(t, cfg)
+	long := pod.podPath("/metrics/" + strings.Repeat("a", 100))
+	if r := get(t, gw, long); r.StatusCode != 414 {
+		t.Fatalf("a %d-byte target = %d; want 414", len(long), r.StatusCode)
+	}
+	if r := get(t, gw, pod.podPath("/metrics"), "X-Big: "+strings.Repeat("b", 4096)); r.StatusCode != 431 {
+		t.Fatalf("a 4 KiB header = %d; want 431", r.StatusCode)
+	}
+	if r := get(t, gw, pod.podPath("/metrics")); r.StatusCode != 200 {
+		t.Fatalf("a normal scrape = %d", r.StatusCode)
+	}
+}
+
+func TestLoops(t *testing.T) {
+	pod, lastHeaders := headerRecordingPod(t)
+	g, gw := startGateway(t, testConfig())
+	if r := get(t, gw, pod.podPath("/metrics"), "Via: 1.0 corp-proxy"); r.StatusCode != 200 {
+		t.Fatalf("scrape = %d", r.StatusCode)
+	}
+	if got := lastHeaders().Values("Via"); strings.Join(got, ", ") != "1.0 corp-proxy, 1.1 scrapegate" {
+		t.Fatalf("the pod saw Via %q; want the caller's followed by scrapegate's", got)
+	}
+	// A request that went through a scrapegate is a loop, whoever sent it.
+	r := get(t, gw, pod.podPath("/metrics"), "Via: 1.1 proxy, 1.1 ScrapeGate")
+	if r.StatusCode != 508 {
+		t.Fatalf("a request carrying scrapegate's Via = %d %q; want 508", r.StatusCode, r.body)
+	}
+	// The gateway's own address is refused before any request is sent:
+	// exactly one request reaches the gateway.
+	before := metricValue(t, g, `scrapegate_requests_total{route="pods",code="403"}`)
+	r = get(t, gw, "/pods/"+strings.Replace(gw, ":", "/", 1)+"/metrics")
+	if r.StatusCode != 403 || !strings.Contains(r.body, "the gateway itself") {
+		t.Fatalf("the gateway as its own target = %d %q; want 403", r.StatusCode, r.body)
+	}
+	if got := metricValue(t, g, `scrapegate_requests_total{route="pods",code="403"}`) - before; got != 1 {
+		t.Fatalf("%v pods requests answered 403; want exactly 1", got)
+	}
+	if got := metricValue(t, g, `scrapegate_requests_total{route="pods",code="508"}`); got != 1 {
+		t.Fatalf("%v requests answered 508; want only the one with a Via", got)
+	}
+}
+
+func TestMaxResponseBodyBytes(t *testing.T) {
+	body := strings.Repeat("x", 1000)
+	pod := startPod(t, "127.0.0.2", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/chunked" {
+			w.(http.Flusher).Flush() // no Content-Length: chunked
+		}
+		fmt.Fprint(w, body)
+	})
+	cfg := testConfig()
+	cfg.MaxResponseBodyBytes = 999
+	g, gw := startGateway(t, cfg)
+	r := get(t, gw, pod.podPath("/sized"))
+	if r.StatusCode != 502 || !strings.Contains(r.body, "max-response-body-bytes") {
+		t.Fatalf("a 1000-byte body over a 999-byte cap = %d %q; want 502", r.StatusCode, r.body)
+	}
+	r = rawGet(t, gw, "GET", pod.podPath("/chunked"))
+	if r.StatusCode != 200 || r.bodyErr == nil || len(r.body) > 999 {
+		t.Fatalf("chunked body over the cap: %d, %d bytes, error %v; want the response aborted within the cap", r.StatusCode, len(r.body), r.bodyErr)
+	}
+	if got := metricValue(t, g, `scrapegate_upstream_errors_total{reason="body_too_large"}`); got != 2 {
+		t.Fatalf("body_too_large = %v; want 2", got)
+	}
+	cfg.MaxResponseBodyBytes = 1000
+	_, gw = startGateway(t, cfg)
+	if r := get(t, gw, pod.podPath("/chunked")); r.StatusCode != 200 || r.body != body {
+		t.Fatalf("a body exactly at the cap = %d, %d bytes", r.StatusCode, len(r.body))
+	}
+}

@@ -1,0 +1,189 @@
+package gateway
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+// tlsGet scrapes target through a gateway serving TLS, as a caller with
+// clientCfg, and returns the status and body, or the error of a refused
+// handshake.
+func tlsGet(t *testing.T, gw string, clientCfg *tls.Config, target string) (int, string, error) {
+	t.Helper()
+	c := &http.Client{
+		Timeout:   time.Minute,
+		Transport: &http.Transport{TLSClientConfig: clientCfg, DisableKeepAlives: true},
+	}
+	resp, err := c.Get("https://" + gw + target)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+func TestGatewayServesTLSAndClientCertificates(t *testing.T) {
+	ca := newTestCA(t, "gateway CA")
+	callerCA := newTestCA(t, "callers CA")
+	certFile, keyFile := ca.issueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	cfg := testConfig()
+	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
+	cfg.TLSClientCAFile = writeCABundle(t, callerCA)
+	cfg.TLSClientAllowedNames = []string{"prometheus"}
+	pod, _ := headerRecordingPod(t)
+	g, gw := startGateway(t, cfg)
+
+	prometheus := callerCA.issueClient(t, "prometheus")
+	intruder := callerCA.issueClient(t, "someone-else")
+	client := func(cert *tls.Certificate) *tls.Config {
+		c := &tls.Config{RootCAs: ca.pool()}
+		if cert != nil {
+			c.Certificates = []tls.Certificate{*cert}
+		}
+		return c
+	}
+	if status, body, err := tlsGet(t, gw, client(&prometheus), pod.podPath("/metrics")); err != nil || status != 200 || body != "ok" {
+		t.Fatalf("an allowed client certificate: %d %q %v; want 200 ok", status, body, err)
+	}
+	if _, _, err := tlsGet(t, gw, client(nil), pod.podPath("/metrics")); err == nil {
+		t.Fatal("a caller without a certificate was served")
+	}
+	if _, _, err := tlsGet(t, gw, client(&intruder), pod.podPath("/metrics")); err == nil {
+		t.Fatal("a certificate without an allowed name was served")
+	}
+	other := newTestCA(t, "other CA").issueClient(t, "prometheus")
+	if _, _, err := tlsGet(t, gw, client(&other), pod.podPath("/metrics")); err == nil {
+		t.Fatal("a certificate from another CA was served")
+	}
+	// Probes on a TLS listener still need the TLS handshake, and with it
+	// a client certificate: they belong on a kubelet exec or TCP probe then.
+	for reason, want := range map[string]float64{"client_cert_missing": 1, "client_cert_name_not_allowed": 1, "client_cert_untrusted": 1} {
+		series := fmt.Sprintf(`scrapegate_rejected_connections_total{reason=%q}`, reason)
+		waitFor(t, series, func() bool { return metricValue(t, g, series) == want })
+	}
+	// A plain-HTTP request to the TLS listener gets no scrape.
+	conn, err := net.Dial("tcp", gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", pod.podPath("/metrics"))
+	if line, _ := bufio.NewReader(conn).ReadString('\n'); strings.Contains(line, "200") {
+		t.Fatalf("plain HTTP on the TLS listener answered %q", line)
+	}
+
+	// cert-manager rotates the certificate: new handshakes get the new one.
+	newCert := ca.issueServerLeaf(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	copyTestFile(t, certFile, newCert.certFile)
+	copyTestFile(t, keyFile, newCert.keyFile)
+	g.reloadAll()
+	var served string
+	cc := client(&prometheus)
+	cc.VerifyConnection = func(cs tls.ConnectionState) error {
+		served = cs.PeerCertificates[0].SerialNumber.String()
+		return nil
+	}
+	if status, _, err := tlsGet(t, gw, cc, pod.podPath("/metrics")); err != nil || status != 200 {
+		t.Fatalf("after rotation: %d %v", status, err)
+	}
+	if want := newCert.cert.SerialNumber.String(); served != want {
+		t.Fatalf("after rotation the gateway served certificate %s; want the new one %s", served, want)
+	}
+}
+
+func TestGatewayScrapesHTTPSTargets(t *testing.T) {
+	ca := newTestCA(t, "pods CA")
+	leaf := ca.issueServerLeaf(t, []string{"pod.example"}, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	pod := startTLSPod(t, leaf.tls, nil)
+	cfg := testConfig()
+	cfg.TargetTLSCAFile = writeCABundle(t, ca)
+	g, gw := startGateway(t, cfg)
+	ipPort := netip.MustParseAddrPort(pod.addr)
+	httpsPath := fmt.Sprintf("/pods/https/%s/%d/metrics", ipPort.Addr(), ipPort.Port())
+
+	f := func(target string, wantStatus int, wantBody string) {
+		t.Helper()
+		r := get(t, gw, target)
+		if r.StatusCode != wantStatus || !strings.Contains(r.body, wantBody) {
+			t.Fatalf("GET %s = %d %q; want %d %q", target, r.StatusCode, r.body, wantStatus, wantBody)
+		}
+	}
+	f(httpsPath, 200, "up 1")
+	f("https://"+pod.addr+"/metrics", 200, "up 1")
+	// The same endpoint in plain HTTP is another pool, and fails as HTTP.
+	f(fmt.Sprintf("/pods/%s/%d/metrics", ipPort.Addr(), ipPort.Port()), 400, "")
+	if n := metricValue(t, g, "scrapegate_pooled_endpoints"); n != 2 {
+		t.Fatalf("%v pooled endpoints; want 2: https and http are distinct", n)
+	}
+
+	// A pod whose certificate the CA did not sign is refused.
+	rogue := startTLSPod(t, newTestCA(t, "rogue").issueServerLeaf(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")}).tls, nil)
+	rp := netip.MustParseAddrPort(rogue.addr)
+	f(fmt.Sprintf("/pods/https/%s/%d/metrics", rp.Addr(), rp.Port()), 502, "tls_failed")
+	if got := metricValue(t, g, `scrapegate_upstream_errors_total{reason="tls_failed"}`); got != 1 {
+		t.Fatalf("tls_failed = %v; want 1", got)
+	}
+}
+
+func TestGatewayHTTPSTargetStalledHandshake(t *testing.T) {
+	// A pod that accepts the connection and never answers the ClientHello.
+	release := make(chan struct{})
+	defer close(release)
+	stalled := listenRaw(t, "127.0.0.1", func(c net.Conn) { <-release })
+	cfg := testConfig()
+	cfg.DialTimeout = 300 * time.Millisecond
+	g, gw := startGateway(t, cfg)
+	r := get(t, gw, fmt.Sprintf("/pods/https/127.0.0.1/%d/metrics", stalled.port))
+	if r.StatusCode != 504 {
+		t.Fatalf("a stalled TLS handshake = %d %q; want 504 after -dial-timeout", r.StatusCode, r.body)
+	}
+	if got := metricValue(t, g, `scrapegate_upstream_errors_total{reason="timeout"}`); got != 1 {
+		t.Fatalf("timeouts = %v; want 1", got)
+	}
+}
+
+func TestGatewayHTTPSTargetTruncatedWithCloseNotify(t *testing.T) {
+	ca := newTestCA(t, "pods CA")
+	leaf := ca.issueServerLeaf(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{leaf.tls}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				// Read the request, send half a chunked body, then close
+				// cleanly: a TLS close_notify before the last chunk.
+				_, _ = http.ReadRequest(bufio.NewReader(c))
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nup 1\n\r\n")
+				_ = c.Close()
+			}()
+		}
+	}()
+	cfg := testConfig()
+	cfg.TargetTLSCAFile = writeCABundle(t, ca)
+	g, gw := startGateway(t, cfg)
+	port := ln.Addr().(*net.TCPAddr).Port
+	r := rawGet(t, gw, "GET", fmt.Sprintf("/pods/https/127.0.0.1/%d/metrics", port))
+	if r.StatusCode != 200 || r.bodyErr == nil {
+		t.Fatalf("a body cut off by close_notify: %d, body %q, error %v; want the response aborted", r.StatusCode, r.body, r.bodyErr)
+	}
+	waitFor(t, "body_failed", func() bool {
+		return metricValue(t, g, `scrapegate_upstream_errors_total{reason="body_failed"}`) == 1
+	})
+}
