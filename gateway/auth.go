@@ -23,17 +23,18 @@ import (
 type authResult int
 
 const (
-	authOK          authResult = iota
-	authMissing                // no credentials at all
-	authMalformed              // an Authorization header that cannot be parsed (bad scheme syntax, bad base64, no ':' in basic)
-	authUnsupported            // a scheme that is not configured (e.g. Basic when only tokens are configured, or Digest)
-	authBadToken               // bearer token not in the token file
-	authUnknownUser            // basic user not in htpasswd
-	authBadPassword            // basic user known, password wrong
+	authOK           authResult = iota
+	authMissing                 // no credentials at all
+	authMalformed               // an Authorization header that cannot be parsed (bad scheme syntax, bad base64, no ':' in basic)
+	authUnsupported             // a scheme that is not configured (e.g. Basic when only tokens are configured, or Digest)
+	authBadToken                // bearer token not in the token file
+	authUnknownUser             // basic user not in htpasswd
+	authBadPassword             // basic user known, password wrong
+	authNoClientCert            // mTLS is on and the caller presented no certificate
 	numAuthResults
 )
 
-var authResultNames = [numAuthResults]string{"ok", "missing", "malformed", "unsupported", "bad_token", "unknown_user", "bad_password"}
+var authResultNames = [numAuthResults]string{"ok", "missing", "malformed", "unsupported", "bad_token", "unknown_user", "bad_password", "client_cert_missing"}
 
 // String returns the result's name, a metric label value.
 func (r authResult) String() string {

@@ -95,7 +95,8 @@ func TestAuthResultString(t *testing.T) {
 	f(authBadToken, "bad_token")
 	f(authUnknownUser, "unknown_user")
 	f(authBadPassword, "bad_password")
-	if numAuthResults != 7 {
+	f(authNoClientCert, "client_cert_missing")
+	if numAuthResults != 8 {
 		t.Fatalf("numAuthResults = %d; a result without a name?", numAuthResults)
 	}
 }

@@ -43,13 +43,12 @@ type connRejection int
 const (
 	connCallerNotAllowed connRejection = iota
 	connTooManyFromCaller
-	connClientCertMissing
 	connClientCertUntrusted
 	connClientCertName
 	numConnRejections
 )
 
-var connRejectionNames = [numConnRejections]string{"caller_not_allowed", "too_many_conns", "client_cert_missing", "client_cert_untrusted", "client_cert_name_not_allowed"}
+var connRejectionNames = [numConnRejections]string{"caller_not_allowed", "too_many_conns", "client_cert_untrusted", "client_cert_name_not_allowed"}
 
 func (r connRejection) String() string { return connRejectionNames[r] }
 

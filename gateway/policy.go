@@ -40,7 +40,7 @@ type Policy struct {
 	allow, deny           []netip.Prefix
 	allowPorts, denyPorts portRanges
 	allowPaths, denyPaths []string
-	self                  atomic.Pointer[[]netip.AddrPort]
+	self                  atomic.Pointer[[]selfAddr]
 }
 
 // NewPolicy returns the policy that cfg's target flags describe.
@@ -66,6 +66,7 @@ const (
 	verdictPortDenied
 	verdictPathNotAllowed
 	verdictPathDenied
+	verdictPathNotPlain
 	verdictSelf
 )
 
@@ -77,15 +78,17 @@ var verdictText = [...]string{
 	verdictPortDenied:     "the target port is denied by -deny-ports",
 	verdictPathNotAllowed: "the target path is not under -allow-path-prefixes",
 	verdictPathDenied:     "the target path is denied by -deny-path-prefixes",
+	verdictPathNotPlain:   "with path rules the target path may only have letters, digits, '-._~' and single '/' separators, and no segment ending in '.'",
 	verdictSelf:           "the target is the gateway itself",
 }
 
 func (v verdict) String() string { return verdictText[v] }
 
-// Check judges a parsed target: its address, then its path. The path is
-// judged as the pod will see it, percent-decoded; the target parsers have
-// already refused encodings that would make decoding ambiguous (encoded '/'
-// and '.', dot segments).
+// Check judges a parsed target: its address, then its path. Path rules are
+// only sound on a path every server reads the same way, so with path rules
+// the path must be plain: letters, digits, "-._~" and single '/' separators,
+// no segment ending in '.'. Otherwise a pod could normalise what the policy
+// saw ("//", ";params", "%xx", trailing dots) into a path it would refuse.
 func (p *Policy) Check(t *Target) verdict {
 	if v := p.checkAddr(t.Addr); v != verdictAllowed {
 		return v
@@ -93,10 +96,11 @@ func (p *Policy) Check(t *Target) verdict {
 	if len(p.allowPaths) == 0 && len(p.denyPaths) == 0 {
 		return verdictAllowed
 	}
-	var buf [256]byte
-	path := appendUnescaped(buf[:0], t.Path)
+	if !isPlainPath(t.Path) {
+		return verdictPathNotPlain
+	}
 	for _, d := range p.denyPaths {
-		if hasPathPrefix(path, d, true) {
+		if hasPathPrefix(t.Path, d, true) {
 			return verdictPathDenied
 		}
 	}
@@ -104,11 +108,32 @@ func (p *Policy) Check(t *Target) verdict {
 		return verdictAllowed
 	}
 	for _, a := range p.allowPaths {
-		if hasPathPrefix(path, a, false) {
+		if hasPathPrefix(t.Path, a, false) {
 			return verdictAllowed
 		}
 	}
 	return verdictPathNotAllowed
+}
+
+// isPlainPath reports whether path has only unreserved characters (RFC 3986)
+// and single '/' separators, and no segment ending in '.'.
+func isPlainPath(path []byte) bool {
+	for i, c := range path {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '~':
+		case c == '.':
+			if i+1 == len(path) || path[i+1] == '/' {
+				return false
+			}
+		case c == '/':
+			if i > 0 && path[i-1] == '/' {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Allowed reports whether the gateway may open a connection to addr.
@@ -139,9 +164,8 @@ func (p *Policy) checkAddr(addr netip.AddrPort) verdict {
 		return verdictPortNotAllowed
 	}
 	if self := p.self.Load(); self != nil {
-		a := netip.AddrPortFrom(ip, port)
 		for _, s := range *self {
-			if s == a {
+			if s.port == port && s.ips.Contains(ip) {
 				return verdictSelf
 			}
 		}
@@ -162,18 +186,23 @@ func (p *Policy) ipAllowed(ip netip.Addr) bool {
 	return false
 }
 
+// selfAddr is where the gateway serves: a port on one address, or on a
+// range of them (all of loopback).
+type selfAddr struct {
+	ips  netip.Prefix
+	port uint16
+}
+
 // addSelf records addresses the gateway serves on: a target there would be
 // a loop through the gateway itself.
-func (p *Policy) addSelf(addrs ...netip.AddrPort) {
+func (p *Policy) addSelf(addrs ...selfAddr) {
 	for {
 		old := p.self.Load()
-		var next []netip.AddrPort
+		var next []selfAddr
 		if old != nil {
 			next = append(next, *old...)
 		}
-		for _, a := range addrs {
-			next = append(next, netip.AddrPortFrom(a.Addr().Unmap(), a.Port()))
-		}
+		next = append(next, addrs...)
 		if p.self.CompareAndSwap(old, &next) {
 			return
 		}
@@ -197,23 +226,6 @@ func hasPathPrefix(path []byte, prefix string, foldCase bool) bool {
 		return false
 	}
 	return len(path) == len(prefix) || prefix[len(prefix)-1] == '/' || path[len(prefix)] == '/'
-}
-
-// appendUnescaped appends path with its %XX escapes decoded. The parsers
-// have checked every escape, so a malformed one is copied as it is.
-func appendUnescaped(dst, path []byte) []byte {
-	if bytes.IndexByte(path, '%') < 0 {
-		return append(dst, path...)
-	}
-	for i := 0; i < len(path); i++ {
-		if path[i] == '%' && i+2 < len(path) && isHex(path[i+1]) && isHex(path[i+2]) {
-			dst = append(dst, unhex(path[i+1])<<4|unhex(path[i+2]))
-			i += 2
-			continue
-		}
-		dst = append(dst, path[i])
-	}
-	return dst
 }
 
 func isHex(c byte) bool {

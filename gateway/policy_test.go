@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 )
@@ -93,7 +94,9 @@ func TestPolicyCheck(t *testing.T) {
 	mustSet((*stringList)(&cfg.AllowPathPrefixes), "/metrics,/federate,/probe/")
 	mustSet((*stringList)(&cfg.DenyPathPrefixes), "/metrics/private")
 	p := NewPolicy(&cfg)
-	p.addSelf(netip.MustParseAddrPort("10.1.1.1:9100"), netip.MustParseAddrPort("[::ffff:10.1.1.2]:9101"))
+	p.addSelf(selfAddrs(&net.TCPAddr{IP: net.ParseIP("10.1.1.1"), Port: 9100})...)
+	p.addSelf(selfAddrs(&net.TCPAddr{IP: net.ParseIP("::ffff:10.1.1.2"), Port: 9101})...)
+	p.addSelf(selfAddrs(&net.TCPAddr{IP: net.IPv6unspecified, Port: 9102})...)
 
 	f := func(uri string, want verdict) {
 		t.Helper()
@@ -118,22 +121,37 @@ func TestPolicyCheck(t *testing.T) {
 	f("/pods/10.1.2.3/10250/metrics", verdictPortDenied)
 	f("/pods/10.1.2.3/9200/metrics", verdictPortNotAllowed)
 	f("/pods/10.1.2.3/22/metrics", verdictPortNotAllowed)
-	// Paths match at a '/' boundary, as the pod will decode them.
+	// Paths match at a '/' boundary, and must be plain: anything a pod could
+	// normalise into another path is refused.
 	f("/pods/10.1.2.3/80/metricsfoo", verdictPathNotAllowed)
 	f("/pods/10.1.2.3/80/probe", verdictPathNotAllowed)
 	f("/pods/10.1.2.3/80/", verdictPathNotAllowed)
 	f("/pods/10.1.2.3/80/debug/pprof", verdictPathNotAllowed)
-	f("/pods/10.1.2.3/80/%6detrics", verdictAllowed)
-	f("/pods/10.1.2.3/80/%64ebug", verdictPathNotAllowed)
+	f("/pods/10.1.2.3/80/%6detrics", verdictPathNotPlain)
+	f("/pods/10.1.2.3/80/%64ebug", verdictPathNotPlain)
+	f("/pods/10.1.2.3/80/metrics//private", verdictPathNotPlain)
+	f("/pods/10.1.2.3/80/metrics/private;x", verdictPathNotPlain)
+	f("/pods/10.1.2.3/80/metrics/private.", verdictPathNotPlain)
+	f("/pods/10.1.2.3/80/metrics/a.b/c", verdictAllowed)
+	f("/pods/10.1.2.3/80/metrics/", verdictAllowed)
 	f("/pods/10.1.2.3/80/metrics/private", verdictPathDenied)
 	f("/pods/10.1.2.3/80/metrics/private/x", verdictPathDenied)
 	f("/pods/10.1.2.3/80/metrics/PRIVATE", verdictPathDenied)
-	f("/pods/10.1.2.3/80/metrics/%70rivate", verdictPathDenied)
 	f("/pods/10.1.2.3/80/metrics/privateer", verdictAllowed)
 	// The gateway's own addresses.
 	f("/pods/10.1.1.1/9100/metrics", verdictSelf)
 	f("/pods/10.1.1.2/9101/metrics", verdictSelf)
 	f("/pods/10.1.1.1/9101/metrics", verdictAllowed)
+	// Listening on all addresses: all of loopback, not only 127.0.0.1.
+	cfg.DenyCIDRs = nil
+	cfg.AllowCIDRs = append(cfg.AllowCIDRs, netip.MustParsePrefix("::1/128"))
+	p2 := NewPolicy(&cfg)
+	p2.addSelf(selfAddrs(&net.TCPAddr{IP: net.IPv4zero, Port: 9100})...)
+	for _, self := range []string{"127.0.0.1:9100", "127.0.0.2:9100", "[::1]:9100"} {
+		if v := p2.checkAddr(netip.MustParseAddrPort(self)); v != verdictSelf {
+			t.Fatalf("listening on 0.0.0.0:9100, %s is %q; want the gateway itself", self, v)
+		}
+	}
 }
 
 func TestPortRanges(t *testing.T) {
@@ -178,7 +196,7 @@ func FuzzPolicy(f *testing.F) {
 		}
 		self := netip.MustParseAddrPort("10.1.1.1:8080")
 		p := NewPolicy(&cfg)
-		p.addSelf(self)
+		p.addSelf(selfAddrs(net.TCPAddrFromAddrPort(self))...)
 		tg, err := parsePodPath(uri)
 		if err != nil {
 			return
@@ -204,7 +222,7 @@ func FuzzPolicy(f *testing.F) {
 				t.Fatalf("%q: allowed %s in special range %s without a CIDR written for it", uri, ip, special)
 			}
 		}
-		if len(cfg.DenyPathPrefixes) > 0 && hasPathPrefix(appendUnescaped(nil, tg.Path), denyPath, true) {
+		if len(cfg.DenyPathPrefixes) > 0 && (!isPlainPath(tg.Path) || hasPathPrefix(tg.Path, denyPath, true)) {
 			t.Fatalf("%q: allowed a path under -deny-path-prefixes %q", uri, denyPath)
 		}
 	})

@@ -52,10 +52,7 @@ func (g *Gateway) setUpSecurity() error {
 // caller's certificate.
 func (g *Gateway) clientCertRejected(reason, detail string) {
 	r := connClientCertUntrusted
-	switch reason {
-	case "no_certificate":
-		r = connClientCertMissing
-	case "name_not_allowed":
+	if reason == clientCertNameNotAllowed {
 		r = connClientCertName
 	}
 	g.metrics.rejectedConnections[r].Inc()
@@ -67,13 +64,14 @@ func (g *Gateway) clientCertRejected(reason, detail string) {
 // authResultText is what a 401 says; it does not tell a wrong password from
 // an unknown user.
 var authResultText = [numAuthResults]string{
-	authOK:          "ok",
-	authMissing:     "credentials required",
-	authMalformed:   "malformed Authorization header",
-	authUnsupported: "authentication scheme not accepted",
-	authBadToken:    "invalid credentials",
-	authUnknownUser: "invalid credentials",
-	authBadPassword: "invalid credentials",
+	authOK:           "ok",
+	authMissing:      "credentials required",
+	authMalformed:    "malformed Authorization header",
+	authUnsupported:  "authentication scheme not accepted",
+	authBadToken:     "invalid credentials",
+	authUnknownUser:  "invalid credentials",
+	authBadPassword:  "invalid credentials",
+	authNoClientCert: "a client certificate is required",
 }
 
 // admit applies the per-request checks on the caller, cheapest first, and
@@ -88,8 +86,14 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) bool {
 			return false
 		}
 	}
-	if g.auth != nil && (rt != routeMetrics || g.cfg.MetricsRequireAuth) && !g.authenticate(ctx, rt) {
-		return false
+	if rt != routeMetrics || g.cfg.MetricsRequireAuth {
+		if g.cfg.TLSClientCAFile != "" && !hasClientCert(ctx) {
+			g.authFailed(ctx, rt, authNoClientCert, "")
+			return false
+		}
+		if g.auth != nil && !g.authenticate(ctx, rt) {
+			return false
+		}
 	}
 	if len(uri) > g.cfg.MaxURIBytes {
 		g.reject(ctx, rt, reasonURITooLong, uri, fmt.Sprintf("the request target is %d bytes long, more than -max-uri-bytes (%d)", len(uri), g.cfg.MaxURIBytes))
@@ -125,39 +129,63 @@ func (g *Gateway) authenticate(ctx *fasthttp.RequestCtx, rt route) bool {
 		// be a password typed in the wrong field.
 		user = ""
 	}
+	g.authFailed(ctx, rt, result, user)
+	return false
+}
+
+// authFailed counts and logs a refused caller and answers 401, or 407 for a
+// forward-proxy request.
+func (g *Gateway) authFailed(ctx *fasthttp.RequestCtx, rt route, result authResult, user string) {
 	g.metrics.authFailures[result].Inc()
 	if e := g.authLog.Warn(); e.Enabled() {
 		e.Str("reason", result.String()).Str("caller", ctx.RemoteIP().String()).Str("user", user).
-			Bytes("uri", truncate(h.RequestURI())).Msg("authentication failed")
+			Bytes("uri", truncate(ctx.Request.Header.RequestURI())).Msg("authentication failed")
 	}
 	status, challenge := fasthttp.StatusUnauthorized, fasthttp.HeaderWWWAuthenticate
 	if rt == routeProxy {
 		status, challenge = fasthttp.StatusProxyAuthRequired, fasthttp.HeaderProxyAuthenticate
 	}
-	for _, c := range g.auth.challenges() {
-		ctx.Response.Header.Add(challenge, c)
+	if g.auth != nil {
+		for _, c := range g.auth.challenges() {
+			ctx.Response.Header.Add(challenge, c)
+		}
 	}
 	g.plainText(ctx, rt, status, fmt.Sprintf("scrapegate: %d unauthorized: %s", status, authResultText[result]))
-	return false
 }
 
-// selfAddrs lists the addresses a listener serves on: every local address
-// when it listens on all of them.
-func selfAddrs(a net.Addr) []netip.AddrPort {
+// hasClientCert reports whether the caller presented a client certificate;
+// the TLS handshake has verified any it presented.
+func hasClientCert(ctx *fasthttp.RequestCtx) bool {
+	cs := ctx.TLSConnectionState()
+	return cs != nil && len(cs.PeerCertificates) > 0
+}
+
+// selfAddrs lists the addresses a listener serves on. On all addresses that
+// is every interface address, all of loopback (any 127.x.y.z reaches it) and
+// the unspecified address (which dials loopback).
+func selfAddrs(a net.Addr) []selfAddr {
 	tcp, ok := a.(*net.TCPAddr)
 	if !ok {
 		return nil
 	}
 	ap := tcp.AddrPort()
-	if !ap.Addr().IsUnspecified() {
-		return []netip.AddrPort{ap}
+	port := ap.Port()
+	ip := ap.Addr().Unmap()
+	if !ip.IsUnspecified() {
+		return []selfAddr{{netip.PrefixFrom(ip, ip.BitLen()), port}}
 	}
-	var out []netip.AddrPort
+	out := []selfAddr{
+		{netip.MustParsePrefix("127.0.0.0/8"), port},
+		{netip.MustParsePrefix("::1/128"), port},
+		{netip.MustParsePrefix("0.0.0.0/32"), port},
+		{netip.MustParsePrefix("::/128"), port},
+	}
 	ifaddrs, _ := net.InterfaceAddrs()
 	for _, ia := range ifaddrs {
 		if n, ok := ia.(*net.IPNet); ok {
 			if ip, ok := netip.AddrFromSlice(n.IP); ok {
-				out = append(out, netip.AddrPortFrom(ip.Unmap(), ap.Port()))
+				ip = ip.Unmap()
+				out = append(out, selfAddr{netip.PrefixFrom(ip, ip.BitLen()), port})
 			}
 		}
 	}

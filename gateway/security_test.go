@@ -1,14 +1,19 @@
 package gateway
 
 import (
+	"bufio"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -279,5 +284,65 @@ func TestMaxResponseBodyBytes(t *testing.T) {
 	_, gw = startGateway(t, cfg)
 	if r := get(t, gw, pod.podPath("/chunked")); r.StatusCode != 200 || r.body != body {
 		t.Fatalf("a body exactly at the cap = %d, %d bytes", r.StatusCode, len(r.body))
+	}
+}
+
+// closedByServer reports whether the server closed conn, reading until EOF
+// or an error within a generous bound.
+func closedByServer(t *testing.T, conn net.Conn) bool {
+	t.Helper()
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, err := io.Copy(io.Discard, conn)
+	var netErr net.Error
+	return err == nil || !(errors.As(err, &netErr) && netErr.Timeout())
+}
+
+func TestSlowClientsAreDisconnected(t *testing.T) {
+	cfg := testConfig()
+	cfg.ClientReadTimeout = 200 * time.Millisecond
+	cfg.ClientIdleTimeout = 200 * time.Millisecond
+	pod, _ := headerRecordingPod(t)
+	_, gw := startGateway(t, cfg)
+
+	// Slowloris: a request whose headers never end.
+	slow, err := net.Dial("tcp", gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	fmt.Fprintf(slow, "GET %s HTTP/1.1\r\nHost: x\r\nX-Slow: 1", pod.podPath("/metrics"))
+	if !closedByServer(t, slow) {
+		t.Fatal("a request whose headers never end was not disconnected after -client-read-timeout")
+	}
+
+	// Silence: a connection that never sends a byte.
+	silent, err := net.Dial("tcp", gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	if !closedByServer(t, silent) {
+		t.Fatal("a silent connection was not disconnected after -client-read-timeout")
+	}
+
+	// An idle keep-alive connection is closed after -client-idle-timeout,
+	// once its response is complete.
+	idle, err := net.Dial("tcp", gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	fmt.Fprintf(idle, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", pod.podPath("/metrics"))
+	br := bufio.NewReader(idle)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, err := io.ReadAll(resp.Body); err != nil || string(body) != "ok" || resp.Close {
+		t.Fatalf("keep-alive scrape: %q %v close=%v", body, err, resp.Close)
+	}
+	_ = idle.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("an idle keep-alive connection: %v; want it closed by the server (EOF)", err)
 	}
 }

@@ -119,6 +119,7 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 		// reading.
 		WriteTimeout:       cfg.ScrapeTimeoutMax + 10*time.Second,
 		MaxRequestBodySize: 64 << 10, // scrapes carry no body
+		HeaderReceived:     closeAfterBody,
 	}
 	return g, nil
 }
@@ -152,6 +153,17 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 			Str("caller", ctx.RemoteIP().String()).Int("status", ctx.Response.StatusCode()).
 			Dur("headers_after", time.Since(ctx.Time())).Msg("request")
 	}
+}
+
+// closeAfterBody makes a request that has a body the last one on its
+// connection. Scrapes have no body; where a request with one ends is what
+// request smuggling plays on (Content-Length against chunked, RFC 9112
+// section 6.3), so nothing after it is read.
+func closeAfterBody(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if h.ContentLength() != -2 { // -2: neither Content-Length nor chunked
+		h.SetConnectionClose()
+	}
+	return fasthttp.RequestConfig{}
 }
 
 // routeOf tells which route a raw request target is for, without the router:

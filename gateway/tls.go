@@ -16,7 +16,6 @@ import (
 // Reasons a client certificate is refused, as passed to
 // serverTLSOptions.OnClientCertRejected (metric label values).
 const (
-	clientCertNoCertificate  = "no_certificate"
 	clientCertUntrusted      = "untrusted"
 	clientCertNameNotAllowed = "name_not_allowed"
 )
@@ -48,8 +47,8 @@ type serverTLSOptions struct {
 	// It requires ClientCAFile.
 	ClientAllowedNames []string
 	// OnClientCertRejected, if not nil, is called for every client
-	// certificate refused, with a reason (clientCertNoCertificate,
-	// clientCertUntrusted, clientCertNameNotAllowed) and a one-line detail
+	// certificate refused, with a reason (clientCertUntrusted,
+	// clientCertNameNotAllowed) and a one-line detail
 	// that is safe to log (subject, issuer, serial and SANs; never keys).
 	// It runs in the handshake and must not block.
 	OnClientCertRejected func(reason, detail string)
@@ -126,11 +125,10 @@ func newServerTLS(o serverTLSOptions) (*tls.Config, []*reloadable, error) {
 			return nil
 		}, o.ClientCAFile))
 
-		// RequestClientCert, not RequireAnyClientCert: with the latter
-		// crypto/tls fails a client without a certificate before
-		// VerifyConnection, so it could not be counted. The empty chain is
-		// refused below instead. crypto/tls still checks that the client
-		// owns the key of any certificate it sends (CertificateVerify).
+		// RequestClientCert, not RequireAnyClientCert: a client without a
+		// certificate completes the handshake (see below). crypto/tls
+		// still checks that the client owns the key of any certificate it
+		// sends (CertificateVerify).
 		//
 		// ClientCAs stays nil, so the CertificateRequest names no
 		// acceptable CAs and clients send their certificate whatever its
@@ -146,7 +144,12 @@ func newServerTLS(o serverTLSOptions) (*tls.Config, []*reloadable, error) {
 		}
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
-				return reject(clientCertNoCertificate, "the client sent no certificate")
+				// Allowed at this layer so that kubelet and load balancer
+				// probes, which present no certificate, reach /healthz and
+				// /readyz; every other request without one gets a 401
+				// (Gateway.admit), which says what is missing more clearly
+				// than a failed handshake.
+				return nil
 			}
 			leaf := cs.PeerCertificates[0]
 			roots := pool.Load()

@@ -54,8 +54,12 @@ func TestGatewayServesTLSAndClientCertificates(t *testing.T) {
 	if status, body, err := tlsGet(t, gw, client(&prometheus), pod.podPath("/metrics")); err != nil || status != 200 || body != "ok" {
 		t.Fatalf("an allowed client certificate: %d %q %v; want 200 ok", status, body, err)
 	}
-	if _, _, err := tlsGet(t, gw, client(nil), pod.podPath("/metrics")); err == nil {
-		t.Fatal("a caller without a certificate was served")
+	// Without a certificate the handshake completes, so that kubelet and
+	// load balancer probes work, and everything else gets a 401.
+	for target, want := range map[string]int{pod.podPath("/metrics"): 401, "/metrics": 401, "/healthz": 200, "/readyz": 200} {
+		if status, body, err := tlsGet(t, gw, client(nil), target); err != nil || status != want {
+			t.Fatalf("%s without a client certificate: %d %q %v; want %d", target, status, body, err, want)
+		}
 	}
 	if _, _, err := tlsGet(t, gw, client(&intruder), pod.podPath("/metrics")); err == nil {
 		t.Fatal("a certificate without an allowed name was served")
@@ -64,11 +68,12 @@ func TestGatewayServesTLSAndClientCertificates(t *testing.T) {
 	if _, _, err := tlsGet(t, gw, client(&other), pod.podPath("/metrics")); err == nil {
 		t.Fatal("a certificate from another CA was served")
 	}
-	// Probes on a TLS listener still need the TLS handshake, and with it
-	// a client certificate: they belong on a kubelet exec or TCP probe then.
-	for reason, want := range map[string]float64{"client_cert_missing": 1, "client_cert_name_not_allowed": 1, "client_cert_untrusted": 1} {
+	if got := metricValue(t, g, `scrapegate_auth_failures_total{reason="client_cert_missing"}`); got != 2 {
+		t.Fatalf("client_cert_missing = %v; want 2", got)
+	}
+	for _, reason := range []string{"client_cert_name_not_allowed", "client_cert_untrusted"} {
 		series := fmt.Sprintf(`scrapegate_rejected_connections_total{reason=%q}`, reason)
-		waitFor(t, series, func() bool { return metricValue(t, g, series) == want })
+		waitFor(t, series, func() bool { return metricValue(t, g, series) == 1 })
 	}
 	// A plain-HTTP request to the TLS listener gets no scrape.
 	conn, err := net.Dial("tcp", gw)
