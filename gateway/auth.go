@@ -31,10 +31,11 @@ const (
 	authUnknownUser             // basic user not in htpasswd
 	authBadPassword             // basic user known, password wrong
 	authNoClientCert            // mTLS is on and the caller presented no certificate
+	authBusy                    // too many bcrypt comparisons waiting: not judged (503)
 	numAuthResults
 )
 
-var authResultNames = [numAuthResults]string{"ok", "missing", "malformed", "unsupported", "bad_token", "unknown_user", "bad_password", "client_cert_missing"}
+var authResultNames = [numAuthResults]string{"ok", "missing", "malformed", "unsupported", "bad_token", "unknown_user", "bad_password", "client_cert_missing", "busy"}
 
 // String returns the result's name, a metric label value.
 func (r authResult) String() string {
@@ -70,8 +71,10 @@ type authenticator struct {
 	users  atomic.Pointer[htpasswdSet]
 
 	// bcryptSem bounds the bcrypt computations in progress, so that a
-	// flood of wrong passwords cannot take every core.
-	bcryptSem chan struct{}
+	// flood of wrong passwords cannot take every core, and bcryptWaiting
+	// the checks queued for one, so that the flood cannot pile up either.
+	bcryptSem     chan struct{}
+	bcryptWaiting atomic.Int32
 
 	challengeValues []string
 }
@@ -206,7 +209,9 @@ func (a *authenticator) checkBasic(credentials []byte) (authResult, string) {
 	if u == nil {
 		// As slow as a known user's wrong password, so that the timing
 		// does not tell which users exist.
-		_ = a.bcrypt(dummyHash(dummyCost), password)
+		if a.bcrypt(dummyHash(dummyCost), password) == errBcryptBusy {
+			return authBusy, ""
+		}
 		return authUnknownUser, string(user)
 	}
 	// key = SHA-256(user "\x00" password): decoded is user ':' password.
@@ -215,18 +220,32 @@ func (a *authenticator) checkBasic(credentials []byte) (authResult, string) {
 	if u.isVerified(&key) {
 		return authOK, u.name
 	}
-	if a.bcrypt(u.hash, password) != nil {
+	switch err := a.bcrypt(u.hash, password); {
+	case err == errBcryptBusy:
+		return authBusy, ""
+	case err != nil:
 		return authBadPassword, u.name
 	}
 	u.remember(&key)
 	return authOK, u.name
 }
 
+// maxBcryptWaiting bounds the checks queued for a bcrypt slot: past it a
+// check fails at once with errBcryptBusy instead of queueing behind a flood.
+const maxBcryptWaiting = 64
+
+var errBcryptBusy = errors.New("too many password checks waiting")
+
 // bcrypt compares password with hash, waiting for a free slot first.
 func (a *authenticator) bcrypt(hash, password []byte) error {
+	if a.bcryptWaiting.Add(1) > maxBcryptWaiting {
+		a.bcryptWaiting.Add(-1)
+		return errBcryptBusy
+	}
 	// A copy, so that the caller's buffer can stay on its stack.
 	p := bytes.Clone(password)
 	a.bcryptSem <- struct{}{}
+	a.bcryptWaiting.Add(-1)
 	defer func() { <-a.bcryptSem }()
 	return bcryptCompare(hash, p)
 }

@@ -96,7 +96,8 @@ func TestAuthResultString(t *testing.T) {
 	f(authUnknownUser, "unknown_user")
 	f(authBadPassword, "bad_password")
 	f(authNoClientCert, "client_cert_missing")
-	if numAuthResults != 8 {
+	f(authBusy, "busy")
+	if numAuthResults != 9 {
 		t.Fatalf("numAuthResults = %d; a result without a name?", numAuthResults)
 	}
 }
@@ -839,4 +840,47 @@ func FuzzParseAuthorization(f *testing.F) {
 			t.Fatalf("parseBasic(%q) = %q %q, which encodes to %q", credentials, user, password, enc)
 		}
 	})
+}
+
+func TestBasicBcryptQueueIsBounded(t *testing.T) {
+	a, _ := newLoadedAuthenticator(t, "", "prom:"+authBcrypt(t, "right")+"\n")
+	// Every comparison blocks until released: the slots fill, then the
+	// queue, and the next check fails at once instead of waiting.
+	started := make(chan struct{}, 1024)
+	release := make(chan struct{})
+	orig := bcryptCompare
+	bcryptCompare = func(hash, password []byte) error {
+		started <- struct{}{}
+		<-release
+		return orig(hash, password)
+	}
+	t.Cleanup(func() { bcryptCompare = orig })
+
+	slots := cap(a.bcryptSem)
+	results := make(chan authResult, slots+maxBcryptWaiting)
+	for range slots + maxBcryptWaiting {
+		go func() {
+			r, _ := a.check([]byte(basicHeader("prom", "wrong")))
+			results <- r
+		}()
+	}
+	for range slots {
+		<-started
+	}
+	// The queued ones are counted before they block on the semaphore.
+	for a.bcryptWaiting.Load() != maxBcryptWaiting {
+		runtime.Gosched()
+	}
+	if r, _ := a.check([]byte(basicHeader("prom", "wrong"))); r != authBusy {
+		t.Fatalf("with %d comparisons running and %d queued: %s; want busy", slots, maxBcryptWaiting, r)
+	}
+	if r, _ := a.check([]byte(basicHeader("nobody", "wrong"))); r != authBusy {
+		t.Fatalf("an unknown user with a full queue: %s; want busy", r)
+	}
+	close(release)
+	for range slots + maxBcryptWaiting {
+		if r := <-results; r != authBadPassword {
+			t.Fatalf("a queued check: %s; want bad_password", r)
+		}
+	}
 }

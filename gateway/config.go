@@ -75,9 +75,14 @@ func DefaultConfig() Config {
 	if err != nil {
 		panic("BUG: cannot parse DefaultAllowCIDRs: " + err.Error())
 	}
+	var denyPorts portRanges
+	if err := denyPorts.Set(DefaultDenyPorts); err != nil {
+		panic("BUG: cannot parse DefaultDenyPorts: " + err.Error())
+	}
 	return Config{
 		Listen:                  ":8080",
 		AllowCIDRs:              allow,
+		DenyPorts:               denyPorts,
 		MaxInflight:             1000,
 		MaxConnsPerEndpoint:     4,
 		EndpointIdleTTL:         10 * time.Minute,
@@ -159,7 +164,8 @@ func (c *Config) registerFlags(fs *flag.FlagSet) {
 		"unless a CIDR inside those ranges is listed explicitly (0.0.0.0/0 does not unlock them).")
 	fs.Var((*cidrList)(&c.DenyCIDRs), "deny-cidrs", "Comma-separated CIDRs that targets must never fall into, whatever -allow-cidrs says: e.g. the nodes' and the API server's addresses.")
 	fs.Var(&c.AllowPorts, "allow-ports", "Comma-separated target ports or ranges (9100,8080-8090) that targets must use. Empty: any port.")
-	fs.Var(&c.DenyPorts, "deny-ports", "Comma-separated target ports or ranges that are always refused, whatever -allow-ports says: e.g. 10250 (kubelet), 2379-2380 (etcd), 6443.")
+	fs.Var(&c.DenyPorts, "deny-ports", "Comma-separated target ports or ranges that are always refused, whatever -allow-ports says. "+
+		"The default holds etcd's, the API server's and the kubelet's ports; set it to \"\" to allow them.")
 	fs.Var((*stringList)(&c.AllowPathPrefixes), "allow-path-prefixes", "Comma-separated path prefixes (/metrics,/federate) that target paths must start with, matched at a '/' boundary. Empty: any path.")
 	fs.Var((*stringList)(&c.DenyPathPrefixes), "deny-path-prefixes", "Comma-separated path prefixes that are always refused, whatever -allow-path-prefixes says: e.g. /debug/pprof.")
 

@@ -75,6 +75,21 @@ func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 	f([]string{"--scrape-timeout-default=5m", "--scrape-timeout-max=1m"}, envOf(), "-scrape-timeout-default")
 	f([]string{"--log-format=xml"}, envOf(), "-log-format")
 	f([]string{"--log-level=loud"}, envOf(), "-log-level")
+	f([]string{"--deny-cidrs=10.0.0.1/8"}, envOf(), "deny-cidrs")
+	f([]string{"--allow-ports=80-70"}, envOf(), "allow-ports")
+	f([]string{"--deny-ports=ssh"}, envOf(), "deny-ports")
+	f([]string{"--allow-path-prefixes=metrics"}, envOf(), "-allow-path-prefixes")
+	f([]string{"--tls-cert-file=c.pem"}, envOf(), "-tls-cert-file", "-tls-key-file")
+	f([]string{"--tls-client-ca-file=ca.pem"}, envOf(), "-tls-client-ca-file")
+	f([]string{"--tls-client-allowed-names=prometheus"}, envOf(), "-tls-client-allowed-names")
+	f([]string{"--target-tls-key-file=k.pem"}, envOf(), "-target-tls-cert-file")
+	f([]string{"--target-tls-insecure-skip-verify", "--target-tls-ca-file=ca.pem"}, envOf(), "-target-tls-insecure-skip-verify")
+	f([]string{"--max-uri-bytes=100000"}, envOf(), "-max-uri-bytes")
+	f([]string{"--max-request-header-bytes=10"}, envOf(), "-max-request-header-bytes")
+	f([]string{"--caller-rate-limit=-1"}, envOf(), "-caller-rate-limit")
+	f([]string{"--caller-rate-burst=0"}, envOf(), "-caller-rate-burst")
+	f([]string{"--client-read-timeout=0s"}, envOf(), "-client-read-timeout")
+	f([]string{"--max-response-body-bytes=-1"}, envOf(), "-max-response-body-bytes")
 	f([]string{"--no-such-flag"}, envOf(), "no-such-flag")
 	f([]string{"stray"}, envOf(), "stray")
 	f(nil, envOf("SCRAPEGATE_ALLOW_CIDRS", "bogus"), "-allow-cidrs", "SCRAPEGATE_ALLOW_CIDRS")
@@ -82,5 +97,48 @@ func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 	_, err := ParseFlags("scrapegate", []string{"-h"}, envOf(), io.Discard)
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v; want flag.ErrHelp", err)
+	}
+}
+
+func TestParseFlagsSecurity(t *testing.T) {
+	env := envOf(
+		"SCRAPEGATE_DENY_CIDRS", "10.9.0.0/16",
+		"SCRAPEGATE_DENY_PORTS", "10250,2379-2380",
+		"SCRAPEGATE_ALLOW_PATH_PREFIXES", "/metrics, /federate",
+		"SCRAPEGATE_ALLOW_CALLER_CIDRS", "",
+	)
+	cfg, err := ParseFlags("scrapegate", []string{"--allow-ports=9100"}, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := (*cidrList)(&cfg.DenyCIDRs).String(); got != "10.9.0.0/16" {
+		t.Fatalf("-deny-cidrs = %q", got)
+	}
+	if got := cfg.DenyPorts.String(); got != "10250,2379-2380" {
+		t.Fatalf("-deny-ports = %q", got)
+	}
+	if got := cfg.AllowPorts.String(); got != "9100" {
+		t.Fatalf("-allow-ports = %q", got)
+	}
+	if got := strings.Join(cfg.AllowPathPrefixes, "|"); got != "/metrics|/federate" {
+		t.Fatalf("-allow-path-prefixes = %q", got)
+	}
+	if len(cfg.AllowCallerCIDRs) != 0 {
+		t.Fatalf("an empty -allow-caller-cidrs must mean any caller, got %v", cfg.AllowCallerCIDRs)
+	}
+	// Safe defaults.
+	d := DefaultConfig()
+	if !d.MetricsRequireAuth || d.MaxConnsPerCaller == 0 || d.CallerRateLimit == 0 || d.TargetTLSInsecureSkipVerify {
+		t.Fatalf("unsafe defaults: %+v", d)
+	}
+	for _, port := range []uint16{2379, 2380, 6443, 10250, 10255} {
+		if !d.DenyPorts.contains(port) {
+			t.Fatalf("default -deny-ports %s lacks control-plane port %d", d.DenyPorts.String(), port)
+		}
+	}
+	// An empty value lifts the default deny-list.
+	cfg, err = ParseFlags("scrapegate", []string{"--deny-ports="}, envOf(), io.Discard)
+	if err != nil || len(cfg.DenyPorts) != 0 {
+		t.Fatalf("--deny-ports= : %v %v; want no denied ports", cfg.DenyPorts.String(), err)
 	}
 }

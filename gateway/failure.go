@@ -30,6 +30,7 @@ const (
 	reasonTimeout                    // deadline passed before the response headers arrived
 	reasonBodyFailed                 // the pod failed after the headers, mid-body
 	reasonBodyTooLarge               // the pod's body exceeds -max-response-body-bytes
+	reasonRedirect                   // the pod answered with a redirect
 	reasonClientGone                 // the caller went away mid-body
 	numReasons
 )
@@ -56,7 +57,10 @@ var reasonInfo = [numReasons]struct {
 	reasonBodyFailed:  {"body_failed", 0, true}, // headers already sent: the connection is aborted instead
 	// 502 when Content-Length announces it; an abort when the body grows past it.
 	reasonBodyTooLarge: {"body_too_large", fasthttp.StatusBadGateway, true},
-	reasonClientGone:   {"client_gone", 0, false},
+	// A caller following a redirect would take its gateway credentials to
+	// wherever the pod pointed.
+	reasonRedirect:   {"redirect", fasthttp.StatusBadGateway, true},
+	reasonClientGone: {"client_gone", 0, false},
 }
 
 func (r reason) String() string { return reasonInfo[r].name }

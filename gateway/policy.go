@@ -13,10 +13,15 @@ import (
 // several CNIs) and IPv6 unique-local addresses.
 const DefaultAllowCIDRs = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7"
 
-// specialRanges are refused even when a broad allowed CIDR (0.0.0.0/0, ::/0)
-// covers them: loopback reaches the gateway's own node, link-local reaches the
-// cloud metadata service (169.254.169.254), and the rest are never pod
-// addresses. Such an address is allowed only by an allowed CIDR that lies
+// DefaultDenyPorts are control-plane ports no pod metrics live on: etcd's
+// client and peer ports, the API server, and the kubelet's API and read-only
+// ports (the read-only one serves pod specs to anyone).
+const DefaultDenyPorts = "2379-2380,6443,10250,10255"
+
+// specialRanges are refused even when a broad allowed CIDR (0.0.0.0/0, ::/0,
+// or a default pod range) covers them: loopback reaches the gateway's own
+// node, link-local and the cloud-specific addresses below reach metadata
+// services and their credentials, and the rest are never pod addresses. Such an address is allowed only by an allowed CIDR that lies
 // inside its special range, i.e. one the operator wrote for it on purpose.
 var specialRanges = mustParsePrefixes(
 	"0.0.0.0/8",          // "this network", includes the unspecified address
@@ -29,6 +34,9 @@ var specialRanges = mustParsePrefixes(
 	"fe80::/10",          // link-local
 	"ff00::/8",           // multicast
 	"64:ff9b::/96",       // NAT64: embeds an IPv4 address a translator would reach
+	// Metadata services inside the default pod ranges.
+	"100.100.100.200/32", // Alibaba Cloud metadata (inside 100.64.0.0/10)
+	"fd00:ec2::/32",      // AWS IPv6 metadata (fd00:ec2::254) and EKS Pod Identity (fd00:ec2::23)
 )
 
 // Policy decides which targets the gateway may connect to: an IP allow-list

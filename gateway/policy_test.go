@@ -33,6 +33,12 @@ func TestPolicyAllowed(t *testing.T) {
 	f(DefaultAllowCIDRs, "[fe80::1]:80", false)
 	f(DefaultAllowCIDRs, "[::]:80", false)
 	f(DefaultAllowCIDRs, "[ff02::1]:80", false)
+	// Metadata services inside the default pod ranges.
+	f(DefaultAllowCIDRs, "100.100.100.200:80", false)
+	f(DefaultAllowCIDRs, "100.100.100.201:80", true)
+	f(DefaultAllowCIDRs, "[fd00:ec2::254]:80", false)
+	f(DefaultAllowCIDRs, "[fd00:ec2::23]:80", false)
+	f("fd00:ec2::254/128", "[fd00:ec2::254]:80", true)
 	// IPv4-mapped IPv6 is judged as the IPv4 address it maps to.
 	f(DefaultAllowCIDRs, "[::ffff:10.1.2.3]:80", true)
 	f(DefaultAllowCIDRs, "[::ffff:127.0.0.1]:80", false)

@@ -76,6 +76,15 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		return
 	}
 	g.metrics.upstreamTime.UpdateDuration(start)
+	if code := resp.StatusCode(); code >= 300 && code < 400 && code != fasthttp.StatusNotModified {
+		location := string(truncate(resp.Header.Peek(fasthttp.HeaderLocation)))
+		_ = resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(resp)
+		g.upstreamFailed(ep, t.Addr, reasonRedirect, fmt.Errorf("status %d to %q", code, location))
+		g.endScrape(ep)
+		g.writeError(ctx, rt, reasonRedirect, uri, fmt.Sprintf("the pod answered %d redirecting to %q; scrapegate does not pass redirects on", code, location))
+		return
+	}
 	if limit, cl := g.cfg.MaxResponseBodyBytes, int64(resp.Header.ContentLength()); limit > 0 && cl > limit {
 		// Not read to its end, the body's connection is closed, not pooled.
 		_ = resp.CloseBodyStream()

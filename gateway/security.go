@@ -72,6 +72,7 @@ var authResultText = [numAuthResults]string{
 	authUnknownUser:  "invalid credentials",
 	authBadPassword:  "invalid credentials",
 	authNoClientCert: "a client certificate is required",
+	authBusy:         "too many password checks waiting; retry",
 }
 
 // admit applies the per-request checks on the caller, cheapest first, and
@@ -98,6 +99,9 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) bool {
 	if len(uri) > g.cfg.MaxURIBytes {
 		g.reject(ctx, rt, reasonURITooLong, uri, fmt.Sprintf("the request target is %d bytes long, more than -max-uri-bytes (%d)", len(uri), g.cfg.MaxURIBytes))
 		return false
+	}
+	if rt != routePods && rt != routeProxy {
+		return true // the gateway's own pages forward nothing: no loop
 	}
 	for _, via := range ctx.Request.Header.PeekAll(fasthttp.HeaderVia) {
 		if bytes.Contains(bytes.ToLower(via), []byte("scrapegate")) {
@@ -140,6 +144,11 @@ func (g *Gateway) authFailed(ctx *fasthttp.RequestCtx, rt route, result authResu
 	if e := g.authLog.Warn(); e.Enabled() {
 		e.Str("reason", result.String()).Str("caller", ctx.RemoteIP().String()).Str("user", user).
 			Bytes("uri", truncate(ctx.Request.Header.RequestURI())).Msg("authentication failed")
+	}
+	if result == authBusy {
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+		g.plainText(ctx, rt, fasthttp.StatusServiceUnavailable, "scrapegate: 503 "+authResultText[result])
+		return
 	}
 	status, challenge := fasthttp.StatusUnauthorized, fasthttp.HeaderWWWAuthenticate
 	if rt == routeProxy {

@@ -346,3 +346,42 @@ func TestSlowClientsAreDisconnected(t *testing.T) {
 		t.Fatalf("an idle keep-alive connection: %v; want it closed by the server (EOF)", err)
 	}
 }
+
+func TestRedirectsAreNotPassedOn(t *testing.T) {
+	pod := startPod(t, "127.0.0.2", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/not-modified" {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		http.Redirect(w, r, "http://attacker.example/collect", http.StatusFound)
+	})
+	g, gw := startGateway(t, testConfig())
+	// A caller following the redirect would send its gateway credentials
+	// to the attacker.
+	r := get(t, gw, pod.podPath("/metrics"))
+	if r.StatusCode != 502 || r.Header.Get("Location") != "" || !strings.Contains(r.body, "attacker.example") {
+		t.Fatalf("a pod's redirect = %d, Location %q, %q; want 502 without Location", r.StatusCode, r.Header.Get("Location"), r.body)
+	}
+	if got := metricValue(t, g, `scrapegate_upstream_errors_total{reason="redirect"}`); got != 1 {
+		t.Fatalf("redirects = %v; want 1", got)
+	}
+	if r := get(t, gw, pod.podPath("/not-modified")); r.StatusCode != 304 {
+		t.Fatalf("304 = %d; it is not a redirect", r.StatusCode)
+	}
+}
+
+func TestBadRequestsDoNotEchoCredentials(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxRequestHeaderBytes = 1024
+	cfg.MaxURIBytes = 512
+	_, gw := startGateway(t, cfg)
+	secret := "Authorization: Bearer sup3r-s3cret"
+	for _, r := range []rawResponse{
+		get(t, gw, "/metrics", secret, "X-Big: "+strings.Repeat("b", 2048)),
+		get(t, gw, "/metrics", secret, "X-Bad-Value: a\x01b"),
+	} {
+		if r.StatusCode != 431 && r.StatusCode != 400 || strings.Contains(r.body, "sup3r") {
+			t.Fatalf("%d %.300q; want a 4xx that does not quote the request", r.StatusCode, r.body)
+		}
+	}
+}

@@ -110,6 +110,7 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 		Logger:                fasthttpLogger{log},
 		NoDefaultServerHeader: true, // the pod's own Server header passes through
 		NoDefaultContentType:  true, // and so does its Content-Type, or its absence
+		SecureErrorLogMessage: true, // parse errors must not log requests, credentials included
 		CloseOnShutdown:       true,
 		ReadBufferSize:        cfg.MaxRequestHeaderBytes,
 		ReadTimeout:           cfg.ClientReadTimeout,
@@ -216,14 +217,17 @@ func (g *Gateway) serveMethodNotAllowed(ctx *fasthttp.RequestCtx) {
 	g.plainText(ctx, routeOther, fasthttp.StatusMethodNotAllowed, "scrapegate: 405 method not allowed: only GET and HEAD")
 }
 
-// serveBadRequest answers requests the server could not parse at all.
+// serveBadRequest answers requests the server could not parse at all. The
+// body never quotes the error: fasthttp's errors quote the request, and with
+// it any credentials in its headers.
 func (g *Gateway) serveBadRequest(ctx *fasthttp.RequestCtx, err error) {
-	status := fasthttp.StatusBadRequest
 	var tooLarge *fasthttp.ErrSmallBuffer
 	if errors.As(err, &tooLarge) {
-		status = fasthttp.StatusRequestHeaderFieldsTooLarge
+		g.plainText(ctx, routeOther, fasthttp.StatusRequestHeaderFieldsTooLarge,
+			"scrapegate: 431 the request line and headers exceed -max-request-header-bytes")
+		return
 	}
-	g.plainText(ctx, routeOther, status, fmt.Sprintf("scrapegate: %d cannot parse request: %s", status, oneLine(err.Error())))
+	g.plainText(ctx, routeOther, fasthttp.StatusBadRequest, "scrapegate: 400 cannot parse the request as HTTP/1.1")
 }
 
 func (g *Gateway) plainText(ctx *fasthttp.RequestCtx, rt route, status int, body string) {
