@@ -62,7 +62,7 @@ func TestEndToEndPrometheus(t *testing.T) {
 
 	pods := startFakePods(t, e2eNumPods)
 	gw := startGateway(t, gatewayBin)
-	prom := startPrometheus(t, promBin, gw.addr, pods)
+	prom := startPrometheus(t, promBin, prometheusConfig(gw.addr, pods))
 	t.Logf("%d pods on %s*:%s, gateway on %s, Prometheus on %s; ready after %s",
 		len(pods), e2ePodNet, pods[0].port, gw.addr, prom.addr, time.Since(begin).Round(time.Millisecond))
 	procs := []*process{gw.proc, prom.proc}
@@ -431,11 +431,11 @@ type promProc struct {
 
 // startPrometheus starts a throwaway Prometheus scraping every pod through the
 // gateway twice, once per job, and waits until it is ready.
-func startPrometheus(t *testing.T, bin, gatewayAddr string, pods []*fakePod) *promProc {
+func startPrometheus(t *testing.T, bin, config string) *promProc {
 	t.Helper()
 	dir := t.TempDir()
 	cfgFile := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgFile, []byte(prometheusConfig(gatewayAddr, pods)), 0o644); err != nil {
+	if err := os.WriteFile(cfgFile, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	addr := freeLoopbackAddr(t)
@@ -446,7 +446,7 @@ func startPrometheus(t *testing.T, bin, gatewayAddr string, pods []*fakePod) *pr
 		"--log.level=info",
 	},
 		// Whether the Prometheus scrape client honours these depends on
-		// its version; neither job may go through anything but the gateway.
+		// its version; no job may go through anything but the gateway.
 		"HTTP_PROXY=", "HTTPS_PROXY=", "NO_PROXY=", "http_proxy=", "https_proxy=", "no_proxy=")
 	prom := &promProc{proc: proc, addr: addr}
 	waitFor(t, e2eStartTimeout, "Prometheus's /-/ready to answer 200", []*process{proc}, func() error {
