@@ -104,7 +104,11 @@ func (p *pool) evictIdle(now time.Time) int {
 
 // runEvictions evicts idle endpoints periodically until stop is closed.
 func (p *pool) runEvictions(stop <-chan struct{}) {
-	interval := min(max(p.ttl/4, time.Second), time.Minute)
+	every(min(max(p.ttl/4, time.Second), time.Minute), stop, func(now time.Time) { p.evictIdle(now) })
+}
+
+// every calls f with the time every interval until stop is closed.
+func every(interval time.Duration, stop <-chan struct{}, f func(now time.Time)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -112,7 +116,7 @@ func (p *pool) runEvictions(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case now := <-t.C:
-			p.evictIdle(now)
+			f(now)
 		}
 	}
 }

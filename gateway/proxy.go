@@ -78,20 +78,13 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 	g.metrics.upstreamTime.UpdateDuration(start)
 	if code := resp.StatusCode(); code >= 300 && code < 400 && code != fasthttp.StatusNotModified {
 		location := string(truncate(resp.Header.Peek(fasthttp.HeaderLocation)))
-		_ = resp.CloseBodyStream()
-		fasthttp.ReleaseResponse(resp)
-		g.upstreamFailed(ep, t.Addr, reasonRedirect, fmt.Errorf("status %d to %q", code, location))
-		g.endScrape(ep)
-		g.writeError(ctx, rt, reasonRedirect, uri, fmt.Sprintf("the pod answered %d redirecting to %q; scrapegate does not pass redirects on", code, location))
+		g.refuseResponse(ctx, rt, uri, ep, resp, t.Addr, reasonRedirect, fmt.Errorf("status %d to %q", code, location),
+			fmt.Sprintf("the pod answered %d redirecting to %q; scrapegate does not pass redirects on", code, location))
 		return
 	}
 	if limit, cl := g.cfg.MaxResponseBodyBytes, int64(resp.Header.ContentLength()); limit > 0 && cl > limit {
-		// Not read to its end, the body's connection is closed, not pooled.
-		_ = resp.CloseBodyStream()
-		fasthttp.ReleaseResponse(resp)
-		g.upstreamFailed(ep, t.Addr, reasonBodyTooLarge, fmt.Errorf("Content-Length %d exceeds -max-response-body-bytes %d", cl, limit))
-		g.endScrape(ep)
-		g.writeError(ctx, rt, reasonBodyTooLarge, uri, fmt.Sprintf("the pod's body of %d bytes exceeds -max-response-body-bytes (%d)", cl, limit))
+		g.refuseResponse(ctx, rt, uri, ep, resp, t.Addr, reasonBodyTooLarge, fmt.Errorf("Content-Length %d exceeds -max-response-body-bytes %d", cl, limit),
+			fmt.Sprintf("the pod's body of %d bytes exceeds -max-response-body-bytes (%d)", cl, limit))
 		return
 	}
 
@@ -115,6 +108,18 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 	// A negative length (chunked or close-delimited upstream) makes the
 	// server send a chunked body.
 	ctx.SetBodyStream(b, resp.Header.ContentLength())
+}
+
+// refuseResponse answers with reason r instead of passing on the pod's
+// response. Its body is not read to the end, so its connection is closed,
+// not pooled.
+func (g *Gateway) refuseResponse(ctx *fasthttp.RequestCtx, rt route, uri []byte, ep *endpoint, resp *fasthttp.Response,
+	addr netip.AddrPort, r reason, err error, detail string) {
+	_ = resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(resp)
+	g.upstreamFailed(ep, addr, r, err)
+	g.endScrape(ep)
+	g.writeError(ctx, rt, r, uri, detail)
 }
 
 // endScrape releases what proxy took for a scrape.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -89,20 +88,6 @@ func (g *Gateway) reloadAll() {
 			g.log.Info().Str("flag", r.flag).Strs("files", r.paths).Msg("reloaded changed file")
 		case prevErr != "":
 			g.log.Info().Str("flag", r.flag).Msg("file readable again, unchanged")
-		}
-	}
-}
-
-// runReloads checks the files every interval until stop is closed.
-func (g *Gateway) runReloads(interval time.Duration, stop <-chan struct{}) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			g.reloadAll()
 		}
 	}
 }

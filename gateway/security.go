@@ -200,17 +200,3 @@ func selfAddrs(a net.Addr) []selfAddr {
 	}
 	return out
 }
-
-// runRateSweeps drops refilled rate-limit buckets every minute until stop.
-func (g *Gateway) runRateSweeps(stop <-chan struct{}) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case now := <-t.C:
-			g.limiter.sweep(now.UnixNano())
-		}
-	}
-}

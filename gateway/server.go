@@ -263,9 +263,10 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	g.listenersMu.Unlock()
 	g.evictionsOnce.Do(func() {
 		go g.pool.runEvictions(g.stop)
-		go g.runReloads(g.cfg.ReloadInterval, g.stop)
+		go every(g.cfg.ReloadInterval, g.stop, func(time.Time) { g.reloadAll() })
 		if g.limiter != nil {
-			go g.runRateSweeps(g.stop)
+			// Forget callers whose buckets have refilled.
+			go every(time.Minute, g.stop, func(now time.Time) { g.limiter.sweep(now.UnixNano()) })
 		}
 	})
 
