@@ -53,6 +53,7 @@ type Config struct {
 
 	MaxInflight             int
 	MaxConnsPerEndpoint     int
+	MaxEndpoints            int
 	EndpointIdleTTL         time.Duration
 	UpstreamIdleConnTimeout time.Duration
 	DialTimeout             time.Duration
@@ -85,6 +86,7 @@ func DefaultConfig() Config {
 		DenyPorts:               denyPorts,
 		MaxInflight:             1000,
 		MaxConnsPerEndpoint:     4,
+		MaxEndpoints:            50000,
 		EndpointIdleTTL:         10 * time.Minute,
 		UpstreamIdleConnTimeout: 2 * time.Minute,
 		DialTimeout:             3 * time.Second,
@@ -202,6 +204,8 @@ func (c *Config) registerFlags(fs *flag.FlagSet) {
 		"Past it the gateway answers 503 with Retry-After at once instead of queueing.")
 	fs.IntVar(&c.MaxConnsPerEndpoint, "max-conns-per-endpoint", c.MaxConnsPerEndpoint, "Maximum connections to one pod endpoint (ip:port). "+
 		"A scrape that finds all of them busy waits for one until its deadline.")
+	fs.IntVar(&c.MaxEndpoints, "max-endpoints", c.MaxEndpoints, "Maximum pod endpoints (ip:port, plain or TLS) with a connection pool, about 1 KiB each. "+
+		"Past it an endpoint that never answered makes room, or scrapes of new endpoints get 503 until idle ones are dropped (-endpoint-idle-ttl).")
 	fs.DurationVar(&c.EndpointIdleTTL, "endpoint-idle-ttl", c.EndpointIdleTTL, "Forget a pod endpoint's connection pool after it has not been scraped for this long, "+
 		"so pod churn does not accumulate pools. Keep it above the longest scrape interval.")
 	fs.DurationVar(&c.UpstreamIdleConnTimeout, "upstream-idle-conn-timeout", c.UpstreamIdleConnTimeout, "Close an idle connection to a pod after this long. "+
@@ -232,6 +236,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxInflight < 1 {
 		bad("max-inflight", "must be at least 1, got %d", c.MaxInflight)
+	}
+	if c.MaxEndpoints < 1 {
+		bad("max-endpoints", "must be at least 1, got %d", c.MaxEndpoints)
 	}
 	if c.MaxConnsPerEndpoint < 1 {
 		bad("max-conns-per-endpoint", "must be at least 1, got %d", c.MaxConnsPerEndpoint)

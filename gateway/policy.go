@@ -34,6 +34,8 @@ var specialRanges = mustParsePrefixes(
 	"fe80::/10",          // link-local
 	"ff00::/8",           // multicast
 	"64:ff9b::/96",       // NAT64: embeds an IPv4 address a translator would reach
+	"64:ff9b:1::/48",     // local-use NAT64 (RFC 8215)
+	"::ffff:0:0:0/96",    // IPv4-translated (SIIT)
 	// Metadata services inside the default pod ranges.
 	"100.100.100.200/32", // Alibaba Cloud metadata (inside 100.64.0.0/10)
 	"fd00:ec2::/32",      // AWS IPv6 metadata (fd00:ec2::254) and EKS Pod Identity (fd00:ec2::23)
@@ -305,13 +307,16 @@ func (r *portRanges) Set(s string) error {
 	return nil
 }
 
+// specialRangeOf returns the most specific special range holding ip: ::1 is
+// loopback, not merely inside ::/96.
 func specialRangeOf(ip netip.Addr) (netip.Prefix, bool) {
+	var best netip.Prefix
 	for _, r := range specialRanges {
-		if r.Contains(ip) {
-			return r, true
+		if r.Contains(ip) && (!best.IsValid() || r.Bits() > best.Bits()) {
+			best = r
 		}
 	}
-	return netip.Prefix{}, false
+	return best, best.IsValid()
 }
 
 // ParseCIDRs parses a comma-separated list of CIDRs. Host bits must be zero,

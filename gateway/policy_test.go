@@ -63,6 +63,11 @@ func TestPolicyAllowed(t *testing.T) {
 	f("127.0.0.2/32", "127.0.0.1:80", false)
 	f("169.254.0.0/16", "169.254.169.254:80", true)
 	f("::1/128", "[::1]:80", true)
+	// The most specific special range counts: ::/96 does not unlock ::1.
+	f("::/96", "[::1]:80", false)
+	f("::/96", "[::127.0.0.1]:80", true)
+	f("::/0", "[64:ff9b:1::a9fe:a9fe]:80", false)
+	f("::/0", "[::ffff:0:a9fe:a9fe]:80", false)
 }
 
 func TestParseCIDRs(t *testing.T) {

@@ -19,6 +19,11 @@ type endpoint struct {
 	// lastUsed is when the last scrape ended, in Unix nanoseconds.
 	lastUsed atomic.Int64
 
+	// answered is set once a scrape got a response; queuedAsFailed once the
+	// endpoint is in pool.neverAnswered.
+	answered       atomic.Bool
+	queuedAsFailed atomic.Bool
+
 	// errLog rate-limits the error log for this endpoint, so a dead pod
 	// scraped every second logs once per interval, not once per scrape.
 	lastErrLog    atomic.Int64
@@ -36,23 +41,29 @@ type endpointKey struct {
 // accumulate clients.
 type pool struct {
 	ttl       time.Duration
+	max       int // endpoints at most; past it acquire refuses new ones
 	newClient func(endpointKey) *fasthttp.HostClient
 	onEvict   func()
 
 	mu        sync.RWMutex
 	endpoints map[endpointKey]*endpoint
+	// neverAnswered queues endpoints whose scrapes failed to connect before
+	// any succeeded: the ones to drop first when the pool is full.
+	neverAnswered []endpointKey
 }
 
-func newPool(ttl time.Duration, newClient func(endpointKey) *fasthttp.HostClient, onEvict func()) *pool {
+func newPool(ttl time.Duration, max int, newClient func(endpointKey) *fasthttp.HostClient, onEvict func()) *pool {
 	return &pool{
 		ttl:       ttl,
+		max:       max,
 		newClient: newClient,
 		onEvict:   onEvict,
 		endpoints: make(map[endpointKey]*endpoint),
 	}
 }
 
-// acquire returns the endpoint for key, marked active until release.
+// acquire returns the endpoint for key, marked active until release, or nil
+// if key is new and the pool already holds its maximum of endpoints.
 func (p *pool) acquire(key endpointKey) *endpoint {
 	// Incrementing under the read lock orders it before any eviction, which
 	// holds the write lock and only evicts endpoints with no active scrape.
@@ -69,12 +80,49 @@ func (p *pool) acquire(key endpointKey) *endpoint {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if ep = p.endpoints[key]; ep == nil {
+		if len(p.endpoints) >= p.max && !p.dropNeverAnswered() {
+			return nil
+		}
 		ep = &endpoint{client: p.newClient(key)}
 		ep.lastUsed.Store(time.Now().UnixNano())
 		p.endpoints[key] = ep
 	}
 	ep.active.Add(1)
 	return ep
+}
+
+// failed records that a scrape of ep failed to connect. An endpoint that
+// never answered is the first to go when the pool is full, so that scanning
+// closed ports cannot crowd out real pods.
+func (p *pool) failed(key endpointKey, ep *endpoint) {
+	if ep.answered.Load() || !ep.queuedAsFailed.CompareAndSwap(false, true) {
+		return
+	}
+	p.mu.Lock()
+	p.neverAnswered = append(p.neverAnswered, key)
+	p.mu.Unlock()
+}
+
+// dropNeverAnswered drops one endpoint that never answered and has no scrape
+// in progress, if there is one. p.mu must be held.
+func (p *pool) dropNeverAnswered() bool {
+	for len(p.neverAnswered) > 0 {
+		key := p.neverAnswered[0]
+		p.neverAnswered = p.neverAnswered[1:]
+		ep := p.endpoints[key]
+		if ep == nil {
+			continue
+		}
+		if ep.answered.Load() || ep.active.Load() != 0 {
+			ep.queuedAsFailed.Store(false)
+			continue
+		}
+		delete(p.endpoints, key)
+		ep.client.CloseIdleConnections()
+		p.onEvict()
+		return true
+	}
+	return false
 }
 
 func (p *pool) release(ep *endpoint) {

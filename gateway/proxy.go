@@ -54,7 +54,14 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		g.reject(ctx, rt, reasonOverloaded, uri, "too many scrapes in flight (-max-inflight)")
 		return
 	}
-	ep := g.pool.acquire(endpointKey{addr: t.Addr, tls: t.TLS})
+	key := endpointKey{addr: t.Addr, tls: t.TLS}
+	ep := g.pool.acquire(key)
+	if ep == nil {
+		g.inflight.Add(-1)
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "10")
+		g.reject(ctx, rt, reasonOverloaded, uri, "too many pod endpoints pooled (-max-endpoints); idle ones are dropped after -endpoint-idle-ttl")
+		return
+	}
 	timeout := g.scrapeTimeout(&ctx.Request.Header)
 
 	req := fasthttp.AcquireRequest()
@@ -68,6 +75,9 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		r := classifyUpstreamError(err)
 		g.upstreamFailed(ep, t.Addr, r, err)
 		g.endScrape(ep)
+		if r == reasonRefused || r == reasonUnreachable || r == reasonTLS {
+			g.pool.failed(key, ep)
+		}
 		detail := err.Error()
 		if r == reasonTimeout {
 			detail = fmt.Sprintf("no response from %s within the %s scrape deadline", t.Addr, timeout)
@@ -76,6 +86,9 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		return
 	}
 	g.metrics.upstreamTime.UpdateDuration(start)
+	if !ep.answered.Load() {
+		ep.answered.Store(true)
+	}
 	if code := resp.StatusCode(); code >= 300 && code < 400 && code != fasthttp.StatusNotModified {
 		location := string(truncate(resp.Header.Peek(fasthttp.HeaderLocation)))
 		g.refuseResponse(ctx, rt, uri, ep, resp, t.Addr, reasonRedirect, fmt.Errorf("status %d to %q", code, location),
@@ -271,8 +284,12 @@ func (g *Gateway) upstreamFailed(ep *endpoint, addr netip.AddrPort, r reason, er
 		ep.suppressedErr.Add(1)
 		return
 	}
-	g.log.Warn().Str("target", addr.String()).Str("reason", r.String()).Err(err).
-		Int64("suppressed_since_last", ep.suppressedErr.Swap(0)).Msg("scrape failed")
+	// Also sampled across endpoints: one caller scanning many of them must
+	// not flood the log.
+	if e := g.upstreamLog.Warn(); e.Enabled() {
+		e.Str("target", addr.String()).Str("reason", r.String()).Err(err).
+			Int64("suppressed_since_last", ep.suppressedErr.Swap(0)).Msg("scrape failed")
+	}
 }
 
 // newHostClient returns the client for one pod endpoint.

@@ -102,6 +102,9 @@ func TestAuthBearerAndBasic(t *testing.T) {
 		t.Fatalf("407 must challenge with Proxy-Authenticate only: %v", r.Header)
 	}
 	f(absolute, 200, proxyBasic)
+	if h := lastHeaders(); h.Get("Authorization") != "" || h.Get("Proxy-Authorization") != "" {
+		t.Fatalf("proxy credentials reached the pod: %v", h)
+	}
 	f(absolute, 200, "Authorization: Bearer token-a")
 	f(absolute, 407, "Proxy-Authorization: Bearer token-b", "Authorization: Bearer token-a")
 	if h := lastHeaders(); h.Get("Authorization") != "" || h.Get("Proxy-Authorization") != "" {
@@ -382,6 +385,42 @@ func TestBadRequestsDoNotEchoCredentials(t *testing.T) {
 	} {
 		if r.StatusCode != 431 && r.StatusCode != 400 || strings.Contains(r.body, "sup3r") {
 			t.Fatalf("%d %.300q; want a 4xx that does not quote the request", r.StatusCode, r.body)
+		}
+	}
+}
+
+func TestEndpointPoolIsBounded(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxEndpoints = 5
+	g, gw := startGateway(t, cfg)
+	// Scanning closed ports: every endpoint that never answered makes room
+	// for the next, so the pool stays at its bound and scans get 502, not 503.
+	for i := range 30 {
+		port := freePort(t, "127.0.0.3")
+		if r := get(t, gw, fmt.Sprintf("/pods/127.0.0.3/%d/metrics", port)); r.StatusCode != 502 {
+			t.Fatalf("scan %d: %d %q; want 502", i, r.StatusCode, r.body)
+		}
+		if n := metricValue(t, g, "scrapegate_pooled_endpoints"); n > 5 {
+			t.Fatalf("%v pooled endpoints; want at most 5", n)
+		}
+	}
+	// Pods that answered are never crowded out: with the pool full of them,
+	// a new endpoint gets 503 and the pods keep their pools.
+	var pods []*testPod
+	for range 5 {
+		pod, _ := headerRecordingPod(t)
+		pods = append(pods, pod)
+		if r := get(t, gw, pod.podPath("/metrics")); r.StatusCode != 200 {
+			t.Fatalf("a pod: %d %q", r.StatusCode, r.body)
+		}
+	}
+	r := get(t, gw, fmt.Sprintf("/pods/127.0.0.3/%d/metrics", freePort(t, "127.0.0.3")))
+	if r.StatusCode != 503 || !strings.Contains(r.body, "max-endpoints") {
+		t.Fatalf("a new endpoint with the pool full of answering pods: %d %q; want 503", r.StatusCode, r.body)
+	}
+	for _, pod := range pods {
+		if r := get(t, gw, pod.podPath("/metrics")); r.StatusCode != 200 || pod.conns.Load() != 1 {
+			t.Fatalf("a pooled pod: %d, %d connections; want 200 over its one pooled connection", r.StatusCode, pod.conns.Load())
 		}
 	}
 }

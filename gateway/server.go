@@ -33,10 +33,13 @@ const (
 
 // Gateway is one scrapegate server.
 type Gateway struct {
-	cfg         Config
-	log         zerolog.Logger
-	rejectLog   zerolog.Logger // sampled: refused requests can come in floods
-	authLog     zerolog.Logger // sampled: failed logins can come in floods
+	cfg       Config
+	log       zerolog.Logger
+	rejectLog zerolog.Logger // sampled: refused requests can come in floods
+	authLog   zerolog.Logger // sampled: failed logins can come in floods
+	// upstreamLog is sampled across endpoints; each endpoint also logs at
+	// most once per errorLogInterval.
+	upstreamLog zerolog.Logger
 	policy      *Policy
 	auth        *authenticator // nil: no credentials required
 	limiter     *rateLimiter   // nil: no per-caller rate limit
@@ -67,12 +70,13 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{
-		cfg:       cfg,
-		log:       log,
-		rejectLog: log.Sample(&zerolog.BurstSampler{Burst: 10, Period: 10 * time.Second}),
-		authLog:   log.Sample(&zerolog.BurstSampler{Burst: 10, Period: 10 * time.Second}),
-		policy:    NewPolicy(&cfg),
-		limiter:   newRateLimiter(cfg.CallerRateLimit, cfg.CallerRateBurst),
+		cfg:         cfg,
+		log:         log,
+		rejectLog:   log.Sample(&zerolog.BurstSampler{Burst: 10, Period: 10 * time.Second}),
+		authLog:     log.Sample(&zerolog.BurstSampler{Burst: 10, Period: 10 * time.Second}),
+		upstreamLog: log.Sample(&zerolog.BurstSampler{Burst: 20, Period: 10 * time.Second}),
+		policy:      NewPolicy(&cfg),
+		limiter:     newRateLimiter(cfg.CallerRateLimit, cfg.CallerRateBurst),
 		dialer: &fasthttp.TCPDialer{
 			Concurrency:          cfg.MaxInflight,
 			DisableDNSResolution: true, // targets are IP literals by construction
@@ -83,7 +87,7 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 		func() float64 { return float64(g.inflight.Load()) },
 		func() float64 { return float64(g.pool.len()) },
 	)
-	g.pool = newPool(cfg.EndpointIdleTTL, g.newHostClient, g.metrics.evicted.Inc)
+	g.pool = newPool(cfg.EndpointIdleTTL, cfg.MaxEndpoints, g.newHostClient, g.metrics.evicted.Inc)
 	if g.limiter != nil {
 		g.metrics.set.NewGauge("scrapegate_rate_limited_callers", func() float64 { return float64(g.limiter.len()) })
 	}
