@@ -58,6 +58,12 @@ const (
 	maxVerifiedPerUser = 4
 )
 
+// errEmptyAuthFile refuses a credentials file with nothing in it, which is
+// more likely a write in progress than a decision. A file with only comments
+// is a decision: it refuses every caller, which is how credentials are
+// revoked all at once.
+var errEmptyAuthFile = errors.New("the file is empty; to refuse every caller, leave a comment in it")
+
 // bcryptCompare is bcrypt.CompareHashAndPassword, a variable so that tests
 // can count the comparisons.
 var bcryptCompare = bcrypt.CompareHashAndPassword
@@ -320,8 +326,8 @@ func (a *authenticator) loadTokens(contents [][]byte) error {
 	if err != nil {
 		return err
 	}
-	if len(set.hashes) == 0 {
-		return errors.New("no tokens")
+	if len(set.hashes) == 0 && len(bytes.TrimSpace(contents[0])) == 0 {
+		return errEmptyAuthFile
 	}
 	a.tokens.Store(set)
 	return nil
@@ -365,8 +371,8 @@ func (a *authenticator) loadHtpasswd(contents [][]byte) error {
 	if err != nil {
 		return err
 	}
-	if len(set.users) == 0 {
-		return errors.New("no users")
+	if len(set.users) == 0 && len(bytes.TrimSpace(contents[0])) == 0 {
+		return errEmptyAuthFile
 	}
 	set.dummyCost = bcrypt.DefaultCost
 	for cost, k := range costs {

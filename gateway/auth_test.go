@@ -264,9 +264,8 @@ func TestTokenFileLoad(t *testing.T) {
 			t.Fatalf("loadTokens(%q) failed but put tokens in force", contents)
 		}
 	}
-	bad("", "no tokens", "")
-	bad("\n\n", "no tokens", "")
-	bad("# only a comment\n", "no tokens", "")
+	bad("", "the file is empty", "")
+	bad("\n\n", "the file is empty", "")
 	bad("good\nsuper secret\n", "line 2: not a valid token", "super secret")
 	bad("good\n\n# c\nsecret,with,commas\n", "line 4: not a valid token", "secret,with,commas")
 	bad("Bearer s3cr3tvalue\n", "line 1: not a valid token", "s3cr3tvalue")
@@ -399,8 +398,8 @@ func TestHtpasswdLoad(t *testing.T) {
 		}
 	}
 	onlyBcrypt := "only bcrypt is supported, make one with htpasswd -B"
-	bad("", "no users")
-	bad("# nobody\n\n", "no users")
+	bad("", "the file is empty")
+	bad(" \n\n", "the file is empty")
 	bad("prometheus:$apr1$xyzxyzxy$3EaDQ9E0G1Y8Y4xQ9nUXb1\n", `line 1: user "prometheus"`, "apr1 MD5", onlyBcrypt)
 	bad("a:"+hash+"\nprometheus:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n", `line 2: user "prometheus"`, "SHA-1", onlyBcrypt)
 	bad("prometheus:plaintext\n", `line 1: user "prometheus"`, "crypt or plain text", onlyBcrypt)
@@ -613,12 +612,13 @@ func TestTokenReload(t *testing.T) {
 	f("Bearer token-b", authOK)
 	f("Bearer token-c", authBadToken)
 
-	// Empty: an error; B stays.
-	rewriteAuthFile(t, path, "# emptied\n")
-	if changed, err := r.reload(); changed || err == nil || !strings.Contains(err.Error(), "no tokens") {
-		t.Fatalf("reload() of a file without tokens = %v, %v; want a \"no tokens\" error", changed, err)
+	// Empty, as in the middle of a write: an error; B stays.
+	rewriteAuthFile(t, path, "")
+	if changed, err := r.reload(); changed || err == nil || !strings.Contains(err.Error(), "the file is empty") {
+		t.Fatalf("reload() of an empty file = %v, %v; want an error", changed, err)
 	}
 	f("Bearer token-b", authOK)
+
 
 	// Gone: an error; B stays.
 	if err := os.Remove(path); err != nil {
@@ -637,6 +637,12 @@ func TestTokenReload(t *testing.T) {
 	}
 	f("Bearer token-b", authBadToken)
 	f("Bearer token-d", authOK)
+	// Only comments: a decision to refuse everyone.
+	rewriteAuthFile(t, path, "# all revoked\n")
+	if changed, err := r.reload(); !changed || err != nil {
+		t.Fatalf("reload() of a file with only comments = %v, %v; want true, nil", changed, err)
+	}
+	f("Bearer token-d", authBadToken)
 }
 
 func TestHtpasswdReload(t *testing.T) {

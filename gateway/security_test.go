@@ -170,10 +170,10 @@ func TestAuthTokenRotation(t *testing.T) {
 	if status("new-token") != 200 {
 		t.Fatal("a vanished token file must keep the last good tokens in force")
 	}
-	writeFile(t, dir, "tokens", "# nothing\n")
+	writeFile(t, dir, "tokens", "")
 	g.reloadAll()
 	if status("new-token") != 200 {
-		t.Fatal("a token file without tokens must keep the last good tokens in force")
+		t.Fatal("an empty token file, as in the middle of a write, must keep the last good tokens in force")
 	}
 	if got := metricValue(t, g, `scrapegate_file_reloads_total{flag="auth-bearer-tokens-file",result="failure"}`); got != 3 {
 		t.Fatalf("failed reloads = %v; want 3", got)
@@ -183,6 +183,12 @@ func TestAuthTokenRotation(t *testing.T) {
 	}
 	if lines := log.lines("new-token"); len(lines) != 0 {
 		t.Fatalf("a token reached the log: %q", lines)
+	}
+	// A file with only comments revokes every token.
+	writeFile(t, dir, "tokens", "# all revoked\n")
+	g.reloadAll()
+	if status("new-token") != 401 {
+		t.Fatal("a token file with only comments must refuse every caller")
 	}
 }
 
