@@ -23,19 +23,20 @@ import (
 type authResult int
 
 const (
-	authOK           authResult = iota
-	authMissing                 // no credentials at all
-	authMalformed               // an Authorization header that cannot be parsed (bad scheme syntax, bad base64, no ':' in basic)
-	authUnsupported             // a scheme that is not configured (e.g. Basic when only tokens are configured, or Digest)
-	authBadToken                // bearer token not in the token file
-	authUnknownUser             // basic user not in htpasswd
-	authBadPassword             // basic user known, password wrong
-	authNoClientCert            // mTLS is on and the caller presented no certificate
-	authBusy                    // too many bcrypt comparisons waiting: not judged (503)
+	authOK                authResult = iota
+	authMissing                      // no credentials at all
+	authMalformed                    // an Authorization header that cannot be parsed (bad scheme syntax, bad base64, no ':' in basic)
+	authUnsupported                  // a scheme that is not configured (e.g. Basic when only tokens are configured, or Digest)
+	authBadToken                     // bearer token not in the token file
+	authUnknownUser                  // basic user not in htpasswd
+	authBadPassword                  // basic user known, password wrong
+	authNoClientCert                 // mTLS is on and the caller presented no certificate
+	authClientCertInvalid            // the connection's client certificate expired or lost its CA
+	authBusy                         // too many bcrypt comparisons waiting: not judged (503)
 	numAuthResults
 )
 
-var authResultNames = [numAuthResults]string{"ok", "missing", "malformed", "unsupported", "bad_token", "unknown_user", "bad_password", "client_cert_missing", "busy"}
+var authResultNames = [numAuthResults]string{"ok", "missing", "malformed", "unsupported", "bad_token", "unknown_user", "bad_password", "client_cert_missing", "client_cert_invalid", "busy"}
 
 // String returns the result's name, a metric label value.
 func (r authResult) String() string {

@@ -96,8 +96,9 @@ func TestAuthResultString(t *testing.T) {
 	f(authUnknownUser, "unknown_user")
 	f(authBadPassword, "bad_password")
 	f(authNoClientCert, "client_cert_missing")
+	f(authClientCertInvalid, "client_cert_invalid")
 	f(authBusy, "busy")
-	if numAuthResults != 9 {
+	if numAuthResults != 10 {
 		t.Fatalf("numAuthResults = %d; a result without a name?", numAuthResults)
 	}
 }
@@ -618,7 +619,6 @@ func TestTokenReload(t *testing.T) {
 		t.Fatalf("reload() of an empty file = %v, %v; want an error", changed, err)
 	}
 	f("Bearer token-b", authOK)
-
 
 	// Gone: an error; B stays.
 	if err := os.Remove(path); err != nil {

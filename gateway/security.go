@@ -21,7 +21,7 @@ func (g *Gateway) setUpSecurity() error {
 	g.reloadables = append(g.reloadables, rs...)
 	if cfg.TLSCertFile != "" {
 		var err error
-		g.serverTLS, rs, err = newServerTLS(serverTLSOptions{
+		g.serverTLS, g.clientCerts, rs, err = newServerTLS(serverTLSOptions{
 			CertFile:             cfg.TLSCertFile,
 			KeyFile:              cfg.TLSKeyFile,
 			ClientCAFile:         cfg.TLSClientCAFile,
@@ -64,15 +64,16 @@ func (g *Gateway) clientCertRejected(reason, detail string) {
 // authResultText is what a 401 says; it does not tell a wrong password from
 // an unknown user.
 var authResultText = [numAuthResults]string{
-	authOK:           "ok",
-	authMissing:      "credentials required",
-	authMalformed:    "malformed Authorization header",
-	authUnsupported:  "authentication scheme not accepted",
-	authBadToken:     "invalid credentials",
-	authUnknownUser:  "invalid credentials",
-	authBadPassword:  "invalid credentials",
-	authNoClientCert: "a client certificate is required",
-	authBusy:         "too many password checks waiting; retry",
+	authOK:                "ok",
+	authMissing:           "credentials required",
+	authMalformed:         "malformed Authorization header",
+	authUnsupported:       "authentication scheme not accepted",
+	authBadToken:          "invalid credentials",
+	authUnknownUser:       "invalid credentials",
+	authBadPassword:       "invalid credentials",
+	authNoClientCert:      "a client certificate is required",
+	authClientCertInvalid: "the client certificate is no longer valid (expired, or its CA is no longer trusted); reconnect",
+	authBusy:              "too many password checks waiting; retry",
 }
 
 // admit applies the per-request checks on the caller, cheapest first, and
@@ -88,8 +89,7 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) bool {
 		}
 	}
 	if rt != routeMetrics || g.cfg.MetricsRequireAuth {
-		if g.cfg.TLSClientCAFile != "" && !hasClientCert(ctx) {
-			g.authFailed(ctx, rt, authNoClientCert, "")
+		if g.clientCerts != nil && !g.clientCertValid(ctx, rt) {
 			return false
 		}
 		if g.auth != nil && !g.authenticate(ctx, rt) {
@@ -162,11 +162,22 @@ func (g *Gateway) authFailed(ctx *fasthttp.RequestCtx, rt route, result authResu
 	g.plainText(ctx, rt, status, fmt.Sprintf("scrapegate: %d unauthorized: %s", status, authResultText[result]))
 }
 
-// hasClientCert reports whether the caller presented a client certificate;
-// the TLS handshake has verified any it presented.
-func hasClientCert(ctx *fasthttp.RequestCtx) bool {
+// clientCertValid checks the caller's client certificate on every request,
+// not only at the handshake: the CA file may have changed since, or the
+// certificate expired. The handshake has verified any it presented.
+func (g *Gateway) clientCertValid(ctx *fasthttp.RequestCtx, rt route) bool {
 	cs := ctx.TLSConnectionState()
-	return cs != nil && len(cs.PeerCertificates) > 0
+	if cs == nil || len(cs.PeerCertificates) == 0 {
+		g.authFailed(ctx, rt, authNoClientCert, "")
+		return false
+	}
+	if !g.clientCerts.stillValid(cs.PeerCertificates, ctx.Time()) {
+		// The connection goes: a new one must pass the handshake again.
+		ctx.SetConnectionClose()
+		g.authFailed(ctx, rt, authClientCertInvalid, "")
+		return false
+	}
+	return true
 }
 
 // selfAddrs lists the addresses a listener serves on. On all addresses that

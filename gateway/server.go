@@ -41,10 +41,11 @@ type Gateway struct {
 	// most once per errorLogInterval.
 	upstreamLog zerolog.Logger
 	policy      *Policy
-	auth        *authenticator // nil: no credentials required
-	limiter     *rateLimiter   // nil: no per-caller rate limit
-	serverTLS   *tls.Config    // nil: plain HTTP
-	upstreamTLS *upstreamTLS   // configures https pod endpoints
+	auth        *authenticator      // nil: no credentials required
+	limiter     *rateLimiter        // nil: no per-caller rate limit
+	serverTLS   *tls.Config         // nil: plain HTTP
+	clientCerts *clientCertVerifier // nil: no client certificates required
+	upstreamTLS *upstreamTLS        // configures https pod endpoints
 	reloadables []*reloadable
 	pool        *pool
 	dialer      *fasthttp.TCPDialer

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -68,17 +69,17 @@ type serverTLSOptions struct {
 // too. That also applies to resumed sessions: crypto/tls calls
 // VerifyConnection for them with the certificates from the session ticket,
 // so a session established under a CA no longer trusted does not resume.
-func newServerTLS(o serverTLSOptions) (*tls.Config, []*reloadable, error) {
+func newServerTLS(o serverTLSOptions) (*tls.Config, *clientCertVerifier, []*reloadable, error) {
 	if o.CertFile == "" || o.KeyFile == "" {
-		return nil, nil, errors.New("TLS needs both a certificate file and a key file")
+		return nil, nil, nil, errors.New("TLS needs both a certificate file and a key file")
 	}
 	if len(o.ClientAllowedNames) > 0 && o.ClientCAFile == "" {
-		return nil, nil, errors.New("allowed client certificate names need a client CA file")
+		return nil, nil, nil, errors.New("allowed client certificate names need a client CA file")
 	}
 	allowed := make(map[string]struct{}, len(o.ClientAllowedNames))
 	for _, n := range o.ClientAllowedNames {
 		if n == "" {
-			return nil, nil, errors.New("an allowed client certificate name is empty")
+			return nil, nil, nil, errors.New("an allowed client certificate name is empty")
 		}
 		allowed[n] = struct{}{}
 	}
@@ -114,14 +115,18 @@ func newServerTLS(o serverTLSOptions) (*tls.Config, []*reloadable, error) {
 		},
 	}
 
+	var verifier *clientCertVerifier
 	if o.ClientCAFile != "" {
-		var pool atomic.Pointer[x509.CertPool]
+		verifier = &clientCertVerifier{allowed: allowed}
+		verifier.verified.Store(&verifiedCerts{})
 		rs = append(rs, newReloadable("tls-client-ca-file", func(contents [][]byte) error {
 			p, err := parseCertPool(contents[0])
 			if err != nil {
 				return err
 			}
-			pool.Store(p)
+			verifier.pool.Store(p)
+			// Connections verified under the old CAs are checked again.
+			verifier.verified.Store(&verifiedCerts{})
 			return nil
 		}, o.ClientCAFile))
 
@@ -135,13 +140,6 @@ func newServerTLS(o serverTLSOptions) (*tls.Config, []*reloadable, error) {
 		// issuer; a certificate from a wrong CA is then reported as
 		// untrusted rather than missing.
 		cfg.ClientAuth = tls.RequestClientCert
-		reject := func(reason, detail string) error {
-			detail = escapeControl(detail) // x509 errors may quote the certificate's strings
-			if o.OnClientCertRejected != nil {
-				o.OnClientCertRejected(reason, detail)
-			}
-			return fmt.Errorf("client certificate refused (%s): %s", reason, detail)
-		}
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
 				// Allowed at this layer so that kubelet and load balancer
@@ -151,35 +149,99 @@ func newServerTLS(o serverTLSOptions) (*tls.Config, []*reloadable, error) {
 				// than a failed handshake.
 				return nil
 			}
-			leaf := cs.PeerCertificates[0]
-			roots := pool.Load()
-			if roots == nil { // cannot happen: loaded before use
-				return reject(clientCertUntrusted, describeCert(leaf)+": no client CA loaded")
+			reason, detail, _ := verifier.check(cs.PeerCertificates)
+			if reason == "" {
+				return nil
 			}
-			opts := x509.VerifyOptions{
-				Roots:         roots,
-				Intermediates: x509.NewCertPool(),
-				KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+			detail = escapeControl(detail) // x509 errors may quote the certificate's strings
+			if o.OnClientCertRejected != nil {
+				o.OnClientCertRejected(reason, detail)
 			}
-			for _, c := range cs.PeerCertificates[1:] {
-				opts.Intermediates.AddCert(c)
-			}
-			if _, err := leaf.Verify(opts); err != nil {
-				return reject(clientCertUntrusted, describeCert(leaf)+": "+err.Error())
-			}
-			if len(allowed) > 0 && !certHasName(leaf, allowed) {
-				return reject(clientCertNameNotAllowed, describeCert(leaf))
-			}
-			return nil
+			return fmt.Errorf("client certificate refused (%s): %s", reason, detail)
 		}
 	}
 
 	for _, r := range rs {
 		if _, err := r.reload(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
-	return cfg, rs, nil
+	return cfg, verifier, rs, nil
+}
+
+// clientCertVerifier checks client certificates against the CA file in
+// force: at the handshake, and again on later requests of the connection, so
+// that a CA removed from the file, or a certificate that expired, stops
+// working on connections already open (Prometheus keeps its connections for
+// as long as it scrapes).
+type clientCertVerifier struct {
+	pool    atomic.Pointer[x509.CertPool]
+	allowed map[string]struct{}
+	// verified holds, for the CAs in force, the leaf certificates of
+	// connections that verified and when their chains expire. A CA reload
+	// replaces it.
+	verified atomic.Pointer[verifiedCerts]
+}
+
+type verifiedCerts struct {
+	m sync.Map // *x509.Certificate (one per connection) -> time.Time
+	n atomic.Int64
+}
+
+// maxVerifiedCerts bounds verifiedCerts: past it the cache starts afresh.
+const maxVerifiedCerts = 10000
+
+// check verifies a presented chain: reason is "" when it is valid, and
+// notAfter is when the verified chain expires.
+func (v *clientCertVerifier) check(certs []*x509.Certificate) (reason, detail string, notAfter time.Time) {
+	leaf := certs[0]
+	roots := v.pool.Load()
+	if roots == nil { // cannot happen: loaded before use
+		return clientCertUntrusted, describeCert(leaf) + ": no client CA loaded", notAfter
+	}
+	opts := x509.VerifyOptions{
+		Roots:         roots,
+		Intermediates: x509.NewCertPool(),
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	for _, c := range certs[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	chains, err := leaf.Verify(opts)
+	if err != nil {
+		return clientCertUntrusted, describeCert(leaf) + ": " + err.Error(), notAfter
+	}
+	if len(v.allowed) > 0 && !certHasName(leaf, v.allowed) {
+		return clientCertNameNotAllowed, describeCert(leaf), notAfter
+	}
+	notAfter = leaf.NotAfter
+	for _, c := range chains[0] {
+		if c.NotAfter.Before(notAfter) {
+			notAfter = c.NotAfter
+		}
+	}
+	return "", "", notAfter
+}
+
+// stillValid reports whether a connection's verified certificate chain is
+// still valid under the CAs in force at now. It verifies each connection's
+// chain once per CA generation; otherwise it costs a map lookup.
+func (v *clientCertVerifier) stillValid(certs []*x509.Certificate, now time.Time) bool {
+	vc := v.verified.Load()
+	if exp, ok := vc.m.Load(certs[0]); ok {
+		return now.Before(exp.(time.Time))
+	}
+	reason, _, notAfter := v.check(certs)
+	if reason != "" {
+		return false
+	}
+	if vc.n.Add(1) > maxVerifiedCerts {
+		fresh := &verifiedCerts{}
+		v.verified.CompareAndSwap(vc, fresh)
+		vc = fresh
+	}
+	vc.m.Store(certs[0], notAfter)
+	return now.Before(notAfter)
 }
 
 // certHasName reports whether c carries one of names as its subject

@@ -192,3 +192,49 @@ func TestGatewayHTTPSTargetTruncatedWithCloseNotify(t *testing.T) {
 		return metricValue(t, g, `scrapegate_upstream_errors_total{reason="body_failed"}`) == 1
 	})
 }
+
+func TestClientCertificateCheckedOnEveryRequest(t *testing.T) {
+	ca := newTestCA(t, "gateway CA")
+	callersA, callersB := newTestCA(t, "callers A"), newTestCA(t, "callers B")
+	certFile, keyFile := ca.issueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	cfg := testConfig()
+	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
+	cfg.TLSClientCAFile = writeCABundle(t, callersA)
+	g, gw := startGateway(t, cfg)
+	clientA := callersA.issueClient(t, "prometheus")
+
+	conn, err := tls.Dial("tcp", gw, &tls.Config{RootCAs: ca.pool(), Certificates: []tls.Certificate{clientA}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	br := bufio.NewReader(conn)
+	get := func() *http.Response {
+		t.Helper()
+		fmt.Fprint(conn, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp
+	}
+	if resp := get(); resp.StatusCode != 200 {
+		t.Fatalf("with a certificate from the trusted CA: %d", resp.StatusCode)
+	}
+	// The CA file no longer trusts callers A: the open connection is
+	// refused on its next request and closed.
+	copyTestFile(t, cfg.TLSClientCAFile, writeCABundle(t, callersB))
+	g.reloadAll()
+	resp := get()
+	if resp.StatusCode != 401 || !resp.Close {
+		t.Fatalf("after the CA was replaced: %d, close=%v; want 401 and the connection closed", resp.StatusCode, resp.Close)
+	}
+	if got := metricValue(t, g, `scrapegate_auth_failures_total{reason="client_cert_invalid"}`); got != 1 {
+		t.Fatalf("client_cert_invalid = %v; want 1", got)
+	}
+	if _, _, err := tlsGet(t, gw, &tls.Config{RootCAs: ca.pool(), Certificates: []tls.Certificate{clientA}}, "/metrics"); err == nil {
+		t.Fatal("a new connection with a certificate the CA file no longer trusts was served")
+	}
+}

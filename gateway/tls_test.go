@@ -90,7 +90,7 @@ func clientTrusting(ca *testCA) *tls.Config {
 
 func mustNewServerTLS(t *testing.T, o serverTLSOptions) (*tls.Config, []*reloadable) {
 	t.Helper()
-	cfg, rs, err := newServerTLS(o)
+	cfg, _, rs, err := newServerTLS(o)
 	if err != nil {
 		t.Fatalf("newServerTLS: %s", err)
 	}
@@ -222,7 +222,7 @@ func TestServerTLSOptionErrors(t *testing.T) {
 
 	f := func(o serverTLSOptions, wantErr string) {
 		t.Helper()
-		_, _, err := newServerTLS(o)
+		_, _, _, err := newServerTLS(o)
 		if err == nil || !strings.Contains(err.Error(), wantErr) {
 			t.Errorf("newServerTLS(%+v): error %v, want one containing %q", o, err, wantErr)
 		}
