@@ -56,10 +56,8 @@ type serverTLSOptions struct {
 }
 
 // newServerTLS returns the listener's TLS configuration and the reloadables
-// that keep its files current (see reloadable; the caller should check them
-// periodically, e.g. by adding them to Gateway.reloadables). The files have
-// been loaded once already: an error means one of them is missing or
-// invalid. Serve with tls.NewListener(ln, cfg) (not fasthttp's ServeTLS,
+// of its files, which the caller loads (loadAll) before serving and reloads
+// periodically, as for every file the gateway reads. Serve with tls.NewListener(ln, cfg) (not fasthttp's ServeTLS,
 // which wants files of its own).
 //
 // The certificate is served through GetCertificate, so a rotated one applies
@@ -161,11 +159,6 @@ func newServerTLS(o serverTLSOptions) (*tls.Config, *clientCertVerifier, []*relo
 		}
 	}
 
-	for _, r := range rs {
-		if _, err := r.reload(); err != nil {
-			return nil, nil, nil, err
-		}
-	}
 	return cfg, verifier, rs, nil
 }
 
@@ -303,8 +296,8 @@ type upstreamTLS struct {
 	cert  atomic.Pointer[tls.Certificate]
 }
 
-// newUpstreamTLS checks the options and loads the files once; the
-// reloadables it returns keep them current (flags "target-tls-ca-file" and
+// newUpstreamTLS checks the options and returns the reloadables of the files,
+// which the caller loads before use (flags "target-tls-ca-file" and
 // "target-tls-cert-file").
 func newUpstreamTLS(o upstreamTLSOptions) (*upstreamTLS, []*reloadable, error) {
 	if (o.CertFile == "") != (o.KeyFile == "") {
@@ -353,11 +346,6 @@ func newUpstreamTLS(o upstreamTLSOptions) (*upstreamTLS, []*reloadable, error) {
 				return c, nil
 			}
 			return &tls.Certificate{}, nil // none: let the pod decide
-		}
-	}
-	for _, r := range rs {
-		if _, err := r.reload(); err != nil {
-			return nil, nil, err
 		}
 	}
 	return u, rs, nil

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 )
 
@@ -91,6 +92,9 @@ func clientTrusting(ca *testCA) *tls.Config {
 func mustNewServerTLS(t *testing.T, o serverTLSOptions) (*tls.Config, []*reloadable) {
 	t.Helper()
 	cfg, _, rs, err := newServerTLS(o)
+	if err == nil {
+		err = loadAll(rs, zerolog.Nop())
+	}
 	if err != nil {
 		t.Fatalf("newServerTLS: %s", err)
 	}
@@ -222,7 +226,10 @@ func TestServerTLSOptionErrors(t *testing.T) {
 
 	f := func(o serverTLSOptions, wantErr string) {
 		t.Helper()
-		_, _, _, err := newServerTLS(o)
+		_, _, rs, err := newServerTLS(o)
+		if err == nil {
+			err = loadAll(rs, zerolog.Nop())
+		}
 		if err == nil || !strings.Contains(err.Error(), wantErr) {
 			t.Errorf("newServerTLS(%+v): error %v, want one containing %q", o, err, wantErr)
 		}
@@ -601,6 +608,9 @@ func scrapeTLS(t *testing.T, hc *fasthttp.HostClient) error {
 func mustNewUpstreamTLS(t *testing.T, o upstreamTLSOptions) (*upstreamTLS, []*reloadable) {
 	t.Helper()
 	u, rs, err := newUpstreamTLS(o)
+	if err == nil {
+		err = loadAll(rs, zerolog.Nop())
+	}
 	if err != nil {
 		t.Fatalf("newUpstreamTLS: %s", err)
 	}
@@ -771,7 +781,11 @@ func TestUpstreamTLSOptionErrors(t *testing.T) {
 	leaf := ca.issueClientLeaf(t, "gateway")
 	f := func(o upstreamTLSOptions, wantErr string) {
 		t.Helper()
-		if _, _, err := newUpstreamTLS(o); err == nil || !strings.Contains(err.Error(), wantErr) {
+		_, rs, err := newUpstreamTLS(o)
+		if err == nil {
+			err = loadAll(rs, zerolog.Nop())
+		}
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
 			t.Errorf("newUpstreamTLS(%+v): error %v, want one containing %q", o, err, wantErr)
 		}
 	}
