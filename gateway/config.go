@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -50,6 +51,17 @@ type Config struct {
 	TargetTLSServerName         string
 	TargetTLSCertFile           string
 	TargetTLSKeyFile            string
+
+	// Kubernetes: discovery, the live-pod policy and the kubelet proxy.
+	Kubernetes                bool
+	Kubeconfig                string
+	KubernetesNamespaces      []string
+	KubernetesPodSelector     string
+	TargetPolicy              string
+	AdvertiseAddress          string
+	KubeletCAFile             string
+	KubeletTokenFile          string
+	KubeletInsecureSkipVerify bool
 
 	MaxInflight             int
 	MaxConnsPerEndpoint     int
@@ -106,7 +118,31 @@ func DefaultConfig() Config {
 		ClientIdleTimeout:       5 * time.Minute,
 		LogFormat:               "json",
 		LogLevel:                "info",
+		KubeletCAFile:           serviceAccountDir + "/ca.crt",
+		KubeletTokenFile:        serviceAccountDir + "/token",
 	}
+}
+
+// serviceAccountDir is where Kubernetes mounts a pod's service-account
+// token and the cluster CA.
+const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// Target policies (-target-policy).
+const (
+	TargetPolicyCIDR       = "cidr"
+	TargetPolicyKubernetes = "kubernetes"
+)
+
+// EffectiveTargetPolicy is -target-policy, or its default: kubernetes with
+// -kubernetes, cidr without.
+func (c *Config) EffectiveTargetPolicy() string {
+	switch {
+	case c.TargetPolicy != "":
+		return c.TargetPolicy
+	case c.Kubernetes:
+		return TargetPolicyKubernetes
+	}
+	return TargetPolicyCIDR
 }
 
 // EnvPrefix is prepended to a flag's name in upper snake case to form the
@@ -199,6 +235,23 @@ func (c *Config) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TargetTLSServerName, "target-tls-server-name", c.TargetTLSServerName, "Server name (SNI) to send to https targets and to verify their certificates against. Empty: no SNI, verify the target IP.")
 	fs.StringVar(&c.TargetTLSCertFile, "target-tls-cert-file", c.TargetTLSCertFile, "PEM client certificate to present to https targets that require mTLS; requires -target-tls-key-file. Re-read when it changes.")
 	fs.StringVar(&c.TargetTLSKeyFile, "target-tls-key-file", c.TargetTLSKeyFile, "PEM private key of -target-tls-cert-file.")
+
+	fs.BoolVar(&c.Kubernetes, "kubernetes", c.Kubernetes, "Watch pods and nodes through the Kubernetes API (the pod's service account, or -kubeconfig). "+
+		"Serves /sd/pods and /sd/nodes (Prometheus http_sd) and /nodes/{node}/{kubelet metrics path}, and makes -target-policy default to kubernetes. "+
+		"/readyz reports 503 until the first list of pods and nodes has arrived.")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file to reach the API server with, instead of the pod's service account.")
+	fs.Var((*stringList)(&c.KubernetesNamespaces), "kubernetes-namespaces", "Comma-separated namespaces to watch pods in. Empty: every namespace.")
+	fs.StringVar(&c.KubernetesPodSelector, "kubernetes-pod-selector", c.KubernetesPodSelector, "Label selector (app=foo,tier!=db) that watched pods must match. Empty: every pod.")
+	fs.StringVar(&c.TargetPolicy, "target-policy", c.TargetPolicy, "cidr: any target the CIDR, port and path rules allow. "+
+		"kubernetes: additionally, a /pods/ or proxy target must be the IP of a pod that exists and has not terminated, and one of its container ports or its prometheus.io/port annotation. "+
+		"Empty: kubernetes with -kubernetes, else cidr.")
+	fs.StringVar(&c.AdvertiseAddress, "advertise-address", c.AdvertiseAddress, "host:port Prometheus reaches the gateway at, put in /sd/ documents as __address__ (a node's address and the NodePort, or the load balancer's). "+
+		"Empty: the Host the /sd/ request was sent to.")
+	fs.StringVar(&c.KubeletCAFile, "kubelet-ca-file", c.KubeletCAFile, "PEM CA bundle to verify kubelets' serving certificates with (the cluster CA). Re-read when it changes.")
+	fs.StringVar(&c.KubeletTokenFile, "kubelet-token-file", c.KubeletTokenFile, "Bearer token sent to kubelets for /nodes/ scrapes, and to nothing else; re-read when it changes, as projected tokens rotate. "+
+		"Empty: no /nodes/ proxy.")
+	fs.BoolVar(&c.KubeletInsecureSkipVerify, "kubelet-insecure-skip-verify", c.KubeletInsecureSkipVerify, "Do not verify kubelets' certificates: needed when kubelets serve self-signed ones (no serverTLSBootstrap), "+
+		"but then whoever can intercept node traffic gets the token.")
 
 	fs.IntVar(&c.MaxInflight, "max-inflight", c.MaxInflight, "Maximum upstream scrapes in flight at once, bodies included. "+
 		"Past it the gateway answers 503 with Retry-After at once instead of queueing.")
@@ -309,6 +362,26 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxResponseBodyBytes < 0 {
 		bad("max-response-body-bytes", "must not be negative, got %d", c.MaxResponseBodyBytes)
+	}
+	switch c.TargetPolicy {
+	case "", TargetPolicyCIDR:
+	case TargetPolicyKubernetes:
+		if !c.Kubernetes {
+			bad("target-policy", "kubernetes needs -kubernetes")
+		}
+	default:
+		bad("target-policy", "want cidr or kubernetes, got %q", c.TargetPolicy)
+	}
+	if c.AdvertiseAddress != "" {
+		if _, port, err := net.SplitHostPort(c.AdvertiseAddress); err != nil || port == "" {
+			bad("advertise-address", "want host:port, got %q", c.AdvertiseAddress)
+		}
+	}
+	if !c.Kubernetes && (c.Kubeconfig != "" || len(c.KubernetesNamespaces) > 0 || c.KubernetesPodSelector != "" || c.AdvertiseAddress != "") {
+		bad("kubernetes", "-kubeconfig, -kubernetes-namespaces, -kubernetes-pod-selector and -advertise-address need -kubernetes")
+	}
+	if c.KubeletInsecureSkipVerify && c.KubeletCAFile != "" && c.KubeletCAFile != DefaultConfig().KubeletCAFile {
+		bad("kubelet-insecure-skip-verify", "contradicts -kubelet-ca-file, which only matters when verifying")
 	}
 	return errors.Join(errs...)
 }

@@ -40,6 +40,13 @@ func startGatewayWithLog(t testing.TB, cfg Config, log zerolog.Logger) (*Gateway
 	if err != nil {
 		t.Fatalf("New: %s", err)
 	}
+	return g, serveGateway(t, g)
+}
+
+// serveGateway serves g on a loopback port until the test ends and returns
+// that address.
+func serveGateway(t testing.TB, g *Gateway) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +63,7 @@ func startGatewayWithLog(t testing.TB, cfg Config, log zerolog.Logger) (*Gateway
 			t.Errorf("Serve: %s", err)
 		}
 	})
-	return g, ln.Addr().String()
+	return ln.Addr().String()
 }
 
 // testPod is a fake pod: a net/http server on a loopback address that

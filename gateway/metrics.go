@@ -20,11 +20,13 @@ const (
 	routeMetrics              // /metrics
 	routeHealthz              // /healthz
 	routeReadyz               // /readyz
+	routeSD                   // /sd/pods, /sd/nodes
+	routeNodes                // /nodes/{node}/{path}
 	routeOther                // anything unknown: 404/405
 	numRoutes
 )
 
-var routeNames = [numRoutes]string{"pods", "proxy", "metrics", "healthz", "readyz", "other"}
+var routeNames = [numRoutes]string{"pods", "proxy", "metrics", "healthz", "readyz", "sd", "nodes", "other"}
 
 // metricHelp is the HELP text of every metric family the gateway defines; it is
 // the one list of what /metrics exposes beyond Go and process metrics.
@@ -42,6 +44,8 @@ var metricHelp = map[string]string{
 	"scrapegate_rejected_connections_total":     "Connections closed before serving a request: caller not allowed, too many from one caller, or a refused client certificate.",
 	"scrapegate_file_reloads_total":             "Loads of the token, htpasswd, certificate and CA files after a change, by flag and result; a failed one keeps the last good file in force.",
 	"scrapegate_rate_limited_callers":           "Callers with a rate-limit bucket that has not refilled yet.",
+	"scrapegate_kubernetes_synced":              "1 once the pod and node informers (-kubernetes) have listed every object, else 0.",
+	"scrapegate_kubernetes_objects":             "Pods and nodes the informers hold, by resource.",
 }
 
 // gatewayMetrics holds every metric of one Gateway. Each Gateway has its own

@@ -51,6 +51,9 @@ type Policy struct {
 	allowPorts, denyPorts portRanges
 	allowPaths, denyPaths []string
 	self                  atomic.Pointer[[]selfAddr]
+	// pods, with -target-policy=kubernetes, says which endpoints belong
+	// to pods that exist; nil allows any.
+	pods livePods
 }
 
 // NewPolicy returns the policy that cfg's target flags describe.
@@ -78,6 +81,7 @@ const (
 	verdictPathDenied
 	verdictPathNotPlain
 	verdictSelf
+	verdictNotPod
 )
 
 var verdictText = [...]string{
@@ -90,27 +94,40 @@ var verdictText = [...]string{
 	verdictPathDenied:     "the target path is denied by -deny-path-prefixes",
 	verdictPathNotPlain:   "with path rules the target path may only have letters, digits, '-._~' and single '/' separators, and no segment ending in '.'",
 	verdictSelf:           "the target is the gateway itself",
+	verdictNotPod:         "the target is not a container port of a live pod (-target-policy=kubernetes)",
 }
 
 func (v verdict) String() string { return verdictText[v] }
 
-// Check judges a parsed target: its address, then its path. Path rules are
-// only sound on a path every server reads the same way, so with path rules
-// the path must be plain: letters, digits, "-._~" and single '/' separators,
-// no segment ending in '.'. Otherwise a pod could normalise what the policy
-// saw ("//", ";params", "%xx", trailing dots) into a path it would refuse.
+// Check judges a parsed target: its address, its path, and with the
+// kubernetes policy whether a live pod has that address.
 func (p *Policy) Check(t *Target) verdict {
 	if v := p.checkAddr(t.Addr); v != verdictAllowed {
 		return v
 	}
+	if v := p.checkPath(t.Path); v != verdictAllowed {
+		return v
+	}
+	if p.pods != nil && !p.pods.HasEndpoint(t.Addr) {
+		return verdictNotPod
+	}
+	return verdictAllowed
+}
+
+// checkPath judges a target path. Path rules are only sound on a path every
+// server reads the same way, so with path rules the path must be plain:
+// letters, digits, "-._~" and single '/' separators, no segment ending in
+// '.'. Otherwise a pod could normalise what the policy saw ("//", ";params",
+// "%xx", trailing dots) into a path it would refuse.
+func (p *Policy) checkPath(path []byte) verdict {
 	if len(p.allowPaths) == 0 && len(p.denyPaths) == 0 {
 		return verdictAllowed
 	}
-	if !isPlainPath(t.Path) {
+	if !isPlainPath(path) {
 		return verdictPathNotPlain
 	}
 	for _, d := range p.denyPaths {
-		if hasPathPrefix(t.Path, d, true) {
+		if hasPathPrefix(path, d, true) {
 			return verdictPathDenied
 		}
 	}
@@ -118,7 +135,7 @@ func (p *Policy) Check(t *Target) verdict {
 		return verdictAllowed
 	}
 	for _, a := range p.allowPaths {
-		if hasPathPrefix(t.Path, a, false) {
+		if hasPathPrefix(path, a, false) {
 			return verdictAllowed
 		}
 	}

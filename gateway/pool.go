@@ -30,10 +30,13 @@ type endpoint struct {
 	suppressedErr atomic.Int64
 }
 
-// endpointKey names one pool: a pod ip:port, reached over TLS or not.
+// endpointKey names one pool: a pod ip:port, reached over TLS or not, or a
+// kubelet. A kubelet's pool is its own even where a hostNetwork pod serves
+// on the same address: only kubelet connections carry the kubelet token.
 type endpointKey struct {
-	addr netip.AddrPort
-	tls  bool
+	addr    netip.AddrPort
+	tls     bool
+	kubelet bool
 }
 
 // pool maps pod endpoints to their HostClients, creating them on first use

@@ -40,9 +40,13 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		g.reject(ctx, rt, reasonBadTarget, uri, err.Error())
 		return
 	}
-	if v := g.policy.Check(&t); v != verdictAllowed {
-		g.reject(ctx, rt, reasonForbidden, uri, v.String()+": "+t.Addr.String())
-		return
+	// A kubelet target is a known node's kubelet metrics endpoint by
+	// construction (parseNodePath); the policy is about pods.
+	if !t.Kubelet {
+		if v := g.policy.Check(&t); v != verdictAllowed {
+			g.reject(ctx, rt, reasonForbidden, uri, v.String()+": "+t.Addr.String())
+			return
+		}
 	}
 	if g.state.Load() == stateStopping {
 		g.reject(ctx, rt, reasonDraining, uri, "the gateway is shutting down; retry on another replica")
@@ -54,7 +58,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		g.reject(ctx, rt, reasonOverloaded, uri, "too many scrapes in flight (-max-inflight)")
 		return
 	}
-	key := endpointKey{addr: t.Addr, tls: t.TLS}
+	key := endpointKey{addr: t.Addr, tls: t.TLS, kubelet: t.Kubelet}
 	ep := g.pool.acquire(key)
 	if ep == nil {
 		g.inflight.Add(-1)
@@ -66,6 +70,9 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 
 	req := fasthttp.AcquireRequest()
 	buildUpstreamRequest(req, &ctx.Request, &t)
+	if t.Kubelet {
+		req.Header.SetBytesV(fasthttp.HeaderAuthorization, *g.kube.kubeletAuth.Load())
+	}
 	resp := fasthttp.AcquireResponse()
 	start := time.Now()
 	err = ep.client.DoDeadline(req, resp, start.Add(timeout))
@@ -296,7 +303,10 @@ func (g *Gateway) upstreamFailed(ep *endpoint, addr netip.AddrPort, r reason, er
 func (g *Gateway) newHostClient(key endpointKey) *fasthttp.HostClient {
 	addr := key.addr.String()
 	var tlsConfig *tls.Config
-	if key.tls {
+	switch {
+	case key.kubelet:
+		tlsConfig = g.kube.kubeletTLS.forTarget(addr)
+	case key.tls:
 		tlsConfig = g.upstreamTLS.forTarget(addr)
 	}
 	return &fasthttp.HostClient{

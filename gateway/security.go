@@ -12,10 +12,11 @@ import (
 )
 
 // setUpSecurity builds what New needs to admit callers and reach https pods
-// from the configuration, and loads every file involved: a file that cannot
-// be loaded at startup is an error.
-func (g *Gateway) setUpSecurity() error {
+// from the configuration, and loads every file involved, kubeFiles too: a
+// file that cannot be loaded at startup is an error.
+func (g *Gateway) setUpSecurity(kubeFiles []*reloadable) error {
 	cfg := &g.cfg
+	g.reloadables = append(g.reloadables, kubeFiles...)
 	var rs []*reloadable
 	g.auth, rs = newAuthenticator(cfg.AuthBearerTokensFile, cfg.AuthHTPasswdFile)
 	g.reloadables = append(g.reloadables, rs...)
@@ -35,6 +36,7 @@ func (g *Gateway) setUpSecurity() error {
 	}
 	var err error
 	g.upstreamTLS, rs, err = newUpstreamTLS(upstreamTLSOptions{
+		Flags:              "target-tls",
 		CAFile:             cfg.TargetTLSCAFile,
 		InsecureSkipVerify: cfg.TargetTLSInsecureSkipVerify,
 		ServerName:         cfg.TargetTLSServerName,
@@ -100,7 +102,7 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) bool {
 		g.reject(ctx, rt, reasonURITooLong, uri, fmt.Sprintf("the request target is %d bytes long, more than -max-uri-bytes (%d)", len(uri), g.cfg.MaxURIBytes))
 		return false
 	}
-	if rt != routePods && rt != routeProxy {
+	if rt != routePods && rt != routeProxy && rt != routeNodes {
 		return true // the gateway's own pages forward nothing: no loop
 	}
 	for _, via := range ctx.Request.Header.PeekAll(fasthttp.HeaderVia) {

@@ -22,6 +22,9 @@ import (
 	"github.com/fasthttp/router"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/scrapegate/scrapegate/gateway/kube"
 )
 
 // Lifecycle states; see Shutdown.
@@ -46,6 +49,7 @@ type Gateway struct {
 	serverTLS   *tls.Config         // nil: plain HTTP
 	clientCerts *clientCertVerifier // nil: no client certificates required
 	upstreamTLS *upstreamTLS        // configures https pod endpoints
+	kube        *kubernetesState    // nil without -kubernetes
 	reloadables []*reloadable
 	pool        *pool
 	dialer      *fasthttp.TCPDialer
@@ -70,6 +74,19 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	var client kubernetes.Interface
+	if cfg.Kubernetes {
+		var err error
+		if client, err = kube.NewClient(cfg.Kubeconfig, "scrapegate"); err != nil {
+			return nil, err
+		}
+	}
+	return newGateway(cfg, log, client)
+}
+
+// newGateway is New with the Kubernetes client given: nil without
+// -kubernetes, a fake one in tests.
+func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*Gateway, error) {
 	g := &Gateway{
 		cfg:         cfg,
 		log:         log,
@@ -92,7 +109,14 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 	if g.limiter != nil {
 		g.metrics.set.NewGauge("scrapegate_rate_limited_callers", func() float64 { return float64(g.limiter.len()) })
 	}
-	if err := g.setUpSecurity(); err != nil {
+	var kubeFiles []*reloadable
+	if client != nil {
+		var err error
+		if kubeFiles, err = g.setUpKubernetes(client); err != nil {
+			return nil, err
+		}
+	}
+	if err := g.setUpSecurity(kubeFiles); err != nil {
 		return nil, err
 	}
 
@@ -151,6 +175,10 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 		g.proxy(ctx, routeProxy, parseAbsoluteURI)
 	case rt == routePods:
 		g.proxy(ctx, routePods, parsePodPath)
+	case rt == routeNodes:
+		g.proxy(ctx, routeNodes, g.parseNodePath)
+	case rt == routeSD:
+		g.serveSD(ctx)
 	default:
 		g.router.Handler(ctx)
 	}
@@ -183,6 +211,10 @@ func routeOf(uri []byte) route {
 		return routeProxy
 	case bytes.HasPrefix(uri, []byte(podsPrefix)):
 		return routePods
+	case bytes.HasPrefix(uri, []byte(nodesPrefix)):
+		return routeNodes
+	case bytes.HasPrefix(uri, []byte(sdPrefix)):
+		return routeSD
 	}
 	switch path, _ := splitQuery(uri); string(path) {
 	case "/metrics":
@@ -210,12 +242,16 @@ func (g *Gateway) serveReadyz(ctx *fasthttp.RequestCtx) {
 		g.plainText(ctx, routeReadyz, fasthttp.StatusServiceUnavailable, "draining")
 		return
 	}
+	if g.kube != nil && !g.kube.cluster.Synced() {
+		g.plainText(ctx, routeReadyz, fasthttp.StatusServiceUnavailable, "waiting for the Kubernetes informers to sync")
+		return
+	}
 	g.plainText(ctx, routeReadyz, fasthttp.StatusOK, "ready")
 }
 
 func (g *Gateway) serveNotFound(ctx *fasthttp.RequestCtx) {
 	g.plainText(ctx, routeOther, fasthttp.StatusNotFound,
-		"scrapegate: 404 not found: use /pods/{ip}/{port}/{path}, /metrics, /healthz or /readyz")
+		"scrapegate: 404 not found: use /pods/{ip}/{port}/{path}, /nodes/{node}/{path}, /sd/pods, /sd/nodes, /metrics, /healthz or /readyz")
 }
 
 func (g *Gateway) serveMethodNotAllowed(ctx *fasthttp.RequestCtx) {
@@ -269,6 +305,9 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	g.evictionsOnce.Do(func() {
 		go g.pool.runEvictions(g.stop)
 		go every(g.cfg.ReloadInterval, g.stop, func(time.Time) { g.reloadAll() })
+		if g.kube != nil {
+			go g.kube.cluster.Run(g.stop)
+		}
 		if g.limiter != nil {
 			// Forget callers whose buckets have refilled.
 			go every(time.Minute, g.stop, func(now time.Time) { g.limiter.sweep(now.UnixNano()) })

@@ -20,6 +20,9 @@ type Target struct {
 	Query []byte
 	// TLS is set for an https target.
 	TLS bool
+	// Kubelet is set for a node's kubelet (/nodes/): only parseNodePath
+	// sets it, for a node the informer knows and a kubelet metrics path.
+	Kubelet bool
 }
 
 // podsPrefix is the psystrike contract: /pods/{ip}/{port}/{path...}. An

@@ -262,8 +262,12 @@ func certHasName(c *x509.Certificate, names map[string]struct{}) bool {
 	return false
 }
 
-// upstreamTLSOptions configure TLS towards pods scraped over https.
+// upstreamTLSOptions configure TLS towards pods scraped over https, or
+// towards kubelets.
 type upstreamTLSOptions struct {
+	// Flags is the prefix of the flags that set these options ("target-tls"
+	// or "kubelet"), which name the files in logs and metrics.
+	Flags string
 	// CAFile is a PEM bundle of the CAs pods' certificates must chain to;
 	// empty means the system roots.
 	CAFile string
@@ -297,8 +301,8 @@ type upstreamTLS struct {
 }
 
 // newUpstreamTLS checks the options and returns the reloadables of the files,
-// which the caller loads before use (flags "target-tls-ca-file" and
-// "target-tls-cert-file").
+// which the caller loads before use (flags "<Flags>-ca-file" and
+// "<Flags>-cert-file").
 func newUpstreamTLS(o upstreamTLSOptions) (*upstreamTLS, []*reloadable, error) {
 	if (o.CertFile == "") != (o.KeyFile == "") {
 		return nil, nil, errors.New("a client certificate for pods needs both a certificate file and a key file")
@@ -323,7 +327,7 @@ func newUpstreamTLS(o upstreamTLSOptions) (*upstreamTLS, []*reloadable, error) {
 
 	var rs []*reloadable
 	if o.CAFile != "" {
-		rs = append(rs, newReloadable("target-tls-ca-file", func(contents [][]byte) error {
+		rs = append(rs, newReloadable(o.Flags+"-ca-file", func(contents [][]byte) error {
 			p, err := parseCertPool(contents[0])
 			if err != nil {
 				return err
@@ -333,7 +337,7 @@ func newUpstreamTLS(o upstreamTLSOptions) (*upstreamTLS, []*reloadable, error) {
 		}, o.CAFile))
 	}
 	if o.CertFile != "" {
-		rs = append(rs, newReloadable("target-tls-cert-file", func(contents [][]byte) error {
+		rs = append(rs, newReloadable(o.Flags+"-cert-file", func(contents [][]byte) error {
 			c, err := parseKeyPair(contents[0], contents[1], time.Now())
 			if err != nil {
 				return err

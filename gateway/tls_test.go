@@ -607,6 +607,7 @@ func scrapeTLS(t *testing.T, hc *fasthttp.HostClient) error {
 
 func mustNewUpstreamTLS(t *testing.T, o upstreamTLSOptions) (*upstreamTLS, []*reloadable) {
 	t.Helper()
+	o.Flags = "target-tls"
 	u, rs, err := newUpstreamTLS(o)
 	if err == nil {
 		err = loadAll(rs, zerolog.Nop())
@@ -781,6 +782,7 @@ func TestUpstreamTLSOptionErrors(t *testing.T) {
 	leaf := ca.issueClientLeaf(t, "gateway")
 	f := func(o upstreamTLSOptions, wantErr string) {
 		t.Helper()
+		o.Flags = "target-tls"
 		_, rs, err := newUpstreamTLS(o)
 		if err == nil {
 			err = loadAll(rs, zerolog.Nop())

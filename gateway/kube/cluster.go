@@ -1,0 +1,483 @@
+// Package kube is the gateway's view of a Kubernetes cluster: shared
+// informers for pods and nodes, stripped to what the gateway uses, an index
+// of live pod endpoints (ip:port) for the "kubernetes" target policy, each
+// node's kubelet address, and the Prometheus http_sd documents /sd/pods and
+// /sd/nodes. It knows nothing about HTTP serving: the gateway asks it
+// questions and serves the answers.
+package kube
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Options limits what the cluster view watches.
+type Options struct {
+	// Namespaces to watch pods in; empty means every namespace.
+	Namespaces []string
+	// PodSelector is a label selector pods must match; empty matches all.
+	PodSelector string
+}
+
+// DefaultKubeletPort is where a kubelet serves when its node does not say.
+const DefaultKubeletPort = 10250
+
+// NewClient connects to the API server with kubeconfig, or with the pod's
+// service account when kubeconfig is empty.
+func NewClient(kubeconfig, userAgent string) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig == "" {
+		cfg, err = rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("cannot use the in-cluster service account (outside a cluster, set -kubeconfig): %w", err)
+		}
+	} else {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("cannot load -kubeconfig %q: %w", kubeconfig, err)
+		}
+	}
+	cfg.UserAgent = userAgent
+	// Protobuf: a 10,000-pod list is several times smaller and faster to
+	// decode than as JSON.
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create a Kubernetes client: %w", err)
+	}
+	return client, nil
+}
+
+// Cluster watches pods and nodes. Its methods are safe for concurrent use.
+type Cluster struct {
+	log       zerolog.Logger
+	informers []cache.SharedIndexInformer // pods, one per namespace, then nodes
+	podStores []cache.Store
+	nodeStore cache.Store
+	synced    atomic.Bool
+
+	mu sync.RWMutex
+	// livePods maps each pod IP to the live pods that have it: usually one;
+	// every hostNetwork pod of a node shares the node's IP.
+	livePods map[netip.Addr][]*livePod
+	byKey    map[string]*livePod // namespace/name -> its entry in livePods
+	kubelets map[string]netip.AddrPort
+
+	// podsVersion and nodesVersion change whenever a watched pod or node
+	// does, so the documents built from them know when to rebuild.
+	podsVersion  atomic.Uint64
+	nodesVersion atomic.Uint64
+
+	docsMu sync.Mutex
+	docs   map[docKey]*document
+}
+
+// livePod is what the policy needs of a pod: its IPs and the ports it
+// declares.
+type livePod struct {
+	key   string
+	ips   []netip.Addr
+	ports []uint16
+}
+
+// New returns a Cluster that watches through client once started.
+func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluster, error) {
+	if _, err := labels.Parse(opts.PodSelector); err != nil {
+		return nil, fmt.Errorf("cannot parse -kubernetes-pod-selector %q: %w", opts.PodSelector, err)
+	}
+	c := &Cluster{
+		log:      log,
+		livePods: make(map[netip.Addr][]*livePod),
+		byKey:    make(map[string]*livePod),
+		kubelets: make(map[string]netip.AddrPort),
+		docs:     make(map[docKey]*document),
+	}
+	namespaces := opts.Namespaces
+	if len(namespaces) == 0 {
+		namespaces = []string{metav1.NamespaceAll}
+	}
+	for _, ns := range namespaces {
+		// No resync: every change arrives as a watch event; a periodic
+		// resync would only rebuild the documents for nothing.
+		f := informers.NewSharedInformerFactoryWithOptions(client, 0,
+			informers.WithNamespace(ns),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = opts.PodSelector }),
+			informers.WithTransform(stripPod))
+		inf := f.Core().V1().Pods().Informer()
+		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { c.podChanged(obj) },
+			UpdateFunc: func(_, obj any) { c.podChanged(obj) },
+			DeleteFunc: c.podDeleted,
+		}); err != nil {
+			return nil, fmt.Errorf("cannot watch pods: %w", err)
+		}
+		c.informers = append(c.informers, inf)
+		c.podStores = append(c.podStores, inf.GetStore())
+	}
+	nf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(stripNode))
+	nodes := nf.Core().V1().Nodes().Informer()
+	if _, err := nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.nodeChanged(obj) },
+		UpdateFunc: func(_, obj any) { c.nodeChanged(obj) },
+		DeleteFunc: c.nodeDeleted,
+	}); err != nil {
+		return nil, fmt.Errorf("cannot watch nodes: %w", err)
+	}
+	c.informers = append(c.informers, nodes)
+	c.nodeStore = nodes.GetStore()
+	return c, nil
+}
+
+// Run watches until stop is closed. Synced turns true once every informer
+// has listed its objects.
+func (c *Cluster) Run(stop <-chan struct{}) {
+	for _, inf := range c.informers {
+		go inf.Run(stop)
+	}
+	begin := time.Now()
+	syncs := make([]cache.InformerSynced, len(c.informers))
+	for i, inf := range c.informers {
+		syncs[i] = inf.HasSynced
+	}
+	if !cache.WaitForCacheSync(stop, syncs...) {
+		return
+	}
+	c.synced.Store(true)
+	pods, nodes := c.Counts()
+	c.log.Info().Int("pods", pods).Int("nodes", nodes).Stringer("after", time.Since(begin).Round(time.Millisecond)).
+		Msg("kubernetes informers synced")
+}
+
+// Synced reports whether every informer has listed its objects: before
+// that, the cluster view is incomplete and the gateway is not ready.
+func (c *Cluster) Synced() bool { return c.synced.Load() }
+
+// Counts returns how many pods and nodes the informers hold.
+func (c *Cluster) Counts() (pods, nodes int) {
+	for _, s := range c.podStores {
+		pods += len(s.ListKeys())
+	}
+	return pods, len(c.nodeStore.ListKeys())
+}
+
+// HasEndpoint reports whether addr is the IP of a live pod (one with an IP
+// that has not terminated) and one of the ports that pod declares: a
+// container port or its prometheus.io/port annotation.
+func (c *Cluster) HasEndpoint(addr netip.AddrPort) bool {
+	ip, port := addr.Addr().Unmap(), addr.Port()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, p := range c.livePods[ip] {
+		for _, pp := range p.ports {
+			if pp == port {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Kubelet returns the kubelet address of a node the informer knows: its
+// InternalIP and the port the node reports.
+func (c *Cluster) Kubelet(node string) (netip.AddrPort, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	addr, ok := c.kubelets[node]
+	return addr, ok
+}
+
+func (c *Cluster) podChanged(obj any) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	key := pod.Namespace + "/" + pod.Name
+	c.mu.Lock()
+	c.removePodLocked(key)
+	if lp := livePodOf(pod, key); lp != nil {
+		c.byKey[key] = lp
+		for _, ip := range lp.ips {
+			c.livePods[ip] = append(c.livePods[ip], lp)
+		}
+	}
+	c.mu.Unlock()
+	c.podsVersion.Add(1)
+}
+
+func (c *Cluster) podDeleted(obj any) {
+	var key string
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		key = o.Namespace + "/" + o.Name
+	case cache.DeletedFinalStateUnknown:
+		key = o.Key
+	default:
+		return
+	}
+	c.mu.Lock()
+	c.removePodLocked(key)
+	c.mu.Unlock()
+	c.podsVersion.Add(1)
+}
+
+func (c *Cluster) removePodLocked(key string) {
+	old := c.byKey[key]
+	if old == nil {
+		return
+	}
+	delete(c.byKey, key)
+	for _, ip := range old.ips {
+		list := c.livePods[ip]
+		for i, p := range list {
+			if p == old {
+				list = append(list[:i:i], list[i+1:]...)
+				break
+			}
+		}
+		if len(list) == 0 {
+			delete(c.livePods, ip)
+		} else {
+			c.livePods[ip] = list
+		}
+	}
+}
+
+// livePodOf returns the policy's entry for pod, or nil if it is not a
+// target: no IP yet, or terminated (its IP may already belong to another pod).
+func livePodOf(pod *corev1.Pod, key string) *livePod {
+	if !isLive(pod) {
+		return nil
+	}
+	lp := &livePod{key: key, ips: podIPs(pod)}
+	if len(lp.ips) == 0 {
+		return nil
+	}
+	for _, ctr := range pod.Spec.Containers {
+		for _, p := range ctr.Ports {
+			if isTCP(p) {
+				lp.ports = appendPort(lp.ports, uint16(p.ContainerPort))
+			}
+		}
+	}
+	if port, ok := annotatedPort(pod); ok {
+		lp.ports = appendPort(lp.ports, port)
+	}
+	return lp
+}
+
+func isLive(pod *corev1.Pod) bool {
+	return pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
+}
+
+func isTCP(p corev1.ContainerPort) bool {
+	return (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) && p.ContainerPort > 0 && p.ContainerPort < 65536
+}
+
+func appendPort(ports []uint16, port uint16) []uint16 {
+	for _, p := range ports {
+		if p == port {
+			return ports
+		}
+	}
+	return append(ports, port)
+}
+
+// podIPs returns a pod's IPs: status.podIPs, or status.podIP from servers
+// that predate dual stack.
+func podIPs(pod *corev1.Pod) []netip.Addr {
+	var ips []netip.Addr
+	add := func(s string) {
+		if ip, err := netip.ParseAddr(s); err == nil && ip.Zone() == "" {
+			ip = ip.Unmap()
+			for _, have := range ips {
+				if have == ip {
+					return
+				}
+			}
+			ips = append(ips, ip)
+		}
+	}
+	for _, p := range pod.Status.PodIPs {
+		add(p.IP)
+	}
+	add(pod.Status.PodIP)
+	return ips
+}
+
+// Annotations pods use to ask for scraping.
+const (
+	annotationScrape = "prometheus.io/scrape"
+	annotationPort   = "prometheus.io/port"
+	annotationPath   = "prometheus.io/path"
+	annotationScheme = "prometheus.io/scheme"
+)
+
+func annotatedPort(pod *corev1.Pod) (uint16, bool) {
+	s, ok := pod.Annotations[annotationPort]
+	if !ok {
+		return 0, false
+	}
+	port, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || port == 0 {
+		return 0, false
+	}
+	return uint16(port), true
+}
+
+func (c *Cluster) nodeChanged(obj any) {
+	node, ok := obj.(*corev1.Node)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	if addr, ok := kubeletAddr(node); ok {
+		c.kubelets[node.Name] = addr
+	} else {
+		delete(c.kubelets, node.Name)
+	}
+	c.mu.Unlock()
+	c.nodesVersion.Add(1)
+}
+
+func (c *Cluster) nodeDeleted(obj any) {
+	var name string
+	switch o := obj.(type) {
+	case *corev1.Node:
+		name = o.Name
+	case cache.DeletedFinalStateUnknown:
+		name = o.Key // nodes are cluster-scoped: the key is the name
+	default:
+		return
+	}
+	c.mu.Lock()
+	delete(c.kubelets, name)
+	c.mu.Unlock()
+	c.nodesVersion.Add(1)
+}
+
+// kubeletAddr is where a node's kubelet serves: its InternalIP (the address
+// the API server itself uses by default) and its reported port.
+func kubeletAddr(node *corev1.Node) (netip.AddrPort, bool) {
+	port := int(node.Status.DaemonEndpoints.KubeletEndpoint.Port)
+	if port <= 0 || port > 65535 {
+		port = DefaultKubeletPort
+	}
+	for _, a := range node.Status.Addresses {
+		if a.Type != corev1.NodeInternalIP {
+			continue
+		}
+		if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Zone() == "" {
+			return netip.AddrPortFrom(ip.Unmap(), uint16(port)), true
+		}
+	}
+	return netip.AddrPort{}, false
+}
+
+// lastApplied is kubectl's copy of the whole object it applied: often the
+// biggest annotation, and never useful to relabelling.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// stripPod keeps only what the policy and /sd/pods read, so that 10,000
+// cached pods cost a few megabytes: no managed fields, volumes,
+// environment, probes or status beyond phase, IPs and readiness.
+func stripPod(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:              pod.Name,
+			Namespace:         pod.Namespace,
+			UID:               pod.UID,
+			ResourceVersion:   pod.ResourceVersion,
+			Labels:            pod.Labels,
+			Annotations:       withoutLastApplied(pod.Annotations),
+			OwnerReferences:   controllerOnly(pod.OwnerReferences),
+			DeletionTimestamp: pod.DeletionTimestamp,
+		},
+		Spec: corev1.PodSpec{
+			NodeName:    pod.Spec.NodeName,
+			HostNetwork: pod.Spec.HostNetwork,
+		},
+		Status: corev1.PodStatus{
+			Phase:  pod.Status.Phase,
+			PodIP:  pod.Status.PodIP,
+			PodIPs: pod.Status.PodIPs,
+			HostIP: pod.Status.HostIP,
+		},
+	}
+	if len(pod.Spec.Containers) > 0 {
+		out.Spec.Containers = make([]corev1.Container, len(pod.Spec.Containers))
+		for i, ctr := range pod.Spec.Containers {
+			out.Spec.Containers[i] = corev1.Container{Name: ctr.Name, Image: ctr.Image, Ports: ctr.Ports}
+		}
+	}
+	for _, cond := range pod.Status.Conditions {
+		if cond.Type == corev1.PodReady {
+			out.Status.Conditions = []corev1.PodCondition{{Type: cond.Type, Status: cond.Status}}
+		}
+	}
+	return out, nil
+}
+
+// stripNode keeps what /sd/nodes and the kubelet proxy read; a node's
+// status otherwise carries every image it has pulled.
+func stripNode(obj any) (any, error) {
+	node, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            node.Name,
+			UID:             node.UID,
+			ResourceVersion: node.ResourceVersion,
+			Labels:          node.Labels,
+			Annotations:     withoutLastApplied(node.Annotations),
+		},
+		Spec: corev1.NodeSpec{ProviderID: node.Spec.ProviderID},
+		Status: corev1.NodeStatus{
+			Addresses:       node.Status.Addresses,
+			DaemonEndpoints: node.Status.DaemonEndpoints,
+		},
+	}, nil
+}
+
+func withoutLastApplied(annotations map[string]string) map[string]string {
+	if _, ok := annotations[lastApplied]; !ok {
+		return annotations
+	}
+	out := make(map[string]string, len(annotations)-1)
+	for k, v := range annotations {
+		if k != lastApplied {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func controllerOnly(refs []metav1.OwnerReference) []metav1.OwnerReference {
+	for _, r := range refs {
+		if r.Controller != nil && *r.Controller {
+			return []metav1.OwnerReference{{Kind: r.Kind, Name: r.Name, Controller: r.Controller}}
+		}
+	}
+	return nil
+}

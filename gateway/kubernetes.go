@@ -1,0 +1,196 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+
+	"github.com/valyala/fasthttp"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/scrapegate/scrapegate/gateway/kube"
+)
+
+// kubernetesState is what -kubernetes adds to a Gateway.
+type kubernetesState struct {
+	cluster *kube.Cluster
+	// kubeletTLS verifies kubelets' serving certificates (-kubelet-ca-file).
+	kubeletTLS *upstreamTLS
+	// kubeletAuth is the Authorization header value for kubelets, "Bearer
+	// <token>"; nil without -kubelet-token-file, which turns /nodes/ off.
+	kubeletAuth atomic.Pointer[[]byte]
+}
+
+// setUpKubernetes watches the cluster through client and prepares the
+// kubelet proxy; it returns the files to load with the others.
+func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reloadable, error) {
+	cfg := &g.cfg
+	cluster, err := kube.New(client, kube.Options{Namespaces: cfg.KubernetesNamespaces, PodSelector: cfg.KubernetesPodSelector}, g.log)
+	if err != nil {
+		return nil, err
+	}
+	k := &kubernetesState{cluster: cluster}
+	g.kube = k
+	if cfg.EffectiveTargetPolicy() == TargetPolicyKubernetes {
+		g.policy.pods = cluster
+	}
+	g.metrics.set.NewGauge(`scrapegate_kubernetes_synced`, func() float64 {
+		if cluster.Synced() {
+			return 1
+		}
+		return 0
+	})
+	g.metrics.set.NewGauge(`scrapegate_kubernetes_objects{resource="pods"}`, func() float64 { p, _ := cluster.Counts(); return float64(p) })
+	g.metrics.set.NewGauge(`scrapegate_kubernetes_objects{resource="nodes"}`, func() float64 { _, n := cluster.Counts(); return float64(n) })
+
+	if cfg.KubeletTokenFile == "" {
+		return nil, nil
+	}
+	opts := upstreamTLSOptions{Flags: "kubelet", InsecureSkipVerify: cfg.KubeletInsecureSkipVerify}
+	if !cfg.KubeletInsecureSkipVerify {
+		opts.CAFile = cfg.KubeletCAFile
+	}
+	var rs []*reloadable
+	k.kubeletTLS, rs, err = newUpstreamTLS(opts)
+	if err != nil {
+		return nil, err
+	}
+	rs = append(rs, newReloadable("kubelet-token-file", func(contents [][]byte) error {
+		token := bytes.TrimSpace(contents[0])
+		if len(token) == 0 || bytes.ContainsAny(token, "\r\n\x00") {
+			return fmt.Errorf("want one token, got %d bytes of something else", len(contents[0]))
+		}
+		auth := append([]byte("Bearer "), token...)
+		k.kubeletAuth.Store(&auth)
+		return nil
+	}, cfg.KubeletTokenFile))
+	return rs, nil
+}
+
+// Paths the Kubernetes routes serve under.
+const (
+	sdPrefix    = "/sd/"
+	nodesPrefix = "/nodes/"
+)
+
+// serveSD serves the http_sd documents /sd/pods and /sd/nodes. Until the
+// informers have synced the answer is 503, not an empty list: Prometheus
+// keeps its last targets when a refresh fails, but would drop them all on
+// an empty list.
+func (g *Gateway) serveSD(ctx *fasthttp.RequestCtx) {
+	if g.kube == nil {
+		g.plainText(ctx, routeSD, fasthttp.StatusNotFound, "scrapegate: 404 service discovery needs -kubernetes")
+		return
+	}
+	if !ctx.IsGet() && !ctx.IsHead() {
+		ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, HEAD")
+		g.plainText(ctx, routeSD, fasthttp.StatusMethodNotAllowed, "scrapegate: 405 method not allowed: only GET and HEAD")
+		return
+	}
+	path, query := splitQuery(ctx.Request.Header.RequestURI())
+	var sd func(string, kube.Gateway) (*kube.Document, error)
+	switch string(path) {
+	case "/sd/pods":
+		sd = g.kube.cluster.PodsSD
+	case "/sd/nodes":
+		sd = g.kube.cluster.NodesSD
+	default:
+		g.plainText(ctx, routeSD, fasthttp.StatusNotFound, "scrapegate: 404 not found: use /sd/pods or /sd/nodes")
+		return
+	}
+	if !g.kube.cluster.Synced() {
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "5")
+		g.plainText(ctx, routeSD, fasthttp.StatusServiceUnavailable, "scrapegate: 503 the Kubernetes informers have not synced yet")
+		return
+	}
+	gw := kube.Gateway{Address: g.cfg.AdvertiseAddress, Scheme: "http"}
+	if g.serverTLS != nil {
+		gw.Scheme = "https"
+	}
+	if gw.Address == "" {
+		gw.Address = string(ctx.Host())
+		if gw.Address == "" {
+			g.plainText(ctx, routeSD, fasthttp.StatusBadRequest, "scrapegate: 400 the request has no Host to advertise; set -advertise-address")
+			return
+		}
+	}
+	doc, err := sd(string(query), gw)
+	if err != nil {
+		g.plainText(ctx, routeSD, fasthttp.StatusBadRequest, "scrapegate: 400 "+err.Error())
+		return
+	}
+	h := &ctx.Response.Header
+	h.Set(fasthttp.HeaderETag, doc.ETag)
+	h.Set(fasthttp.HeaderVary, "Accept-Encoding")
+	h.Set(fasthttp.HeaderCacheControl, "no-cache")
+	if etagMatches(ctx.Request.Header.Peek(fasthttp.HeaderIfNoneMatch), doc.ETag) {
+		ctx.SetStatusCode(fasthttp.StatusNotModified)
+		g.metrics.countRequest(routeSD, fasthttp.StatusNotModified)
+		return
+	}
+	h.SetContentType("application/json")
+	if ctx.Request.Header.HasAcceptEncoding("gzip") {
+		h.SetContentEncoding("gzip")
+		ctx.SetBody(doc.Gzipped)
+	} else {
+		ctx.SetBody(doc.JSON)
+	}
+	g.metrics.countRequest(routeSD, fasthttp.StatusOK)
+}
+
+// etagMatches implements If-None-Match (RFC 9110 section 13.1.2): a list of
+// entity tags, compared weakly, or "*".
+func etagMatches(ifNoneMatch []byte, etag string) bool {
+	for _, tag := range strings.Split(string(ifNoneMatch), ",") {
+		tag = strings.TrimPrefix(strings.TrimSpace(tag), "W/")
+		if tag == etag || tag == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+// parseNodePath parses /nodes/{node}/{path}: the node must be one the
+// informer knows and the path one of the kubelet's metrics endpoints. The
+// target is that node's kubelet, over https, with the gateway's token.
+func (g *Gateway) parseNodePath(uri []byte) (Target, error) {
+	if g.kube == nil {
+		return Target{}, errNoKubernetes
+	}
+	if g.kube.kubeletAuth.Load() == nil {
+		return Target{}, errNoKubeletToken
+	}
+	rest, query := splitQuery(uri)
+	rest = rest[len(nodesPrefix):]
+	slash := bytes.IndexByte(rest, '/')
+	if slash <= 0 {
+		return Target{}, errNoNodePath
+	}
+	node, path := rest[:slash], rest[slash:]
+	if !kube.IsKubeletPath(string(path)) {
+		return Target{}, errKubeletPath
+	}
+	if err := checkQuery(query); err != nil {
+		return Target{}, err
+	}
+	addr, ok := g.kube.cluster.Kubelet(string(node))
+	if !ok {
+		return Target{}, badTarget(fmt.Sprintf("no node %q with an InternalIP is known", truncate(node)))
+	}
+	return Target{Addr: addr, Path: path, Query: query, TLS: true, Kubelet: true}, nil
+}
+
+var (
+	errNoKubernetes   = badTarget("/nodes/ needs -kubernetes")
+	errNoKubeletToken = badTarget("/nodes/ is off: -kubelet-token-file is empty")
+	errNoNodePath     = badTarget("want /nodes/{node}/{path}")
+	errKubeletPath    = badTarget("the kubelet path must be one of " + strings.Join(kube.KubeletPaths, ", "))
+)
+
+// livePods is the "kubernetes" target policy: whether an endpoint belongs to
+// a pod that exists.
+type livePods interface {
+	HasEndpoint(netip.AddrPort) bool
+}

@@ -1,0 +1,364 @@
+package gateway
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rs/zerolog"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+// kubeConfig is testConfig with -kubernetes and no kubelet proxy.
+func kubeConfig() Config {
+	cfg := testConfig()
+	cfg.Kubernetes = true
+	cfg.KubeletTokenFile = ""
+	cfg.KubeletCAFile = ""
+	return cfg
+}
+
+// startKubeGateway serves a gateway watching client, once its informers
+// have synced.
+func startKubeGateway(t *testing.T, cfg Config, client *fake.Clientset) (*Gateway, string) {
+	t.Helper()
+	g, err := newGateway(cfg, zerolog.Nop(), client)
+	if err != nil {
+		t.Fatalf("newGateway: %s", err)
+	}
+	addr := serveGateway(t, g)
+	waitFor(t, "the informers to sync", g.kube.cluster.Synced)
+	return g, addr
+}
+
+// podObject is a running pod at addr declaring its port.
+func podObject(ns, name string, addr netip.AddrPort, annotations ...string) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: map[string]string{}},
+		Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{
+			Name: "app", Ports: []corev1.ContainerPort{{ContainerPort: int32(addr.Port())}},
+		}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: addr.Addr().String(),
+			PodIPs: []corev1.PodIP{{IP: addr.Addr().String()}}},
+	}
+	for i := 0; i+1 < len(annotations); i += 2 {
+		p.Annotations[annotations[i]] = annotations[i+1]
+	}
+	return p
+}
+
+func okHandler(body string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, body) }
+}
+
+func TestKubernetesPolicyAllowsOnlyLivePods(t *testing.T) {
+	member := startPod(t, "127.0.0.1", okHandler("member"))
+	stranger := startPod(t, "127.0.0.2", okHandler("stranger"))
+	client := fake.NewClientset(podObject("a", "member", member.addr))
+	g, gw := startKubeGateway(t, kubeConfig(), client)
+
+	if r := get(t, gw, member.podPath("/metrics")); r.StatusCode != 200 || r.body != "member" {
+		t.Fatalf("a live pod: %d %q, want 200 member", r.StatusCode, r.body)
+	}
+	f := func(target, why string) {
+		t.Helper()
+		if r := get(t, gw, target); r.StatusCode != 403 || !strings.Contains(r.body, "-target-policy=kubernetes") {
+			t.Errorf("%s (%s): %d %q, want 403 naming -target-policy=kubernetes", target, why, r.StatusCode, r.body)
+		}
+	}
+	f(stranger.podPath("/metrics"), "not a pod")
+	f(fmt.Sprintf("http://%s/metrics", stranger.addr), "not a pod, proxy form")
+	f(fmt.Sprintf("/pods/%s/%d/metrics", member.addr.Addr(), member.addr.Port()+1), "a port the pod does not declare")
+	if n := stranger.conns.Load(); n != 0 {
+		t.Errorf("the gateway connected to a non-pod %d times", n)
+	}
+
+	if err := client.CoreV1().Pods("a").Delete(context.Background(), "member", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the deleted pod to be refused", func() bool { return get(t, gw, member.podPath("/metrics")).StatusCode == 403 })
+	if v := metricValue(t, g, `scrapegate_rejected_requests_total{reason="forbidden"}`); v < 4 {
+		t.Errorf("forbidden counter = %v, want at least 4", v)
+	}
+}
+
+func TestCIDRPolicyWithKubernetes(t *testing.T) {
+	stranger := startPod(t, "127.0.0.2", okHandler("stranger"))
+	cfg := kubeConfig()
+	cfg.TargetPolicy = TargetPolicyCIDR
+	_, gw := startKubeGateway(t, cfg, fake.NewClientset())
+	if r := get(t, gw, stranger.podPath("/metrics")); r.StatusCode != 200 {
+		t.Errorf("-target-policy=cidr with -kubernetes: %d %q, want 200", r.StatusCode, r.body)
+	}
+}
+
+func TestNotReadyUntilInformersSync(t *testing.T) {
+	client := fake.NewClientset(podObject("a", "p", netip.MustParseAddrPort("10.0.0.1:9100"), "prometheus.io/scrape", "true"))
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	client.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		<-release // the API server is slow to answer the first list
+		return false, nil, nil
+	})
+	g, err := newGateway(kubeConfig(), zerolog.Nop(), client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := serveGateway(t, g)
+	if r := get(t, gw, "/readyz"); r.StatusCode != 503 || !strings.Contains(r.body, "informers") {
+		t.Errorf("/readyz before sync: %d %q, want 503 about the informers", r.StatusCode, r.body)
+	}
+	if r := get(t, gw, "/sd/pods"); r.StatusCode != 503 {
+		t.Errorf("/sd/pods before sync: %d %q, want 503 (an empty list would drop every target)", r.StatusCode, r.body)
+	}
+	if v := metricValue(t, g, "scrapegate_kubernetes_synced"); v != 0 {
+		t.Errorf("scrapegate_kubernetes_synced = %v before sync", v)
+	}
+	once.Do(func() { close(release) })
+	waitFor(t, "/readyz to turn 200", func() bool { return get(t, gw, "/readyz").StatusCode == 200 })
+	if v := metricValue(t, g, "scrapegate_kubernetes_synced"); v != 1 {
+		t.Errorf("scrapegate_kubernetes_synced = %v after sync", v)
+	}
+	if v := metricValue(t, g, `scrapegate_kubernetes_objects{resource="pods"}`); v != 1 {
+		t.Errorf(`scrapegate_kubernetes_objects{resource="pods"} = %v, want 1`, v)
+	}
+}
+
+func TestServiceDiscoveryRoutes(t *testing.T) {
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	writeTestFile(t, tokens, []byte("secret-token\n"))
+	cfg := kubeConfig()
+	cfg.AuthBearerTokensFile = tokens
+	client := fake.NewClientset(podObject("a", "p", netip.MustParseAddrPort("10.0.0.1:9100"), "prometheus.io/scrape", "true"))
+	_, gw := startKubeGateway(t, cfg, client)
+	auth := "Authorization: Bearer secret-token"
+
+	if r := get(t, gw, "/sd/pods"); r.StatusCode != 401 {
+		t.Errorf("/sd/pods without credentials: %d, want 401", r.StatusCode)
+	}
+	r := get(t, gw, "/sd/pods", auth)
+	if r.StatusCode != 200 || r.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("/sd/pods: %d %q %q", r.StatusCode, r.Header.Get("Content-Type"), r.body)
+	}
+	var groups []struct {
+		Targets []string          `json:"targets"`
+		Labels  map[string]string `json:"labels"`
+	}
+	if err := json.Unmarshal([]byte(r.body), &groups); err != nil {
+		t.Fatal(err)
+	}
+	// rawGet sends Host: <gateway address>, as Prometheus does.
+	if len(groups) != 1 || groups[0].Targets[0] != gw || groups[0].Labels["__metrics_path__"] != "/pods/10.0.0.1/9100/metrics" {
+		t.Errorf("/sd/pods: %s", r.body)
+	}
+	etag := r.Header.Get("ETag")
+	if etag == "" {
+		t.Fatal("no ETag")
+	}
+	if r := get(t, gw, "/sd/pods", auth, "If-None-Match: "+etag); r.StatusCode != 304 || r.body != "" {
+		t.Errorf("If-None-Match with the current ETag: %d %q, want 304 and no body", r.StatusCode, r.body)
+	}
+	if r := get(t, gw, "/sd/pods", auth, `If-None-Match: "other", W/`+etag); r.StatusCode != 304 {
+		t.Errorf("If-None-Match with a list holding the ETag: %d, want 304", r.StatusCode)
+	}
+	gz := get(t, gw, "/sd/pods", auth, "Accept-Encoding: gzip")
+	if gz.Header.Get("Content-Encoding") != "gzip" || gz.Header.Get("ETag") != etag {
+		t.Errorf("gzip: Content-Encoding %q, ETag %q", gz.Header.Get("Content-Encoding"), gz.Header.Get("ETag"))
+	}
+	zr, err := gzip.NewReader(strings.NewReader(gz.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if unzipped, _ := io.ReadAll(zr); !bytes.Equal(unzipped, []byte(r.body)) {
+		t.Errorf("the gzipped document differs: %s", unzipped)
+	}
+
+	if _, err := client.CoreV1().Pods("a").Create(context.Background(),
+		podObject("a", "q", netip.MustParseAddrPort("10.0.0.2:9100"), "prometheus.io/scrape", "true"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new pod to change the ETag", func() bool {
+		r := get(t, gw, "/sd/pods", auth, "If-None-Match: "+etag)
+		return r.StatusCode == 200 && r.Header.Get("ETag") != etag && strings.Contains(r.body, "10.0.0.2")
+	})
+
+	f := func(target string, want int, wantBody string) {
+		t.Helper()
+		if r := get(t, gw, target, auth); r.StatusCode != want || !strings.Contains(r.body, wantBody) {
+			t.Errorf("%s: %d %q, want %d with %q", target, r.StatusCode, r.body, want, wantBody)
+		}
+	}
+	f("/sd/pods?role=pod", 400, "unknown parameter")
+	f("/sd/nodes?path=/configz", 400, "path must be one of")
+	f("/sd/services", 404, "/sd/pods or /sd/nodes")
+	f("/sd/nodes", 200, "[]")
+	if r := rawGet(t, gw, "POST", "/sd/pods", auth, "Content-Length: 0"); r.StatusCode != 405 {
+		t.Errorf("POST /sd/pods: %d, want 405", r.StatusCode)
+	}
+}
+
+func TestAdvertiseAddress(t *testing.T) {
+	cfg := kubeConfig()
+	cfg.AdvertiseAddress = "scrapegate.example:31000"
+	cfg.TLSCertFile, cfg.TLSKeyFile = newTestCA(t, "gateway CA").issueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	client := fake.NewClientset(podObject("a", "p", netip.MustParseAddrPort("10.0.0.1:9100"), "prometheus.io/scrape", "true"))
+	_, gw := startKubeGateway(t, cfg, client)
+	status, body, err := tlsGet(t, gw, &tls.Config{InsecureSkipVerify: true}, "/sd/pods")
+	if err != nil || status != 200 {
+		t.Fatalf("/sd/pods: %d %v", status, err)
+	}
+	if !strings.Contains(body, `"targets":["scrapegate.example:31000"]`) || !strings.Contains(body, `"__scheme__":"https"`) {
+		t.Errorf("/sd/pods does not advertise -advertise-address over https: %s", body)
+	}
+}
+
+func TestKubernetesRoutesNeedKubernetes(t *testing.T) {
+	_, gw := startGateway(t, testConfig())
+	for _, target := range []string{"/sd/pods", "/nodes/node-1/metrics"} {
+		if r := get(t, gw, target); r.StatusCode == 200 || !strings.Contains(r.body, "-kubernetes") {
+			t.Errorf("%s without -kubernetes: %d %q, want an error naming -kubernetes", target, r.StatusCode, r.body)
+		}
+	}
+}
+
+// fakeKubelet is an https server on ip that records the Authorization
+// header of every request.
+type fakeKubelet struct {
+	addr netip.AddrPort
+	mu   sync.Mutex
+	auth []string
+}
+
+func startFakeKubelet(t *testing.T, ca *testCA, ip string) *fakeKubelet {
+	t.Helper()
+	k := &fakeKubelet{}
+	leaf := ca.issueServerLeaf(t, nil, []netip.Addr{netip.MustParseAddr(ip)})
+	ln, err := tls.Listen("tcp", net.JoinHostPort(ip, "0"), &tls.Config{Certificates: []tls.Certificate{leaf.tls}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.addr = netip.MustParseAddrPort(ln.Addr().String())
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		k.mu.Lock()
+		k.auth = append(k.auth, r.Header.Get("Authorization"))
+		k.mu.Unlock()
+		fmt.Fprintf(w, "kubelet %s\n", r.URL.RequestURI())
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return k
+}
+
+func (k *fakeKubelet) lastAuth() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.auth) == 0 {
+		return ""
+	}
+	return k.auth[len(k.auth)-1]
+}
+
+func nodeObject(name string, kubelet netip.AddrPort) *corev1.Node {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: kubelet.Addr().String()}}
+	n.Status.DaemonEndpoints.KubeletEndpoint.Port = int32(kubelet.Port())
+	return n
+}
+
+func TestKubeletProxy(t *testing.T) {
+	ca := newTestCA(t, "cluster CA")
+	kubelet := startFakeKubelet(t, ca, "127.0.0.3")
+	otherCA := newTestCA(t, "other CA")
+	untrusted := startFakeKubelet(t, otherCA, "127.0.0.5")
+	var podAuth sync.Map
+	pod := startPod(t, "127.0.0.4", func(w http.ResponseWriter, r *http.Request) {
+		podAuth.Store(r.Header.Get("Authorization"), true)
+		io.WriteString(w, "pod")
+	})
+
+	dir := t.TempDir()
+	tokenFile, tokens := filepath.Join(dir, "token"), filepath.Join(dir, "tokens")
+	writeTestFile(t, tokenFile, []byte("kubelet-token-1\n"))
+	writeTestFile(t, tokens, []byte("caller-token\n"))
+	cfg := kubeConfig()
+	cfg.KubeletTokenFile = tokenFile
+	cfg.KubeletCAFile = writeCABundle(t, ca)
+	cfg.AuthBearerTokensFile = tokens
+	client := fake.NewClientset(nodeObject("node-1", kubelet.addr), nodeObject("node-x", untrusted.addr),
+		podObject("a", "p", pod.addr))
+	g, gw := startKubeGateway(t, cfg, client)
+	auth := "Authorization: Bearer caller-token"
+
+	for _, path := range []string{"/metrics", "/metrics/cadvisor", "/metrics/resource", "/metrics/probes"} {
+		r := get(t, gw, "/nodes/node-1"+path, auth)
+		if r.StatusCode != 200 || r.body != "kubelet "+path+"\n" {
+			t.Errorf("/nodes/node-1%s: %d %q", path, r.StatusCode, r.body)
+		}
+	}
+	if got := kubelet.lastAuth(); got != "Bearer kubelet-token-1" {
+		t.Errorf("the kubelet got Authorization %q, want the gateway's token (never the caller's)", got)
+	}
+
+	// The token never goes to a pod, not even through the same gateway.
+	if r := get(t, gw, pod.podPath("/metrics"), auth); r.StatusCode != 200 {
+		t.Fatalf("pod: %d %q", r.StatusCode, r.body)
+	}
+	podAuth.Range(func(k, _ any) bool {
+		if k.(string) != "" {
+			t.Errorf("a pod got Authorization %q", k)
+		}
+		return true
+	})
+
+	f := func(target string, want int, wantBody string) {
+		t.Helper()
+		if r := get(t, gw, target, auth); r.StatusCode != want || !strings.Contains(r.body, wantBody) {
+			t.Errorf("%s: %d %q, want %d with %q", target, r.StatusCode, r.body, want, wantBody)
+		}
+	}
+	f("/nodes/node-1/configz", 400, "must be one of")
+	f("/nodes/node-1/pods", 400, "must be one of")
+	f("/nodes/node-1/metrics/../pods", 400, "must be one of")
+	f("/nodes/node-1/metrics/", 400, "must be one of")
+	f("/nodes/node-1", 400, "want /nodes/{node}/{path}")
+	f("/nodes/unknown/metrics", 400, `no node "unknown"`)
+	f("/nodes/node-x/metrics", 502, "") // its certificate is not the cluster CA's
+	if v := metricValue(t, g, `scrapegate_upstream_errors_total{reason="tls_failed"}`); v != 1 {
+		t.Errorf("tls_failed = %v, want 1", v)
+	}
+	if r := get(t, gw, "/nodes/node-1/metrics"); r.StatusCode != 401 {
+		t.Errorf("/nodes/ without the caller's credentials: %d, want 401", r.StatusCode)
+	}
+
+	// Projected tokens rotate: the next scrape carries the new one.
+	writeTestFile(t, tokenFile, []byte("kubelet-token-2"))
+	g.reloadAll()
+	f("/nodes/node-1/metrics", 200, "kubelet /metrics")
+	if got := kubelet.lastAuth(); got != "Bearer kubelet-token-2" {
+		t.Errorf("after rotation the kubelet got %q", got)
+	}
+}
+
+func TestKubeletProxyOffWithoutToken(t *testing.T) {
+	kubelet := netip.MustParseAddrPort("127.0.0.3:10250")
+	_, gw := startKubeGateway(t, kubeConfig(), fake.NewClientset(nodeObject("node-1", kubelet)))
+	if r := get(t, gw, "/nodes/node-1/metrics"); r.StatusCode != 400 || !strings.Contains(r.body, "-kubelet-token-file") {
+		t.Errorf("/nodes/ without -kubelet-token-file: %d %q", r.StatusCode, r.body)
+	}
+}
