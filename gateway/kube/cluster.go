@@ -101,6 +101,7 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 	if _, err := labels.Parse(opts.PodSelector); err != nil {
 		return nil, fmt.Errorf("cannot parse -kubernetes-pod-selector %q: %w", opts.PodSelector, err)
 	}
+	logClientGoTo(log)
 	c := &Cluster{
 		log:      log,
 		livePods: make(map[netip.Addr][]*livePod),

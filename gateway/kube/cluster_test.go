@@ -1,13 +1,17 @@
 package kube
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"reflect"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/rs/zerolog"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -261,4 +265,19 @@ func TestKubeletAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the deleted node is forgotten", func() bool { _, ok := c.Kubelet("custom-port"); return !ok })
+}
+
+func TestClientGoLogsInTheGatewaysFormat(t *testing.T) {
+	var buf bytes.Buffer
+	sink := &klogSink{log: zerolog.New(&buf)}
+	logr.New(sink).WithName("reflector").WithValues("resource", "pods").Error(errors.New("forbidden"), "Failed to watch", "attempt", 3)
+	logr.New(sink).V(4).Info("debug detail")
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("not one JSON line: %q", buf.String())
+	}
+	want := map[string]any{"level": "error", "error": "forbidden", "message": "Failed to watch", "logger": "reflector", "resource": "pods", "attempt": float64(3)}
+	if !reflect.DeepEqual(line, want) {
+		t.Errorf("got %v, want %v", line, want)
+	}
 }
