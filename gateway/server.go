@@ -5,6 +5,8 @@
 // absolute-form proxy requests), the target policy, the per-endpoint
 // connection pools, plain and TLS connections to pods, streaming bodies with
 // scrape deadlines, self-metrics, and the serve/drain/shutdown lifecycle.
+// With -kubernetes it also serves what package kube knows of the cluster:
+// the live-pod policy, /sd/ documents and the kubelet proxy (/nodes/).
 package gateway
 
 import (

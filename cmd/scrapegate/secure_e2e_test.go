@@ -576,7 +576,7 @@ type secPromParams struct {
 // secPrometheusConfig returns the configuration of every job. Debian's
 // Prometheus has no Kubernetes service discovery, so psystrike-style jobs
 // get the labels kubernetes_sd_configs would give a pod from static_configs,
-// and relabel them with the rules of deploy/prometheus/psystrike-relabel.yml.
+// and relabel them with the rules of deploy/prometheus/kubernetes-sd.yml.
 func secPrometheusConfig(p secPromParams) string {
 	var b strings.Builder
 	b.WriteString("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n")
