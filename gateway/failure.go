@@ -24,7 +24,7 @@ const (
 	reasonDraining                   // shutting down
 	reasonRefused                    // pod refused the connection
 	reasonUnreachable                // no route to the pod, or another dial failure
-	reasonTLS                        // the TLS handshake with the pod failed
+	reasonTLS                        // the TLS handshake with the pod or kubelet failed
 	reasonReset                      // connection reset or closed before a response
 	reasonBadResponse                // the pod's answer was not valid HTTP
 	reasonTimeout                    // deadline passed before the response headers arrived
@@ -87,7 +87,7 @@ func classifyUpstreamError(err error) reason {
 }
 
 // errTLSHandshake wraps every failed TLS handshake with a pod.
-var errTLSHandshake = errors.New("TLS handshake with the pod failed")
+var errTLSHandshake = errors.New("TLS handshake with the target failed")
 
 func isTLSError(err error) bool {
 	return errors.Is(err, errTLSHandshake)
