@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -240,9 +241,10 @@ func TestKubernetesRoutesNeedKubernetes(t *testing.T) {
 // fakeKubelet is an https server on ip that records the Authorization
 // header of every request.
 type fakeKubelet struct {
-	addr netip.AddrPort
-	mu   sync.Mutex
-	auth []string
+	addr    netip.AddrPort
+	mu      sync.Mutex
+	auth    []string
+	headers http.Header // of the last request
 }
 
 func startFakeKubelet(t *testing.T, ca *testCA, ip string) *fakeKubelet {
@@ -257,6 +259,7 @@ func startFakeKubelet(t *testing.T, ca *testCA, ip string) *fakeKubelet {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		k.mu.Lock()
 		k.auth = append(k.auth, r.Header.Get("Authorization"))
+		k.headers = r.Header.Clone()
 		k.mu.Unlock()
 		fmt.Fprintf(w, "kubelet %s\n", r.URL.RequestURI())
 	})}
@@ -313,6 +316,25 @@ func TestKubeletProxy(t *testing.T) {
 	}
 	if got := kubelet.lastAuth(); got != "Bearer kubelet-token-1" {
 		t.Errorf("the kubelet got Authorization %q, want the gateway's token (never the caller's)", got)
+	}
+
+	// Only a scrape's own headers go with the token: the Kubernetes
+	// authentication stack acts on others, such as Impersonate-User.
+	r := get(t, gw, "/nodes/node-1/metrics", auth, "Accept: text/plain", "User-Agent: Prometheus/3.15",
+		"X-Prometheus-Scrape-Timeout-Seconds: 10", "Accept-Encoding: gzip", "Impersonate-User: system:admin", "Impersonate-Group: system:masters",
+		"X-Remote-User: admin", "Cookie: c=1")
+	if r.StatusCode != 200 {
+		t.Fatalf("/nodes/node-1/metrics with extra headers: %d %q", r.StatusCode, r.body)
+	}
+	kubelet.mu.Lock()
+	var names []string
+	for name := range kubelet.headers {
+		names = append(names, name)
+	}
+	kubelet.mu.Unlock()
+	slices.Sort(names)
+	if got, want := strings.Join(names, ","), "Accept,Accept-Encoding,Authorization,User-Agent,Via,X-Prometheus-Scrape-Timeout-Seconds"; got != want {
+		t.Errorf("the kubelet got headers %s, want %s", got, want)
 	}
 
 	// The token never goes to a pod, not even through the same gateway.

@@ -188,7 +188,7 @@ func buildUpstreamRequest(req *fasthttp.Request, in *fasthttp.Request, t *Target
 
 	connection := in.Header.PeekAll(fasthttp.HeaderConnection)
 	for k, v := range in.Header.All() {
-		if dropRequestHeader(k) || listedIn(connection, k) {
+		if dropRequestHeader(k) || listedIn(connection, k) || t.Kubelet && !isKubeletHeader(k) {
 			continue
 		}
 		req.Header.AddBytesKV(k, v)
@@ -239,6 +239,15 @@ func dropRequestHeader(k []byte) bool {
 		bytes.EqualFold(k, []byte("Content-Length")) ||
 		// Credentials are for the gateway, never for a pod.
 		bytes.EqualFold(k, []byte("Authorization")) || bytes.EqualFold(k, []byte("Cookie"))
+}
+
+// isKubeletHeader reports the caller's headers a kubelet gets: those of a
+// scrape, nothing else. A kubelet request carries the gateway's token, and
+// headers such as Impersonate-User or X-Remote-User mean something to the
+// Kubernetes authentication stack.
+func isKubeletHeader(k []byte) bool {
+	return bytes.EqualFold(k, []byte("Accept")) || bytes.EqualFold(k, []byte("Accept-Encoding")) ||
+		bytes.EqualFold(k, []byte("User-Agent")) || bytes.EqualFold(k, []byte("X-Prometheus-Scrape-Timeout-Seconds"))
 }
 
 func dropResponseHeader(k []byte) bool {

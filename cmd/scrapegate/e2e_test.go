@@ -230,16 +230,29 @@ type fakePod struct {
 // in a cluster would be, so only the IP tells them apart.
 func startFakePods(t *testing.T, n int) []*fakePod {
 	t.Helper()
+	return startPodServers(t, e2ePodNet, n, func(p *fakePod) *fakePod { return p })
+}
+
+// podServer is a fake pod's HTTP handler that counts its connections.
+type podServer interface {
+	http.Handler
+	connState(net.Conn, http.ConnState)
+}
+
+// startPodServers starts n fake pods on <podNet>1..n, all on one port, each
+// serving as describe makes it.
+func startPodServers[P podServer](t *testing.T, podNet string, n int, describe func(*fakePod) P) []P {
+	t.Helper()
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		lns, err := listenPods(n)
+		lns, err := listenPods(podNet, n)
 		if err != nil {
 			lastErr = err
 			continue // another process took the port on some address; pick another
 		}
-		pods := make([]*fakePod, n)
+		pods := make([]P, n)
 		for i, ln := range lns {
-			p := newFakePod(i+1, ln.Addr().(*net.TCPAddr))
+			p := describe(newFakePod(i+1, ln.Addr().(*net.TCPAddr)))
 			srv := &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second, ConnState: p.connState}
 			go func() { _ = srv.Serve(ln) }()
 			t.Cleanup(func() { _ = srv.Close() })
@@ -247,19 +260,19 @@ func startFakePods(t *testing.T, n int) []*fakePod {
 		}
 		return pods
 	}
-	t.Fatalf("cannot start %d fake pods on %s*: %v", n, e2ePodNet, lastErr)
+	t.Fatalf("cannot start %d fake pods on %s*: %v", n, podNet, lastErr)
 	return nil
 }
 
-func listenPods(n int) ([]net.Listener, error) {
-	first, err := net.Listen("tcp4", e2ePodNet+"1:0")
+func listenPods(podNet string, n int) ([]net.Listener, error) {
+	first, err := net.Listen("tcp4", podNet+"1:0")
 	if err != nil {
 		return nil, err
 	}
 	lns := []net.Listener{first}
 	port := strconv.Itoa(first.Addr().(*net.TCPAddr).Port)
 	for i := 2; i <= n; i++ {
-		ln, err := net.Listen("tcp4", net.JoinHostPort(e2ePodNet+strconv.Itoa(i), port))
+		ln, err := net.Listen("tcp4", net.JoinHostPort(podNet+strconv.Itoa(i), port))
 		if err != nil {
 			for _, l := range lns {
 				_ = l.Close()
@@ -598,6 +611,50 @@ func checkPerTarget(prom *promProc, query string, at time.Time, pods []*fakePod,
 			if !seen[job+"/"+p.addr] {
 				problems = append(problems, fmt.Sprintf("no series for %s/%s (%s)", job, p.addr, p.name))
 			}
+		}
+	}
+	return problemsErr(fmt.Sprintf("query %q: %d series", query, len(samples)), problems)
+}
+
+// seriesTarget is a target an end-to-end test expects one series for; key
+// is its "job/instance".
+type seriesTarget interface {
+	key() string
+	String() string
+}
+
+// checkEachTarget runs an instant query at time at, which must return
+// exactly one sample for each of targets, keyed by job and instance, and
+// calls check on each.
+func checkEachTarget[T seriesTarget](prom *promProc, query string, at time.Time, targets []T, check func(T, promSample) error) error {
+	samples, err := promQuery(prom, query, at)
+	if err != nil {
+		return err
+	}
+	want := map[string]T{}
+	for _, st := range targets {
+		want[st.key()] = st
+	}
+	var problems []string
+	seen := map[string]bool{}
+	for _, s := range samples {
+		key := s.labels["job"] + "/" + s.labels["instance"]
+		st, ok := want[key]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("unexpected series %v = %v", s.labels, s.value))
+			continue
+		case seen[key]:
+			problems = append(problems, fmt.Sprintf("more than one series for %s: %v = %v", key, s.labels, s.value))
+		}
+		seen[key] = true
+		if err := check(st, s); err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", st, err))
+		}
+	}
+	for key, st := range want {
+		if !seen[key] {
+			problems = append(problems, "no series for "+st.String())
 		}
 	}
 	return problemsErr(fmt.Sprintf("query %q: %d series", query, len(samples)), problems)

@@ -160,45 +160,6 @@ func startFakeKubelet(t *testing.T, n int, name string, ca *e2eCA, token string)
 	return k
 }
 
-// startKubePods starts n fake exporters on 127.44.0.1..n, all on one port
-// as pods of a cluster would be, each serving as the pod describe makes of it.
-func startKubePods(t *testing.T, n int, describe func(*fakePod) *kubePod) []*kubePod {
-	t.Helper()
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		first, err := net.Listen("tcp4", kubePodNet+"1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := strconv.Itoa(first.Addr().(*net.TCPAddr).Port)
-		lns := []net.Listener{first}
-		for i := 2; i <= n && err == nil; i++ {
-			var ln net.Listener
-			if ln, err = net.Listen("tcp4", net.JoinHostPort(kubePodNet+strconv.Itoa(i), port)); err == nil {
-				lns = append(lns, ln)
-			}
-		}
-		if err != nil {
-			lastErr = err
-			for _, l := range lns {
-				_ = l.Close()
-			}
-			continue // another process took the port on some address; pick another
-		}
-		pods := make([]*kubePod, n)
-		for i, ln := range lns {
-			p := describe(newFakePod(i+1, ln.Addr().(*net.TCPAddr)))
-			srv := &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second, ConnState: p.connState}
-			go func() { _ = srv.Serve(ln) }()
-			t.Cleanup(func() { _ = srv.Close() })
-			pods[i] = p
-		}
-		return pods
-	}
-	t.Fatalf("cannot start %d fake pods on %s*: %v", n, kubePodNet, lastErr)
-	return nil
-}
-
 func TestEndToEndKubernetes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test against a real API server and Prometheus; skipped with -short")
@@ -240,7 +201,7 @@ func TestEndToEndKubernetes(t *testing.T) {
 	untrusted := startFakeKubelet(t, kubeNumNodes+1, "kube-e2e-node-untrusted", newE2ECA(t, "rogue"), kubeletToken)
 	allNodes := append(slices.Clone(nodes), untrusted)
 	unannotatedN, succeededN := kubeNumPods+1, kubeNumPods+2
-	pods := startKubePods(t, kubeNumPods+2, func(fp *fakePod) *kubePod {
+	pods := startPodServers(t, kubePodNet, kubeNumPods+2, func(fp *fakePod) *kubePod {
 		p := &kubePod{
 			fakePod:   fp,
 			namespace: kubeNamespaces[fp.n%len(kubeNamespaces)],
@@ -314,7 +275,7 @@ func TestEndToEndKubernetes(t *testing.T) {
 	t.Logf("all %d targets as expected after %s", len(targets), since())
 	waitFor(t, kubeScrapeTimeout, fmt.Sprintf("up == 1 and %d successful scrapes for every target that must be up", e2eMinScrapes), procs, func() error {
 		now := time.Now()
-		if err := checkKubeSeries(prom, "up", now, targets, func(kt kubeTarget, s promSample) error {
+		if err := checkEachTarget(prom, "up", now, targets, func(kt kubeTarget, s promSample) error {
 			if want := kt.wantUp(); s.value != want {
 				return fmt.Errorf("up is %v, want %v", s.value, want)
 			}
@@ -322,7 +283,7 @@ func TestEndToEndKubernetes(t *testing.T) {
 		}); err != nil {
 			return err
 		}
-		return checkKubeSeries(prom, "sum_over_time(up[1h])", now, targets, func(kt kubeTarget, s promSample) error {
+		return checkEachTarget(prom, "sum_over_time(up[1h])", now, targets, func(kt kubeTarget, s promSample) error {
 			if kt.wantErr == "" && s.value < e2eMinScrapes {
 				return fmt.Errorf("%v successful scrapes so far", s.value)
 			}
@@ -341,7 +302,7 @@ func TestEndToEndKubernetes(t *testing.T) {
 	podTargets := slices.DeleteFunc(slices.Clone(upTargets), func(kt kubeTarget) bool { return kt.pod == nil })
 	nodeTargets := slices.DeleteFunc(slices.Clone(upTargets), func(kt kubeTarget) bool { return kt.node == nil })
 	for _, fn := range []string{"min_over_time", "max_over_time"} {
-		if err := checkKubeSeries(prom, fn+"(fake_pod_value[1h])", at, podTargets, func(kt kubeTarget, s promSample) error {
+		if err := checkEachTarget(prom, fn+"(fake_pod_value[1h])", at, podTargets, func(kt kubeTarget, s promSample) error {
 			if s.value != float64(kt.pod.n) {
 				return fmt.Errorf("got %v, want the pod's own number %d", s.value, kt.pod.n)
 			}
@@ -350,7 +311,7 @@ func TestEndToEndKubernetes(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if err := checkKubeSeries(prom, "last_over_time(fake_pod_info[1h])", at, podTargets, func(kt kubeTarget, s promSample) error {
+	if err := checkEachTarget(prom, "last_over_time(fake_pod_info[1h])", at, podTargets, func(kt kubeTarget, s promSample) error {
 		if s.labels["pod"] != kt.pod.name || s.value != 1 {
 			return fmt.Errorf("got fake_pod_info{pod=%q} %v, want {pod=%q} 1", s.labels["pod"], s.value, kt.pod.name)
 		}
@@ -366,7 +327,7 @@ func TestEndToEndKubernetes(t *testing.T) {
 		t.Error(err)
 	}
 	for _, fn := range []string{"min_over_time", "max_over_time"} {
-		if err := checkKubeSeries(prom, fn+"(fake_kubelet_marker[1h])", at, nodeTargets, func(kt kubeTarget, s promSample) error {
+		if err := checkEachTarget(prom, fn+"(fake_kubelet_marker[1h])", at, nodeTargets, func(kt kubeTarget, s promSample) error {
 			wantEndpoint := "metrics"
 			if kt.job != jobKubeKubelet {
 				wantEndpoint = "cadvisor"
@@ -1027,43 +988,6 @@ func checkKubeTargets(prom *promProc, targets []kubeTarget) error {
 		}
 	}
 	return problemsErr(fmt.Sprintf("/api/v1/targets: %d active targets", len(active)), problems)
-}
-
-// checkKubeSeries runs an instant query at time at, which must return
-// exactly one sample for each of targets, keyed by job and instance, and
-// calls check on each.
-func checkKubeSeries(prom *promProc, query string, at time.Time, targets []kubeTarget, check func(kubeTarget, promSample) error) error {
-	samples, err := promQuery(prom, query, at)
-	if err != nil {
-		return err
-	}
-	want := map[string]kubeTarget{}
-	for _, kt := range targets {
-		want[kt.key()] = kt
-	}
-	var problems []string
-	seen := map[string]bool{}
-	for _, s := range samples {
-		key := s.labels["job"] + "/" + s.labels["instance"]
-		kt, ok := want[key]
-		switch {
-		case !ok:
-			problems = append(problems, fmt.Sprintf("unexpected series %v = %v", s.labels, s.value))
-			continue
-		case seen[key]:
-			problems = append(problems, fmt.Sprintf("more than one series for %s: %v = %v", key, s.labels, s.value))
-		}
-		seen[key] = true
-		if err := check(kt, s); err != nil {
-			problems = append(problems, fmt.Sprintf("%s: %v", kt, err))
-		}
-	}
-	for key, kt := range want {
-		if !seen[key] {
-			problems = append(problems, "no series for "+kt.String())
-		}
-	}
-	return problemsErr(fmt.Sprintf("query %q: %d series", query, len(samples)), problems)
 }
 
 // sdGroup is a target group of Prometheus's HTTP service discovery.

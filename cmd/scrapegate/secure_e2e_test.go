@@ -143,6 +143,8 @@ type secTarget struct {
 
 func (st secTarget) key() string { return st.job + "/" + st.pod.addr }
 
+func (st secTarget) String() string { return st.key() + " (" + st.pod.name + ")" }
+
 func TestEndToEndPrometheusSecure(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test against a real Prometheus; skipped with -short")
@@ -717,43 +719,6 @@ func checkSecureTargets(prom *promProc, targets []secTarget) error {
 		}
 	}
 	return problemsErr(fmt.Sprintf("/api/v1/targets: %d active targets", len(resp.ActiveTargets)), problems)
-}
-
-// checkEachTarget runs an instant query at time at, which must return
-// exactly one sample for each of targets, keyed by job and instance, and
-// calls check on each.
-func checkEachTarget(prom *promProc, query string, at time.Time, targets []secTarget, check func(secTarget, promSample) error) error {
-	samples, err := promQuery(prom, query, at)
-	if err != nil {
-		return err
-	}
-	want := map[string]secTarget{}
-	for _, st := range targets {
-		want[st.key()] = st
-	}
-	var problems []string
-	seen := map[string]bool{}
-	for _, s := range samples {
-		key := s.labels["job"] + "/" + s.labels["instance"]
-		st, ok := want[key]
-		switch {
-		case !ok:
-			problems = append(problems, fmt.Sprintf("unexpected series %v = %v", s.labels, s.value))
-			continue
-		case seen[key]:
-			problems = append(problems, fmt.Sprintf("more than one series for %s: %v = %v", key, s.labels, s.value))
-		}
-		seen[key] = true
-		if err := check(st, s); err != nil {
-			problems = append(problems, fmt.Sprintf("%s (%s): %v", key, st.pod.name, err))
-		}
-	}
-	for key := range want {
-		if !seen[key] {
-			problems = append(problems, "no series for "+key)
-		}
-	}
-	return problemsErr(fmt.Sprintf("query %q: %d series", query, len(samples)), problems)
 }
 
 // checkScrapesSince returns an error unless every target has at least n
