@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -372,10 +373,11 @@ func (c *Config) Validate() error {
 	default:
 		bad("target-policy", "want cidr or kubernetes, got %q", c.TargetPolicy)
 	}
-	if c.AdvertiseAddress != "" {
-		if _, port, err := net.SplitHostPort(c.AdvertiseAddress); err != nil || port == "" {
-			bad("advertise-address", "want host:port, got %q", c.AdvertiseAddress)
-		}
+	if c.AdvertiseAddress != "" && !isHostPort(c.AdvertiseAddress) {
+		bad("advertise-address", "want host:port with a DNS name or IP address and a port 1-65535, got %q", c.AdvertiseAddress)
+	}
+	if c.Kubernetes && c.KubeletTokenFile != "" && c.KubeletCAFile == "" && !c.KubeletInsecureSkipVerify {
+		bad("kubelet-ca-file", "is empty: set it to the cluster CA, or set -kubelet-insecure-skip-verify, or turn /nodes/ off with -kubelet-token-file=")
 	}
 	if !c.Kubernetes && (c.Kubeconfig != "" || len(c.KubernetesNamespaces) > 0 || c.KubernetesPodSelector != "" || c.AdvertiseAddress != "") {
 		bad("kubernetes", "-kubeconfig, -kubernetes-namespaces, -kubernetes-pod-selector and -advertise-address need -kubernetes")
@@ -431,4 +433,31 @@ func (l *cidrList) Set(s string) error {
 	}
 	*l = ps
 	return nil
+}
+
+// isHostPort reports whether s is host:port with a DNS name or an IP
+// address (IPv6 in brackets) and a port 1-65535: what Prometheus can put in
+// __address__ and reach.
+func isHostPort(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return false
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
+		return false
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(host, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -90,6 +90,14 @@ func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 	f([]string{"--caller-rate-burst=0"}, envOf(), "-caller-rate-burst")
 	f([]string{"--client-read-timeout=0s"}, envOf(), "-client-read-timeout")
 	f([]string{"--max-response-body-bytes=-1"}, envOf(), "-max-response-body-bytes")
+	f([]string{"--target-policy=kubernetes"}, envOf(), "-target-policy", "-kubernetes")
+	f([]string{"--target-policy=pods"}, envOf(), "-target-policy")
+	f([]string{"--kubeconfig=k"}, envOf(), "-kubernetes")
+	for _, addr := range []string{":31000", "gw:http", "gw:99999", "gw:031000", "gw/x:1", "gw:1/x", "gw", "-gw:1", "[fe80::1:1"} {
+		f([]string{"--kubernetes", "--advertise-address=" + addr}, envOf(), "-advertise-address")
+	}
+	f([]string{"--kubernetes", "--kubelet-ca-file="}, envOf(), "-kubelet-ca-file", "-kubelet-insecure-skip-verify")
+	f([]string{"--kubernetes", "--kubelet-insecure-skip-verify", "--kubelet-ca-file=ca.pem"}, envOf(), "-kubelet-insecure-skip-verify")
 	f([]string{"--no-such-flag"}, envOf(), "no-such-flag")
 	f([]string{"stray"}, envOf(), "stray")
 	f(nil, envOf("SCRAPEGATE_ALLOW_CIDRS", "bogus"), "-allow-cidrs", "SCRAPEGATE_ALLOW_CIDRS")
@@ -98,6 +106,25 @@ func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v; want flag.ErrHelp", err)
 	}
+}
+
+func TestParseFlagsKubernetes(t *testing.T) {
+	f := func(args []string, wantPolicy string) {
+		t.Helper()
+		cfg, err := ParseFlags("scrapegate", args, envOf(), io.Discard)
+		if err != nil {
+			t.Fatalf("ParseFlags(%q): %v", args, err)
+		}
+		if got := cfg.EffectiveTargetPolicy(); got != wantPolicy {
+			t.Errorf("ParseFlags(%q): target policy %q, want %q", args, got, wantPolicy)
+		}
+	}
+	f(nil, TargetPolicyCIDR)
+	f([]string{"--kubernetes"}, TargetPolicyKubernetes)
+	f([]string{"--kubernetes", "--target-policy=cidr"}, TargetPolicyCIDR)
+	f([]string{"--kubernetes", "--advertise-address=scrapegate.example.com:31000"}, TargetPolicyKubernetes)
+	f([]string{"--kubernetes", "--advertise-address=[fd00::1]:31000", "--kubelet-insecure-skip-verify"}, TargetPolicyKubernetes)
+	f([]string{"--kubernetes", "--advertise-address=10.0.0.1:31000", "--kubelet-token-file=", "--kubelet-ca-file="}, TargetPolicyKubernetes)
 }
 
 func TestParseFlagsSecurity(t *testing.T) {

@@ -22,6 +22,7 @@ const (
 	reasonRateLimited                // caller over -caller-rate-limit
 	reasonOverloaded                 // -max-inflight reached
 	reasonDraining                   // shutting down
+	reasonNotSynced                  // -target-policy=kubernetes before the informers synced
 	reasonRefused                    // pod refused the connection
 	reasonUnreachable                // no route to the pod, or another dial failure
 	reasonTLS                        // the TLS handshake with the pod or kubelet failed
@@ -48,6 +49,7 @@ var reasonInfo = [numReasons]struct {
 	reasonRateLimited: {"rate_limited", fasthttp.StatusTooManyRequests, false},
 	reasonOverloaded:  {"overloaded", fasthttp.StatusServiceUnavailable, false},
 	reasonDraining:    {"draining", fasthttp.StatusServiceUnavailable, false},
+	reasonNotSynced:   {"not_synced", fasthttp.StatusServiceUnavailable, false},
 	reasonRefused:     {"connect_refused", fasthttp.StatusBadGateway, true},
 	reasonUnreachable: {"connect_failed", fasthttp.StatusBadGateway, true},
 	reasonTLS:         {"tls_failed", fasthttp.StatusBadGateway, true},

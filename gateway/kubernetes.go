@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"sync/atomic"
 
@@ -47,6 +48,12 @@ func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reloadable, e
 
 	if cfg.KubeletTokenFile == "" {
 		return nil, nil
+	}
+	for flag, path := range map[string]string{"kubelet-token-file": cfg.KubeletTokenFile, "kubelet-ca-file": cfg.KubeletCAFile} {
+		if _, err := os.Stat(path); err != nil && strings.HasPrefix(path, serviceAccountDir) {
+			return nil, fmt.Errorf("cannot read -%s (%w): outside a pod, set -kubelet-token-file and -kubelet-ca-file, "+
+				"or turn the kubelet proxy off with -kubelet-token-file=", flag, err)
+		}
 	}
 	opts := upstreamTLSOptions{Flags: "kubelet", InsecureSkipVerify: cfg.KubeletInsecureSkipVerify}
 	if !cfg.KubeletInsecureSkipVerify {
@@ -135,7 +142,12 @@ func (g *Gateway) serveSD(ctx *fasthttp.RequestCtx) {
 		h.SetContentEncoding("gzip")
 		ctx.SetBody(doc.Gzipped)
 	} else {
-		ctx.SetBody(doc.JSON)
+		body, err := doc.JSON()
+		if err != nil {
+			g.plainText(ctx, routeSD, fasthttp.StatusInternalServerError, "scrapegate: 500 "+err.Error())
+			return
+		}
+		ctx.SetBody(body)
 	}
 	g.metrics.countRequest(routeSD, fasthttp.StatusOK)
 }
@@ -143,6 +155,7 @@ func (g *Gateway) serveSD(ctx *fasthttp.RequestCtx) {
 // etagMatches implements If-None-Match (RFC 9110 section 13.1.2): a list of
 // entity tags, compared weakly, or "*".
 func etagMatches(ifNoneMatch []byte, etag string) bool {
+	etag = strings.TrimPrefix(etag, "W/")
 	for _, tag := range strings.Split(string(ifNoneMatch), ",") {
 		tag = strings.TrimPrefix(strings.TrimSpace(tag), "W/")
 		if tag == etag || tag == "*" {
@@ -190,7 +203,8 @@ var (
 )
 
 // livePods is the "kubernetes" target policy: whether an endpoint belongs to
-// a pod that exists.
+// a pod that exists, which is known only once the informers have synced.
 type livePods interface {
+	Synced() bool
 	HasEndpoint(netip.AddrPort) bool
 }

@@ -82,6 +82,7 @@ const (
 	verdictPathNotPlain
 	verdictSelf
 	verdictNotPod
+	verdictNotSynced
 )
 
 var verdictText = [...]string{
@@ -95,6 +96,7 @@ var verdictText = [...]string{
 	verdictPathNotPlain:   "with path rules the target path may only have letters, digits, '-._~' and single '/' separators, and no segment ending in '.'",
 	verdictSelf:           "the target is the gateway itself",
 	verdictNotPod:         "the target is not a container port of a live pod (-target-policy=kubernetes)",
+	verdictNotSynced:      "the Kubernetes informers have not synced yet (-target-policy=kubernetes); retry",
 }
 
 func (v verdict) String() string { return verdictText[v] }
@@ -108,8 +110,30 @@ func (p *Policy) Check(t *Target) verdict {
 	if v := p.checkPath(t.Path); v != verdictAllowed {
 		return v
 	}
-	if p.pods != nil && !p.pods.HasEndpoint(t.Addr) {
-		return verdictNotPod
+	if p.pods != nil {
+		switch {
+		case !p.pods.Synced():
+			return verdictNotSynced
+		case !p.pods.HasEndpoint(t.Addr):
+			return verdictNotPod
+		}
+	}
+	return verdictAllowed
+}
+
+// CheckKubelet judges a kubelet's address, which comes from its Node
+// object, which the node itself writes: the CIDR rules and the special
+// ranges apply as to pods, so the token never goes where no target may. The
+// port rules do not: the kubelet's port is denied to /pods/ targets.
+func (p *Policy) CheckKubelet(addr netip.AddrPort) verdict {
+	ip := addr.Addr().Unmap()
+	for _, pfx := range p.deny {
+		if pfx.Contains(ip) {
+			return verdictIPDenied
+		}
+	}
+	if !p.ipAllowed(ip) {
+		return verdictIPNotAllowed
 	}
 	return verdictAllowed
 }

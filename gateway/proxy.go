@@ -41,12 +41,22 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		return
 	}
 	// A kubelet target is a known node's kubelet metrics endpoint by
-	// construction (parseNodePath); the policy is about pods.
-	if !t.Kubelet {
-		if v := g.policy.Check(&t); v != verdictAllowed {
-			g.reject(ctx, rt, reasonForbidden, uri, v.String()+": "+t.Addr.String())
-			return
-		}
+	// construction (parseNodePath): only its address is checked.
+	var v verdict
+	if t.Kubelet {
+		v = g.policy.CheckKubelet(t.Addr)
+	} else {
+		v = g.policy.Check(&t)
+	}
+	switch v {
+	case verdictAllowed:
+	case verdictNotSynced:
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "5")
+		g.reject(ctx, rt, reasonNotSynced, uri, v.String())
+		return
+	default:
+		g.reject(ctx, rt, reasonForbidden, uri, v.String()+": "+t.Addr.String())
+		return
 	}
 	if g.state.Load() == stateStopping {
 		g.reject(ctx, rt, reasonDraining, uri, "the gateway is shutting down; retry on another replica")

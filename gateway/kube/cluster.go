@@ -9,6 +9,7 @@ package kube
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -68,9 +69,12 @@ func NewClient(kubeconfig, userAgent string) (kubernetes.Interface, error) {
 type Cluster struct {
 	log       zerolog.Logger
 	informers []cache.SharedIndexInformer // pods, one per namespace, then nodes
-	podStores []cache.Store
-	nodeStore cache.Store
-	synced    atomic.Bool
+	// handlers' HasSynced: true once the index below has seen every
+	// object of the first list, not only the informers' stores.
+	handlersSynced []cache.InformerSynced
+	podStores      []cache.Store
+	nodeStore      cache.Store
+	synced         atomic.Bool
 
 	mu sync.RWMutex
 	// livePods maps each pod IP to the live pods that have it: usually one;
@@ -84,16 +88,30 @@ type Cluster struct {
 	podsVersion  atomic.Uint64
 	nodesVersion atomic.Uint64
 
-	docsMu sync.Mutex
-	docs   map[docKey]*document
+	docsMu    sync.Mutex
+	docs      map[docKey]*document
+	docsClock int64 // orders the documents' uses, for eviction
 }
 
 // livePod is what the policy needs of a pod: its IPs and the ports it
-// declares.
+// declares, and what decides which pod owns an IP that two pods claim.
 type livePod struct {
-	key   string
-	ips   []netip.Addr
-	ports []uint16
+	key         string
+	ips         []netip.Addr
+	ports       []uint16
+	hostNetwork bool
+	terminating bool
+	created     time.Time
+}
+
+// ownsIPOver reports whether p, rather than q, owns the IP both claim: a
+// pod network reuses a deleted pod's IP, sometimes while the old pod is
+// still terminating, and the old pod's ports must not open on the new one.
+func (p *livePod) ownsIPOver(q *livePod) bool {
+	if p.terminating != q.terminating {
+		return !p.terminating
+	}
+	return p.created.After(q.created)
 }
 
 // New returns a Cluster that watches through client once started.
@@ -109,7 +127,12 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 		kubelets: make(map[string]netip.AddrPort),
 		docs:     make(map[docKey]*document),
 	}
-	namespaces := opts.Namespaces
+	var namespaces []string
+	for _, ns := range opts.Namespaces {
+		if !slices.Contains(namespaces, ns) { // one watch each
+			namespaces = append(namespaces, ns)
+		}
+	}
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
@@ -121,26 +144,30 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = opts.PodSelector }),
 			informers.WithTransform(stripPod))
 		inf := f.Core().V1().Pods().Informer()
-		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(obj any) { c.podChanged(obj) },
 			UpdateFunc: func(_, obj any) { c.podChanged(obj) },
 			DeleteFunc: c.podDeleted,
-		}); err != nil {
+		})
+		if err != nil {
 			return nil, fmt.Errorf("cannot watch pods: %w", err)
 		}
 		c.informers = append(c.informers, inf)
+		c.handlersSynced = append(c.handlersSynced, reg.HasSynced)
 		c.podStores = append(c.podStores, inf.GetStore())
 	}
 	nf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(stripNode))
 	nodes := nf.Core().V1().Nodes().Informer()
-	if _, err := nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, err := nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { c.nodeChanged(obj) },
 		UpdateFunc: func(_, obj any) { c.nodeChanged(obj) },
 		DeleteFunc: c.nodeDeleted,
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("cannot watch nodes: %w", err)
 	}
 	c.informers = append(c.informers, nodes)
+	c.handlersSynced = append(c.handlersSynced, reg.HasSynced)
 	c.nodeStore = nodes.GetStore()
 	return c, nil
 }
@@ -152,11 +179,7 @@ func (c *Cluster) Run(stop <-chan struct{}) {
 		go inf.Run(stop)
 	}
 	begin := time.Now()
-	syncs := make([]cache.InformerSynced, len(c.informers))
-	for i, inf := range c.informers {
-		syncs[i] = inf.HasSynced
-	}
-	if !cache.WaitForCacheSync(stop, syncs...) {
+	if !cache.WaitForCacheSync(stop, c.handlersSynced...) {
 		return
 	}
 	c.synced.Store(true)
@@ -179,19 +202,25 @@ func (c *Cluster) Counts() (pods, nodes int) {
 
 // HasEndpoint reports whether addr is the IP of a live pod (one with an IP
 // that has not terminated) and one of the ports that pod declares: a
-// container port or its prometheus.io/port annotation.
+// container port, a native sidecar's port or its prometheus.io/port
+// annotation. Every hostNetwork pod of a node shares the node's IP; of
+// other pods claiming one IP, only the one that owns it counts.
 func (c *Cluster) HasEndpoint(addr netip.AddrPort) bool {
 	ip, port := addr.Addr().Unmap(), addr.Port()
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	var owner *livePod
 	for _, p := range c.livePods[ip] {
-		for _, pp := range p.ports {
-			if pp == port {
+		switch {
+		case p.hostNetwork:
+			if slices.Contains(p.ports, port) {
 				return true
 			}
+		case owner == nil || p.ownsIPOver(owner):
+			owner = p
 		}
 	}
-	return false
+	return owner != nil && slices.Contains(owner.ports, port)
 }
 
 // Kubelet returns the kubelet address of a node the informer knows: its
@@ -265,12 +294,13 @@ func livePodOf(pod *corev1.Pod, key string) *livePod {
 	if !isLive(pod) {
 		return nil
 	}
-	lp := &livePod{key: key, ips: podIPs(pod)}
+	lp := &livePod{key: key, ips: podIPs(pod), hostNetwork: pod.Spec.HostNetwork,
+		terminating: pod.DeletionTimestamp != nil, created: pod.CreationTimestamp.Time}
 	if len(lp.ips) == 0 {
 		return nil
 	}
-	for _, ctr := range pod.Spec.Containers {
-		for _, p := range ctr.Ports {
+	for _, ctr := range servingContainers(pod) {
+		for _, p := range ctr.container.Ports {
 			if isTCP(p) {
 				lp.ports = appendPort(lp.ports, uint16(p.ContainerPort))
 			}
@@ -280,6 +310,31 @@ func livePodOf(pod *corev1.Pod, key string) *livePod {
 		lp.ports = appendPort(lp.ports, port)
 	}
 	return lp
+}
+
+// servingContainer is a container that runs as long as its pod: a regular
+// one, or a native sidecar (an init container with restartPolicy Always).
+// Other init containers have finished before the pod serves.
+type servingContainer struct {
+	container *corev1.Container
+	init      bool
+}
+
+func servingContainers(pod *corev1.Pod) []servingContainer {
+	out := make([]servingContainer, 0, len(pod.Spec.Containers)+len(pod.Spec.InitContainers))
+	for i := range pod.Spec.InitContainers {
+		if isSidecar(&pod.Spec.InitContainers[i]) {
+			out = append(out, servingContainer{container: &pod.Spec.InitContainers[i], init: true})
+		}
+	}
+	for i := range pod.Spec.Containers {
+		out = append(out, servingContainer{container: &pod.Spec.Containers[i]})
+	}
+	return out
+}
+
+func isSidecar(c *corev1.Container) bool {
+	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
 }
 
 func isLive(pod *corev1.Pod) bool {
@@ -408,6 +463,7 @@ func stripPod(obj any) (any, error) {
 			Namespace:         pod.Namespace,
 			UID:               pod.UID,
 			ResourceVersion:   pod.ResourceVersion,
+			CreationTimestamp: pod.CreationTimestamp,
 			Labels:            pod.Labels,
 			Annotations:       withoutLastApplied(pod.Annotations),
 			OwnerReferences:   controllerOnly(pod.OwnerReferences),
@@ -428,6 +484,12 @@ func stripPod(obj any) (any, error) {
 		out.Spec.Containers = make([]corev1.Container, len(pod.Spec.Containers))
 		for i, ctr := range pod.Spec.Containers {
 			out.Spec.Containers[i] = corev1.Container{Name: ctr.Name, Image: ctr.Image, Ports: ctr.Ports}
+		}
+	}
+	for _, ctr := range pod.Spec.InitContainers {
+		if isSidecar(&ctr) {
+			out.Spec.InitContainers = append(out.Spec.InitContainers,
+				corev1.Container{Name: ctr.Name, Image: ctr.Image, Ports: ctr.Ports, RestartPolicy: ctr.RestartPolicy})
 		}
 	}
 	for _, cond := range pod.Status.Conditions {

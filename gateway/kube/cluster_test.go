@@ -270,14 +270,48 @@ func TestKubeletAddress(t *testing.T) {
 func TestClientGoLogsInTheGatewaysFormat(t *testing.T) {
 	var buf bytes.Buffer
 	sink := &klogSink{log: zerolog.New(&buf)}
-	logr.New(sink).WithName("reflector").WithValues("resource", "pods").Error(errors.New("forbidden"), "Failed to watch", "attempt", 3)
+	logr.New(sink).WithName("reflector").WithValues("resource", "pods").Error(errors.New("forbidden"), "Failed to watch", "attempt", 3, "err", errors.New("watch ended"))
 	logr.New(sink).V(4).Info("debug detail")
 	var line map[string]any
 	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
 		t.Fatalf("not one JSON line: %q", buf.String())
 	}
-	want := map[string]any{"level": "error", "error": "forbidden", "message": "Failed to watch", "logger": "reflector", "resource": "pods", "attempt": float64(3)}
+	want := map[string]any{"level": "error", "error": "forbidden", "message": "Failed to watch", "logger": "reflector", "resource": "pods", "attempt": float64(3), "err": "watch ended"}
 	if !reflect.DeepEqual(line, want) {
 		t.Errorf("got %v, want %v", line, want)
+	}
+}
+
+func TestReusedIPBelongsToTheNewPod(t *testing.T) {
+	ctx := context.Background()
+	old := newPod("a", "old", "10.0.0.1")
+	old.Spec.Containers[0].Ports[0].ContainerPort = 8080
+	old.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Hour))
+	client := fake.NewClientset(old)
+	c := startCluster(t, client, Options{})
+	// The old pod terminates; the CNI hands its IP to a new pod at once.
+	now := metav1.Now()
+	old.DeletionTimestamp = &now
+	if _, err := client.CoreV1().Pods("a").Update(ctx, old, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := newPod("b", "fresh", "10.0.0.1")
+	fresh.CreationTimestamp = metav1.Now()
+	if _, err := client.CoreV1().Pods("b").Create(ctx, fresh, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the new pod's port is allowed", func() bool { return c.HasEndpoint(netip.MustParseAddrPort("10.0.0.1:9100")) })
+	if c.HasEndpoint(netip.MustParseAddrPort("10.0.0.1:8080")) {
+		t.Error("the terminating pod's port opened on the new pod that now has its IP")
+	}
+}
+
+func TestNamespaceListedTwiceIsWatchedOnce(t *testing.T) {
+	c := startCluster(t, fake.NewClientset(newPod("a", "p", "10.0.0.1", annotated("prometheus.io/scrape", "true"))), Options{Namespaces: []string{"a", "a"}})
+	if pods, _ := c.Counts(); pods != 1 {
+		t.Errorf("Counts() pods = %d, want 1", pods)
+	}
+	if doc, _ := c.PodsSD("", testGateway); doc.Groups != 1 {
+		t.Errorf("%d target groups, want 1", doc.Groups)
 	}
 }

@@ -47,7 +47,19 @@ func (s *klogSink) write(e *zerolog.Event, msg string, kv []any) {
 	}
 	for _, pairs := range [][]any{s.values, kv} {
 		for i := 0; i+1 < len(pairs); i += 2 {
-			e = e.Interface(fmt.Sprint(pairs[i]), pairs[i+1])
+			key := fmt.Sprint(pairs[i])
+			// Errors and most client-go values have no exported fields:
+			// as JSON they would be {}.
+			switch v := pairs[i+1].(type) {
+			case error:
+				e = e.Str(key, v.Error())
+			case fmt.Stringer:
+				e = e.Stringer(key, v)
+			case logr.Marshaler:
+				e = e.Interface(key, v.MarshalLog())
+			default:
+				e = e.Interface(key, v)
+			}
 		}
 	}
 	e.Msg(msg)

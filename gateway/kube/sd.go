@@ -7,25 +7,38 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
 
 // Document is one rendered http_sd document: a JSON list of target groups
-// (https://prometheus.io/docs/prometheus/latest/http_sd/), gzipped as well,
-// and an ETag that changes exactly when the JSON does.
+// (https://prometheus.io/docs/prometheus/latest/http_sd/), kept gzipped
+// only (Prometheus asks for gzip, and 10,000 pods' JSON is tens of
+// megabytes), and a weak ETag, valid for both encodings, that changes
+// exactly when the JSON does.
 type Document struct {
-	JSON    []byte
 	Gzipped []byte
 	ETag    string
 	Groups  int
+}
+
+// JSON returns the document uncompressed, for the rare caller that does
+// not accept gzip.
+func (d *Document) JSON() ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(d.Gzipped))
+	if err != nil {
+		return nil, fmt.Errorf("BUG: cannot read a gzipped document: %w", err)
+	}
+	return io.ReadAll(zr)
 }
 
 // Where documents point Prometheus: the address and scheme it reaches the
@@ -42,9 +55,14 @@ var KubeletPaths = []string{"/metrics", "/metrics/cadvisor", "/metrics/resource"
 // IsKubeletPath reports whether path is one of KubeletPaths.
 func IsKubeletPath(path string) bool { return slices.Contains(KubeletPaths, path) }
 
-// maxDocuments bounds the cached documents: each distinct query string and
-// advertised address has one, and callers choose both.
-const maxDocuments = 64
+// Callers choose the cached documents (each query and advertised address
+// has its own), so the cache is bounded in count and bytes; the least
+// recently used documents go first. A document over the budget on its own
+// is served but not kept.
+const (
+	maxDocuments     = 16
+	maxDocumentBytes = 32 << 20
+)
 
 type docKey struct {
 	kind    string // "pods" or "nodes"
@@ -54,9 +72,11 @@ type docKey struct {
 
 // document caches one Document until the objects it was built from change.
 type document struct {
-	mu      sync.Mutex
-	version uint64
-	doc     *Document
+	mu       sync.Mutex
+	version  uint64
+	doc      *Document
+	size     atomic.Int64 // of doc, for the cache's byte budget
+	lastUsed atomic.Int64 // a tick of Cluster.docsClock
 }
 
 // podQuery is what /sd/pods?... selects.
@@ -148,28 +168,51 @@ func (c *Cluster) document(key docKey, version interface{ Load() uint64 }, build
 	c.docsMu.Lock()
 	d := c.docs[key]
 	if d == nil {
-		if len(c.docs) >= maxDocuments {
-			clear(c.docs)
-		}
 		d = &document{}
 		c.docs[key] = d
 	}
+	c.docsClock++
+	d.lastUsed.Store(c.docsClock)
 	c.docsMu.Unlock()
 
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	// Read before building: a change during the build leaves the version
 	// behind, so the next request rebuilds.
 	v := version.Load()
 	if d.doc != nil && d.version == v {
+		d.mu.Unlock()
 		return d.doc, nil
 	}
 	doc, err := render(build())
-	if err != nil {
-		return nil, err
+	if err == nil {
+		d.doc, d.version = doc, v
+		d.size.Store(int64(len(doc.Gzipped)))
 	}
-	d.doc, d.version = doc, v
-	return doc, nil
+	d.mu.Unlock()
+	c.trimDocuments()
+	return doc, err
+}
+
+// trimDocuments drops the least recently used documents until the cache is
+// within its bounds.
+func (c *Cluster) trimDocuments() {
+	c.docsMu.Lock()
+	defer c.docsMu.Unlock()
+	for {
+		var total int64
+		var oldestKey docKey
+		var oldest *document
+		for k, d := range c.docs {
+			total += d.size.Load()
+			if oldest == nil || d.lastUsed.Load() < oldest.lastUsed.Load() {
+				oldestKey, oldest = k, d
+			}
+		}
+		if len(c.docs) <= maxDocuments && total <= maxDocumentBytes || oldest == nil {
+			return
+		}
+		delete(c.docs, oldestKey)
+	}
 }
 
 type targetGroup struct {
@@ -181,18 +224,17 @@ func render(groups []targetGroup) (*Document, error) {
 	if groups == nil {
 		groups = []targetGroup{} // "[]", not "null"
 	}
-	body, err := json.Marshal(groups)
-	if err != nil {
-		return nil, fmt.Errorf("BUG: cannot marshal target groups: %w", err)
-	}
 	var gz bytes.Buffer
+	h := sha256.New()
 	zw := gzip.NewWriter(&gz)
-	_, _ = zw.Write(body)
+	// Streamed: the uncompressed JSON never exists as one buffer.
+	if err := json.NewEncoder(io.MultiWriter(zw, h)).Encode(groups); err != nil {
+		return nil, fmt.Errorf("BUG: cannot encode target groups: %w", err)
+	}
 	if err := zw.Close(); err != nil {
 		return nil, fmt.Errorf("cannot gzip the document: %w", err)
 	}
-	sum := sha256.Sum256(body)
-	return &Document{JSON: body, Gzipped: gz.Bytes(), ETag: `"` + hex.EncodeToString(sum[:12]) + `"`, Groups: len(groups)}, nil
+	return &Document{Gzipped: gz.Bytes(), ETag: `W/"` + hex.EncodeToString(h.Sum(nil)[:12]) + `"`, Groups: len(groups)}, nil
 }
 
 // Label names as kubernetes_sd_configs gives them, so relabel rules written
@@ -244,7 +286,7 @@ func cmpOr(a, b int) int {
 // declares it when one does.
 type podEndpoint struct {
 	port      uint16
-	container *corev1.Container
+	container *servingContainer
 	cport     *corev1.ContainerPort
 }
 
@@ -253,11 +295,12 @@ type podEndpoint struct {
 // kubernetes_sd_configs lists them).
 func endpointsOf(pod *corev1.Pod) []podEndpoint {
 	annotated, hasAnnotation := annotatedPort(pod)
+	containers := servingContainers(pod)
 	var eps []podEndpoint
-	for i := range pod.Spec.Containers {
-		ctr := &pod.Spec.Containers[i]
-		for j := range ctr.Ports {
-			p := &ctr.Ports[j]
+	for i := range containers {
+		ctr := &containers[i]
+		for j := range ctr.container.Ports {
+			p := &ctr.container.Ports[j]
 			if !isTCP(*p) || (hasAnnotation && uint16(p.ContainerPort) != annotated) {
 				continue
 			}
@@ -269,8 +312,11 @@ func endpointsOf(pod *corev1.Pod) []podEndpoint {
 	}
 	if hasAnnotation {
 		ep := podEndpoint{port: annotated}
-		if len(pod.Spec.Containers) > 0 {
-			ep.container = &pod.Spec.Containers[0]
+		for i := range containers {
+			if !containers[i].init { // the first regular container, as a guess
+				ep.container = &containers[i]
+				break
+			}
 		}
 		return []podEndpoint{ep}
 	}
@@ -301,9 +347,9 @@ func appendPodGroups(groups []targetGroup, pod *corev1.Pod, gw Gateway) []target
 		l["__metrics_path__"] = podsPrefix + ip.String() + "/" + strconv.Itoa(int(ep.port)) + path
 		l["instance"] = netip.AddrPortFrom(ip, ep.port).String()
 		if ep.container != nil {
-			l[metaPod+"container_name"] = ep.container.Name
-			l[metaPod+"container_image"] = ep.container.Image
-			l[metaPod+"container_init"] = "false"
+			l[metaPod+"container_name"] = ep.container.container.Name
+			l[metaPod+"container_image"] = ep.container.container.Image
+			l[metaPod+"container_init"] = strconv.FormatBool(ep.container.init)
 		}
 		if ep.cport != nil {
 			l[metaPod+"container_port_name"] = ep.cport.Name

@@ -1,17 +1,18 @@
 package kube
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
-	"io"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 
+	"net/netip"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 )
 
@@ -19,17 +20,13 @@ var testGateway = Gateway{Address: "gw.example:31000", Scheme: "http"}
 
 func decode(t *testing.T, doc *Document) []targetGroup {
 	t.Helper()
-	var groups []targetGroup
-	if err := json.Unmarshal(doc.JSON, &groups); err != nil {
-		t.Fatalf("the document is not JSON: %v\n%s", err, doc.JSON)
-	}
-	zr, err := gzip.NewReader(bytes.NewReader(doc.Gzipped))
+	body, err := doc.JSON()
 	if err != nil {
 		t.Fatal(err)
 	}
-	unzipped, err := io.ReadAll(zr)
-	if err != nil || !bytes.Equal(unzipped, doc.JSON) {
-		t.Fatalf("the gzipped document differs from the JSON one (%v)", err)
+	var groups []targetGroup
+	if err := json.Unmarshal(body, &groups); err != nil {
+		t.Fatalf("the document is not JSON: %v\n%s", err, body)
 	}
 	if doc.Groups != len(groups) {
 		t.Errorf("Groups = %d, want %d", doc.Groups, len(groups))
@@ -193,8 +190,8 @@ func TestPodsSDETagFollowsChanges(t *testing.T) {
 		return doc.Groups == 0
 	})
 	empty, _ := c.PodsSD("", testGateway)
-	if empty.ETag == first.ETag || string(empty.JSON) != "[]" {
-		t.Errorf("after the delete: ETag %s (was %s), JSON %s; want a new ETag and []", empty.ETag, first.ETag, empty.JSON)
+	if body, _ := empty.JSON(); empty.ETag == first.ETag || string(body) != "[]\n" {
+		t.Errorf("after the delete: ETag %s (was %s), JSON %q; want a new ETag and []", empty.ETag, first.ETag, body)
 	}
 }
 
@@ -233,11 +230,73 @@ func TestNodesSD(t *testing.T) {
 		t.Errorf("got\n%s", got)
 	}
 	if doc, _ := c.NodesSD("", testGateway); paths(decode(t, doc))[0] != "/nodes/node-1/metrics" {
-		t.Errorf("default path: %s", doc.JSON)
+		t.Errorf("default path: %v", decode(t, doc))
 	}
 	for _, q := range []string{"path=/configz", "path=/metrics/../pods", "path=/metrics&path=/metrics/cadvisor", "role=node"} {
 		if _, err := c.NodesSD(q, testGateway); err == nil {
 			t.Errorf("NodesSD(%q) succeeded", q)
 		}
+	}
+}
+
+func TestPodsSDListsNativeSidecars(t *testing.T) {
+	always := corev1.ContainerRestartPolicyAlways
+	pod := newPod("a", "meshed", "10.0.0.1", annotated("prometheus.io/scrape", "true"))
+	pod.Spec.InitContainers = []corev1.Container{
+		{Name: "setup", Image: "setup:1", Ports: []corev1.ContainerPort{{ContainerPort: 7000}}}, // runs to completion
+		{Name: "proxy", Image: "proxy:1", RestartPolicy: &always, Ports: []corev1.ContainerPort{{Name: "stats", ContainerPort: 15090}}},
+	}
+	c := startCluster(t, fake.NewClientset(pod), Options{})
+	doc, err := c.PodsSD("", testGateway)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := decode(t, doc)
+	if got := strings.Join(paths(groups), " "); got != "/pods/10.0.0.1/15090/metrics /pods/10.0.0.1/9100/metrics" {
+		t.Fatalf("paths %s", got)
+	}
+	if l := groups[0].Labels; l["__meta_kubernetes_pod_container_name"] != "proxy" || l["__meta_kubernetes_pod_container_init"] != "true" {
+		t.Errorf("sidecar labels: %v", l)
+	}
+	if l := groups[1].Labels; l["__meta_kubernetes_pod_container_init"] != "false" {
+		t.Errorf("regular container labels: %v", l)
+	}
+	f := func(addr string, want bool) {
+		t.Helper()
+		if got := c.HasEndpoint(netip.MustParseAddrPort(addr)); got != want {
+			t.Errorf("HasEndpoint(%s) = %v, want %v", addr, got, want)
+		}
+	}
+	f("10.0.0.1:15090", true) // a sidecar serves as long as its pod
+	f("10.0.0.1:7000", false) // a finished init container does not
+}
+
+func TestDocumentCacheIsBounded(t *testing.T) {
+	var pods []runtime.Object
+	for i := range 50 {
+		pods = append(pods, newPod("a", fmt.Sprintf("p%d", i), fmt.Sprintf("10.0.0.%d", i+1), annotated("prometheus.io/scrape", "true")))
+	}
+	c := startCluster(t, fake.NewClientset(pods...), Options{})
+	first, _ := c.PodsSD("", Gateway{Address: "host-0:1", Scheme: "http"})
+	// Callers choose the Host, and with it the cache key.
+	for i := range 200 {
+		if _, err := c.PodsSD("", Gateway{Address: fmt.Sprintf("host-%d:1", i), Scheme: "http"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.docsMu.Lock()
+	n := len(c.docs)
+	c.docsMu.Unlock()
+	if n > maxDocuments {
+		t.Errorf("%d documents cached, want at most %d", n, maxDocuments)
+	}
+	// The most recently used survive: host-199's is still the same one.
+	a, _ := c.PodsSD("", Gateway{Address: "host-199:1", Scheme: "http"})
+	b, _ := c.PodsSD("", Gateway{Address: "host-199:1", Scheme: "http"})
+	if a != b {
+		t.Error("the most recently used document was evicted")
+	}
+	if again, _ := c.PodsSD("", Gateway{Address: "host-0:1", Scheme: "http"}); again == first || again.ETag != first.ETag {
+		t.Error("the least recently used document was kept, or rebuilt differently")
 	}
 }
