@@ -43,8 +43,8 @@ func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reloadable, e
 		}
 		return 0
 	})
-	g.metrics.set.NewGauge(`scrapegate_kubernetes_objects{resource="pods"}`, func() float64 { p, _ := cluster.Counts(); return float64(p) })
-	g.metrics.set.NewGauge(`scrapegate_kubernetes_objects{resource="nodes"}`, func() float64 { _, n := cluster.Counts(); return float64(n) })
+	g.metrics.set.NewGauge(`scrapegate_kubernetes_objects{resource="pods"}`, func() float64 { return float64(cluster.PodCount()) })
+	g.metrics.set.NewGauge(`scrapegate_kubernetes_objects{resource="nodes"}`, func() float64 { return float64(cluster.NodeCount()) })
 
 	if cfg.KubeletTokenFile == "" {
 		return nil, nil

@@ -126,7 +126,12 @@ func (p *Policy) Check(t *Target) verdict {
 // ranges apply as to pods, so the token never goes where no target may. The
 // port rules do not: the kubelet's port is denied to /pods/ targets.
 func (p *Policy) CheckKubelet(addr netip.AddrPort) verdict {
-	ip := addr.Addr().Unmap()
+	return p.checkIP(addr.Addr().Unmap())
+}
+
+// checkIP judges an address against -deny-cidrs, then -allow-cidrs over the
+// special ranges.
+func (p *Policy) checkIP(ip netip.Addr) verdict {
 	for _, pfx := range p.deny {
 		if pfx.Contains(ip) {
 			return verdictIPDenied
@@ -199,13 +204,8 @@ func (p *Policy) checkAddr(addr netip.AddrPort) verdict {
 	if !ip.IsValid() || ip.Zone() != "" || addr.Port() == 0 {
 		return verdictIPNotAllowed
 	}
-	for _, pfx := range p.deny {
-		if pfx.Contains(ip) {
-			return verdictIPDenied
-		}
-	}
-	if !p.ipAllowed(ip) {
-		return verdictIPNotAllowed
+	if v := p.checkIP(ip); v != verdictAllowed {
+		return v
 	}
 	port := addr.Port()
 	if p.denyPorts.contains(port) {

@@ -523,37 +523,14 @@ func freeLoopbackAddr(t *testing.T) string {
 // targets in both jobs, all up, psystrike ones scraping the gateway's
 // /pods/{ip}/{port}/metrics for their own pod.
 func checkTargets(prom *promProc, gatewayAddr string, pods []*fakePod) error {
-	var resp struct {
-		ActiveTargets []struct {
-			Labels     map[string]string `json:"labels"`
-			ScrapePool string            `json:"scrapePool"`
-			ScrapeURL  string            `json:"scrapeUrl"`
-			LastError  string            `json:"lastError"`
-			Health     string            `json:"health"`
-		} `json:"activeTargets"`
-	}
-	if err := promAPI(prom, "/api/v1/targets?state=active", &resp); err != nil {
-		return err
-	}
 	want := map[string]*fakePod{} // job/instance
 	for _, job := range e2eJobs {
 		for _, p := range pods {
 			want[job+"/"+p.addr] = p
 		}
 	}
-	var problems []string
-	seen := map[string]bool{}
-	for _, tg := range resp.ActiveTargets {
-		key := tg.ScrapePool + "/" + tg.Labels["instance"]
-		p, ok := want[key]
-		switch {
-		case !ok:
-			problems = append(problems, fmt.Sprintf("unexpected target %s (%s)", key, tg.ScrapeURL))
-			continue
-		case seen[key]:
-			problems = append(problems, "duplicate target "+key)
-		}
-		seen[key] = true
+	return checkActiveTargets(prom, want, func(key string, p *fakePod, tg promTarget) []string {
+		var problems []string
 		if tg.ScrapePool == jobPsystrike {
 			if wantURL := "http://" + gatewayAddr + "/pods/" + p.ip + "/" + p.port + "/metrics"; tg.ScrapeURL != wantURL {
 				problems = append(problems, fmt.Sprintf("target %s scrapes %s, want %s", key, tg.ScrapeURL, wantURL))
@@ -562,13 +539,82 @@ func checkTargets(prom *promProc, gatewayAddr string, pods []*fakePod) error {
 		if tg.Health != "up" {
 			problems = append(problems, fmt.Sprintf("target %s (%s) is %q: lastError %q", key, tg.ScrapeURL, tg.Health, tg.LastError))
 		}
+		return problems
+	})
+}
+
+// promTarget is one of Prometheus's active targets (/api/v1/targets).
+type promTarget struct {
+	DiscoveredLabels map[string]string `json:"discoveredLabels"`
+	Labels           map[string]string `json:"labels"`
+	ScrapePool       string            `json:"scrapePool"`
+	ScrapeURL        string            `json:"scrapeUrl"`
+	LastError        string            `json:"lastError"`
+	Health           string            `json:"health"`
+}
+
+func promActiveTargets(prom *promProc) ([]promTarget, error) {
+	var resp struct {
+		ActiveTargets []promTarget `json:"activeTargets"`
+	}
+	err := promAPI(prom, "/api/v1/targets?state=active", &resp)
+	return resp.ActiveTargets, err
+}
+
+// checkActiveTargets returns an error unless Prometheus's active targets,
+// keyed by job and instance, are exactly those of want, and check finds no
+// problem with any of them.
+func checkActiveTargets[T any](prom *promProc, want map[string]T, check func(key string, want T, got promTarget) []string) error {
+	active, err := promActiveTargets(prom)
+	if err != nil {
+		return err
+	}
+	var problems []string
+	seen := map[string]bool{}
+	for _, tg := range active {
+		key := tg.ScrapePool + "/" + tg.Labels["instance"]
+		w, ok := want[key]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("unexpected target %s (%s, %s)", key, tg.ScrapeURL, tg.Health))
+			continue
+		case seen[key]:
+			problems = append(problems, "duplicate target "+key)
+		}
+		seen[key] = true
+		problems = append(problems, check(key, w, tg)...)
 	}
 	for key := range want {
 		if !seen[key] {
 			problems = append(problems, "missing target "+key)
 		}
 	}
-	return problemsErr(fmt.Sprintf("/api/v1/targets: %d active targets", len(resp.ActiveTargets)), problems)
+	return problemsErr(fmt.Sprintf("/api/v1/targets: %d active targets", len(active)), problems)
+}
+
+// keyedTargets maps targets by their job/instance key.
+func keyedTargets[T seriesTarget](targets []T) map[string]T {
+	m := make(map[string]T, len(targets))
+	for _, t := range targets {
+		m[t.key()] = t
+	}
+	return m
+}
+
+// checkScrape checks that a target scrapes scrapeURL and is up, or with
+// wantErr set, down with an error that mentions it.
+func checkScrape(name, scrapeURL, wantErr string, tg promTarget) []string {
+	var problems []string
+	if tg.ScrapeURL != scrapeURL {
+		problems = append(problems, fmt.Sprintf("target %s scrapes %s, want %s", name, tg.ScrapeURL, scrapeURL))
+	}
+	switch {
+	case wantErr == "" && tg.Health != "up":
+		problems = append(problems, fmt.Sprintf("target %s is %q, want up: lastError %q", name, tg.Health, tg.LastError))
+	case wantErr != "" && (tg.Health != "down" || !strings.Contains(tg.LastError, wantErr)):
+		problems = append(problems, fmt.Sprintf("target %s is %q with lastError %q, want down with an error mentioning %q", name, tg.Health, tg.LastError, wantErr))
+	}
+	return problems
 }
 
 type promSample struct {
@@ -631,10 +677,7 @@ func checkEachTarget[T seriesTarget](prom *promProc, query string, at time.Time,
 	if err != nil {
 		return err
 	}
-	want := map[string]T{}
-	for _, st := range targets {
-		want[st.key()] = st
-	}
+	want := keyedTargets(targets)
 	var problems []string
 	seen := map[string]bool{}
 	for _, s := range samples {

@@ -931,63 +931,12 @@ func kubeTargets(gwAddr string, pods []*kubePod, nodes []*fakeKubelet, untrusted
 	return targets
 }
 
-type promTarget struct {
-	DiscoveredLabels map[string]string `json:"discoveredLabels"`
-	Labels           map[string]string `json:"labels"`
-	ScrapePool       string            `json:"scrapePool"`
-	ScrapeURL        string            `json:"scrapeUrl"`
-	LastError        string            `json:"lastError"`
-	Health           string            `json:"health"`
-}
-
-func promActiveTargets(prom *promProc) ([]promTarget, error) {
-	var resp struct {
-		ActiveTargets []promTarget `json:"activeTargets"`
-	}
-	err := promAPI(prom, "/api/v1/targets?state=active", &resp)
-	return resp.ActiveTargets, err
-}
-
 // checkKubeTargets returns an error unless Prometheus's active targets are
 // exactly targets, each scraping its URL, up or down as it must be.
 func checkKubeTargets(prom *promProc, targets []kubeTarget) error {
-	active, err := promActiveTargets(prom)
-	if err != nil {
-		return err
-	}
-	want := map[string]kubeTarget{}
-	for _, kt := range targets {
-		want[kt.key()] = kt
-	}
-	var problems []string
-	seen := map[string]bool{}
-	for _, tg := range active {
-		key := tg.ScrapePool + "/" + tg.Labels["instance"]
-		kt, ok := want[key]
-		switch {
-		case !ok:
-			problems = append(problems, fmt.Sprintf("unexpected target %s (%s, %s)", key, tg.ScrapeURL, tg.Health))
-			continue
-		case seen[key]:
-			problems = append(problems, "duplicate target "+key)
-		}
-		seen[key] = true
-		if tg.ScrapeURL != kt.scrapeURL {
-			problems = append(problems, fmt.Sprintf("target %s scrapes %s, want %s", kt, tg.ScrapeURL, kt.scrapeURL))
-		}
-		switch {
-		case kt.wantErr == "" && tg.Health != "up":
-			problems = append(problems, fmt.Sprintf("target %s is %q, want up: lastError %q", kt, tg.Health, tg.LastError))
-		case kt.wantErr != "" && (tg.Health != "down" || !strings.Contains(tg.LastError, kt.wantErr)):
-			problems = append(problems, fmt.Sprintf("target %s is %q with lastError %q, want down with an error mentioning %q", kt, tg.Health, tg.LastError, kt.wantErr))
-		}
-	}
-	for key, kt := range want {
-		if !seen[key] {
-			problems = append(problems, "missing target "+kt.String())
-		}
-	}
-	return problemsErr(fmt.Sprintf("/api/v1/targets: %d active targets", len(active)), problems)
+	return checkActiveTargets(prom, keyedTargets(targets), func(_ string, kt kubeTarget, tg promTarget) []string {
+		return checkScrape(kt.String(), kt.scrapeURL, kt.wantErr, tg)
+	})
 }
 
 // sdGroup is a target group of Prometheus's HTTP service discovery.

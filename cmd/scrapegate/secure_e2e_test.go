@@ -674,51 +674,9 @@ func jobMatcher(targets []secTarget) string {
 // exactly targets, each scraping its URL, good ones up, bad ones down with
 // their error.
 func checkSecureTargets(prom *promProc, targets []secTarget) error {
-	var resp struct {
-		ActiveTargets []struct {
-			Labels     map[string]string `json:"labels"`
-			ScrapePool string            `json:"scrapePool"`
-			ScrapeURL  string            `json:"scrapeUrl"`
-			LastError  string            `json:"lastError"`
-			Health     string            `json:"health"`
-		} `json:"activeTargets"`
-	}
-	if err := promAPI(prom, "/api/v1/targets?state=active", &resp); err != nil {
-		return err
-	}
-	want := map[string]secTarget{}
-	for _, st := range targets {
-		want[st.key()] = st
-	}
-	var problems []string
-	seen := map[string]bool{}
-	for _, tg := range resp.ActiveTargets {
-		key := tg.ScrapePool + "/" + tg.Labels["instance"]
-		st, ok := want[key]
-		switch {
-		case !ok:
-			problems = append(problems, fmt.Sprintf("unexpected target %s (%s)", key, tg.ScrapeURL))
-			continue
-		case seen[key]:
-			problems = append(problems, "duplicate target "+key)
-		}
-		seen[key] = true
-		if tg.ScrapeURL != st.scrapeURL {
-			problems = append(problems, fmt.Sprintf("target %s scrapes %s, want %s", key, tg.ScrapeURL, st.scrapeURL))
-		}
-		switch {
-		case st.wantErr == "" && tg.Health != "up":
-			problems = append(problems, fmt.Sprintf("target %s is %q, want up: lastError %q", key, tg.Health, tg.LastError))
-		case st.wantErr != "" && (tg.Health != "down" || !strings.Contains(tg.LastError, st.wantErr)):
-			problems = append(problems, fmt.Sprintf("target %s is %q with lastError %q, want down with an error mentioning %q", key, tg.Health, tg.LastError, st.wantErr))
-		}
-	}
-	for key := range want {
-		if !seen[key] {
-			problems = append(problems, "missing target "+key)
-		}
-	}
-	return problemsErr(fmt.Sprintf("/api/v1/targets: %d active targets", len(resp.ActiveTargets)), problems)
+	return checkActiveTargets(prom, keyedTargets(targets), func(key string, st secTarget, tg promTarget) []string {
+		return checkScrape(key, st.scrapeURL, st.wantErr, tg)
+	})
 }
 
 // checkScrapesSince returns an error unless every target has at least n

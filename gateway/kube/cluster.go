@@ -183,8 +183,7 @@ func (c *Cluster) Run(stop <-chan struct{}) {
 		return
 	}
 	c.synced.Store(true)
-	pods, nodes := c.Counts()
-	c.log.Info().Int("pods", pods).Int("nodes", nodes).Stringer("after", time.Since(begin).Round(time.Millisecond)).
+	c.log.Info().Int("pods", c.PodCount()).Int("nodes", c.NodeCount()).Stringer("after", time.Since(begin).Round(time.Millisecond)).
 		Msg("kubernetes informers synced")
 }
 
@@ -192,13 +191,17 @@ func (c *Cluster) Run(stop <-chan struct{}) {
 // that, the cluster view is incomplete and the gateway is not ready.
 func (c *Cluster) Synced() bool { return c.synced.Load() }
 
-// Counts returns how many pods and nodes the informers hold.
-func (c *Cluster) Counts() (pods, nodes int) {
+// PodCount returns how many pods the informers hold.
+func (c *Cluster) PodCount() int {
+	n := 0
 	for _, s := range c.podStores {
-		pods += len(s.ListKeys())
+		n += len(s.ListKeys())
 	}
-	return pods, len(c.nodeStore.ListKeys())
+	return n
 }
+
+// NodeCount returns how many nodes the informer holds.
+func (c *Cluster) NodeCount() int { return len(c.nodeStore.ListKeys()) }
 
 // HasEndpoint reports whether addr is the IP of a live pod (one with an IP
 // that has not terminated) and one of the ports that pod declares: a
@@ -301,13 +304,13 @@ func livePodOf(pod *corev1.Pod, key string) *livePod {
 	}
 	for _, ctr := range servingContainers(pod) {
 		for _, p := range ctr.container.Ports {
-			if isTCP(p) {
-				lp.ports = appendPort(lp.ports, uint16(p.ContainerPort))
+			if isTCP(p) && !slices.Contains(lp.ports, uint16(p.ContainerPort)) {
+				lp.ports = append(lp.ports, uint16(p.ContainerPort))
 			}
 		}
 	}
-	if port, ok := annotatedPort(pod); ok {
-		lp.ports = appendPort(lp.ports, port)
+	if port, ok := annotatedPort(pod); ok && !slices.Contains(lp.ports, port) {
+		lp.ports = append(lp.ports, port)
 	}
 	return lp
 }
@@ -343,15 +346,6 @@ func isLive(pod *corev1.Pod) bool {
 
 func isTCP(p corev1.ContainerPort) bool {
 	return (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) && p.ContainerPort > 0 && p.ContainerPort < 65536
-}
-
-func appendPort(ports []uint16, port uint16) []uint16 {
-	for _, p := range ports {
-		if p == port {
-			return ports
-		}
-	}
-	return append(ports, port)
 }
 
 // podIPs returns a pod's IPs: status.podIPs, or status.podIP from servers

@@ -180,8 +180,8 @@ func TestNamespacesAndSelectorLimitWhatIsWatched(t *testing.T) {
 	f("10.0.0.2:9100", false)
 	f("10.0.0.3:9100", false)
 	f("10.0.0.4:9100", true)
-	if pods, _ := c.Counts(); pods != 2 {
-		t.Errorf("Counts() pods = %d, want 2", pods)
+	if pods := c.PodCount(); pods != 2 {
+		t.Errorf("PodCount() = %d, want 2", pods)
 	}
 	if _, err := New(client, Options{PodSelector: "team in ("}, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "-kubernetes-pod-selector") {
 		t.Errorf("an invalid selector: error %v, want one naming -kubernetes-pod-selector", err)
@@ -308,8 +308,8 @@ func TestReusedIPBelongsToTheNewPod(t *testing.T) {
 
 func TestNamespaceListedTwiceIsWatchedOnce(t *testing.T) {
 	c := startCluster(t, fake.NewClientset(newPod("a", "p", "10.0.0.1", annotated("prometheus.io/scrape", "true"))), Options{Namespaces: []string{"a", "a"}})
-	if pods, _ := c.Counts(); pods != 1 {
-		t.Errorf("Counts() pods = %d, want 1", pods)
+	if pods := c.PodCount(); pods != 1 {
+		t.Errorf("PodCount() = %d, want 1", pods)
 	}
 	if doc, _ := c.PodsSD("", testGateway); doc.Groups != 1 {
 		t.Errorf("%d target groups, want 1", doc.Groups)

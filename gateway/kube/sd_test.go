@@ -176,7 +176,7 @@ func TestPodsSDETagFollowsChanges(t *testing.T) {
 	if _, err := client.CoreV1().Pods("a").Create(ctx, unrelated, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the new pod is seen", func() bool { p, _ := c.Counts(); return p == 2 })
+	waitUntil(t, "the new pod is seen", func() bool { return c.PodCount() == 2 })
 	rebuilt, _ := c.PodsSD("", testGateway)
 	if rebuilt.ETag != first.ETag {
 		t.Errorf("ETag changed from %s to %s though the document did not", first.ETag, rebuilt.ETag)
