@@ -2,15 +2,10 @@ package gateway
 
 import (
 	"bytes"
-	"crypto/tls"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -83,15 +78,14 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 	if t.Kubelet {
 		req.Header.SetBytesV(fasthttp.HeaderAuthorization, *g.kube.kubeletAuth.Load())
 	}
-	resp := fasthttp.AcquireResponse()
+	s := g.acquireScrape(ep, t.Addr)
 	start := time.Now()
-	err = ep.client.DoDeadline(req, resp, start.Add(timeout))
+	err = s.send(req, start.Add(timeout))
 	fasthttp.ReleaseRequest(req)
 	if err != nil {
-		fasthttp.ReleaseResponse(resp)
 		r := classifyUpstreamError(err)
 		g.upstreamFailed(ep, t.Addr, r, err)
-		g.endScrape(ep)
+		s.finish()
 		if r == reasonRefused || r == reasonUnreachable || r == reasonTLS {
 			g.pool.failed(key, ep)
 		}
@@ -106,49 +100,42 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 	if !ep.answered.Load() {
 		ep.answered.Store(true)
 	}
+	resp := s.resp
 	if code := resp.StatusCode(); code >= 300 && code < 400 && code != fasthttp.StatusNotModified {
 		location := string(truncate(resp.Header.Peek(fasthttp.HeaderLocation)))
-		g.refuseResponse(ctx, rt, uri, ep, resp, t.Addr, reasonRedirect, fmt.Errorf("status %d to %q", code, location),
+		g.refuseResponse(ctx, rt, uri, s, reasonRedirect, fmt.Errorf("status %d to %q", code, location),
 			fmt.Sprintf("the pod answered %d redirecting to %q; scrapegate does not pass redirects on", code, location))
 		return
 	}
 	if limit, cl := g.cfg.MaxResponseBodyBytes, int64(resp.Header.ContentLength()); limit > 0 && cl > limit {
-		g.refuseResponse(ctx, rt, uri, ep, resp, t.Addr, reasonBodyTooLarge, fmt.Errorf("Content-Length %d exceeds -max-response-body-bytes %d", cl, limit),
+		g.refuseResponse(ctx, rt, uri, s, reasonBodyTooLarge, fmt.Errorf("Content-Length %d exceeds -max-response-body-bytes %d", cl, limit),
 			fmt.Sprintf("the pod's body of %d bytes exceeds -max-response-body-bytes (%d)", cl, limit))
 		return
 	}
 
 	copyResponseHeaders(&ctx.Response.Header, &resp.Header)
 	g.metrics.countRequest(rt, resp.StatusCode())
-	stream := resp.BodyStream()
-	if stream == nil {
+	s.body = resp.BodyStream()
+	if s.body == nil {
 		// HEAD, 204 and 304 carry no body.
 		if cl := resp.Header.ContentLength(); cl >= 0 {
 			ctx.Response.Header.SetContentLength(cl)
 		}
-		fasthttp.ReleaseResponse(resp)
-		g.endScrape(ep)
+		s.finish()
 		return
-	}
-	b := upstreamBodyPool.Get().(*upstreamBody)
-	*b = upstreamBody{g: g, ep: ep, resp: resp, body: stream, target: t.Addr, limit: g.cfg.MaxResponseBodyBytes}
-	if resp.Header.ContentLength() == -1 {
-		b.chunkedConn = connOf(resp)
 	}
 	// A negative length (chunked or close-delimited upstream) makes the
 	// server send a chunked body.
-	ctx.SetBodyStream(b, resp.Header.ContentLength())
+	ctx.SetBodyStream(s, resp.Header.ContentLength())
 }
 
 // refuseResponse answers with reason r instead of passing on the pod's
 // response. Its body is not read to the end, so its connection is closed,
 // not pooled.
-func (g *Gateway) refuseResponse(ctx *fasthttp.RequestCtx, rt route, uri []byte, ep *endpoint, resp *fasthttp.Response,
-	addr netip.AddrPort, r reason, err error, detail string) {
-	_ = resp.CloseBodyStream()
-	fasthttp.ReleaseResponse(resp)
-	g.upstreamFailed(ep, addr, r, err)
-	g.endScrape(ep)
+func (g *Gateway) refuseResponse(ctx *fasthttp.RequestCtx, rt route, uri []byte, s *scrape, r reason, err error, detail string) {
+	g.upstreamFailed(s.ep, s.target, r, err)
+	s.eof = false
+	s.finish()
 	g.writeError(ctx, rt, r, uri, detail)
 }
 
@@ -316,104 +303,6 @@ func (g *Gateway) upstreamFailed(ep *endpoint, addr netip.AddrPort, r reason, er
 		e.Str("target", addr.String()).Str("reason", r.String()).Err(err).
 			Int64("suppressed_since_last", ep.suppressedErr.Swap(0)).Msg("scrape failed")
 	}
-}
-
-// newHostClient returns the client for one pod endpoint.
-func (g *Gateway) newHostClient(key endpointKey) *fasthttp.HostClient {
-	addr := key.addr.String()
-	var tlsConfig *tls.Config
-	switch {
-	case key.kubelet:
-		tlsConfig = g.kube.kubeletTLS.forTarget(addr)
-	case key.tls:
-		tlsConfig = g.upstreamTLS.forTarget(addr)
-	}
-	return &fasthttp.HostClient{
-		Addr:                     addr,
-		IsTLS:                    key.tls,
-		TLSConfig:                tlsConfig,
-		NoDefaultUserAgentHeader: true, // the caller's User-Agent is forwarded
-		DisablePathNormalizing:   true,
-		StreamResponseBody:       true,
-		MaxConns:                 g.cfg.MaxConnsPerEndpoint,
-		// Wait for a busy endpoint's connection up to the scrape deadline
-		// (DoDeadline caps the wait) instead of failing at once.
-		MaxConnWaitTimeout:  g.cfg.ScrapeTimeoutMax,
-		MaxIdleConnDuration: g.cfg.UpstreamIdleConnTimeout,
-		// A scrape is sent once. The single exception: a pooled connection
-		// the pod closed while it sat idle fails before any byte of a
-		// response arrives; the scrape is then sent again on a fresh
-		// connection, as net/http does. staleConnTransport makes sure it
-		// really was a reused connection.
-		Transport:                 staleConnTransport{},
-		MaxIdemponentCallAttempts: 2,
-		RetryIfErr: func(_ *fasthttp.Request, _ int, err error) (bool, bool) {
-			return false, errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) ||
-				errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-		},
-		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			// fasthttp dials with no timeout at all (0) when it replaces a
-			// closed connection for a scrape queued on a busy endpoint.
-			if timeout <= 0 || timeout > g.cfg.DialTimeout {
-				timeout = g.cfg.DialTimeout
-			}
-			deadline := time.Now().Add(timeout)
-			c, err := g.dialer.DialDualStackTimeout(addr, timeout)
-			if err != nil {
-				return nil, err
-			}
-			if tlsConfig == nil {
-				return newUpstreamConn(c), nil
-			}
-			return handshakeUpstream(c, tlsConfig, deadline)
-		},
-	}
-}
-
-// handshakeUpstream runs the TLS handshake with a pod within the dial
-// deadline. Left to fasthttp, the handshake would run inside the first write
-// with no deadline at all, and a pod that never answers the ClientHello would
-// hold the scrape forever. The upstreamConn wraps the TLS connection, not the
-// TCP one, so that it sees the EOF of a close_notify alert.
-func handshakeUpstream(c net.Conn, cfg *tls.Config, deadline time.Time) (net.Conn, error) {
-	tc := tls.Client(c, cfg)
-	_ = tc.SetDeadline(deadline)
-	if err := tc.Handshake(); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("%w: %w", errTLSHandshake, err)
-	}
-	_ = tc.SetDeadline(time.Time{})
-	return upstreamTLSConn{newUpstreamConn(tc)}, nil
-}
-
-// upstreamTLSConn is an upstreamConn over TLS. Its Handshake method tells
-// fasthttp that the connection is TLS already.
-type upstreamTLSConn struct{ *upstreamConn }
-
-func (c upstreamTLSConn) Handshake() error { return c.Conn.(*tls.Conn).Handshake() }
-
-// staleConnTransport is fasthttp's transport, except that a failed attempt
-// may be retried only if its connection had served a response before: only a
-// reused connection can have been closed by the pod while idle. A pod that
-// drops a fresh connection has failed the scrape, and is not asked twice.
-type staleConnTransport struct{}
-
-func (staleConnTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
-	retry, err := fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
-	c := connOf(resp)
-	if err == nil {
-		if c != nil {
-			c.served.Store(true)
-		}
-		return retry, nil
-	}
-	if !retry || c == nil || !c.served.Load() {
-		return false, err
-	}
-	// The endpoint's other idle connections idled as long as this one: if
-	// the pod restarted they are all dead, and the retry must not pick one.
-	hc.CloseIdleConnections()
-	return true, err
 }
 
 func truncate(b []byte) []byte {

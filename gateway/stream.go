@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net/netip"
@@ -9,24 +10,30 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// upstreamBody is the body stream handed to the fasthttp server: it reads the
-// pod's response as the server writes it to the caller, and when the server
-// closes it, releases everything the scrape held. Reading it to EOF returns the
-// pod connection to the pool; closing it earlier closes that connection, so a
-// half-read connection is never reused.
-type upstreamBody struct {
+// scrape is one proxied scrape's hold on its pod: the endpoint, the pooled
+// connection and reader send took, and the response. Once the headers are
+// passed on, it is also the body stream handed to the fasthttp server: it
+// reads the pod's body as the server writes it to the caller, and when the
+// server closes it, releases everything. Reading it to EOF returns the pod
+// connection to the pool; closing it earlier closes that connection, so a
+// half-read connection is never reused. Scrapes are pooled: a proxied scrape
+// allocates nothing.
+type scrape struct {
 	g      *Gateway
 	ep     *endpoint
 	resp   *fasthttp.Response
-	body   io.Reader
 	target netip.AddrPort
-	// chunkedConn is the pod connection of a chunked body, to tell its
-	// clean end from a truncation (see upstreamConn).
-	chunkedConn *upstreamConn
-
 	// limit is -max-response-body-bytes; 0 means none.
 	limit int64
 
+	// Set by send: the connection from the endpoint's pool (pooled), the
+	// gateway's view of it (conn), and the pool's reader over it.
+	pooled    pooledConn
+	conn      *upstreamConn
+	br        *bufio.Reader
+	closeConn bool
+
+	body    io.Reader // resp's body stream
 	n       int64
 	eof     bool
 	readErr error
@@ -37,7 +44,26 @@ var (
 	errBodyTooLarge         = errors.New("the pod's body exceeds -max-response-body-bytes")
 )
 
-var upstreamBodyPool = sync.Pool{New: func() any { return new(upstreamBody) }}
+var scrapePool = sync.Pool{New: func() any { return &scrape{resp: new(fasthttp.Response)} }}
+
+// acquireScrape returns a scrape of ep, which the caller has acquired.
+func (g *Gateway) acquireScrape(ep *endpoint, target netip.AddrPort) *scrape {
+	s := scrapePool.Get().(*scrape)
+	s.g, s.ep, s.target, s.limit = g, ep, target, g.cfg.MaxResponseBodyBytes
+	return s
+}
+
+// finish releases everything the scrape holds, the endpoint included. The
+// pod connection is reused only if its response was read to the end.
+func (s *scrape) finish() {
+	_ = s.resp.CloseBodyStream()
+	s.releaseConn(s.eof && s.readErr == nil)
+	s.g.endScrape(s.ep)
+	resp := s.resp
+	resp.Reset()
+	*s = scrape{resp: resp}
+	scrapePool.Put(s)
+}
 
 // copyBufSize bounds what one scrape holds besides its connections' own
 // 4 KiB buffers, whatever the body size.
@@ -48,12 +74,12 @@ var copyBufPool = sync.Pool{New: func() any { return new([copyBufSize]byte) }}
 // WriteTo copies the body to the caller through a pooled buffer. Without it,
 // the server's copy would end up in net.TCPConn.ReadFrom, which allocates a
 // fresh 32 KiB buffer per scrape.
-func (b *upstreamBody) WriteTo(w io.Writer) (int64, error) {
+func (s *scrape) WriteTo(w io.Writer) (int64, error) {
 	buf := copyBufPool.Get().(*[copyBufSize]byte)
 	defer copyBufPool.Put(buf)
 	var written int64
 	for {
-		n, err := b.Read(buf[:])
+		n, err := s.Read(buf[:])
 		if n > 0 {
 			nw, werr := w.Write(buf[:n])
 			written += int64(nw)
@@ -72,25 +98,25 @@ func (b *upstreamBody) WriteTo(w io.Writer) (int64, error) {
 
 // SupportsBodyWriteTo tells fasthttp that WriteTo writes exactly what Read
 // would return, so it may use WriteTo for chunked bodies too.
-func (b *upstreamBody) SupportsBodyWriteTo() bool { return true }
+func (s *scrape) SupportsBodyWriteTo() bool { return true }
 
-func (b *upstreamBody) Read(p []byte) (int, error) {
-	n, err := b.body.Read(p)
-	b.n += int64(n)
-	if b.limit > 0 && b.n > b.limit {
+func (s *scrape) Read(p []byte) (int, error) {
+	n, err := s.body.Read(p)
+	s.n += int64(n)
+	if s.limit > 0 && s.n > s.limit {
 		// The bytes past the limit are never passed on.
-		n -= int(b.n - b.limit)
-		b.n = b.limit
-		b.readErr = errBodyTooLarge
+		n -= int(s.n - s.limit)
+		s.n = s.limit
+		s.readErr = errBodyTooLarge
 		return n, errBodyTooLarge
 	}
-	if err == io.EOF && b.chunkedConn != nil && b.chunkedConn.peerClosed.Load() {
+	if err == io.EOF && s.resp.Header.ContentLength() == -1 && s.conn.peerClosed.Load() {
 		err = errChunkedBodyTruncated
 	}
 	if err == io.EOF {
-		b.eof = true
+		s.eof = true
 	} else if err != nil {
-		b.readErr = err
+		s.readErr = err
 	}
 	return n, err
 }
@@ -100,26 +126,21 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 // Implementing it lets the gateway tell a pod that failed mid-body from a
 // caller that went away. It must not also implement io.Closer: fasthttp would
 // call both.
-func (b *upstreamBody) CloseWithError(writeErr error) error {
-	g := b.g
+func (s *scrape) CloseWithError(writeErr error) error {
+	g := s.g
 	switch {
-	case b.readErr != nil:
+	case s.readErr != nil:
 		// The server aborts the connection when a read fails, so the caller
 		// sees a broken response rather than a clean, truncated one.
 		r := reasonBodyFailed
-		if b.readErr == errBodyTooLarge {
+		if s.readErr == errBodyTooLarge {
 			r = reasonBodyTooLarge
 		}
-		g.upstreamFailed(b.ep, b.target, r, b.readErr)
+		g.upstreamFailed(s.ep, s.target, r, s.readErr)
 	case writeErr != nil:
 		g.metrics.countFailure(reasonClientGone)
 	}
-	_ = b.resp.CloseBodyStream()
-	fasthttp.ReleaseResponse(b.resp)
-	g.metrics.responseBytes.Add(int(b.n))
-	g.endScrape(b.ep)
-
-	*b = upstreamBody{}
-	upstreamBodyPool.Put(b)
+	g.metrics.responseBytes.Add(int(s.n))
+	s.finish()
 	return nil
 }

@@ -1,0 +1,173 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// newHostClient returns the connection pool of one pod endpoint. Only its
+// pool and dialer are used: scrape.send runs the exchange itself, so that a
+// scrape holds its connection in pooled state instead of the closures
+// fasthttp's streaming client allocates for every response.
+func (g *Gateway) newHostClient(key endpointKey) *fasthttp.HostClient {
+	addr := key.addr.String()
+	var tlsConfig *tls.Config
+	switch {
+	case key.kubelet:
+		tlsConfig = g.kube.kubeletTLS.forTarget(addr)
+	case key.tls:
+		tlsConfig = g.upstreamTLS.forTarget(addr)
+	}
+	return &fasthttp.HostClient{
+		Addr:     addr,
+		IsTLS:    key.tls,
+		MaxConns: g.cfg.MaxConnsPerEndpoint,
+		// Wait for a busy endpoint's connection up to the scrape deadline
+		// (send caps the wait) instead of failing at once.
+		MaxConnWaitTimeout:  g.cfg.ScrapeTimeoutMax,
+		MaxIdleConnDuration: g.cfg.UpstreamIdleConnTimeout,
+		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
+			// fasthttp dials with no timeout at all (0) when it replaces a
+			// closed connection for a scrape queued on a busy endpoint.
+			if timeout <= 0 || timeout > g.cfg.DialTimeout {
+				timeout = g.cfg.DialTimeout
+			}
+			deadline := time.Now().Add(timeout)
+			c, err := g.dialer.DialDualStackTimeout(addr, timeout)
+			if err != nil {
+				return nil, err
+			}
+			if tlsConfig == nil {
+				return newUpstreamConn(c), nil
+			}
+			return handshakeUpstream(c, tlsConfig, deadline)
+		},
+	}
+}
+
+// handshakeUpstream runs the TLS handshake with a pod within the dial
+// deadline. Left to fasthttp, the handshake would run inside the first write
+// with no deadline at all, and a pod that never answers the ClientHello would
+// hold the scrape forever. The upstreamConn wraps the TLS connection, not the
+// TCP one, so that it sees the EOF of a close_notify alert.
+func handshakeUpstream(c net.Conn, cfg *tls.Config, deadline time.Time) (net.Conn, error) {
+	tc := tls.Client(c, cfg)
+	_ = tc.SetDeadline(deadline)
+	if err := tc.Handshake(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("%w: %w", errTLSHandshake, err)
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return upstreamTLSConn{newUpstreamConn(tc)}, nil
+}
+
+// send sends req to the scrape's endpoint and reads the response headers into
+// s.resp, all before deadline, which also bounds reading the body. On success
+// s holds the connection until s.finish; the body, if any, is still on it.
+//
+// A scrape is sent once. The single exception: a pooled connection the pod
+// closed while it sat idle fails before any byte of a response arrives; the
+// scrape is then sent again on a fresh connection, as net/http does. A pod
+// that drops a fresh connection has failed the scrape, and is not asked twice.
+func (s *scrape) send(req *fasthttp.Request, deadline time.Time) error {
+	reused, err := s.exchange(req, deadline)
+	if err != nil && reused && isStaleConnError(err) {
+		// The endpoint's other idle connections idled as long as this one:
+		// if the pod restarted they are all dead, and the retry must not
+		// pick one.
+		s.ep.client.CloseIdleConnections()
+		_, err = s.exchange(req, deadline)
+	}
+	if err == io.EOF {
+		err = fasthttp.ErrConnectionClosed
+	}
+	return err
+}
+
+// exchange is one attempt of send. reused reports whether the connection had
+// served a response before.
+func (s *scrape) exchange(req *fasthttp.Request, deadline time.Time) (reused bool, err error) {
+	hc := s.ep.client
+	timeout := time.Until(deadline)
+	if timeout <= 0 {
+		return false, fasthttp.ErrTimeout
+	}
+	cc, err := hc.AcquireConn(timeout, false)
+	if err != nil {
+		return false, err
+	}
+	conn := cc.Conn()
+	uc := upstreamConnOf(conn)
+	reused = uc.served.Load()
+	// One deadline for the whole scrape: the write, the headers and the body.
+	if err := conn.SetDeadline(deadline); err != nil {
+		hc.CloseConn(cc)
+		return reused, err
+	}
+	bw := hc.AcquireWriter(conn)
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	hc.ReleaseWriter(bw)
+	if err != nil {
+		hc.CloseConn(cc)
+		return reused, err
+	}
+
+	resp := s.resp
+	resp.SkipBody = req.Header.IsHead()
+	resp.StreamBody = true
+	br := hc.AcquireReader(conn)
+	if err := resp.ReadLimitBody(br, 0); err != nil {
+		hc.ReleaseReader(br)
+		hc.CloseConn(cc)
+		return reused, err
+	}
+	uc.served.Store(true)
+	s.conn, s.br, s.pooled = uc, br, cc
+	s.closeConn = req.ConnectionClose() || resp.ConnectionClose()
+	if resp.BodyStream() == nil {
+		// HEAD, 204 and 304 carry no body: the connection is done.
+		s.eof = true
+	}
+	return reused, nil
+}
+
+// isStaleConnError reports the errors of a pooled connection the pod closed
+// while it sat idle.
+func isStaleConnError(err error) bool {
+	return errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// pooledConn is fasthttp's pooled connection, whose type is unexported.
+type pooledConn interface{ Conn() net.Conn }
+
+// giveBack hands cc to f, a HostClient method taking fasthttp's unexported
+// connection type, which C is inferred from.
+func giveBack[C pooledConn](f func(C), cc pooledConn) { f(cc.(C)) }
+
+// releaseConn returns what send took from the endpoint's pool: the
+// connection goes back for reuse only if keep is set and nothing says it is
+// done, otherwise it is closed.
+func (s *scrape) releaseConn(keep bool) {
+	if s.pooled == nil {
+		return
+	}
+	hc := s.ep.client
+	hc.ReleaseReader(s.br)
+	if keep && !s.closeConn && !s.resp.ConnectionClose() {
+		giveBack(hc.ReleaseConn, s.pooled)
+	} else {
+		giveBack(hc.CloseConn, s.pooled)
+	}
+	s.pooled, s.br, s.conn = nil, nil, nil
+}
