@@ -81,6 +81,8 @@ type Config struct {
 	LogFormat string
 	LogLevel  string
 	AccessLog bool
+	// Pprof is the -pprof admin address; empty: no profiles.
+	Pprof string
 }
 
 // DefaultConfig returns the defaults every flag starts from.
@@ -273,6 +275,8 @@ func (c *Config) registerFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "After the drain delay, how long in-flight scrapes may take to finish before the process exits anyway.")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "Log format: json (to stderr) or console (human-readable).")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "Minimum log level: debug, info, warn or error.")
+	fs.StringVar(&c.Pprof, "pprof", c.Pprof, "Admin address (e.g. 127.0.0.1:6060) to serve Go's runtime profiles on, at /debug/pprof/, for finding where CPU and memory go. "+
+		"Unauthenticated and separate from -listen: keep it on loopback. Empty: off.")
 	fs.BoolVar(&c.AccessLog, "access-log", c.AccessLog, "Log every request at info level: method, target, caller, status and time until the response headers.")
 }
 
@@ -375,6 +379,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AdvertiseAddress != "" && !isHostPort(c.AdvertiseAddress) {
 		bad("advertise-address", "want host:port with a DNS name or IP address and a port 1-65535, got %q", c.AdvertiseAddress)
+	}
+	if _, port, err := net.SplitHostPort(c.Pprof); c.Pprof != "" && (err != nil || port == "") {
+		bad("pprof", "want host:port, e.g. 127.0.0.1:6060, got %q", c.Pprof)
 	}
 	if c.Kubernetes && c.KubeletTokenFile != "" && c.KubeletCAFile == "" && !c.KubeletInsecureSkipVerify {
 		bad("kubelet-ca-file", "is empty: set it to the cluster CA, or set -kubelet-insecure-skip-verify, or turn /nodes/ off with -kubelet-token-file=")

@@ -96,6 +96,9 @@ func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 	for _, addr := range []string{":31000", "gw:http", "gw:99999", "gw:031000", "gw/x:1", "gw:1/x", "gw", "-gw:1", "[fe80::1:1"} {
 		f([]string{"--kubernetes", "--advertise-address=" + addr}, envOf(), "-advertise-address")
 	}
+	f([]string{"--pprof=6060"}, envOf(), "-pprof")
+	f([]string{"--pprof=localhost:"}, envOf(), "-pprof")
+	f([]string{}, envOf("SCRAPEGATE_PPROF", "127.0.0.1"), "-pprof")
 	f([]string{"--kubernetes", "--kubelet-ca-file="}, envOf(), "-kubelet-ca-file", "-kubelet-insecure-skip-verify")
 	f([]string{"--kubernetes", "--kubelet-insecure-skip-verify", "--kubelet-ca-file=ca.pem"}, envOf(), "-kubelet-insecure-skip-verify")
 	f([]string{"--no-such-flag"}, envOf(), "no-such-flag")

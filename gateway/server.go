@@ -378,6 +378,15 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("cannot listen on %q: %w", cfg.Listen, err)
 	}
+	pprofLn, err := listenPprof(cfg.Pprof)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	if pprofLn != nil {
+		defer servePprof(pprofLn, log)()
+		log.Warn().Str("pprof", pprofLn.Addr().String()).Msg("serving Go profiles without authentication (-pprof)")
+	}
 	log.Info().Str("listen", ln.Addr().String()).Bool("tls", g.serverTLS != nil).Bool("client_certs", cfg.TLSClientCAFile != "").
 		Bool("auth", g.auth != nil).Str("allow_cidrs", (*cidrList)(&cfg.AllowCIDRs).String()).Msg("serving")
 	if g.auth == nil && cfg.TLSClientCAFile == "" {
