@@ -264,7 +264,7 @@ func (c *Config) registerFlags(fs *flag.FlagSet) {
 		"Past it an endpoint that never answered makes room, or scrapes of new endpoints get 503 until idle ones are dropped (-endpoint-idle-ttl).")
 	fs.DurationVar(&c.EndpointIdleTTL, "endpoint-idle-ttl", c.EndpointIdleTTL, "Forget a pod endpoint's connection pool after it has not been scraped for this long, "+
 		"so pod churn does not accumulate pools. Keep it above the longest scrape interval.")
-	fs.DurationVar(&c.UpstreamIdleConnTimeout, "upstream-idle-conn-timeout", c.UpstreamIdleConnTimeout, "Close an idle connection to a pod after this long. "+
+	fs.DurationVar(&c.UpstreamIdleConnTimeout, "upstream-idle-conn-timeout", c.UpstreamIdleConnTimeout, "Close an idle connection to a pod after this long, or after -endpoint-idle-ttl if that is shorter. "+
 		"Keep it above the scrape interval so each scrape reuses the previous one's connection.")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "Maximum time to establish a TCP connection to a pod (also bounded by the scrape deadline).")
 	fs.DurationVar(&c.ScrapeTimeoutDefault, "scrape-timeout-default", c.ScrapeTimeoutDefault, "Scrape deadline when the request has no X-Prometheus-Scrape-Timeout-Seconds header.")

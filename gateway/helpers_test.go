@@ -47,10 +47,21 @@ func startGatewayWithLog(t testing.TB, cfg Config, log zerolog.Logger) (*Gateway
 // that address.
 func serveGateway(t testing.TB, g *Gateway) string {
 	t.Helper()
+	return serveGatewayOn(t, g, listenLoopback(t))
+}
+
+func listenLoopback(t testing.TB) net.Listener {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ln
+}
+
+// serveGatewayOn serves g on ln until the test ends and returns its address.
+func serveGatewayOn(t testing.TB, g *Gateway, ln net.Listener) string {
+	t.Helper()
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(ln) }()
 	t.Cleanup(func() {

@@ -12,8 +12,10 @@ import (
 	"net/netip"
 	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -760,6 +762,59 @@ func TestProxyLargeBodyStreamsWithBoundedMemory(t *testing.T) {
 	if allocated := after.TotalAlloc - before.TotalAlloc; allocated > 32<<20 {
 		t.Fatalf("%d MiB allocated to move 1 GiB; the body is being buffered", allocated>>20)
 	}
+}
+
+// TestProxySendsATypicalScrapeInOneWrite checks the cost that dominates a
+// proxied scrape, system calls: a typical body leaves the gateway in one
+// write with its headers, however the pod wrote it. (How many writes a
+// larger body takes depends on how much each read from the pod brings, so
+// it is measured by the benchmarks, not asserted here.)
+func TestProxySendsATypicalScrapeInOneWrite(t *testing.T) {
+	body := bytes.Repeat([]byte("x"), 10<<10)
+	pod := startPod(t, "127.0.0.17", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		for b := body; len(b) > 0; b = b[min(len(b), 1000):] {
+			_, _ = w.Write(b[:min(len(b), 1000)])
+			w.(http.Flusher).Flush() // the answer arrives in pieces
+		}
+	})
+	g, err := New(testConfig(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &writeCountingListener{Listener: listenLoopback(t)}
+	gw := serveGatewayOn(t, g, ln)
+	resp := rawGet(t, gw, "GET", pod.podPath("/metrics"))
+	if resp.StatusCode != 200 || resp.body != string(body) || resp.bodyErr != nil {
+		t.Fatalf("%d, %d bytes, %v; want 200 and the pod's %d bytes", resp.StatusCode, len(resp.body), resp.bodyErr, len(body))
+	}
+	if n := ln.writes.Load(); n != 1 {
+		t.Fatalf("the response went out in %d writes; want 1", n)
+	}
+}
+
+// writeCountingListener counts the writes on the connections it accepts.
+type writeCountingListener struct {
+	net.Listener
+	writes atomic.Int64
+}
+
+func (l *writeCountingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &writeCountingConn{Conn: c, writes: &l.writes}, nil
+}
+
+type writeCountingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c *writeCountingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
 }
 
 func TestGracefulShutdownFinishesInflightScrape(t *testing.T) {

@@ -144,8 +144,11 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 		SecureErrorLogMessage: true, // parse errors must not log requests, credentials included
 		CloseOnShutdown:       true,
 		ReadBufferSize:        cfg.MaxRequestHeaderBytes,
-		ReadTimeout:           cfg.ClientReadTimeout,
-		IdleTimeout:           cfg.ClientIdleTimeout,
+		// Scrape bodies are read into it (scrape.WriteTo): one write sends
+		// the headers and a body of up to about this size.
+		WriteBufferSize: 16 << 10,
+		ReadTimeout:     cfg.ClientReadTimeout,
+		IdleTimeout:     cfg.ClientIdleTimeout,
 		// The write of a streamed body lasts at most as long as the scrape
 		// deadline allows reading it; this only bounds a caller that stops
 		// reading.

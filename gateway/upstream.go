@@ -1,11 +1,13 @@
 package gateway
 
 import (
+	"bufio"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"time"
 
@@ -31,8 +33,13 @@ func (g *Gateway) newHostClient(key endpointKey) *fasthttp.HostClient {
 		MaxConns: g.cfg.MaxConnsPerEndpoint,
 		// Wait for a busy endpoint's connection up to the scrape deadline
 		// (send caps the wait) instead of failing at once.
-		MaxConnWaitTimeout:  g.cfg.ScrapeTimeoutMax,
-		MaxIdleConnDuration: g.cfg.UpstreamIdleConnTimeout,
+		MaxConnWaitTimeout: g.cfg.ScrapeTimeoutMax,
+		// fasthttp's cleaner of idle connections sleeps this long between
+		// rounds and keeps the HostClient alive meanwhile, even once the pool
+		// has evicted the endpoint: capping it at the endpoint TTL keeps
+		// what pod churn leaves behind bounded by that TTL. A connection
+		// idle longer would be closed at eviction anyway.
+		MaxIdleConnDuration: min(g.cfg.UpstreamIdleConnTimeout, g.cfg.EndpointIdleTTL),
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
 			// fasthttp dials with no timeout at all (0) when it replaces a
 			// closed connection for a scrape queued on a busy endpoint.
@@ -111,12 +118,14 @@ func (s *scrape) exchange(req *fasthttp.Request, deadline time.Time) (reused boo
 		hc.CloseConn(cc)
 		return reused, err
 	}
-	bw := hc.AcquireWriter(conn)
+	bw := upstreamWriters.Get().(*bufio.Writer)
+	bw.Reset(conn)
 	err = req.Write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
-	hc.ReleaseWriter(bw)
+	bw.Reset(nil)
+	upstreamWriters.Put(bw)
 	if err != nil {
 		hc.CloseConn(cc)
 		return reused, err
@@ -125,9 +134,10 @@ func (s *scrape) exchange(req *fasthttp.Request, deadline time.Time) (reused boo
 	resp := s.resp
 	resp.SkipBody = req.Header.IsHead()
 	resp.StreamBody = true
-	br := hc.AcquireReader(conn)
+	br := upstreamReaders.Get().(*bufio.Reader)
+	br.Reset(conn)
 	if err := resp.ReadLimitBody(br, 0); err != nil {
-		hc.ReleaseReader(br)
+		releaseUpstreamReader(br)
 		hc.CloseConn(cc)
 		return reused, err
 	}
@@ -139,6 +149,24 @@ func (s *scrape) exchange(req *fasthttp.Request, deadline time.Time) (reused boo
 		s.eof = true
 	}
 	return reused, nil
+}
+
+// The buffers of the exchange with a pod are shared by all endpoints, not
+// pooled per HostClient as fasthttp's own client does: with thousands of
+// endpoints, per-endpoint pools would hold a reader and a writer for each
+// until the next garbage collection, which a gateway that allocates nothing
+// per scrape seldom runs. Shared, they number about the scrapes in flight.
+var (
+	// upstreamReaders hold what one read from a pod brings: a typical
+	// scrape's headers and (gzip-compressed) body arrive in one read.
+	upstreamReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+	// upstreamWriters only ever hold a request's line and headers.
+	upstreamWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+func releaseUpstreamReader(br *bufio.Reader) {
+	br.Reset(nil)
+	upstreamReaders.Put(br)
 }
 
 // isStaleConnError reports the errors of a pooled connection the pod closed
@@ -163,7 +191,7 @@ func (s *scrape) releaseConn(keep bool) {
 		return
 	}
 	hc := s.ep.client
-	hc.ReleaseReader(s.br)
+	releaseUpstreamReader(s.br)
 	if keep && !s.closeConn && !s.resp.ConnectionClose() {
 		giveBack(hc.ReleaseConn, s.pooled)
 	} else {
