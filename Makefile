@@ -4,6 +4,11 @@ GO          ?= go
 BIN         := bin/scrapegate
 IMAGE       ?= scrapegate:dev
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+BENCHSTAT   := golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
+# Runs of each Go benchmark, for benchstat's confidence intervals.
+BENCHCOUNT  ?= 6
+# Flags for `make loadbench`, e.g. LOADBENCH_ARGS='-scenarios=rate,saturation -phase=10s'
+LOADBENCH_ARGS ?=
 # Flags for `make run`; setting ARGS replaces these defaults, e.g.
 # make run ARGS='--allow-cidrs=127.0.0.0/8 --log-format=console'
 ARGS        ?= --log-format=console
@@ -11,7 +16,7 @@ FUZZTIME    ?= 30s
 # apt-get needs root; use sudo when not root and it exists.
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
-.PHONY: help build run test test-deps vet unit bench fuzz fmt lint docker clean
+.PHONY: help build run test test-deps bench-deps vet unit bench loadbench fuzz fmt lint docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -29,18 +34,29 @@ test: test-deps vet ## vet, race-enabled unit tests, and the end-to-end tests wi
 # (~12 minutes the first time); the tests ask .ci/testbin for their paths.
 TESTBINS = etcd kube-apiserver kubectl prometheus promtool
 
-test-deps: ## install what the tests need: Debian's prometheus, and TESTBINS built once
+test-deps: bench-deps ## install what the tests need: Debian's prometheus and nginx, and TESTBINS built once
 	@command -v prometheus >/dev/null 2>&1 || { \
 		echo "installing Debian's prometheus package for the end-to-end test"; \
 		$(SUDO) apt-get update && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends prometheus; }
 	@set -e; for b in $(TESTBINS); do .ci/testbin $$b >/dev/null; done
 
+bench-deps: ## install Debian's nginx, the load harness's third proxy
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+		echo "installing Debian's nginx package for the load harness"; \
+		$(SUDO) apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends nginx-light; }
+
 vet: ## go vet
 	$(GO) vet ./...
 
-bench: ## benchmarks (go test -bench), ns/op, B/op, allocs/op, MB/s
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: ## Go benchmarks of one scrape direct, through scrapegate and through httputil, compared by benchstat into bench/results/
+	@mkdir -p bench/results
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./bench/ | tee bench/results/gobench.txt
+	$(GO) run $(BENCHSTAT) -col /proxy bench/results/gobench.txt | tee bench/results/gobench-benchstat.txt
+
+loadbench: build bench-deps ## load harness: simulated cluster through direct, scrapegate, httputil and nginx; results into bench/results/ and README.md
+	$(GO) run ./bench/cmd/loadbench $(LOADBENCH_ARGS)
 
 FUZZ_TARGETS = FuzzParsePodPath FuzzParseAbsoluteURI FuzzPolicy FuzzParseAuthorization
 

@@ -1,15 +1,14 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/netip"
-	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
+	"github.com/scrapegate/scrapegate/bench/baseline"
 	"github.com/scrapegate/scrapegate/gateway"
 )
 
@@ -40,35 +40,88 @@ func BenchmarkScrape(b *testing.B) {
 		gw := startScrapegate(b)
 		rp := startReverseProxy(b)
 		podPath := "/pods/" + strings.Replace(pod, ":", "/", 1) + "/metrics"
-		b.Run(body.name+"/direct", func(b *testing.B) { scrape(b, pod, "/metrics", len(payload)) })
-		b.Run(body.name+"/scrapegate", func(b *testing.B) { scrape(b, gw, podPath, len(payload)) })
-		b.Run(body.name+"/httputil", func(b *testing.B) { scrape(b, rp, podPath, len(payload)) })
+		// key=value names let benchstat put the proxies side by side:
+		// benchstat -col /proxy
+		b.Run("body="+body.name+"/proxy=direct", func(b *testing.B) { scrape(b, pod, "/metrics", len(payload)) })
+		b.Run("body="+body.name+"/proxy=scrapegate", func(b *testing.B) { scrape(b, gw, podPath, len(payload)) })
+		b.Run("body="+body.name+"/proxy=httputil", func(b *testing.B) { scrape(b, rp, podPath, len(payload)) })
 	}
 }
 
 func scrape(b *testing.B, addr, uri string, size int) {
-	c := &fasthttp.HostClient{Addr: addr, MaxConns: 256, MaxResponseBodySize: 64 << 20}
+	request := []byte("GET " + uri + " HTTP/1.1\r\nHost: " + addr + "\r\n" +
+		"Accept: text/plain;version=0.0.4;q=0.3,*/*;q=0.2\r\nAccept-Encoding: gzip\r\n" +
+		"User-Agent: Prometheus/3.5.0\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n")
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
-		req := fasthttp.AcquireRequest()
-		resp := fasthttp.AcquireResponse()
-		defer fasthttp.ReleaseRequest(req)
-		defer fasthttp.ReleaseResponse(resp)
-		req.SetRequestURI(uri)
-		req.Header.SetHost(addr)
-		req.Header.Set("Accept-Encoding", "gzip")
-		req.Header.Set("X-Prometheus-Scrape-Timeout-Seconds", "10")
+		c, err := dialScraper(addr)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
 		for pb.Next() {
-			if err := c.Do(req, resp); err != nil {
-				b.Fatal(err)
-			}
-			if resp.StatusCode() != 200 || len(resp.Body()) != size {
-				b.Fatalf("status %d, %d bytes; want 200, %d", resp.StatusCode(), len(resp.Body()), size)
+			if err := c.scrape(request, size); err != nil {
+				b.Error(err)
+				return
 			}
 		}
 	})
+}
+
+// scraper is a keep-alive HTTP/1.1 client that allocates nothing per
+// scrape, so that allocs/op counts only the pod and the proxy (and the pod,
+// a fasthttp server answering with a fixed body, allocates nothing either).
+// It reads the status line and headers, then discards exactly Content-Length
+// bytes of body.
+type scraper struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func dialScraper(addr string) (*scraper, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot dial %q: %w", addr, err)
+	}
+	return &scraper{Conn: c, br: bufio.NewReaderSize(c, 16<<10)}, nil
+}
+
+func (c *scraper) scrape(request []byte, size int) error {
+	if _, err := c.Write(request); err != nil {
+		return fmt.Errorf("cannot send the scrape: %w", err)
+	}
+	line, err := c.br.ReadSlice('\n')
+	if err != nil {
+		return fmt.Errorf("cannot read the status line: %w", err)
+	}
+	if !bytes.HasPrefix(line, []byte("HTTP/1.1 200 ")) {
+		return fmt.Errorf("status line %q; want 200", line)
+	}
+	length := -1
+	for {
+		line, err = c.br.ReadSlice('\n')
+		if err != nil {
+			return fmt.Errorf("cannot read the headers: %w", err)
+		}
+		if len(line) <= 2 {
+			break
+		}
+		if k, v, ok := bytes.Cut(line, []byte(":")); ok && bytes.EqualFold(k, []byte("Content-Length")) {
+			if length, err = strconv.Atoi(string(bytes.TrimSpace(v))); err != nil {
+				return fmt.Errorf("bad Content-Length %q", v)
+			}
+		}
+	}
+	if length != size {
+		return fmt.Errorf("Content-Length %d; want %d", length, size)
+	}
+	if _, err := c.br.Discard(length); err != nil {
+		return fmt.Errorf("cannot read the body: %w", err)
+	}
+	return nil
 }
 
 // exposition returns size bytes of Prometheus text format, or with compress
@@ -132,23 +185,10 @@ func startScrapegate(b *testing.B) string {
 	return ln.Addr().String()
 }
 
-// startReverseProxy is the baseline: httputil.ReverseProxy mapping the same
-// /pods/{ip}/{port}/{path} contract, with a keep-alive pool per host.
+// startReverseProxy is the baseline a Go user would write (bench/baseline).
 func startReverseProxy(b *testing.B) string {
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			rest := strings.TrimPrefix(pr.In.URL.Path, "/pods/")
-			ip, rest, _ := strings.Cut(rest, "/")
-			port, path, _ := strings.Cut(rest, "/")
-			addr := netip.MustParseAddr(ip)
-			pr.SetURL(&url.URL{Scheme: "http", Host: net.JoinHostPort(addr.String(), port)})
-			pr.Out.URL.Path = "/" + path
-			pr.Out.URL.RawPath = ""
-		},
-		Transport: &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true},
-	}
 	ln := listen(b, "127.0.0.1:0")
-	s := &http.Server{Handler: rp}
+	s := &http.Server{Handler: baseline.NewReverseProxy()}
 	go func() { _ = s.Serve(ln) }()
 	b.Cleanup(func() { _ = s.Close() })
 	return ln.Addr().String()
