@@ -73,15 +73,15 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 	}
 	timeout := g.scrapeTimeout(&ctx.Request.Header)
 
-	req := fasthttp.AcquireRequest()
-	buildUpstreamRequest(req, &ctx.Request, &t)
-	if t.Kubelet {
-		req.Header.SetBytesV(fasthttp.HeaderAuthorization, *g.kube.kubeletAuth.Load())
-	}
 	s := g.acquireScrape(ep, t.Addr)
+	var kubeletAuth []byte
+	if t.Kubelet {
+		kubeletAuth = *g.kube.kubeletAuth.Load()
+	}
+	s.req = appendUpstreamRequest(s.req, &ctx.Request.Header, &t, kubeletAuth)
+	s.head = ctx.IsHead()
 	start := time.Now()
-	err = s.send(req, start.Add(timeout))
-	fasthttp.ReleaseRequest(req)
+	err = s.send(start.Add(timeout))
 	if err != nil {
 		r := classifyUpstreamError(err)
 		g.upstreamFailed(ep, t.Addr, r, err)
@@ -166,33 +166,45 @@ func (g *Gateway) scrapeTimeout(h *fasthttp.RequestHeader) time.Duration {
 	return min(d-min(g.cfg.ScrapeTimeoutMargin, d/2), g.cfg.ScrapeTimeoutMax)
 }
 
-// buildUpstreamRequest prepares the request to the pod: the caller's method,
-// raw path and query, and the caller's headers minus hop-by-hop headers and
-// credentials meant for the gateway.
-func buildUpstreamRequest(req *fasthttp.Request, in *fasthttp.Request, t *Target) {
-	req.Header.SetMethodBytes(in.Header.Method())
-	u := req.URI()
-	u.DisablePathNormalizing = true
-	if t.TLS {
-		u.SetScheme("https")
-	} else {
-		u.SetScheme("http")
+// appendUpstreamRequest appends the request to the pod to dst: the caller's
+// method, raw path and query, the pod's address as Host, and the caller's
+// headers minus hop-by-hop headers and credentials meant for the gateway;
+// for a kubelet, only a scrape's headers and the gateway's kubeletAuth. It
+// is written out directly: copying each header into a fasthttp.Request only
+// to serialise it again cost a tenth of the gateway's CPU per scrape. The
+// caller's header names and values were validated when its request was
+// parsed.
+func appendUpstreamRequest(dst []byte, in *fasthttp.RequestHeader, t *Target, kubeletAuth []byte) []byte {
+	dst = append(dst, in.Method()...)
+	dst = append(dst, ' ')
+	dst = append(dst, t.Path...)
+	if len(t.Query) > 0 {
+		dst = append(dst, '?')
+		dst = append(dst, t.Query...)
 	}
-	var host [64]byte // fits "[v6-with-embedded-v4]:65535"
-	u.SetHostBytes(t.Addr.AppendTo(host[:0]))
-	u.SetPathBytes(t.Path)
-	u.SetQueryStringBytes(t.Query)
-
-	connection := in.Header.PeekAll(fasthttp.HeaderConnection)
-	for k, v := range in.Header.All() {
+	dst = append(dst, " HTTP/1.1\r\nHost: "...)
+	dst = t.Addr.AppendTo(dst)
+	dst = append(dst, "\r\n"...)
+	connection := in.PeekAll(fasthttp.HeaderConnection)
+	for k, v := range in.All() {
 		if dropRequestHeader(k) || listedIn(connection, k) || t.Kubelet && !isKubeletHeader(k) {
 			continue
 		}
-		req.Header.AddBytesKV(k, v)
+		dst = appendHeader(dst, k, v)
+	}
+	if t.Kubelet {
+		dst = appendHeader(dst, []byte(fasthttp.HeaderAuthorization), kubeletAuth)
 	}
 	// Marks the request as having passed through a scrapegate: one that
 	// arrives back at any scrapegate is a loop (see Gateway.admit).
-	req.Header.Add(fasthttp.HeaderVia, viaToken)
+	return append(dst, "Via: "+viaToken+"\r\n\r\n"...)
+}
+
+func appendHeader(dst, k, v []byte) []byte {
+	dst = append(dst, k...)
+	dst = append(dst, ": "...)
+	dst = append(dst, v...)
+	return append(dst, "\r\n"...)
 }
 
 // viaToken is the Via header value scrapegate adds to requests to pods.

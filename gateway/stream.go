@@ -25,6 +25,10 @@ type scrape struct {
 	target netip.AddrPort
 	// limit is -max-response-body-bytes; 0 means none.
 	limit int64
+	// req is the request to the pod (appendUpstreamRequest); head is set
+	// for a HEAD request, whose response has no body.
+	req  []byte
+	head bool
 
 	// Set by send: the connection from the endpoint's pool (pooled), the
 	// gateway's view of it (conn), and the pool's reader over it.
@@ -59,9 +63,9 @@ func (s *scrape) finish() {
 	_ = s.resp.CloseBodyStream()
 	s.releaseConn(s.eof && s.readErr == nil)
 	s.g.endScrape(s.ep)
-	resp := s.resp
+	resp, req := s.resp, s.req[:0]
 	resp.Reset()
-	*s = scrape{resp: resp}
+	*s = scrape{resp: resp, req: req}
 	scrapePool.Put(s)
 }
 

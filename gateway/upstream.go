@@ -75,7 +75,7 @@ func handshakeUpstream(c net.Conn, cfg *tls.Config, deadline time.Time) (net.Con
 	return upstreamTLSConn{newUpstreamConn(tc)}, nil
 }
 
-// send sends req to the scrape's endpoint and reads the response headers into
+// send sends s.req to the scrape's endpoint and reads the response headers into
 // s.resp, all before deadline, which also bounds reading the body. On success
 // s holds the connection until s.finish; the body, if any, is still on it.
 //
@@ -83,14 +83,14 @@ func handshakeUpstream(c net.Conn, cfg *tls.Config, deadline time.Time) (net.Con
 // closed while it sat idle fails before any byte of a response arrives; the
 // scrape is then sent again on a fresh connection, as net/http does. A pod
 // that drops a fresh connection has failed the scrape, and is not asked twice.
-func (s *scrape) send(req *fasthttp.Request, deadline time.Time) error {
-	reused, err := s.exchange(req, deadline)
+func (s *scrape) send(deadline time.Time) error {
+	reused, err := s.exchange(deadline)
 	if err != nil && reused && isStaleConnError(err) {
 		// The endpoint's other idle connections idled as long as this one:
 		// if the pod restarted they are all dead, and the retry must not
 		// pick one.
 		s.ep.client.CloseIdleConnections()
-		_, err = s.exchange(req, deadline)
+		_, err = s.exchange(deadline)
 	}
 	if err == io.EOF {
 		err = fasthttp.ErrConnectionClosed
@@ -100,7 +100,7 @@ func (s *scrape) send(req *fasthttp.Request, deadline time.Time) error {
 
 // exchange is one attempt of send. reused reports whether the connection had
 // served a response before.
-func (s *scrape) exchange(req *fasthttp.Request, deadline time.Time) (reused bool, err error) {
+func (s *scrape) exchange(deadline time.Time) (reused bool, err error) {
 	hc := s.ep.client
 	timeout := time.Until(deadline)
 	if timeout <= 0 {
@@ -118,21 +118,13 @@ func (s *scrape) exchange(req *fasthttp.Request, deadline time.Time) (reused boo
 		hc.CloseConn(cc)
 		return reused, err
 	}
-	bw := upstreamWriters.Get().(*bufio.Writer)
-	bw.Reset(conn)
-	err = req.Write(bw)
-	if err == nil {
-		err = bw.Flush()
-	}
-	bw.Reset(nil)
-	upstreamWriters.Put(bw)
-	if err != nil {
+	if _, err := conn.Write(s.req); err != nil {
 		hc.CloseConn(cc)
 		return reused, err
 	}
 
 	resp := s.resp
-	resp.SkipBody = req.Header.IsHead()
+	resp.SkipBody = s.head
 	resp.StreamBody = true
 	br := upstreamReaders.Get().(*bufio.Reader)
 	br.Reset(conn)
@@ -143,7 +135,7 @@ func (s *scrape) exchange(req *fasthttp.Request, deadline time.Time) (reused boo
 	}
 	uc.served.Store(true)
 	s.conn, s.br, s.pooled = uc, br, cc
-	s.closeConn = req.ConnectionClose() || resp.ConnectionClose()
+	s.closeConn = resp.ConnectionClose()
 	if resp.BodyStream() == nil {
 		// HEAD, 204 and 304 carry no body: the connection is done.
 		s.eof = true
@@ -151,17 +143,15 @@ func (s *scrape) exchange(req *fasthttp.Request, deadline time.Time) (reused boo
 	return reused, nil
 }
 
-// The buffers of the exchange with a pod are shared by all endpoints, not
-// pooled per HostClient as fasthttp's own client does: with thousands of
-// endpoints, per-endpoint pools would hold a reader and a writer for each
-// until the next garbage collection, which a gateway that allocates nothing
-// per scrape seldom runs. Shared, they number about the scrapes in flight.
+// The readers of responses from pods are shared by all endpoints, not pooled
+// per HostClient as fasthttp's own client does: with thousands of endpoints,
+// per-endpoint pools would hold a reader for each until the next garbage
+// collection, which a gateway that allocates nothing per scrape seldom runs.
+// Shared, they number about the scrapes in flight.
 var (
 	// upstreamReaders hold what one read from a pod brings: a typical
 	// scrape's headers and (gzip-compressed) body arrive in one read.
 	upstreamReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
-	// upstreamWriters only ever hold a request's line and headers.
-	upstreamWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
 )
 
 func releaseUpstreamReader(br *bufio.Reader) {
