@@ -58,6 +58,7 @@ func TestHarness(t *testing.T) {
 			LargePods:      50,
 			LargeBodies:    4,
 			LargeBodyBytes: 32 << 20,
+			Rounds:         2,
 		},
 		Proxies:              Proxies,
 		Scenarios:            Scenarios,
@@ -118,6 +119,9 @@ func checkResult(t *testing.T, r *Result, s Settings) {
 	}
 	if r.Proxy != ProxyDirect && (r.CPUPer1000 <= 0 || r.PeakRSS <= 0) {
 		t.Errorf("%s: CPU %g s per 1000 scrapes, peak RSS %d bytes; want both read from /proc", name, r.CPUPer1000, r.PeakRSS)
+	}
+	if pooled := r.Scenario == ScenarioRate || r.Scenario == ScenarioSaturation; pooled && r.Extra["rounds"] != float64(s.Rounds) {
+		t.Errorf("%s: %g rounds pooled, want %d", name, r.Extra["rounds"], s.Rounds)
 	}
 	switch r.Scenario {
 	case ScenarioRate:

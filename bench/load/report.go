@@ -175,8 +175,8 @@ func describeRun(run *Run) string {
 	if s.Gzip {
 		bodies += " gzip-compressed to " + size(int64(s.WireBytes)) + " on the wire"
 	}
-	how := fmt.Sprintf("%s pods, %s, %s scrapes in flight at most, open-loop schedule at %s scrapes/s with ±%s jitter, %s per phase.",
-		commas(float64(s.Pods)), bodies, commas(float64(s.Concurrency)), commas(s.Rate), duration(s.Jitter), duration(s.PhaseDuration))
+	how := fmt.Sprintf("%s pods, %s, %s scrapes in flight at most, open-loop schedule at %s scrapes/s with ±%s jitter, %s per phase%s.",
+		commas(float64(s.Pods)), bodies, commas(float64(s.Concurrency)), commas(s.Rate), duration(s.Jitter), duration(s.PhaseDuration), roundsNote(s.Rounds))
 	if len(where) == 0 {
 		return how
 	}
@@ -533,4 +533,12 @@ func UpdateReadme(path, section string) error {
 		return err
 	}
 	return os.Rename(f.Name(), path)
+}
+
+// roundsNote says how the rate and saturation phases were repeated.
+func roundsNote(rounds int) string {
+	if rounds <= 1 {
+		return ""
+	}
+	return fmt.Sprintf(", %d rounds per proxy in alternating order, pooled", rounds)
 }

@@ -1,6 +1,7 @@
 package load
 
 import (
+	"slices"
 	"sort"
 	"time"
 )
@@ -36,6 +37,7 @@ type Settings struct {
 	Concurrency    int           `json:"concurrency"`      // scrapes in flight at most (Prometheus-like scheduler), and the saturation scenario's scrapers
 	Jitter         time.Duration `json:"jitter"`           // ± per scrape around its target's fixed offset in the interval
 	PhaseDuration  time.Duration `json:"phase_duration"`   // measured time of each rate/saturation phase, after warm-up
+	Rounds         int           `json:"rounds"`           // rate and saturation phases per proxy, in alternating order, pooled
 	ChurnPods      int           `json:"churn_pods"`       // live pods at any time in the churn scenario
 	ChurnPerSecond float64       `json:"churn_per_second"` // pods replaced by new ones (new IPs) per second
 	ChurnDuration  time.Duration `json:"churn_duration"`
@@ -75,6 +77,44 @@ type Result struct {
 	// Extra holds scenario-specific numbers, e.g. "distinct_endpoints",
 	// "max_pooled_endpoints", "final_pooled_endpoints".
 	Extra map[string]float64 `json:"extra,omitempty"`
+
+	// What pooling rounds needs: the latency samples, the measured time and
+	// the proxy's CPU seconds.
+	samples    []time.Duration
+	elapsed    time.Duration
+	cpuSeconds float64
+}
+
+// poolRounds merges one proxy's Results of one scenario over the rounds of
+// a run, as if they were one phase: every scrape counts once, CPU per scrape
+// is total CPU over total scrapes, and the peak is the highest.
+func poolRounds(rounds []Result) Result {
+	r := rounds[0]
+	r.Extra = map[string]float64{"rounds": float64(len(rounds))}
+	r.Scrapes, r.Errors, r.Late, r.ErrorSamples, r.samples, r.elapsed, r.cpuSeconds = 0, 0, 0, nil, nil, 0, 0
+	for _, round := range rounds {
+		r.Scrapes += round.Scrapes
+		r.Errors += round.Errors
+		r.Late += round.Late
+		for _, e := range round.ErrorSamples {
+			if len(r.ErrorSamples) < maxErrorSamples && !slices.Contains(r.ErrorSamples, e) {
+				r.ErrorSamples = append(r.ErrorSamples, e)
+			}
+		}
+		r.samples = append(r.samples, round.samples...)
+		r.elapsed += round.elapsed
+		r.cpuSeconds += round.cpuSeconds
+		r.PeakRSS = max(r.PeakRSS, round.PeakRSS)
+		for k, v := range round.Extra {
+			r.Extra[k] += v
+		}
+	}
+	r.AchievedPerSec = float64(r.Scrapes) / r.elapsed.Seconds()
+	if r.Scrapes > 0 && r.cpuSeconds > 0 {
+		r.CPUPer1000 = r.cpuSeconds * 1000 / float64(r.Scrapes)
+	}
+	r.Latency = NewLatency(r.samples)
+	return r
 }
 
 // SeriesPoint is one sample of a proxy during a scenario.

@@ -228,6 +228,8 @@ func (tl *tally) result(scenario, proxy string, asked float64, elapsed time.Dura
 		Late:           tl.late.Load(),
 		Latency:        NewLatency(tl.latencies),
 		Extra:          map[string]float64{},
+		samples:        tl.latencies,
+		elapsed:        elapsed,
 	}
 }
 
