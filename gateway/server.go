@@ -14,9 +14,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -273,7 +275,47 @@ func (g *Gateway) serveBadRequest(ctx *fasthttp.RequestCtx, err error) {
 			"scrapegate: 431 the request line and headers exceed -max-request-header-bytes")
 		return
 	}
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		g.plainText(ctx, routeOther, fasthttp.StatusRequestTimeout,
+			"scrapegate: 408 the request line and headers did not arrive within -client-read-timeout")
+		return
+	}
 	g.plainText(ctx, routeOther, fasthttp.StatusBadRequest, "scrapegate: 400 cannot parse the request as HTTP/1.1")
+}
+
+// silentTimeoutListener makes a connection that times out before sending a
+// single byte close silently. fasthttp answers a first request that times
+// out like a malformed one, but a connection that never sent anything is
+// usually one an HTTP client opened and then did not need (Go's, and so
+// Prometheus's, dials while it waits for a pooled connection and keeps the
+// loser): an answer to it arrives at the client as a response to nothing,
+// or to its next request on that connection. Idle keep-alive connections are
+// closed silently by fasthttp itself.
+type silentTimeoutListener struct{ net.Listener }
+
+func (l silentTimeoutListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &silentTimeoutConn{Conn: c}, nil
+}
+
+type silentTimeoutConn struct {
+	net.Conn
+	spoke bool // a byte has arrived
+}
+
+func (c *silentTimeoutConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.spoke = true
+	} else if !c.spoke && errors.Is(err, os.ErrDeadlineExceeded) {
+		// fasthttp closes the connection without an answer on EOF.
+		return 0, io.EOF
+	}
+	return n, err
 }
 
 func (g *Gateway) plainText(ctx *fasthttp.RequestCtx, rt route, status int, body string) {
@@ -287,6 +329,7 @@ func (g *Gateway) plainText(ctx *fasthttp.RequestCtx, rt route, status int, body
 // plain TCP listener: Serve adds the caller checks and TLS.
 func (g *Gateway) Serve(ln net.Listener) error {
 	g.policy.addSelf(selfAddrs(ln.Addr())...)
+	ln = silentTimeoutListener{ln}
 	if len(g.cfg.AllowCallerCIDRs) > 0 || g.cfg.MaxConnsPerCaller > 0 {
 		ln = &callerListener{
 			Listener: ln,
