@@ -101,6 +101,13 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		ep.answered.Store(true)
 	}
 	resp := s.resp
+	if code := resp.StatusCode(); code < 200 {
+		// fasthttp reads past 100 Continue and the like; a final 1xx such
+		// as 101 Switching Protocols is no answer to a scrape.
+		g.refuseResponse(ctx, rt, uri, s, reasonBadResponse, fmt.Errorf("status %d", code),
+			fmt.Sprintf("the pod answered %d, not a response to a scrape", code))
+		return
+	}
 	if code := resp.StatusCode(); code >= 300 && code < 400 && code != fasthttp.StatusNotModified {
 		location := string(truncate(resp.Header.Peek(fasthttp.HeaderLocation)))
 		g.refuseResponse(ctx, rt, uri, s, reasonRedirect, fmt.Errorf("status %d to %q", code, location),

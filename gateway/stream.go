@@ -98,8 +98,11 @@ func (s *scrape) WriteTo(w io.Writer) (int64, error) {
 	for bw != nil && bw.Available() >= minBodyRead {
 		buf := bw.AvailableBuffer()
 		n, err := s.Read(buf[:cap(buf)])
-		// It fits: this copies the bytes onto themselves, and never flushes.
-		_, _ = bw.Write(buf[:n])
+		// It fits: this copies the bytes onto themselves, and never flushes;
+		// it fails only with an earlier flush's error.
+		if _, werr := bw.Write(buf[:n]); werr != nil {
+			return written, werr
+		}
 		written += int64(n)
 		if err == io.EOF {
 			return written, nil

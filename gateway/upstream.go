@@ -84,8 +84,8 @@ func handshakeUpstream(c net.Conn, cfg *tls.Config, deadline time.Time) (net.Con
 // scrape is then sent again on a fresh connection, as net/http does. A pod
 // that drops a fresh connection has failed the scrape, and is not asked twice.
 func (s *scrape) send(deadline time.Time) error {
-	reused, err := s.exchange(deadline)
-	if err != nil && reused && isStaleConnError(err) {
+	stale, err := s.exchange(deadline)
+	if err != nil && stale && isStaleConnError(err) {
 		// The endpoint's other idle connections idled as long as this one:
 		// if the pod restarted they are all dead, and the retry must not
 		// pick one.
@@ -98,9 +98,10 @@ func (s *scrape) send(deadline time.Time) error {
 	return err
 }
 
-// exchange is one attempt of send. reused reports whether the connection had
-// served a response before.
-func (s *scrape) exchange(deadline time.Time) (reused bool, err error) {
+// exchange is one attempt of send. stale reports whether the connection had
+// served a response before and brought no byte of this one: a failure then
+// may be the pod having closed it while it sat idle.
+func (s *scrape) exchange(deadline time.Time) (stale bool, err error) {
 	hc := s.ep.client
 	timeout := time.Until(deadline)
 	if timeout <= 0 {
@@ -112,15 +113,16 @@ func (s *scrape) exchange(deadline time.Time) (reused bool, err error) {
 	}
 	conn := cc.Conn()
 	uc := upstreamConnOf(conn)
-	reused = uc.served.Load()
+	reused, received := uc.served.Load(), uc.received
+	failed := func(err error) (bool, error) { return reused && uc.received == received, err }
 	// One deadline for the whole scrape: the write, the headers and the body.
 	if err := conn.SetDeadline(deadline); err != nil {
 		hc.CloseConn(cc)
-		return reused, err
+		return failed(err)
 	}
 	if _, err := conn.Write(s.req); err != nil {
 		hc.CloseConn(cc)
-		return reused, err
+		return failed(err)
 	}
 
 	resp := s.resp
@@ -131,16 +133,23 @@ func (s *scrape) exchange(deadline time.Time) (reused bool, err error) {
 	if err := resp.ReadLimitBody(br, 0); err != nil {
 		releaseUpstreamReader(br)
 		hc.CloseConn(cc)
-		return reused, err
+		return failed(err)
 	}
 	uc.served.Store(true)
 	s.conn, s.br, s.pooled = uc, br, cc
-	s.closeConn = resp.ConnectionClose()
+	// fasthttp only sees "Connection: close" spelt exactly so, and takes a
+	// body that ends when the connection does, with Connection: Upgrade,
+	// for one that leaves it reusable. A 101 switched the connection to
+	// another protocol (proxy refuses it).
+	s.closeConn = resp.ConnectionClose() || listedIn(resp.Header.PeekAll(fasthttp.HeaderConnection), []byte("close")) ||
+		resp.StatusCode() < 200
 	if resp.BodyStream() == nil {
 		// HEAD, 204 and 304 carry no body: the connection is done.
 		s.eof = true
+	} else if resp.Header.ContentLength() == -2 {
+		s.closeConn = true
 	}
-	return reused, nil
+	return false, nil
 }
 
 // The readers of responses from pods are shared by all endpoints, not pooled
@@ -182,7 +191,7 @@ func (s *scrape) releaseConn(keep bool) {
 	}
 	hc := s.ep.client
 	releaseUpstreamReader(s.br)
-	if keep && !s.closeConn && !s.resp.ConnectionClose() {
+	if keep && !s.closeConn && !s.resp.ConnectionClose() && !s.conn.peerClosed.Load() {
 		giveBack(hc.ReleaseConn, s.pooled)
 	} else {
 		giveBack(hc.CloseConn, s.pooled)

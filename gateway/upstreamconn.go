@@ -20,13 +20,30 @@ type upstreamConn struct {
 	// served is set once the connection has carried a response: from then
 	// on it is a reused connection (see scrape.send).
 	served atomic.Bool
+	// received counts the bytes read, to tell whether an attempt got any
+	// of a response. Only the scrape holding the connection reads it.
+	received int64
+	// eofNext holds back an EOF that came with the last bytes (crypto/tls
+	// returns a TLS 1.2 close_notify together with the record before it)
+	// until the next read: peerClosed must mean that the parser needed
+	// bytes past what the pod sent, not that the pod closed right after.
+	eofNext bool
 }
 
 func newUpstreamConn(c net.Conn) *upstreamConn { return &upstreamConn{Conn: c} }
 
 func (c *upstreamConn) Read(p []byte) (int, error) {
+	if c.eofNext {
+		c.peerClosed.Store(true)
+		return 0, io.EOF
+	}
 	n, err := c.Conn.Read(p)
-	if err == io.EOF {
+	c.received += int64(n)
+	switch {
+	case err != io.EOF:
+	case n > 0:
+		c.eofNext, err = true, nil
+	default:
 		c.peerClosed.Store(true)
 	}
 	return n, err
