@@ -84,6 +84,7 @@ func WriteMarkdown(w io.Writer, run *Run, imagePath string) error {
 		}
 	}
 	b.WriteString("\n")
+	writeEqualLoadCPU(&b, run)
 
 	if rs := results(run, ScenarioChurn); len(rs) > 0 {
 		s := run.Settings
@@ -541,4 +542,25 @@ func roundsNote(rounds int) string {
 		return ""
 	}
 	return fmt.Sprintf(", %d rounds per proxy in alternating order, pooled", rounds)
+}
+
+// writeEqualLoadCPU puts the CPU targets, which the issue sets at
+// saturation where each proxy runs at its own rate, beside the same ratios
+// at equal load: per-scrape cost falls as load rises, so saturation favours
+// the fastest proxy.
+func writeEqualLoadCPU(b *bytes.Buffer, run *Run) {
+	sg := find(run, ScenarioRate, ProxyScrapegate)
+	if sg == nil || sg.CPUPer1000 <= 0 {
+		return
+	}
+	var parts []string
+	for _, other := range []string{ProxyNginx, ProxyHTTPUtil} {
+		if o := find(run, ScenarioRate, other); o != nil && o.CPUPer1000 > 0 {
+			parts = append(parts, fmt.Sprintf("%s × %s's", sig3(sg.CPUPer1000/o.CPUPer1000), other))
+		}
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(b, "At equal load (%s scrapes/s, open loop) scrapegate's CPU per scrape is %s.\n\n",
+			commas(scenarioRate(run)), strings.Join(parts, " and "))
+	}
 }

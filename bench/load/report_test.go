@@ -160,7 +160,10 @@ func TestWriteMarkdownText(t *testing.T) {
 		"| scrapegate | 6,000 | 2 | 700 | 131 | 100 | 20.0 / 26.0 / 24.0 | 600 |", // "evicted" listed generically
 		"| scrapegate | 8 × 64 MiB | 120.0 | 22.0 / 110.0 | 0 |",
 		"- churn, scrapegate: 2 errors, e.g. `dial tcp 10.0.3.7:9100: connect: connection refused`",
+		"At equal load (2,000 scrapes/s, open loop) scrapegate's CPU per scrape is 0.571 × nginx's and 0.308 × httputil's.",
 	}, nil)
+	f(without(testRun(), ScenarioRate, ProxyNginx), []string{"scrapegate's CPU per scrape is 0.308 × httputil's."}, []string{"× nginx's."})
+	f(without(testRun(), ScenarioRate, ProxyScrapegate), nil, []string{"At equal load"})
 	f(without(without(testRun(), ScenarioChurn, ProxyScrapegate), ScenarioLarge, ProxyScrapegate), nil,
 		[]string{"**Churn", "**Large", "**Errors"})
 }

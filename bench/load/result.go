@@ -61,7 +61,9 @@ type Result struct {
 	// time because Concurrency scrapes were already in flight.
 	Late int64 `json:"late"`
 
-	// Latency of successful scrapes, request sent to last body byte read.
+	// Latency of successful scrapes, request sent to last body byte read;
+	// on the open-loop schedule, plus any wait for one of Concurrency
+	// workers.
 	Latency Latency `json:"latency"`
 
 	// CPUPer1000 is the proxy's user+system CPU seconds (all its processes,

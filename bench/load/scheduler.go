@@ -251,9 +251,10 @@ type scheduler struct {
 
 // slot is one scheduled scrape.
 type slot struct {
-	due  time.Time // base ± jitter
-	base time.Time // start + k·interval + offset
-	t    *podTarget
+	due        time.Time // base ± jitter
+	base       time.Time // start + k·interval + offset
+	dispatched time.Time // handed to the workers
+	t          *podTarget
 }
 
 func newScheduler(c *client, targets []*podTarget, interval, jitter time.Duration, workers int) *scheduler {
@@ -354,20 +355,26 @@ func (s *scheduler) due(now, until time.Time, tl *tally) ([]slot, time.Time) {
 			tl.missed.Add(1)
 			continue
 		}
+		sl.dispatched = now
 		due = append(due, sl)
 	}
 	return due, time.Time{}
 }
 
-// work scrapes the slots it is handed. A scrape that waited for a worker
-// is not charged the wait in its latency; it is counted as late.
+// work scrapes the slots it is handed. A scrape that waited for a worker,
+// because Concurrency scrapes were in flight, is charged the wait in its
+// latency (an open-loop schedule does not wait for slow answers: leaving
+// the wait out would hide exactly the slowness that caused it), and counted
+// as late if it started more than lateAfter after its time.
 func (s *scheduler) work(jobs <-chan slot, tl *tally) {
 	buf := s.c.scratch()
 	for sl := range jobs {
+		waited := time.Since(sl.dispatched)
 		if time.Since(sl.due) > lateAfter {
 			tl.late.Add(1)
 		}
 		took, err := s.c.scrape(sl.t, buf)
+		took += waited
 		sl.t.pending.Store(false)
 		tl.record(sl.t, took, err)
 	}
