@@ -156,12 +156,9 @@ func (s *scrape) exchange(deadline time.Time) (stale bool, err error) {
 // per HostClient as fasthttp's own client does: with thousands of endpoints,
 // per-endpoint pools would hold a reader for each until the next garbage
 // collection, which a gateway that allocates nothing per scrape seldom runs.
-// Shared, they number about the scrapes in flight.
-var (
-	// upstreamReaders hold what one read from a pod brings: a typical
-	// scrape's headers and (gzip-compressed) body arrive in one read.
-	upstreamReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
-)
+// Shared, they number about the scrapes in flight. 16 KiB holds what one read
+// from a pod brings: a typical scrape's headers and (gzip-compressed) body.
+var upstreamReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
 
 func releaseUpstreamReader(br *bufio.Reader) {
 	br.Reset(nil)
