@@ -260,7 +260,7 @@ func (c *Config) registerFlags(fs *flag.FlagSet) {
 		"Past it the gateway answers 503 with Retry-After at once instead of queueing.")
 	fs.IntVar(&c.MaxConnsPerEndpoint, "max-conns-per-endpoint", c.MaxConnsPerEndpoint, "Maximum connections to one pod endpoint (ip:port). "+
 		"A scrape that finds all of them busy waits for one until its deadline.")
-	fs.IntVar(&c.MaxEndpoints, "max-endpoints", c.MaxEndpoints, "Maximum pod endpoints (ip:port, plain or TLS) with a connection pool, about 1 KiB each. "+
+	fs.IntVar(&c.MaxEndpoints, "max-endpoints", c.MaxEndpoints, "Maximum pod endpoints (ip:port, plain or TLS) with a connection pool, about 6 KiB each with an idle connection. "+
 		"Past it an endpoint that never answered makes room, or scrapes of new endpoints get 503 until idle ones are dropped (-endpoint-idle-ttl).")
 	fs.DurationVar(&c.EndpointIdleTTL, "endpoint-idle-ttl", c.EndpointIdleTTL, "Forget a pod endpoint's connection pool after it has not been scraped for this long, "+
 		"so pod churn does not accumulate pools. Keep it above the longest scrape interval.")
