@@ -3,7 +3,6 @@ package gateway
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -723,16 +722,7 @@ func TestHostileNormalisedPathsAndSelf(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		served := make(chan error, 1)
-		go func() { served <- g.Serve(ln) }()
-		t.Cleanup(func() {
-			if err := g.Shutdown(context.Background()); err != nil {
-				t.Errorf("Shutdown: %s", err)
-			}
-			if err := <-served; err != nil {
-				t.Errorf("Serve: %s", err)
-			}
-		})
+		serveGatewayOn(t, g, ln)
 		G := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 		gw := "127.0.0.1:" + G
 		for _, target := range []string{"/pods/127.0.0.2/" + G + "/healthz", "http://127.0.0.2:" + G + "/readyz", "/pods/127.0.0.2/" + G + "/metrics"} {

@@ -139,10 +139,9 @@ func (s *scrape) exchange(deadline time.Time) (stale bool, err error) {
 	s.conn, s.br, s.pooled = uc, br, cc
 	// fasthttp only sees "Connection: close" spelt exactly so, and takes a
 	// body that ends when the connection does, with Connection: Upgrade,
-	// for one that leaves it reusable. A 101 switched the connection to
-	// another protocol (proxy refuses it).
-	s.closeConn = resp.ConnectionClose() || listedIn(resp.Header.PeekAll(fasthttp.HeaderConnection), []byte("close")) ||
-		resp.StatusCode() < 200
+	// for one that leaves it reusable. (A final 1xx, such as 101, is
+	// refused by proxy, which closes the connection.)
+	s.closeConn = resp.ConnectionClose() || listedIn(resp.Header.PeekAll(fasthttp.HeaderConnection), []byte("close"))
 	if resp.BodyStream() == nil {
 		// HEAD, 204 and 304 carry no body: the connection is done.
 		s.eof = true
