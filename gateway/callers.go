@@ -113,6 +113,9 @@ func (c *callerConn) Close() error {
 	return c.Conn.Close()
 }
 
+// NetConn returns the connection underneath, for checking its socket.
+func (c *callerConn) NetConn() net.Conn { return c.Conn }
+
 func remoteIP(c net.Conn) netip.Addr {
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		return a.AddrPort().Addr().Unmap()

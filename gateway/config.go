@@ -25,6 +25,9 @@ type Config struct {
 	AllowPathPrefixes []string
 	DenyPathPrefixes  []string
 
+	// ForwardRequestHeaders are caller headers pods get besides a scrape's.
+	ForwardRequestHeaders []string
+
 	// Callers: who may use the gateway.
 	AllowCallerCIDRs      []netip.Prefix
 	AuthBearerTokensFile  string
@@ -210,6 +213,10 @@ func (c *Config) registerFlags(fs *flag.FlagSet) {
 	fs.Var((*stringList)(&c.AllowPathPrefixes), "allow-path-prefixes", "Comma-separated path prefixes (/metrics,/federate) that target paths must start with, matched at a '/' boundary. Empty: any path.")
 	fs.Var((*stringList)(&c.DenyPathPrefixes), "deny-path-prefixes", "Comma-separated path prefixes that are always refused, whatever -allow-path-prefixes says: e.g. /debug/pprof.")
 
+	fs.Var((*stringList)(&c.ForwardRequestHeaders), "forward-request-headers", "Comma-separated names of caller headers (X-Tenant) that pods also get. "+
+		"Pods get only a scrape's own headers (Accept, Accept-Encoding, User-Agent, X-Prometheus-Scrape-Timeout-Seconds) and these; every other caller header is dropped. "+
+		"Kubelets get only a scrape's. Hop-by-hop headers, Host, Content-Length, Via, Authorization and Cookie cannot be named.")
+
 	fs.Var((*cidrList)(&c.AllowCallerCIDRs), "allow-caller-cidrs", "Comma-separated CIDRs that callers' source addresses must fall into; connections from elsewhere are closed at once. "+
 		"Empty: any caller. Behind a NodePort with externalTrafficPolicy: Cluster callers appear as node addresses.")
 	fs.StringVar(&c.AuthBearerTokensFile, "auth-bearer-tokens-file", c.AuthBearerTokensFile, "File of bearer tokens callers may present (Authorization: Bearer), one per line; '#' starts a comment. "+
@@ -330,6 +337,14 @@ func (c *Config) Validate() error {
 	for _, p := range append(c.AllowPathPrefixes[:len(c.AllowPathPrefixes):len(c.AllowPathPrefixes)], c.DenyPathPrefixes...) {
 		if !strings.HasPrefix(p, "/") {
 			bad("allow-path-prefixes or -deny-path-prefixes", "%q does not start with '/'", p)
+		}
+	}
+	for _, h := range c.ForwardRequestHeaders {
+		switch {
+		case !isToken(h):
+			bad("forward-request-headers", "%q is not a header name", h)
+		case neverForwarded(h):
+			bad("forward-request-headers", "%s cannot be forwarded: it is hop-by-hop, set by the gateway, or a credential for it", h)
 		}
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {

@@ -172,3 +172,34 @@ func TestParseFlagsSecurity(t *testing.T) {
 		t.Fatalf("--deny-ports= : %v %v; want no denied ports", cfg.DenyPorts.String(), err)
 	}
 }
+
+func TestParseFlagsForwardRequestHeaders(t *testing.T) {
+	f := func(value, wantErr string) {
+		t.Helper()
+		cfg, err := ParseFlags("scrapegate", []string{"-forward-request-headers=" + value}, envOf(), io.Discard)
+		if wantErr == "" {
+			if err != nil {
+				t.Fatalf("-forward-request-headers=%s: %s", value, err)
+			}
+			if got := strings.Join(cfg.ForwardRequestHeaders, ","); got != value {
+				t.Fatalf("-forward-request-headers=%s parsed as %q", value, got)
+			}
+			return
+		}
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("-forward-request-headers=%s: error %v; want one mentioning %q", value, err, wantErr)
+		}
+	}
+	f("X-Tenant", "")
+	f("X-Tenant,X-Scope-OrgID", "")
+	f("X Tenant", `"X Tenant" is not a header name`)
+	f("X-Tenant:", "is not a header name")
+	f("Authorization", "Authorization cannot be forwarded")
+	f("cookie", "cookie cannot be forwarded")
+	f("Proxy-Authorization", "cannot be forwarded")
+	f("Connection", "cannot be forwarded")
+	f("Transfer-Encoding", "cannot be forwarded")
+	f("Host", "cannot be forwarded")
+	f("Content-Length", "cannot be forwarded")
+	f("Via", "cannot be forwarded")
+}

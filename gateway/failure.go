@@ -14,55 +14,71 @@ import (
 type reason int
 
 const (
-	reasonBadTarget    reason = iota // malformed path or absolute URI
-	reasonMethod                     // a method other than GET or HEAD
-	reasonForbidden                  // target refused by policy
-	reasonLoop                       // the request already went through a scrapegate
-	reasonURITooLong                 // request target longer than -max-uri-bytes
-	reasonRateLimited                // caller over -caller-rate-limit
-	reasonOverloaded                 // -max-inflight reached
-	reasonDraining                   // shutting down
-	reasonNotSynced                  // -target-policy=kubernetes before the informers synced
-	reasonRefused                    // pod refused the connection
-	reasonUnreachable                // no route to the pod, or another dial failure
-	reasonTLS                        // the TLS handshake with the pod or kubelet failed
-	reasonReset                      // connection reset or closed before a response
-	reasonBadResponse                // the pod's answer was not valid HTTP
-	reasonTimeout                    // deadline passed before the response headers arrived
-	reasonBodyFailed                 // the pod failed after the headers, mid-body
-	reasonBodyTooLarge               // the pod's body exceeds -max-response-body-bytes
-	reasonRedirect                   // the pod answered with a redirect
-	reasonClientGone                 // the caller went away mid-body
+	reasonBadTarget     reason = iota // malformed path or absolute URI
+	reasonMethod                      // a method other than GET or HEAD
+	reasonForbidden                   // target refused by policy
+	reasonLoop                        // the request already went through a scrapegate
+	reasonURITooLong                  // request target longer than -max-uri-bytes
+	reasonRateLimited                 // caller over -caller-rate-limit
+	reasonOverloaded                  // -max-inflight reached
+	reasonDraining                    // shutting down
+	reasonNotSynced                   // -target-policy=kubernetes before the informers synced
+	reasonRefused                     // pod refused the connection
+	reasonUnreachable                 // no route to the pod, or another dial failure
+	reasonTLS                         // the TLS handshake with the pod or kubelet failed
+	reasonReset                       // connection reset or closed before a response
+	reasonBadResponse                 // the pod's answer was not valid HTTP
+	reasonTimeout                     // deadline passed before the response headers arrived
+	reasonBodyFailed                  // the pod failed after the headers, mid-body
+	reasonBodyTooLarge                // the pod's body exceeds -max-response-body-bytes
+	reasonRedirect                    // the pod answered with a redirect
+	reasonClientGone                  // the caller hung up before the body was fully sent
+	reasonCallerStalled               // the caller stopped reading and the deadline passed
 	numReasons
 )
 
+// reasonFamily is the counter family a reason is counted in.
+type reasonFamily int
+
+const (
+	rejected reasonFamily = iota // scrapegate_rejected_requests_total: refused before any connection to a pod
+	upstream                     // scrapegate_upstream_errors_total: failed between the gateway and the pod
+	caller                       // scrapegate_client_aborts_total: failed between the gateway and the caller
+)
+
 var reasonInfo = [numReasons]struct {
-	name     string
-	status   int
-	upstream bool // counted in scrapegate_upstream_errors_total
+	name   string
+	status int
+	family reasonFamily
 }{
-	reasonBadTarget:   {"bad_target", fasthttp.StatusBadRequest, false},
-	reasonMethod:      {"method_not_allowed", fasthttp.StatusMethodNotAllowed, false},
-	reasonForbidden:   {"forbidden", fasthttp.StatusForbidden, false},
-	reasonLoop:        {"loop", fasthttp.StatusLoopDetected, false},
-	reasonURITooLong:  {"uri_too_long", fasthttp.StatusRequestURITooLong, false},
-	reasonRateLimited: {"rate_limited", fasthttp.StatusTooManyRequests, false},
-	reasonOverloaded:  {"overloaded", fasthttp.StatusServiceUnavailable, false},
-	reasonDraining:    {"draining", fasthttp.StatusServiceUnavailable, false},
-	reasonNotSynced:   {"not_synced", fasthttp.StatusServiceUnavailable, false},
-	reasonRefused:     {"connect_refused", fasthttp.StatusBadGateway, true},
-	reasonUnreachable: {"connect_failed", fasthttp.StatusBadGateway, true},
-	reasonTLS:         {"tls_failed", fasthttp.StatusBadGateway, true},
-	reasonReset:       {"connection_reset", fasthttp.StatusBadGateway, true},
-	reasonBadResponse: {"bad_response", fasthttp.StatusBadGateway, true},
-	reasonTimeout:     {"timeout", fasthttp.StatusGatewayTimeout, true},
-	reasonBodyFailed:  {"body_failed", 0, true}, // headers already sent: the connection is aborted instead
+	reasonBadTarget:   {"bad_target", fasthttp.StatusBadRequest, rejected},
+	reasonMethod:      {"method_not_allowed", fasthttp.StatusMethodNotAllowed, rejected},
+	reasonForbidden:   {"forbidden", fasthttp.StatusForbidden, rejected},
+	reasonLoop:        {"loop", fasthttp.StatusLoopDetected, rejected},
+	reasonURITooLong:  {"uri_too_long", fasthttp.StatusRequestURITooLong, rejected},
+	reasonRateLimited: {"rate_limited", fasthttp.StatusTooManyRequests, rejected},
+	reasonOverloaded:  {"overloaded", fasthttp.StatusServiceUnavailable, rejected},
+	reasonDraining:    {"draining", fasthttp.StatusServiceUnavailable, rejected},
+	reasonNotSynced:   {"not_synced", fasthttp.StatusServiceUnavailable, rejected},
+	reasonRefused:     {"connect_refused", fasthttp.StatusBadGateway, upstream},
+	reasonUnreachable: {"connect_failed", fasthttp.StatusBadGateway, upstream},
+	reasonTLS:         {"tls_failed", fasthttp.StatusBadGateway, upstream},
+	reasonReset:       {"connection_reset", fasthttp.StatusBadGateway, upstream},
+	reasonBadResponse: {"bad_response", fasthttp.StatusBadGateway, upstream},
+	reasonTimeout:     {"timeout", fasthttp.StatusGatewayTimeout, upstream},
+	// 502 while nothing of the response was sent (a body of unknown length
+	// is read ahead for that); once the headers are out, the connection is
+	// aborted instead.
+	reasonBodyFailed: {"body_failed", fasthttp.StatusBadGateway, upstream},
 	// 502 when Content-Length announces it; an abort when the body grows past it.
-	reasonBodyTooLarge: {"body_too_large", fasthttp.StatusBadGateway, true},
+	reasonBodyTooLarge: {"body_too_large", fasthttp.StatusBadGateway, upstream},
 	// A caller following a redirect would take its gateway credentials to
 	// wherever the pod pointed.
-	reasonRedirect:   {"redirect", fasthttp.StatusBadGateway, true},
-	reasonClientGone: {"client_gone", 0, false},
+	reasonRedirect: {"redirect", fasthttp.StatusBadGateway, upstream},
+	// Nobody is left to read an answer; a caller that only half-closed its
+	// connection gets a 502.
+	reasonClientGone:    {"client_gone", fasthttp.StatusBadGateway, caller},
+	reasonCallerStalled: {"caller_stalled", 0, caller},
 }
 
 func (r reason) String() string { return reasonInfo[r].name }
@@ -93,6 +109,16 @@ var errTLSHandshake = errors.New("TLS handshake with the target failed")
 
 func isTLSError(err error) bool {
 	return errors.Is(err, errTLSHandshake)
+}
+
+// callerFailure tells why writing to the caller failed: it stopped reading
+// until the write deadline passed, or it hung up.
+func callerFailure(writeErr error) reason {
+	var netErr net.Error
+	if errors.As(writeErr, &netErr) && netErr.Timeout() {
+		return reasonCallerStalled
+	}
+	return reasonClientGone
 }
 
 func isDialError(err error) bool {

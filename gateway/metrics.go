@@ -31,10 +31,10 @@ var routeNames = [numRoutes]string{"pods", "proxy", "metrics", "healthz", "ready
 // metricHelp is the HELP text of every metric family the gateway defines; it is
 // the one list of what /metrics exposes beyond Go and process metrics.
 var metricHelp = map[string]string{
-	"scrapegate_requests_total":                 "Requests answered, by route and HTTP status code (a pod's own status for proxied scrapes).",
+	"scrapegate_requests_total":                 "Requests answered in full, by route and HTTP status code (a pod's own status for proxied scrapes); a scrape cut off mid-body counts only under its failure reason.",
 	"scrapegate_rejected_requests_total":        "Requests refused before reaching a pod, by reason.",
 	"scrapegate_upstream_errors_total":          "Scrapes that failed between the gateway and a pod, by reason.",
-	"scrapegate_client_aborts_total":            "Scrapes whose caller went away before the body was fully sent.",
+	"scrapegate_client_aborts_total":            "Scrapes cut off on the caller's side, by reason: the caller hung up (client_gone), or stopped reading until the scrape's deadline passed (caller_stalled).",
 	"scrapegate_upstream_response_seconds":      "Time from sending a scrape to a pod until its response headers arrived.",
 	"scrapegate_response_bytes_total":           "Body bytes streamed from pods to callers.",
 	"scrapegate_upstream_inflight_requests":     "Scrapes in flight to pods, bodies included.",
@@ -57,7 +57,7 @@ type gatewayMetrics struct {
 
 	rejected       [numReasons]*metrics.Counter
 	upstreamErrors [numReasons]*metrics.Counter
-	clientAborts   *metrics.Counter
+	clientAborts   [numReasons]*metrics.Counter
 	upstreamTime   *metrics.PrometheusHistogram
 	responseBytes  *metrics.Counter
 	evicted        *metrics.Counter
@@ -73,13 +73,15 @@ func newGatewayMetrics(inflight, pooled func() float64) *gatewayMetrics {
 	m := &gatewayMetrics{set: metrics.NewSet()}
 	for r := reason(0); r < numReasons; r++ {
 		name := fmt.Sprintf(`{reason=%q}`, reasonInfo[r].name)
-		if reasonInfo[r].upstream {
+		switch reasonInfo[r].family {
+		case upstream:
 			m.upstreamErrors[r] = m.set.NewCounter("scrapegate_upstream_errors_total" + name)
-		} else if r != reasonClientGone {
+		case caller:
+			m.clientAborts[r] = m.set.NewCounter("scrapegate_client_aborts_total" + name)
+		default:
 			m.rejected[r] = m.set.NewCounter("scrapegate_rejected_requests_total" + name)
 		}
 	}
-	m.clientAborts = m.set.NewCounter("scrapegate_client_aborts_total")
 	m.upstreamTime = m.set.NewPrometheusHistogramExt("scrapegate_upstream_response_seconds",
 		[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60})
 	m.responseBytes = m.set.NewCounter("scrapegate_response_bytes_total")
@@ -121,11 +123,11 @@ func (m *gatewayMetrics) reloads(flag string, ok bool) *metrics.Counter {
 
 // countFailure counts a failed request under its reason.
 func (m *gatewayMetrics) countFailure(r reason) {
-	switch {
-	case r == reasonClientGone:
-		m.clientAborts.Inc()
-	case reasonInfo[r].upstream:
+	switch reasonInfo[r].family {
+	case upstream:
 		m.upstreamErrors[r].Inc()
+	case caller:
+		m.clientAborts[r].Inc()
 	default:
 		m.rejected[r].Inc()
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
 )
 
 // endpoint is one pod ip:port and its connection pool.
@@ -28,6 +29,20 @@ type endpoint struct {
 	// scraped every second logs once per interval, not once per scrape.
 	lastErrLog    atomic.Int64
 	suppressedErr atomic.Int64
+
+	// conns are the connections client dialled, closed ones included
+	// until closeDeadIdleConns drops them: fasthttp does not show its idle
+	// connections to anyone.
+	connsMu sync.Mutex
+	conns   []*upstreamConn
+}
+
+// track records a connection the endpoint's client dialled.
+func (ep *endpoint) track(uc *upstreamConn) *upstreamConn {
+	ep.connsMu.Lock()
+	ep.conns = append(ep.conns, uc)
+	ep.connsMu.Unlock()
+	return uc
 }
 
 // endpointKey names one pool: a pod ip:port, reached over TLS or not, or a
@@ -45,7 +60,7 @@ type endpointKey struct {
 type pool struct {
 	ttl       time.Duration
 	max       int // endpoints at most; past it acquire refuses new ones
-	newClient func(endpointKey) *fasthttp.HostClient
+	newClient func(endpointKey, *endpoint) *fasthttp.HostClient
 	onEvict   func()
 
 	mu        sync.RWMutex
@@ -55,7 +70,7 @@ type pool struct {
 	neverAnswered []endpointKey
 }
 
-func newPool(ttl time.Duration, max int, newClient func(endpointKey) *fasthttp.HostClient, onEvict func()) *pool {
+func newPool(ttl time.Duration, max int, newClient func(endpointKey, *endpoint) *fasthttp.HostClient, onEvict func()) *pool {
 	return &pool{
 		ttl:       ttl,
 		max:       max,
@@ -86,7 +101,8 @@ func (p *pool) acquire(key endpointKey) *endpoint {
 		if len(p.endpoints) >= p.max && !p.dropNeverAnswered() {
 			return nil
 		}
-		ep = &endpoint{client: p.newClient(key)}
+		ep = &endpoint{}
+		ep.client = p.newClient(key, ep)
 		ep.lastUsed.Store(time.Now().UnixNano())
 		p.endpoints[key] = ep
 	}
@@ -156,6 +172,61 @@ func (p *pool) evictIdle(now time.Time) int {
 // runEvictions evicts idle endpoints periodically until stop is closed.
 func (p *pool) runEvictions(stop <-chan struct{}) {
 	every(min(max(p.ttl/4, time.Second), time.Minute), stop, func(now time.Time) { p.evictIdle(now) })
+}
+
+// idleCheckInterval is how often pooled idle connections are checked for
+// having been closed by their pod.
+const idleCheckInterval = time.Second
+
+// closeDeadIdleConns closes the idle connections of every endpoint at which
+// one idle connection was closed by the pod, or brought bytes nobody asked
+// for. Pods close keep-alive connections that idle longer than their own
+// timeout (Go's http.Server IdleTimeout, many exporters), often shorter than
+// the scrape interval; fasthttp would keep them, half closed (CLOSE-WAIT),
+// until its idle timeout or their next use. One poll(2) call checks them
+// all. The endpoint's other idle connections go too: they idled as long.
+func (p *pool) closeDeadIdleConns() {
+	p.mu.RLock()
+	endpoints := make([]*endpoint, 0, len(p.endpoints))
+	for _, ep := range p.endpoints {
+		endpoints = append(endpoints, ep)
+	}
+	p.mu.RUnlock()
+
+	var fds []unix.PollFd
+	var owners []*endpoint
+	for _, ep := range endpoints {
+		ep.connsMu.Lock()
+		open := ep.conns[:0]
+		for _, uc := range ep.conns {
+			if uc.closed.Load() {
+				continue
+			}
+			open = append(open, uc)
+			if !uc.inUse.Load() && uc.fd >= 0 {
+				fds = append(fds, unix.PollFd{Fd: int32(uc.fd), Events: unix.POLLIN | unix.POLLRDHUP})
+				owners = append(owners, ep)
+			}
+		}
+		clear(ep.conns[len(open):])
+		ep.conns = open
+		ep.connsMu.Unlock()
+	}
+	if len(fds) == 0 {
+		return
+	}
+	if _, err := unix.Poll(fds, 0); err != nil {
+		return // EINTR or ENOMEM: the next round checks again
+	}
+	var last *endpoint
+	for i, fd := range fds {
+		if fd.Revents != 0 && owners[i] != last {
+			// An idle connection that a scrape took meanwhile is not idle
+			// any more, and stays open: it fails at worst like a stale one.
+			owners[i].client.CloseIdleConnections()
+			last = owners[i]
+		}
+	}
 }
 
 // every calls f with the time every interval until stop is closed.

@@ -3,6 +3,8 @@ package gateway
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -72,16 +74,22 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		return
 	}
 	timeout := g.scrapeTimeout(&ctx.Request.Header)
-
-	s := g.acquireScrape(ep, t.Addr)
+	start := time.Now()
+	s := g.acquireScrape(ep, t.Addr, rt, ctx.Conn(), start.Add(timeout))
 	var kubeletAuth []byte
 	if t.Kubelet {
 		kubeletAuth = *g.kube.kubeletAuth.Load()
 	}
-	s.req = appendUpstreamRequest(s.req, &ctx.Request.Header, &t, kubeletAuth)
+	s.req = g.appendUpstreamRequest(s.req, &ctx.Request.Header, &t, kubeletAuth)
 	s.head = ctx.IsHead()
-	start := time.Now()
-	err = s.send(start.Add(timeout))
+	err = s.send()
+	if err == errCallerGone {
+		g.metrics.countFailure(reasonClientGone)
+		s.finish()
+		ctx.SetConnectionClose()
+		g.writeErrorUncounted(ctx, reasonClientGone, uri, "the caller hung up before the pod answered")
+		return
+	}
 	if err != nil {
 		r := classifyUpstreamError(err)
 		g.upstreamFailed(ep, t.Addr, r, err)
@@ -121,19 +129,58 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 	}
 
 	copyResponseHeaders(&ctx.Response.Header, &resp.Header)
-	g.metrics.countRequest(rt, resp.StatusCode())
 	s.body = resp.BodyStream()
 	if s.body == nil {
 		// HEAD, 204 and 304 carry no body.
 		if cl := resp.Header.ContentLength(); cl >= 0 {
 			ctx.Response.Header.SetContentLength(cl)
 		}
+		g.metrics.countRequest(rt, resp.StatusCode())
 		s.finish()
 		return
 	}
-	// A negative length (chunked or close-delimited upstream) makes the
-	// server send a chunked body.
-	ctx.SetBodyStream(s, resp.Header.ContentLength())
+	size := resp.Header.ContentLength()
+	if size < 0 {
+		// Chunked or close-delimited: how the caller gets it is decided by
+		// what arrives first.
+		switch err := s.readAhead(); {
+		case err == io.EOF:
+			size = len(s.ahead) // all of it
+		case err != nil:
+			r := reasonBodyFailed
+			if err == errBodyTooLarge {
+				r = reasonBodyTooLarge
+			}
+			g.refuseResponse(ctx, rt, uri, s, r, err, "the pod failed before sending any of its body: "+err.Error())
+			return
+		case !ctx.Request.Header.IsHTTP11():
+			// An HTTP/1.0 caller cannot read chunked: the body ends
+			// where the connection does.
+			g.streamUntilClose(ctx, s)
+			return
+		default:
+			size = -1 // chunked; the caller's connection stays open
+		}
+	}
+	ctx.SetBodyStream(s, size)
+}
+
+// streamUntilClose sends s's response as HTTP/1.0 does, delimited by
+// closing the connection. The fasthttp server frames every body of unknown
+// length as chunked, so the connection is taken over once the handler
+// returns (and the server has sent any response before this one). Writes
+// go straight to the connection: HTTP/1.0 callers are rare.
+func (g *Gateway) streamUntilClose(ctx *fasthttp.RequestCtx, s *scrape) {
+	ctx.Response.Header.SetContentLength(-2) // no length, and Connection: close
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		_ = c.SetWriteDeadline(s.deadline.Add(callerWriteGrace))
+		_, err := c.Write(ctx.Response.Header.Header())
+		if err == nil {
+			_, err = s.WriteTo(c)
+		}
+		_ = s.CloseWithError(err)
+	})
 }
 
 // refuseResponse answers with reason r instead of passing on the pod's
@@ -174,14 +221,14 @@ func (g *Gateway) scrapeTimeout(h *fasthttp.RequestHeader) time.Duration {
 }
 
 // appendUpstreamRequest appends the request to the pod to dst: the caller's
-// method, raw path and query, the pod's address as Host, and the caller's
-// headers minus hop-by-hop headers and credentials meant for the gateway;
-// for a kubelet, only a scrape's headers and the gateway's kubeletAuth. It
-// is written out directly: copying each header into a fasthttp.Request only
-// to serialise it again cost a tenth of the gateway's CPU per scrape. The
-// caller's header names and values were validated when its request was
-// parsed.
-func appendUpstreamRequest(dst []byte, in *fasthttp.RequestHeader, t *Target, kubeletAuth []byte) []byte {
+// method, raw path and query, the pod's address as Host, and of the
+// caller's headers only those a scrape needs (scrapeHeaders) and, but for
+// kubelets, those of -forward-request-headers; a kubelet also gets the
+// gateway's kubeletAuth. It is written out directly: copying each header
+// into a fasthttp.Request only to serialise it again cost a tenth of the
+// gateway's CPU per scrape. The caller's header names and values were
+// validated when its request was parsed.
+func (g *Gateway) appendUpstreamRequest(dst []byte, in *fasthttp.RequestHeader, t *Target, kubeletAuth []byte) []byte {
 	dst = append(dst, in.Method()...)
 	dst = append(dst, ' ')
 	dst = append(dst, t.Path...)
@@ -194,7 +241,7 @@ func appendUpstreamRequest(dst []byte, in *fasthttp.RequestHeader, t *Target, ku
 	dst = append(dst, "\r\n"...)
 	connection := in.PeekAll(fasthttp.HeaderConnection)
 	for k, v := range in.All() {
-		if dropRequestHeader(k) || listedIn(connection, k) || t.Kubelet && !isKubeletHeader(k) {
+		if !isListedHeader(scrapeHeaders, k) && (t.Kubelet || !isListedHeader(g.forwardHeaders, k)) || listedIn(connection, k) {
 			continue
 		}
 		dst = appendHeader(dst, k, v)
@@ -205,6 +252,34 @@ func appendUpstreamRequest(dst []byte, in *fasthttp.RequestHeader, t *Target, ku
 	// Marks the request as having passed through a scrapegate: one that
 	// arrives back at any scrapegate is a loop (see Gateway.admit).
 	return append(dst, "Via: "+viaToken+"\r\n\r\n"...)
+}
+
+// scrapeHeaders are the headers of a Prometheus scrape: all of the caller's
+// headers a pod gets unless -forward-request-headers names more. Whatever
+// else a caller sends stays at the gateway, whether it means something to
+// the pod's server or a proxy in front of it (X-Forwarded-For, Forwarded,
+// X-Real-IP, X-Original-URL, X-HTTP-Method-Override), to a metadata service
+// (Metadata-Flavor, X-aws-ec2-metadata-token), or to the Kubernetes
+// authentication stack (Impersonate-User, X-Remote-User) a kubelet asks
+// with the gateway's token; and credentials meant for the gateway never
+// reach a pod.
+var scrapeHeaders = headerNames("Accept", "Accept-Encoding", "User-Agent", "X-Prometheus-Scrape-Timeout-Seconds")
+
+func headerNames(names ...string) [][]byte {
+	bs := make([][]byte, len(names))
+	for i, name := range names {
+		bs[i] = []byte(name)
+	}
+	return bs
+}
+
+func isListedHeader(names [][]byte, k []byte) bool {
+	for _, name := range names {
+		if len(k) == len(name) && bytes.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
 }
 
 func appendHeader(dst, k, v []byte) []byte {
@@ -247,23 +322,22 @@ func isHopByHop(k []byte) bool {
 	return false
 }
 
-func dropRequestHeader(k []byte) bool {
-	return isHopByHop(k) ||
-		// The pod sees the Host it would see if scraped directly.
-		bytes.EqualFold(k, []byte("Host")) ||
-		// Scrapes have no body; a stray length would desynchronise the connection.
-		bytes.EqualFold(k, []byte("Content-Length")) ||
-		// Credentials are for the gateway, never for a pod.
-		bytes.EqualFold(k, []byte("Authorization")) || bytes.EqualFold(k, []byte("Cookie"))
+// isToken reports whether s is an RFC 9110 token, the syntax of a header name.
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isTchar[s[i]] {
+			return false
+		}
+	}
+	return s != ""
 }
 
-// isKubeletHeader reports the caller's headers a kubelet gets: those of a
-// scrape, nothing else. A kubelet request carries the gateway's token, and
-// headers such as Impersonate-User or X-Remote-User mean something to the
-// Kubernetes authentication stack.
-func isKubeletHeader(k []byte) bool {
-	return bytes.EqualFold(k, []byte("Accept")) || bytes.EqualFold(k, []byte("Accept-Encoding")) ||
-		bytes.EqualFold(k, []byte("User-Agent")) || bytes.EqualFold(k, []byte("X-Prometheus-Scrape-Timeout-Seconds"))
+// neverForwarded reports request headers -forward-request-headers may not
+// name: hop-by-hop ones, those the gateway sets itself, a length that would
+// desynchronise the pod's connection, and credentials meant for the gateway.
+func neverForwarded(k string) bool {
+	b := []byte(k)
+	return isHopByHop(b) || isListedHeader(headerNames("Host", "Content-Length", "Via", "Authorization", "Cookie"), b)
 }
 
 func dropResponseHeader(k []byte) bool {
@@ -302,8 +376,17 @@ func (g *Gateway) reject(ctx *fasthttp.RequestCtx, rt route, r reason, uri []byt
 // writeError answers with the reason's status and a one-line plain-text body
 // naming the target and the reason.
 func (g *Gateway) writeError(ctx *fasthttp.RequestCtx, rt route, r reason, uri []byte, detail string) {
-	status := reasonInfo[r].status
-	g.plainText(ctx, rt, status, fmt.Sprintf("scrapegate: %d %s: %q: %s", status, r, truncate(uri), oneLine(detail)))
+	g.plainText(ctx, rt, reasonInfo[r].status, errorText(r, uri, detail))
+}
+
+// writeErrorUncounted is writeError for an answer that is not counted in
+// scrapegate_requests_total, because nobody is likely to read it.
+func (g *Gateway) writeErrorUncounted(ctx *fasthttp.RequestCtx, r reason, uri []byte, detail string) {
+	setPlainText(ctx, reasonInfo[r].status, errorText(r, uri, detail))
+}
+
+func errorText(r reason, uri []byte, detail string) string {
+	return fmt.Sprintf("scrapegate: %d %s: %q: %s", reasonInfo[r].status, r, truncate(uri), oneLine(detail))
 }
 
 // upstreamFailed counts a failed scrape and logs it, at most once per

@@ -151,7 +151,9 @@ func TestProxyHeaders(t *testing.T) {
 		h.Set("X-Pod-Kept", "yes")
 		fmt.Fprint(w, "ok")
 	})
-	_, gw := startGateway(t, testConfig())
+	cfg := testConfig()
+	cfg.ForwardRequestHeaders = []string{"x-tenant"}
+	_, gw := startGateway(t, cfg)
 	r := get(t, gw, pod.podPath("/metrics"),
 		"Accept: application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4",
 		"Accept-Encoding: gzip",
@@ -169,7 +171,22 @@ func TestProxyHeaders(t *testing.T) {
 		"Trailer: X-T",
 		"Upgrade: websocket",
 		"Proxy-Connection: keep-alive",
-		"X-Custom: forwarded",
+		"X-Tenant: team-a",
+		// Headers a scrape does not need, some of which mean something to
+		// a pod's server, a proxy in front of it, or a metadata service.
+		"X-Custom: dropped",
+		"X-Forwarded-For: 10.0.0.1",
+		"X-Forwarded-Host: evil",
+		"Forwarded: for=10.0.0.1",
+		"X-Real-IP: 10.0.0.1",
+		"X-Original-URL: /admin",
+		"X-Rewrite-URL: /admin",
+		"X-HTTP-Method-Override: DELETE",
+		"Metadata-Flavor: Google",
+		"Metadata: true",
+		"X-aws-ec2-metadata-token: t",
+		"X-aws-ec2-metadata-token-ttl-seconds: 60",
+		"Impersonate-User: admin",
 	)
 	if r.StatusCode != 200 {
 		t.Fatalf("status %d: %s", r.StatusCode, r.body)
@@ -179,14 +196,17 @@ func TestProxyHeaders(t *testing.T) {
 		"Accept-Encoding":                     "gzip",
 		"User-Agent":                          "Prometheus/2.42.0",
 		"X-Prometheus-Scrape-Timeout-Seconds": "10",
-		"X-Custom":                            "forwarded",
+		"X-Tenant":                            "team-a", // -forward-request-headers
 	} {
 		if got.Get(k) != want {
 			t.Errorf("pod got %s: %q; want %q", k, got.Get(k), want)
 		}
 	}
 	for _, k := range []string{"Authorization", "Proxy-Authorization", "Cookie", "X-Caller-Hop", "X-Caller-Hop2",
-		"Keep-Alive", "Te", "Trailer", "Upgrade", "Proxy-Connection"} {
+		"Keep-Alive", "Te", "Trailer", "Upgrade", "Proxy-Connection",
+		"X-Custom", "X-Forwarded-For", "X-Forwarded-Host", "Forwarded", "X-Real-Ip", "X-Original-Url", "X-Rewrite-Url",
+		"X-Http-Method-Override", "Metadata-Flavor", "Metadata", "X-Aws-Ec2-Metadata-Token", "X-Aws-Ec2-Metadata-Token-Ttl-Seconds",
+		"Impersonate-User"} {
 		if v, ok := got[k]; ok {
 			t.Errorf("pod got %s: %q; it must not be forwarded", k, v)
 		}
@@ -669,7 +689,7 @@ func TestProxyClientDisconnectClosesUpstream(t *testing.T) {
 		t.Fatal("the pod's connection stayed open after the caller went away")
 	}
 	waitFor(t, "the scrape to be released", func() bool {
-		return g.inflight.Load() == 0 && metricValue(t, g, "scrapegate_client_aborts_total") == 1
+		return g.inflight.Load() == 0 && metricValue(t, g, `scrapegate_client_aborts_total{reason="client_gone"}`) == 1
 	})
 	// Caller, gateway and pod sockets all closed: no descriptor leaked.
 	waitFor(t, "open file descriptors to return to their count before the scrape", func() bool {

@@ -48,18 +48,20 @@ type Gateway struct {
 	// most once per errorLogInterval.
 	upstreamLog zerolog.Logger
 	policy      *Policy
-	auth        *authenticator      // nil: no credentials required
-	limiter     *rateLimiter        // nil: no per-caller rate limit
-	serverTLS   *tls.Config         // nil: plain HTTP
-	clientCerts *clientCertVerifier // nil: no client certificates required
-	upstreamTLS *upstreamTLS        // configures https pod endpoints
-	kube        *kubernetesState    // nil without -kubernetes
-	reloadables []*reloadable
-	pool        *pool
-	dialer      *fasthttp.TCPDialer
-	metrics     *gatewayMetrics
-	router      *router.Router
-	server      *fasthttp.Server
+	// forwardHeaders is -forward-request-headers.
+	forwardHeaders [][]byte
+	auth           *authenticator      // nil: no credentials required
+	limiter        *rateLimiter        // nil: no per-caller rate limit
+	serverTLS      *tls.Config         // nil: plain HTTP
+	clientCerts    *clientCertVerifier // nil: no client certificates required
+	upstreamTLS    *upstreamTLS        // configures https pod endpoints
+	kube           *kubernetesState    // nil without -kubernetes
+	reloadables    []*reloadable
+	pool           *pool
+	dialer         *fasthttp.TCPDialer
+	metrics        *gatewayMetrics
+	router         *router.Router
+	server         *fasthttp.Server
 
 	inflight atomic.Int64
 	state    atomic.Int32
@@ -92,13 +94,14 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 // -kubernetes, a fake one in tests.
 func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*Gateway, error) {
 	g := &Gateway{
-		cfg:         cfg,
-		log:         log,
-		rejectLog:   log.Sample(&zerolog.BurstSampler{Burst: 10, Period: 10 * time.Second}),
-		authLog:     log.Sample(&zerolog.BurstSampler{Burst: 10, Period: 10 * time.Second}),
-		upstreamLog: log.Sample(&zerolog.BurstSampler{Burst: 20, Period: 10 * time.Second}),
-		policy:      NewPolicy(&cfg),
-		limiter:     newRateLimiter(cfg.CallerRateLimit, cfg.CallerRateBurst),
+		cfg:            cfg,
+		log:            log,
+		rejectLog:      log.Sample(&zerolog.BurstSampler{Burst: 10, Period: 10 * time.Second}),
+		authLog:        log.Sample(&zerolog.BurstSampler{Burst: 10, Period: 10 * time.Second}),
+		upstreamLog:    log.Sample(&zerolog.BurstSampler{Burst: 20, Period: 10 * time.Second}),
+		policy:         NewPolicy(&cfg),
+		forwardHeaders: headerNames(cfg.ForwardRequestHeaders...),
+		limiter:        newRateLimiter(cfg.CallerRateLimit, cfg.CallerRateBurst),
 		dialer: &fasthttp.TCPDialer{
 			Concurrency:          cfg.MaxInflight,
 			DisableDNSResolution: true, // targets are IP literals by construction
@@ -151,9 +154,9 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 		WriteBufferSize: 16 << 10,
 		ReadTimeout:     cfg.ClientReadTimeout,
 		IdleTimeout:     cfg.ClientIdleTimeout,
-		// The write of a streamed body lasts at most as long as the scrape
-		// deadline allows reading it; this only bounds a caller that stops
-		// reading.
+		// Bounds writing the gateway's own answers (/sd/ documents, errors,
+		// /metrics) to a caller that stops reading. A scrape's body is
+		// bounded by the scrape's own deadline instead (scrape.WriteTo).
 		WriteTimeout:       cfg.ScrapeTimeoutMax + 10*time.Second,
 		MaxRequestBodySize: 64 << 10, // scrapes carry no body
 		HeaderReceived:     closeAfterBody,
@@ -167,10 +170,6 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 // path, which could be "/metrics", and /pods/ targets skip the router's
 // parameter copies on the hot path. The router serves the gateway's own pages.
 func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
-	if g.state.Load() != stateServing {
-		// Move keep-alive connections to another replica.
-		ctx.SetConnectionClose()
-	}
 	uri := ctx.Request.Header.RequestURI()
 	rt := routeOf(uri)
 	switch {
@@ -188,6 +187,11 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 		g.serveSD(ctx)
 	default:
 		g.router.Handler(ctx)
+	}
+	if g.state.Load() != stateServing {
+		// Move keep-alive connections to another replica: also those whose
+		// scrape began before the drain did.
+		ctx.SetConnectionClose()
 	}
 	if g.cfg.AccessLog {
 		g.log.Info().Bytes("method", ctx.Method()).Bytes("uri", truncate(ctx.Request.Header.RequestURI())).
@@ -307,6 +311,9 @@ type silentTimeoutConn struct {
 	spoke bool // a byte has arrived
 }
 
+// NetConn returns the connection underneath, for checking its socket.
+func (c *silentTimeoutConn) NetConn() net.Conn { return c.Conn }
+
 func (c *silentTimeoutConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
@@ -319,10 +326,14 @@ func (c *silentTimeoutConn) Read(p []byte) (int, error) {
 }
 
 func (g *Gateway) plainText(ctx *fasthttp.RequestCtx, rt route, status int, body string) {
+	setPlainText(ctx, status, body)
+	g.metrics.countRequest(rt, status)
+}
+
+func setPlainText(ctx *fasthttp.RequestCtx, status int, body string) {
 	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
 	ctx.SetStatusCode(status)
 	ctx.SetBodyString(body + "\n")
-	g.metrics.countRequest(rt, status)
 }
 
 // Serve serves on ln until Shutdown. It returns nil after a Shutdown. ln is a
@@ -352,6 +363,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	g.listenersMu.Unlock()
 	g.evictionsOnce.Do(func() {
 		go g.pool.runEvictions(g.stop)
+		go every(idleCheckInterval, g.stop, func(time.Time) { g.pool.closeDeadIdleConns() })
 		go every(g.cfg.ReloadInterval, g.stop, func(time.Time) { g.reloadAll() })
 		if g.kube != nil {
 			go g.kube.cluster.Run(g.stop)

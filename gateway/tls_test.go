@@ -576,7 +576,7 @@ func newTLSHostClient(t *testing.T, addr string, cfg *tls.Config) *fasthttp.Host
 			if err != nil {
 				return nil, err
 			}
-			return newUpstreamConn(c), nil
+			return newUpstreamConn(c, c), nil
 		},
 	}
 	t.Cleanup(hc.CloseIdleConnections)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -18,7 +19,7 @@ import (
 // pool and dialer are used: scrape.send runs the exchange itself, so that a
 // scrape holds its connection in pooled state instead of the closures
 // fasthttp's streaming client allocates for every response.
-func (g *Gateway) newHostClient(key endpointKey) *fasthttp.HostClient {
+func (g *Gateway) newHostClient(key endpointKey, ep *endpoint) *fasthttp.HostClient {
 	addr := key.addr.String()
 	var tlsConfig *tls.Config
 	switch {
@@ -52,9 +53,9 @@ func (g *Gateway) newHostClient(key endpointKey) *fasthttp.HostClient {
 				return nil, err
 			}
 			if tlsConfig == nil {
-				return newUpstreamConn(c), nil
+				return ep.track(newUpstreamConn(c, c)), nil
 			}
-			return handshakeUpstream(c, tlsConfig, deadline)
+			return handshakeUpstream(ep, c, tlsConfig, deadline)
 		},
 	}
 }
@@ -64,7 +65,7 @@ func (g *Gateway) newHostClient(key endpointKey) *fasthttp.HostClient {
 // with no deadline at all, and a pod that never answers the ClientHello would
 // hold the scrape forever. The upstreamConn wraps the TLS connection, not the
 // TCP one, so that it sees the EOF of a close_notify alert.
-func handshakeUpstream(c net.Conn, cfg *tls.Config, deadline time.Time) (net.Conn, error) {
+func handshakeUpstream(ep *endpoint, c net.Conn, cfg *tls.Config, deadline time.Time) (net.Conn, error) {
 	tc := tls.Client(c, cfg)
 	_ = tc.SetDeadline(deadline)
 	if err := tc.Handshake(); err != nil {
@@ -72,25 +73,26 @@ func handshakeUpstream(c net.Conn, cfg *tls.Config, deadline time.Time) (net.Con
 		return nil, fmt.Errorf("%w: %w", errTLSHandshake, err)
 	}
 	_ = tc.SetDeadline(time.Time{})
-	return upstreamTLSConn{newUpstreamConn(tc)}, nil
+	return upstreamTLSConn{ep.track(newUpstreamConn(tc, c))}, nil
 }
 
-// send sends s.req to the scrape's endpoint and reads the response headers into
-// s.resp, all before deadline, which also bounds reading the body. On success
-// s holds the connection until s.finish; the body, if any, is still on it.
+// send sends s.req to the scrape's endpoint and reads the response headers
+// into s.resp, all before the scrape's deadline, which also bounds reading
+// the body. On success s holds the connection until s.finish; the body, if
+// any, is still on it.
 //
 // A scrape is sent once. The single exception: a pooled connection the pod
 // closed while it sat idle fails before any byte of a response arrives; the
 // scrape is then sent again on a fresh connection, as net/http does. A pod
 // that drops a fresh connection has failed the scrape, and is not asked twice.
-func (s *scrape) send(deadline time.Time) error {
-	stale, err := s.exchange(deadline)
+func (s *scrape) send() error {
+	stale, err := s.exchange()
 	if err != nil && stale && isStaleConnError(err) {
 		// The endpoint's other idle connections idled as long as this one:
 		// if the pod restarted they are all dead, and the retry must not
 		// pick one.
 		s.ep.client.CloseIdleConnections()
-		_, err = s.exchange(deadline)
+		_, err = s.exchange()
 	}
 	if err == io.EOF {
 		err = fasthttp.ErrConnectionClosed
@@ -101,8 +103,9 @@ func (s *scrape) send(deadline time.Time) error {
 // exchange is one attempt of send. stale reports whether the connection had
 // served a response before and brought no byte of this one: a failure then
 // may be the pod having closed it while it sat idle.
-func (s *scrape) exchange(deadline time.Time) (stale bool, err error) {
+func (s *scrape) exchange() (stale bool, err error) {
 	hc := s.ep.client
+	deadline := s.deadline
 	timeout := time.Until(deadline)
 	if timeout <= 0 {
 		return false, fasthttp.ErrTimeout
@@ -113,10 +116,11 @@ func (s *scrape) exchange(deadline time.Time) (stale bool, err error) {
 	}
 	conn := cc.Conn()
 	uc := upstreamConnOf(conn)
+	uc.inUse.Store(true)
 	reused, received := uc.served.Load(), uc.received
 	failed := func(err error) (bool, error) { return reused && uc.received == received, err }
 	// One deadline for the whole scrape: the write, the headers and the body.
-	if err := conn.SetDeadline(deadline); err != nil {
+	if err := conn.SetWriteDeadline(deadline); err != nil {
 		hc.CloseConn(cc)
 		return failed(err)
 	}
@@ -130,7 +134,11 @@ func (s *scrape) exchange(deadline time.Time) (stale bool, err error) {
 	resp.StreamBody = true
 	br := upstreamReaders.Get().(*bufio.Reader)
 	br.Reset(conn)
-	if err := resp.ReadLimitBody(br, 0); err != nil {
+	err = s.awaitAnswer(conn, br)
+	if err == nil {
+		err = resp.ReadLimitBody(br, 0)
+	}
+	if err != nil {
 		releaseUpstreamReader(br)
 		hc.CloseConn(cc)
 		return failed(err)
@@ -149,6 +157,41 @@ func (s *scrape) exchange(deadline time.Time) (stale bool, err error) {
 		s.closeConn = true
 	}
 	return false, nil
+}
+
+// hangupCheckInterval is how often a scrape waiting for the pod's answer
+// checks whether its caller has hung up.
+const hangupCheckInterval = 100 * time.Millisecond
+
+// errCallerGone ends a scrape whose caller hung up before the pod answered.
+var errCallerGone = errors.New("the caller hung up before the pod answered")
+
+// awaitAnswer waits, until the scrape's deadline, for the first byte of the
+// pod's answer on conn, and leaves conn's read deadline at the scrape's
+// deadline. Every hangupCheckInterval it checks whether the caller is still
+// there: one that hung up (Prometheus after its own timeout, a restarted
+// one) must not hold the pod connection and the in-flight slot until the
+// deadline.
+func (s *scrape) awaitAnswer(conn net.Conn, br *bufio.Reader) error {
+	for {
+		check := time.Now().Add(hangupCheckInterval)
+		if !check.Before(s.deadline) {
+			return conn.SetReadDeadline(s.deadline)
+		}
+		if err := conn.SetReadDeadline(check); err != nil {
+			return err
+		}
+		_, err := br.Peek(1)
+		if err == nil {
+			return conn.SetReadDeadline(s.deadline)
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		if hungUp(s.caller) {
+			return errCallerGone
+		}
+	}
 }
 
 // The readers of responses from pods are shared by all endpoints, not pooled
@@ -188,6 +231,7 @@ func (s *scrape) releaseConn(keep bool) {
 	hc := s.ep.client
 	releaseUpstreamReader(s.br)
 	if keep && !s.closeConn && !s.resp.ConnectionClose() && !s.conn.peerClosed.Load() {
+		s.conn.inUse.Store(false)
 		giveBack(hc.ReleaseConn, s.pooled)
 	} else {
 		giveBack(hc.CloseConn, s.pooled)

@@ -16,7 +16,13 @@ import (
 // truncated.
 type upstreamConn struct {
 	net.Conn
-	peerClosed atomic.Bool
+	// fd is the socket's descriptor, for checking an idle connection
+	// without reading it (pool.closeDeadIdleConns); -1 if unknown.
+	fd int
+	// inUse is set while a scrape holds the connection; closed once it
+	// is closed.
+	inUse, closed atomic.Bool
+	peerClosed    atomic.Bool
 	// served is set once the connection has carried a response: from then
 	// on it is a reused connection (see scrape.send).
 	served atomic.Bool
@@ -30,7 +36,18 @@ type upstreamConn struct {
 	eofNext bool
 }
 
-func newUpstreamConn(c net.Conn) *upstreamConn { return &upstreamConn{Conn: c} }
+// newUpstreamConn wraps c, the connection to the pod (TLS or not), whose
+// socket is raw's.
+func newUpstreamConn(c, raw net.Conn) *upstreamConn {
+	uc := &upstreamConn{Conn: c, fd: socketFD(raw)}
+	uc.inUse.Store(true) // dialled for a scrape
+	return uc
+}
+
+func (c *upstreamConn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
+}
 
 func (c *upstreamConn) Read(p []byte) (int, error) {
 	if c.eofNext {
