@@ -1,8 +1,12 @@
 package gateway
 
 import (
+	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
 )
 
@@ -237,4 +241,117 @@ func FuzzPolicy(f *testing.F) {
 			t.Fatalf("%q: allowed a path under -deny-path-prefixes %q", uri, denyPath)
 		}
 	})
+}
+
+// TestPolicyMetadataAddresses checks every cloud metadata or platform
+// address of the special-range table: refused under the default
+// -allow-cidrs and under 0.0.0.0/0,::/0, allowed only by a CIDR written for
+// it, and its neighbours judged like any address.
+func TestPolicyMetadataAddresses(t *testing.T) {
+	f := func(allowCIDRs, target string, want bool) {
+		t.Helper()
+		allow, err := ParseCIDRs(allowCIDRs)
+		if err != nil {
+			t.Fatalf("ParseCIDRs(%q): %s", allowCIDRs, err)
+		}
+		addr := netip.AddrPortFrom(netip.MustParseAddr(target), 80)
+		if got := NewPolicy(&Config{AllowCIDRs: allow}).Allowed(addr); got != want {
+			t.Fatalf("allow %s: Allowed(%s) = %v; want %v", allowCIDRs, addr, got, want)
+		}
+	}
+	// metadata checks an address that only a CIDR inside writtenFor unlocks.
+	metadata := func(target, writtenFor string) {
+		t.Helper()
+		f(DefaultAllowCIDRs, target, false)
+		f("0.0.0.0/0,::/0", target, false)
+		f(writtenFor, target, true)
+	}
+	metadata("fd20:ce::254", "fd20:ce::254/128")             // GCP
+	metadata("fd00:c1::a9fe:a9fe", "fd00:c1::a9fe:a9fe/128") // Oracle Cloud
+	metadata("fd00:42::42", "fd00:42::42/128")               // Scaleway
+	metadata("fd00:a9fe:a9fe::1", "fd00:a9fe:a9fe::1/128")   // Akamai (Linode)
+	metadata("fd00:ec2::254", "fd00:ec2::/32")               // AWS instance metadata
+	metadata("fd00:ec2::254", "fd00:ec2::254/128")
+	metadata("fd00:ec2::23", "fd00:ec2::/32")         // EKS Pod Identity
+	metadata("fd00:ec2::253", "fd00:ec2::/32")        // Route 53 Resolver
+	metadata("fd00:ec2::123", "fd00:ec2::/32")        // Amazon Time Sync
+	metadata("168.63.129.16", "168.63.129.16/32")     // Azure WireServer
+	metadata("192.0.0.192", "192.0.0.192/32")         // Oracle Cloud Classic
+	metadata("100.100.100.200", "100.100.100.200/32") // Alibaba Cloud
+	metadata("192.0.0.1", "192.0.0.0/24")             // the rest of IETF protocol assignments
+	metadata("192.0.0.255", "192.0.0.0/24")
+	metadata("192.0.0.170", "192.0.0.168/29")
+	// A CIDR around a metadata address is not one written for it: a pod
+	// range, 192.0.0.0/24 or a /64 of the same network leaves it refused.
+	f("fd00::/8", "fd20:ce::254", false)
+	f("fd20:ce::/64", "fd20:ce::254", false)
+	f("fd00:c1::/64", "fd00:c1::a9fe:a9fe", false)
+	f("fd00:42::/48", "fd00:42::42", false)
+	f("fd00:ec2::/48", "fd00:ec2::254", true) // inside AWS's /32, so written for it
+	f("fd00::/16", "fd00:ec2::254", false)
+	f("168.63.0.0/16", "168.63.129.16", false)
+	f("192.0.0.0/24", "192.0.0.192", false)
+	f("100.64.0.0/10", "100.100.100.200", false)
+	// IPv4-mapped and NAT64 spellings of them stay refused.
+	f("0.0.0.0/0,::/0", "::ffff:168.63.129.16", false)
+	f("0.0.0.0/0,::/0", "::ffff:192.0.0.192", false)
+	f("0.0.0.0/0,::/0", "64:ff9b::a83f:8110", false)
+	// Neighbours. The GCP, Oracle, Scaleway and Akamai entries are single
+	// addresses, because the ULA space around them can be the customer's own
+	// (GCP hands out VPC ranges from fd20::/20, Oracle takes any ULA prefix):
+	// the address next door is an ordinary pod address.
+	f(DefaultAllowCIDRs, "fd20:ce::253", true)
+	f(DefaultAllowCIDRs, "fd20:ce::1:254", true)
+	f(DefaultAllowCIDRs, "fd00:c1::a9fe:a9ff", true)
+	f(DefaultAllowCIDRs, "fd00:42::43", true)
+	f(DefaultAllowCIDRs, "fd00:a9fe:a9fe::2", true)
+	f(DefaultAllowCIDRs, "100.100.100.199", true)
+	// AWS's entry is its whole /32, where it puts several host-local services.
+	f(DefaultAllowCIDRs, "fd00:ec2::1", false)
+	f(DefaultAllowCIDRs, "fd00:ec2:ffff::1", false)
+	f(DefaultAllowCIDRs, "fd00:ec3::254", true)
+	// Outside the default ranges anyway; only 0.0.0.0/0 reaches them.
+	f(DefaultAllowCIDRs, "168.63.129.17", false)
+	f("0.0.0.0/0", "168.63.129.17", true)
+	f("0.0.0.0/0", "192.0.1.192", true)
+	f("0.0.0.0/0", "191.255.255.255", true)
+}
+
+// TestSpecialRangesDocumented checks that SECURITY.md shows every special
+// range as the code has it, with its sources.
+func TestSpecialRangesDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../SECURITY.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := bytes.Cut(doc, []byte("\n### Special address ranges\n"))
+	section, _, _ = bytes.Cut(section, []byte("\n## "))
+	if rows := bytes.Count(section, []byte("\n| `")); rows != len(specialRanges) {
+		t.Errorf("SECURITY.md's special address ranges have %d rows; the code has %d ranges", rows, len(specialRanges))
+	}
+	for _, r := range specialRanges {
+		if r.what == "" || r.source == "" {
+			t.Errorf("special range %s: want what it is and its source", r.prefix)
+		}
+		row := fmt.Sprintf("| `%s` | %s |", r.prefix, r.what)
+		i := bytes.Index(doc, []byte(row))
+		if i < 0 {
+			t.Errorf("SECURITY.md has no row starting %q", row)
+			continue
+		}
+		line, _, _ := bytes.Cut(doc[i:], []byte("\n"))
+		for _, src := range strings.Split(r.source, ", ") {
+			if !bytes.Contains(line, []byte(src)) {
+				t.Errorf("SECURITY.md's row for %s does not cite %s", r.prefix, src)
+			}
+		}
+	}
+}
+
+func mustParsePrefixes(ss ...string) []netip.Prefix {
+	out := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParsePrefix(s)
+	}
+	return out
 }
