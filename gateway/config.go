@@ -209,8 +209,10 @@ func (c *Config) registerFlags(fs *flag.FlagSet) {
 	fs.Var(&c.AllowPorts, "allow-ports", "Comma-separated target ports or ranges (9100,8080-8090) that targets must use. Empty: any port.")
 	fs.Var(&c.DenyPorts, "deny-ports", "Comma-separated target ports or ranges that are always refused, whatever -allow-ports says. "+
 		"The default holds etcd's, the API server's and the kubelet's ports; set it to \"\" to allow them.")
-	fs.Var((*stringList)(&c.AllowPathPrefixes), "allow-path-prefixes", "Comma-separated path prefixes (/metrics,/federate) that target paths must start with, matched at a '/' boundary. Empty: any path.")
-	fs.Var((*stringList)(&c.DenyPathPrefixes), "deny-path-prefixes", "Comma-separated path prefixes that are always refused, whatever -allow-path-prefixes says: e.g. /debug/pprof.")
+	fs.Var((*stringList)(&c.AllowPathPrefixes), "allow-path-prefixes", "Comma-separated path prefixes (/metrics,/federate) that target paths must start with, "+
+		"matched case-sensitively at a '/' boundary (/metrics admits /metrics/x, not /metricsx). With any path rule set, only plain paths pass. Empty: any path.")
+	fs.Var((*stringList)(&c.DenyPathPrefixes), "deny-path-prefixes", "Comma-separated path prefixes that are always refused, whatever -allow-path-prefixes says: e.g. /debug/pprof. "+
+		"Matched as plain string prefixes ignoring case and a trailing '/', so /actuator/env also refuses /actuator/env.json, /actuator/envx and /ACTUATOR/ENV.")
 
 	fs.Var((*cidrList)(&c.AllowCallerCIDRs), "allow-caller-cidrs", "Comma-separated CIDRs that callers' source addresses must fall into; connections from elsewhere are closed at once. "+
 		"Empty: any caller. Behind a NodePort with externalTrafficPolicy: Cluster callers appear as node addresses.")
@@ -332,6 +334,10 @@ func (c *Config) Validate() error {
 	for _, p := range append(c.AllowPathPrefixes[:len(c.AllowPathPrefixes):len(c.AllowPathPrefixes)], c.DenyPathPrefixes...) {
 		if !strings.HasPrefix(p, "/") {
 			bad("allow-path-prefixes or -deny-path-prefixes", "%q does not start with '/'", p)
+		} else if !isPlainPath([]byte(p)) {
+			// Only plain paths pass path rules, so a prefix that is not plain
+			// would never match one.
+			bad("allow-path-prefixes or -deny-path-prefixes", "%q is not a plain path: write letters, digits, '-._~' and single '/' separators, no %%-escapes, no segment ending in '.'", p)
 		}
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {

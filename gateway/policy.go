@@ -126,13 +126,19 @@ type Policy struct {
 
 // NewPolicy returns the policy that cfg's target flags describe.
 func NewPolicy(cfg *Config) *Policy {
+	// A deny prefix's trailing '/' is dropped: servers route /debug/pprof
+	// and /debug/pprof/ to one handler (Go's ServeMux by a redirect).
+	denyPaths := make([]string, len(cfg.DenyPathPrefixes))
+	for i, d := range cfg.DenyPathPrefixes {
+		denyPaths[i] = strings.TrimRight(d, "/")
+	}
 	return &Policy{
 		allow:      cfg.AllowCIDRs,
 		deny:       cfg.DenyCIDRs,
 		allowPorts: cfg.AllowPorts,
 		denyPorts:  cfg.DenyPorts,
 		allowPaths: cfg.AllowPathPrefixes,
-		denyPaths:  cfg.DenyPathPrefixes,
+		denyPaths:  denyPaths,
 	}
 }
 
@@ -215,7 +221,16 @@ func (p *Policy) checkIP(ip netip.Addr) verdict {
 // server reads the same way, so with path rules the path must be plain:
 // letters, digits, "-._~" and single '/' separators, no segment ending in
 // '.'. Otherwise a pod could normalise what the policy saw ("//", ";params",
-// "%xx", trailing dots) into a path it would refuse.
+// "%xx", trailing dots) into a path it would refuse. A plain path is its
+// own normal form, percent-decoded and all, so the prefixes judge it as it
+// is.
+//
+// A deny prefix matches as a plain string prefix, ignoring case: servers
+// route /actuator/env.json (Spring's suffix patterns), /debug/pprofx and
+// /ACTUATOR/ENV (IIS, case-insensitive Spring) to the handler a deny prefix
+// names, so it refuses more than its own segments rather than less. An
+// allow prefix matches case-sensitively at a '/' boundary, so it admits
+// only its own segments.
 func (p *Policy) checkPath(path []byte) verdict {
 	if len(p.allowPaths) == 0 && len(p.denyPaths) == 0 {
 		return verdictAllowed
@@ -224,7 +239,7 @@ func (p *Policy) checkPath(path []byte) verdict {
 		return verdictPathNotPlain
 	}
 	for _, d := range p.denyPaths {
-		if hasPathPrefix(path, d, true) {
+		if hasFoldPrefix(path, d) {
 			return verdictPathDenied
 		}
 	}
@@ -232,7 +247,7 @@ func (p *Policy) checkPath(path []byte) verdict {
 		return verdictAllowed
 	}
 	for _, a := range p.allowPaths {
-		if hasPathPrefix(path, a, false) {
+		if hasPathPrefix(path, a) {
 			return verdictAllowed
 		}
 	}
@@ -330,21 +345,19 @@ func (p *Policy) addSelf(addrs ...selfAddr) {
 
 // hasPathPrefix reports whether path starts with prefix at a segment
 // boundary: /metrics matches /metrics, /metrics/cadvisor and /metrics/, not
-// /metricsfoo. Deny-lists match case-insensitively, since some servers route
-// paths that way.
-func hasPathPrefix(path []byte, prefix string, foldCase bool) bool {
-	if len(path) < len(prefix) {
-		return false
-	}
-	head := path[:len(prefix)]
-	if foldCase {
-		if !bytes.EqualFold(head, []byte(prefix)) {
-			return false
-		}
-	} else if string(head) != prefix {
+// /metricsfoo.
+func hasPathPrefix(path []byte, prefix string) bool {
+	if len(path) < len(prefix) || string(path[:len(prefix)]) != prefix {
 		return false
 	}
 	return len(path) == len(prefix) || prefix[len(prefix)-1] == '/' || path[len(prefix)] == '/'
+}
+
+// hasFoldPrefix reports whether path starts with prefix, ignoring ASCII
+// case: /debug/pprof matches /debug/pprof/heap, /debug/pprofx and
+// /DEBUG/PPROF.
+func hasFoldPrefix(path []byte, prefix string) bool {
+	return len(path) >= len(prefix) && bytes.EqualFold(path[:len(prefix)], []byte(prefix))
 }
 
 func isHex(c byte) bool {
