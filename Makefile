@@ -58,7 +58,7 @@ bench: ## Go benchmarks of one scrape direct, through scrapegate and through htt
 loadbench: build bench-deps ## load harness: simulated cluster through direct, scrapegate, httputil and nginx; results into bench/results/ and README.md
 	$(GO) run ./bench/cmd/loadbench $(LOADBENCH_ARGS)
 
-FUZZ_TARGETS = FuzzParsePodPath FuzzParseAbsoluteURI FuzzPolicy FuzzParseAuthorization
+FUZZ_TARGETS = FuzzParsePodPath FuzzParseAbsoluteURI FuzzPolicy FuzzPathPrefixes FuzzParseAuthorization
 
 fuzz: ## run each fuzz target for FUZZTIME
 	@set -e; for f in $(FUZZ_TARGETS); do \

@@ -204,14 +204,18 @@ func EnvVarName(flagName string) string {
 func (c *Config) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", c.Listen, "TCP address to serve scrapes, /metrics, /healthz and /readyz on, e.g. :8080 or 127.0.0.1:8080.")
 	fs.Var((*cidrList)(&c.AllowCIDRs), "allow-cidrs", "Comma-separated CIDRs that targets must fall into. "+
-		"Loopback, link-local (169.254.0.0/16: cloud metadata; fe80::/10), unspecified and multicast addresses are refused "+
-		"unless a CIDR inside those ranges is listed explicitly (0.0.0.0/0 does not unlock them).")
+		"Special ranges are refused unless a CIDR inside one is listed explicitly (0.0.0.0/0, ::/0 or a default range does not unlock them): "+
+		"loopback, link-local (169.254.0.0/16, fe80::/10), cloud metadata and platform addresses (Alibaba 100.100.100.200, Azure 168.63.129.16, "+
+		"192.0.0.0/24 with Oracle's 192.0.0.192, AWS fd00:ec2::/32, GCP fd20:ce::254, Oracle fd00:c1::a9fe:a9fe, Scaleway fd00:42::42, Akamai fd00:a9fe:a9fe::1), "+
+		"unspecified, broadcast, multicast, NAT64 and SIIT addresses; SECURITY.md lists them with their sources.")
 	fs.Var((*cidrList)(&c.DenyCIDRs), "deny-cidrs", "Comma-separated CIDRs that targets must never fall into, whatever -allow-cidrs says: e.g. the nodes' and the API server's addresses.")
 	fs.Var(&c.AllowPorts, "allow-ports", "Comma-separated target ports or ranges (9100,8080-8090) that targets must use. Empty: any port.")
 	fs.Var(&c.DenyPorts, "deny-ports", "Comma-separated target ports or ranges that are always refused, whatever -allow-ports says. "+
 		"The default holds etcd's, the API server's and the kubelet's ports; set it to \"\" to allow them.")
-	fs.Var((*stringList)(&c.AllowPathPrefixes), "allow-path-prefixes", "Comma-separated path prefixes (/metrics,/federate) that target paths must start with, matched at a '/' boundary. Empty: any path.")
-	fs.Var((*stringList)(&c.DenyPathPrefixes), "deny-path-prefixes", "Comma-separated path prefixes that are always refused, whatever -allow-path-prefixes says: e.g. /debug/pprof.")
+	fs.Var((*stringList)(&c.AllowPathPrefixes), "allow-path-prefixes", "Comma-separated path prefixes (/metrics,/federate) that target paths must start with, "+
+		"matched case-sensitively at a '/' boundary (/metrics admits /metrics/x, not /metricsx). With any path rule set, only plain paths pass. Empty: any path.")
+	fs.Var((*stringList)(&c.DenyPathPrefixes), "deny-path-prefixes", "Comma-separated path prefixes that are always refused, whatever -allow-path-prefixes says: e.g. /debug/pprof. "+
+		"Matched as plain string prefixes ignoring case and a trailing '/', so /actuator/env also refuses /actuator/env.json, /actuator/envx and /ACTUATOR/ENV.")
 
 	fs.Var((*stringList)(&c.ForwardRequestHeaders), "forward-request-headers", "Comma-separated names of caller headers (X-Tenant) that pods also get. "+
 		"Pods get only a scrape's own headers (Accept, Accept-Encoding, User-Agent, X-Prometheus-Scrape-Timeout-Seconds) and these; every other caller header is dropped. "+
@@ -337,6 +341,10 @@ func (c *Config) Validate() error {
 	for _, p := range append(c.AllowPathPrefixes[:len(c.AllowPathPrefixes):len(c.AllowPathPrefixes)], c.DenyPathPrefixes...) {
 		if !strings.HasPrefix(p, "/") {
 			bad("allow-path-prefixes or -deny-path-prefixes", "%q does not start with '/'", p)
+		} else if !isPlainPath([]byte(p)) {
+			// Only plain paths pass path rules, so a prefix that is not plain
+			// would never match one.
+			bad("allow-path-prefixes or -deny-path-prefixes", "%q is not a plain path: write letters, digits, '-._~' and single '/' separators, no %%-escapes, no segment ending in '.'", p)
 		}
 	}
 	for _, h := range c.ForwardRequestHeaders {

@@ -707,6 +707,11 @@ func TestHostileNormalisedPathsAndSelf(t *testing.T) {
 		f("/metrics/secret.")
 		f("/metrics/secret%20")
 		f("/metrics/secret%23")
+		// Spring's suffix patterns serve /metrics/secret.json from the
+		// /metrics/secret handler; IIS and others ignore case.
+		f("/metrics/secret.json")
+		f("/metrics/secretx")
+		f("/metrics/SECRET")
 	})
 
 	t.Run("self-on-all-addresses", func(t *testing.T) {

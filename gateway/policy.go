@@ -18,28 +18,96 @@ const DefaultAllowCIDRs = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10
 // ports (the read-only one serves pod specs to anyone).
 const DefaultDenyPorts = "2379-2380,6443,10250,10255"
 
-// specialRanges are refused even when a broad allowed CIDR (0.0.0.0/0, ::/0,
-// or a default pod range) covers them: loopback reaches the gateway's own
-// node, link-local and the cloud-specific addresses below reach metadata
-// services and their credentials, and the rest are never pod addresses. Such an address is allowed only by an allowed CIDR that lies
-// inside its special range, i.e. one the operator wrote for it on purpose.
-var specialRanges = mustParsePrefixes(
-	"0.0.0.0/8",          // "this network", includes the unspecified address
-	"127.0.0.0/8",        // loopback
-	"169.254.0.0/16",     // link-local, cloud metadata
-	"224.0.0.0/4",        // multicast
-	"255.255.255.255/32", // limited broadcast
-	"::/96",              // unspecified, loopback-adjacent and IPv4-compatible IPv6
-	"::1/128",            // loopback
-	"fe80::/10",          // link-local
-	"ff00::/8",           // multicast
-	"64:ff9b::/96",       // NAT64: embeds an IPv4 address a translator would reach
-	"64:ff9b:1::/48",     // local-use NAT64 (RFC 8215)
-	"::ffff:0:0:0/96",    // IPv4-translated (SIIT)
-	// Metadata services inside the default pod ranges.
-	"100.100.100.200/32", // Alibaba Cloud metadata (inside 100.64.0.0/10)
-	"fd00:ec2::/32",      // AWS IPv6 metadata (fd00:ec2::254) and EKS Pod Identity (fd00:ec2::23)
-)
+// specialRange is an address range that a broad allowed CIDR (0.0.0.0/0,
+// ::/0, or a default pod range) does not unlock: loopback reaches the
+// gateway's own node, link-local and the metadata addresses reach cloud
+// metadata services and their credentials, and the rest are never pod
+// addresses. An address in one is allowed only by an allowed CIDR that lies
+// inside its most specific special range, i.e. one the operator wrote for it
+// on purpose.
+type specialRange struct {
+	prefix netip.Prefix
+	what   string // what is there, in SECURITY.md's words
+	source string // where that is specified: RFCs, vendors' documentation
+}
+
+// specialRanges is the one table of special ranges; SECURITY.md's "Special
+// address ranges" shows the same rows, which a test checks. A metadata
+// entry is the one address its vendor documents (/32, /128), since the range
+// around it can hold the customer's own pods: GCP assigns VPC ULA ranges
+// from fd20::/20, and Oracle VCNs take any ULA prefix. AWS's is its whole
+// fd00:ec2::/32, where AWS puts several instance-local services and no VPC
+// ranges.
+var specialRanges = []specialRange{
+	// IPv4
+	{netip.MustParsePrefix("0.0.0.0/8"),
+		"\"This network\", including the unspecified address `0.0.0.0`",
+		"RFC 6890"},
+	{netip.MustParsePrefix("127.0.0.0/8"),
+		"Loopback: the gateway's own pod, or its node on the host network",
+		"RFC 6890"},
+	{netip.MustParsePrefix("169.254.0.0/16"),
+		"Link-local: the metadata services of AWS, GCP, Azure, Oracle, OpenStack and others at `169.254.169.254`, AWS ECS and EKS credentials at `169.254.170.2` and `169.254.170.23`, Scaleway's at `169.254.42.42`",
+		"RFC 3927"},
+	{netip.MustParsePrefix("224.0.0.0/4"),
+		"Multicast",
+		"RFC 5771"},
+	{netip.MustParsePrefix("255.255.255.255/32"),
+		"Limited broadcast",
+		"RFC 919"},
+	{netip.MustParsePrefix("100.100.100.200/32"),
+		"Alibaba Cloud instance metadata, inside CGNAT `100.64.0.0/10`",
+		"https://www.alibabacloud.com/help/en/ecs/user-guide/view-instance-metadata"},
+	{netip.MustParsePrefix("168.63.129.16/32"),
+		"Azure WireServer: VM agent, platform DNS, load balancer health probes",
+		"https://learn.microsoft.com/en-us/azure/virtual-network/what-is-ip-address-168-63-129-16"},
+	{netip.MustParsePrefix("192.0.0.0/24"),
+		"IETF protocol assignments (DS-Lite, NAT64 discovery, ...); never a pod",
+		"RFC 6890"},
+	{netip.MustParsePrefix("192.0.0.192/32"),
+		"Oracle Cloud Classic and Cloud at Customer instance metadata",
+		"https://docs.oracle.com/en/cloud/cloud-at-customer/occ-get-started/retrieve-predefined-instance-metadata.html"},
+	// IPv6
+	{netip.MustParsePrefix("::/96"),
+		"Unspecified `::`, and deprecated IPv4-compatible IPv6 next to loopback",
+		"RFC 4291"},
+	{netip.MustParsePrefix("::1/128"),
+		"IPv6 loopback",
+		"RFC 4291"},
+	{netip.MustParsePrefix("fe80::/10"),
+		"IPv6 link-local: OpenStack's metadata service at `fe80::a9fe:a9fe`",
+		"RFC 4291"},
+	{netip.MustParsePrefix("ff00::/8"),
+		"IPv6 multicast",
+		"RFC 4291"},
+	{netip.MustParsePrefix("64:ff9b::/96"),
+		"NAT64: embeds an IPv4 address a translator would reach",
+		"RFC 6052"},
+	{netip.MustParsePrefix("64:ff9b:1::/48"),
+		"Local-use NAT64",
+		"RFC 8215"},
+	{netip.MustParsePrefix("::ffff:0:0:0/96"),
+		"IPv4-translated addresses (SIIT)",
+		"RFC 2765"},
+	{netip.MustParsePrefix("fd00:ec2::/32"),
+		"AWS: IPv6 instance metadata `fd00:ec2::254`, Route 53 Resolver `::253`, Time Sync `::123`, EKS Pod Identity Agent `::23`",
+		"https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instancedata-data-retrieval.html, " +
+			"https://docs.aws.amazon.com/vpc/latest/userguide/AmazonDNS-concepts.html, " +
+			"https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/set-time.html, " +
+			"https://docs.aws.amazon.com/eks/latest/userguide/pod-id-how-it-works.html"},
+	{netip.MustParsePrefix("fd20:ce::254/128"),
+		"GCP metadata server over IPv6",
+		"https://cloud.google.com/compute/docs/metadata/querying-metadata"},
+	{netip.MustParsePrefix("fd00:c1::a9fe:a9fe/128"),
+		"Oracle Cloud Infrastructure instance metadata over IPv6",
+		"https://docs.oracle.com/en-us/iaas/Content/Compute/Tasks/gettingmetadata.htm"},
+	{netip.MustParsePrefix("fd00:42::42/128"),
+		"Scaleway instance metadata over IPv6",
+		"https://www.scaleway.com/en/developers/api/instance/user-data"},
+	{netip.MustParsePrefix("fd00:a9fe:a9fe::1/128"),
+		"Akamai (Linode) metadata service over IPv6",
+		"https://techdocs.akamai.com/cloud-computing/docs/metadata-service-api"},
+}
 
 // Policy decides which targets the gateway may connect to: an IP allow-list
 // over the special ranges above, port and path allow-lists, deny-lists that
@@ -58,13 +126,19 @@ type Policy struct {
 
 // NewPolicy returns the policy that cfg's target flags describe.
 func NewPolicy(cfg *Config) *Policy {
+	// A deny prefix's trailing '/' is dropped: servers route /debug/pprof
+	// and /debug/pprof/ to one handler (Go's ServeMux by a redirect).
+	denyPaths := make([]string, len(cfg.DenyPathPrefixes))
+	for i, d := range cfg.DenyPathPrefixes {
+		denyPaths[i] = strings.TrimRight(d, "/")
+	}
 	return &Policy{
 		allow:      cfg.AllowCIDRs,
 		deny:       cfg.DenyCIDRs,
 		allowPorts: cfg.AllowPorts,
 		denyPorts:  cfg.DenyPorts,
 		allowPaths: cfg.AllowPathPrefixes,
-		denyPaths:  cfg.DenyPathPrefixes,
+		denyPaths:  denyPaths,
 	}
 }
 
@@ -147,7 +221,16 @@ func (p *Policy) checkIP(ip netip.Addr) verdict {
 // server reads the same way, so with path rules the path must be plain:
 // letters, digits, "-._~" and single '/' separators, no segment ending in
 // '.'. Otherwise a pod could normalise what the policy saw ("//", ";params",
-// "%xx", trailing dots) into a path it would refuse.
+// "%xx", trailing dots) into a path it would refuse. A plain path is its
+// own normal form, percent-decoded and all, so the prefixes judge it as it
+// is.
+//
+// A deny prefix matches as a plain string prefix, ignoring case: servers
+// route /actuator/env.json (Spring's suffix patterns), /debug/pprofx and
+// /ACTUATOR/ENV (IIS, case-insensitive Spring) to the handler a deny prefix
+// names, so it refuses more than its own segments rather than less. An
+// allow prefix matches case-sensitively at a '/' boundary, so it admits
+// only its own segments.
 func (p *Policy) checkPath(path []byte) verdict {
 	if len(p.allowPaths) == 0 && len(p.denyPaths) == 0 {
 		return verdictAllowed
@@ -156,7 +239,7 @@ func (p *Policy) checkPath(path []byte) verdict {
 		return verdictPathNotPlain
 	}
 	for _, d := range p.denyPaths {
-		if hasPathPrefix(path, d, true) {
+		if hasFoldPrefix(path, d) {
 			return verdictPathDenied
 		}
 	}
@@ -164,7 +247,7 @@ func (p *Policy) checkPath(path []byte) verdict {
 		return verdictAllowed
 	}
 	for _, a := range p.allowPaths {
-		if hasPathPrefix(path, a, false) {
+		if hasPathPrefix(path, a) {
 			return verdictAllowed
 		}
 	}
@@ -262,21 +345,19 @@ func (p *Policy) addSelf(addrs ...selfAddr) {
 
 // hasPathPrefix reports whether path starts with prefix at a segment
 // boundary: /metrics matches /metrics, /metrics/cadvisor and /metrics/, not
-// /metricsfoo. Deny-lists match case-insensitively, since some servers route
-// paths that way.
-func hasPathPrefix(path []byte, prefix string, foldCase bool) bool {
-	if len(path) < len(prefix) {
-		return false
-	}
-	head := path[:len(prefix)]
-	if foldCase {
-		if !bytes.EqualFold(head, []byte(prefix)) {
-			return false
-		}
-	} else if string(head) != prefix {
+// /metricsfoo.
+func hasPathPrefix(path []byte, prefix string) bool {
+	if len(path) < len(prefix) || string(path[:len(prefix)]) != prefix {
 		return false
 	}
 	return len(path) == len(prefix) || prefix[len(prefix)-1] == '/' || path[len(prefix)] == '/'
+}
+
+// hasFoldPrefix reports whether path starts with prefix, ignoring ASCII
+// case: /debug/pprof matches /debug/pprof/heap, /debug/pprofx and
+// /DEBUG/PPROF.
+func hasFoldPrefix(path []byte, prefix string) bool {
+	return len(path) >= len(prefix) && bytes.EqualFold(path[:len(prefix)], []byte(prefix))
 }
 
 func isHex(c byte) bool {
@@ -353,8 +434,8 @@ func (r *portRanges) Set(s string) error {
 func specialRangeOf(ip netip.Addr) (netip.Prefix, bool) {
 	var best netip.Prefix
 	for _, r := range specialRanges {
-		if r.Contains(ip) && (!best.IsValid() || r.Bits() > best.Bits()) {
-			best = r
+		if r.prefix.Contains(ip) && (!best.IsValid() || r.prefix.Bits() > best.Bits()) {
+			best = r.prefix
 		}
 	}
 	return best, best.IsValid()
@@ -388,12 +469,4 @@ func ParseCIDRs(s string) ([]netip.Prefix, error) {
 		return nil, fmt.Errorf("no CIDRs given")
 	}
 	return out, nil
-}
-
-func mustParsePrefixes(ss ...string) []netip.Prefix {
-	out := make([]netip.Prefix, len(ss))
-	for i, s := range ss {
-		out[i] = netip.MustParsePrefix(s)
-	}
-	return out
 }

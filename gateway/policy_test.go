@@ -1,9 +1,15 @@
 package gateway
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
+	"unicode"
 )
 
 func TestPolicyAllowed(t *testing.T) {
@@ -148,7 +154,7 @@ func TestPolicyCheck(t *testing.T) {
 	f("/pods/10.1.2.3/80/metrics/private", verdictPathDenied)
 	f("/pods/10.1.2.3/80/metrics/private/x", verdictPathDenied)
 	f("/pods/10.1.2.3/80/metrics/PRIVATE", verdictPathDenied)
-	f("/pods/10.1.2.3/80/metrics/privateer", verdictAllowed)
+	f("/pods/10.1.2.3/80/metrics/privateer", verdictPathDenied)
 	// The gateway's own addresses.
 	f("/pods/10.1.1.1/9100/metrics", verdictSelf)
 	f("/pods/10.1.1.2/9101/metrics", verdictSelf)
@@ -233,8 +239,315 @@ func FuzzPolicy(f *testing.F) {
 				t.Fatalf("%q: allowed %s in special range %s without a CIDR written for it", uri, ip, special)
 			}
 		}
-		if len(cfg.DenyPathPrefixes) > 0 && (!isPlainPath(tg.Path) || hasPathPrefix(tg.Path, denyPath, true)) {
+		if len(cfg.DenyPathPrefixes) > 0 && (!isPlainPath(tg.Path) || hasFoldPrefix(tg.Path, strings.TrimRight(denyPath, "/"))) {
 			t.Fatalf("%q: allowed a path under -deny-path-prefixes %q", uri, denyPath)
 		}
 	})
+}
+
+// TestPolicyMetadataAddresses checks every cloud metadata or platform
+// address of the special-range table: refused under the default
+// -allow-cidrs and under 0.0.0.0/0,::/0, allowed only by a CIDR written for
+// it, and its neighbours judged like any address.
+func TestPolicyMetadataAddresses(t *testing.T) {
+	f := func(allowCIDRs, target string, want bool) {
+		t.Helper()
+		allow, err := ParseCIDRs(allowCIDRs)
+		if err != nil {
+			t.Fatalf("ParseCIDRs(%q): %s", allowCIDRs, err)
+		}
+		addr := netip.AddrPortFrom(netip.MustParseAddr(target), 80)
+		if got := NewPolicy(&Config{AllowCIDRs: allow}).Allowed(addr); got != want {
+			t.Fatalf("allow %s: Allowed(%s) = %v; want %v", allowCIDRs, addr, got, want)
+		}
+	}
+	// metadata checks an address that only a CIDR inside writtenFor unlocks.
+	metadata := func(target, writtenFor string) {
+		t.Helper()
+		f(DefaultAllowCIDRs, target, false)
+		f("0.0.0.0/0,::/0", target, false)
+		f(writtenFor, target, true)
+	}
+	metadata("fd20:ce::254", "fd20:ce::254/128")             // GCP
+	metadata("fd00:c1::a9fe:a9fe", "fd00:c1::a9fe:a9fe/128") // Oracle Cloud
+	metadata("fd00:42::42", "fd00:42::42/128")               // Scaleway
+	metadata("fd00:a9fe:a9fe::1", "fd00:a9fe:a9fe::1/128")   // Akamai (Linode)
+	metadata("fd00:ec2::254", "fd00:ec2::/32")               // AWS instance metadata
+	metadata("fd00:ec2::254", "fd00:ec2::254/128")
+	metadata("fd00:ec2::23", "fd00:ec2::/32")         // EKS Pod Identity
+	metadata("fd00:ec2::253", "fd00:ec2::/32")        // Route 53 Resolver
+	metadata("fd00:ec2::123", "fd00:ec2::/32")        // Amazon Time Sync
+	metadata("168.63.129.16", "168.63.129.16/32")     // Azure WireServer
+	metadata("192.0.0.192", "192.0.0.192/32")         // Oracle Cloud Classic
+	metadata("100.100.100.200", "100.100.100.200/32") // Alibaba Cloud
+	metadata("192.0.0.1", "192.0.0.0/24")             // the rest of IETF protocol assignments
+	metadata("192.0.0.255", "192.0.0.0/24")
+	metadata("192.0.0.170", "192.0.0.168/29")
+	// A CIDR around a metadata address is not one written for it: a pod
+	// range, 192.0.0.0/24 or a /64 of the same network leaves it refused.
+	f("fd00::/8", "fd20:ce::254", false)
+	f("fd20:ce::/64", "fd20:ce::254", false)
+	f("fd00:c1::/64", "fd00:c1::a9fe:a9fe", false)
+	f("fd00:42::/48", "fd00:42::42", false)
+	f("fd00:ec2::/48", "fd00:ec2::254", true) // inside AWS's /32, so written for it
+	f("fd00::/16", "fd00:ec2::254", false)
+	f("168.63.0.0/16", "168.63.129.16", false)
+	f("192.0.0.0/24", "192.0.0.192", false)
+	f("100.64.0.0/10", "100.100.100.200", false)
+	// IPv4-mapped and NAT64 spellings of them stay refused.
+	f("0.0.0.0/0,::/0", "::ffff:168.63.129.16", false)
+	f("0.0.0.0/0,::/0", "::ffff:192.0.0.192", false)
+	f("0.0.0.0/0,::/0", "64:ff9b::a83f:8110", false)
+	// Neighbours. The GCP, Oracle, Scaleway and Akamai entries are single
+	// addresses, because the ULA space around them can be the customer's own
+	// (GCP hands out VPC ranges from fd20::/20, Oracle takes any ULA prefix):
+	// the address next door is an ordinary pod address.
+	f(DefaultAllowCIDRs, "fd20:ce::253", true)
+	f(DefaultAllowCIDRs, "fd20:ce::1:254", true)
+	f(DefaultAllowCIDRs, "fd00:c1::a9fe:a9ff", true)
+	f(DefaultAllowCIDRs, "fd00:42::43", true)
+	f(DefaultAllowCIDRs, "fd00:a9fe:a9fe::2", true)
+	f(DefaultAllowCIDRs, "100.100.100.199", true)
+	// AWS's entry is its whole /32, where it puts several host-local services.
+	f(DefaultAllowCIDRs, "fd00:ec2::1", false)
+	f(DefaultAllowCIDRs, "fd00:ec2:ffff::1", false)
+	f(DefaultAllowCIDRs, "fd00:ec3::254", true)
+	// Outside the default ranges anyway; only 0.0.0.0/0 reaches them.
+	f(DefaultAllowCIDRs, "168.63.129.17", false)
+	f("0.0.0.0/0", "168.63.129.17", true)
+	f("0.0.0.0/0", "192.0.1.192", true)
+	f("0.0.0.0/0", "191.255.255.255", true)
+}
+
+// TestSpecialRangesDocumented checks that SECURITY.md shows every special
+// range as the code has it, with its sources.
+func TestSpecialRangesDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../SECURITY.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := bytes.Cut(doc, []byte("\n### Special address ranges\n"))
+	section, _, _ = bytes.Cut(section, []byte("\n## "))
+	if rows := bytes.Count(section, []byte("\n| `")); rows != len(specialRanges) {
+		t.Errorf("SECURITY.md's special address ranges have %d rows; the code has %d ranges", rows, len(specialRanges))
+	}
+	for _, r := range specialRanges {
+		if r.what == "" || r.source == "" {
+			t.Errorf("special range %s: want what it is and its source", r.prefix)
+		}
+		row := fmt.Sprintf("| `%s` | %s |", r.prefix, r.what)
+		i := bytes.Index(doc, []byte(row))
+		if i < 0 {
+			t.Errorf("SECURITY.md has no row starting %q", row)
+			continue
+		}
+		line, _, _ := bytes.Cut(doc[i:], []byte("\n"))
+		for _, src := range strings.Split(r.source, ", ") {
+			if !bytes.Contains(line, []byte(src)) {
+				t.Errorf("SECURITY.md's row for %s does not cite %s", r.prefix, src)
+			}
+		}
+	}
+}
+
+// TestPolicyPathPrefixes judges paths under -deny-path-prefixes and
+// -allow-path-prefixes: a deny prefix refuses every spelling a common server
+// routes to the handler it names, an allow prefix admits only its own
+// segments.
+func TestPolicyPathPrefixes(t *testing.T) {
+	words := map[verdict]string{
+		verdictAllowed:        "allowed",
+		verdictPathDenied:     "denied",
+		verdictPathNotAllowed: "not allowed",
+		verdictPathNotPlain:   "not plain",
+	}
+	f := func(deny, allow, path, want string) {
+		t.Helper()
+		var cfg Config
+		_ = (*stringList)(&cfg.DenyPathPrefixes).Set(deny)
+		_ = (*stringList)(&cfg.AllowPathPrefixes).Set(allow)
+		got := "malformed"
+		if tg, err := parsePodPath([]byte("/pods/10.1.2.3/9100" + path)); err == nil {
+			got = words[NewPolicy(&cfg).checkPath(tg.Path)]
+		}
+		if got != want {
+			t.Fatalf("-deny-path-prefixes=%s -allow-path-prefixes=%s: %s is %s; want %s", deny, allow, path, got, want)
+		}
+	}
+	// The bypasses: a suffix on the last segment.
+	f("/actuator/env", "", "/actuator/env.json", "denied")
+	f("/actuator/env", "", "/actuator/env;x", "not plain")
+	f("/actuator/env", "/actuator", "/actuator/env.json", "denied")
+	f("/debug/pprof", "", "/debug/pprofx", "denied")
+	f("/debug/pprof", "/debug", "/debug/pprofx", "denied")
+	// The prefix itself, below it, and other spellings of it.
+	f("/actuator/env", "", "/actuator/env", "denied")
+	f("/actuator/env", "", "/actuator/env/", "denied")
+	f("/actuator/env", "", "/actuator/env/x", "denied")
+	f("/actuator/env", "", "/actuator/envx/y", "denied")
+	f("/actuator/env", "", "/ACTUATOR/ENV", "denied")
+	f("/actuator/env", "", "/Actuator/Env.JSON", "denied")
+	f("/Actuator/Env", "", "/actuator/env", "denied")
+	f("/actuator/env", "", "/actuator/%65nv", "not plain")
+	f("/actuator/env", "", "/actuator/%45NV", "not plain")
+	f("/actuator/env", "", "/actuator/env%2ejson", "malformed")
+	f("/actuator/env", "", "/actuator%2fenv", "malformed")
+	f("/actuator/env", "", "/actuator/env.", "not plain")
+	f("/actuator/env", "", "/actuator./env", "not plain")
+	f("/actuator/env", "", "/actuator/env..", "not plain")
+	f("/actuator/env", "", "//actuator/env", "not plain")
+	f("/actuator/env", "", "/actuator//env", "not plain")
+	f("/actuator/env", "", "/actuator/env//", "not plain")
+	f("/actuator/env", "", "/actuator;x/env", "not plain")
+	f("/actuator/env", "", "/actuator/.;/env", "not plain")
+	f("/actuator/env", "", "/actuator/x/../env", "malformed")
+	// A trailing '/' on a deny prefix does not spare the path without it:
+	// servers route /debug/pprof and /debug/pprof/ to one handler (Go's
+	// ServeMux by redirect).
+	f("/debug/pprof/", "", "/debug/pprof", "denied")
+	f("/debug/pprof/", "", "/debug/pprof/heap", "denied")
+	f("/debug/pprof/", "", "/debug/pprofx", "denied")
+	f("/", "", "/metrics", "denied")
+	// What the prefix does not name passes.
+	f("/actuator/env", "", "/actuator/en", "allowed")
+	f("/actuator/env", "", "/actuator", "allowed")
+	f("/actuator/env", "", "/actuator/health", "allowed")
+	f("/actuator/env", "", "/actuatorenv", "allowed")
+	f("/debug/pprof", "", "/debug/ppro", "allowed")
+	f("/debug/pprof", "", "/metrics", "allowed")
+	// Allow prefixes match at a '/' boundary, case-sensitively; deny wins.
+	f("", "/metrics", "/metrics", "allowed")
+	f("", "/metrics", "/metrics/", "allowed")
+	f("", "/metrics", "/metrics/cadvisor", "allowed")
+	f("", "/metrics", "/metricsx", "not allowed")
+	f("", "/metrics", "/metrics.json", "not allowed")
+	f("", "/metrics", "/Metrics", "not allowed")
+	f("", "/metrics", "/", "not allowed")
+	f("", "/probe/", "/probe", "not allowed")
+	f("", "/probe/", "/probe/x", "allowed")
+	f("", "/metrics", "/metrics;x", "not plain")
+	f("", "/metrics", "/metrics/%70", "not plain")
+	f("/metrics/private", "/metrics", "/metrics/private", "denied")
+	f("/metrics/private", "/metrics", "/metrics/privateer", "denied")
+	f("/metrics/private", "/metrics", "/metrics/PRIVATE.json", "denied")
+	f("/metrics/private", "/metrics", "/metrics/privat", "allowed")
+	f("/metrics/private", "/metrics", "/metrics/public", "allowed")
+	f("/metrics", "/metrics/private", "/metrics/private", "denied")
+
+	// Prefixes must be plain themselves: only plain paths reach them, so an
+	// encoded or ';' prefix would never match.
+	badPrefix := func(arg string) {
+		t.Helper()
+		if _, err := ParseFlags("scrapegate", []string{arg}, envOf(), io.Discard); err == nil || !strings.Contains(err.Error(), "not a plain path") {
+			t.Fatalf("ParseFlags(%s) = %v; want an error saying the prefix is not a plain path", arg, err)
+		}
+	}
+	badPrefix("-deny-path-prefixes=/actuator/%65nv")
+	badPrefix("-deny-path-prefixes=/actuator;x")
+	badPrefix("-deny-path-prefixes=/debug//pprof")
+	badPrefix("-deny-path-prefixes=/debug./pprof")
+	badPrefix("-allow-path-prefixes=/metrics,/federate%2F")
+}
+
+// routeKey is the path as the most lenient of common servers reads it when
+// it picks a handler: percent-decoded (every server), ';' parameters cut
+// from each segment (Tomcat, Jetty, Spring), dot segments resolved and empty
+// segments dropped (nginx's merge_slashes, Go's ServeMux), trailing dots and
+// spaces trimmed (IIS), the trailing '/' ignored (Spring's trailing-slash
+// match, Express) and letters folded (IIS, case-insensitive Spring). A
+// handler for prefix d may serve any path whose key starts with d's key
+// (Spring's suffix patterns serve /env.json from /env).
+func routeKey(path string) string {
+	decoded := make([]byte, 0, len(path))
+	for i := 0; i < len(path); i++ {
+		if path[i] == '%' && i+2 < len(path) && isHex(path[i+1]) && isHex(path[i+2]) {
+			decoded = append(decoded, unhex(path[i+1])<<4|unhex(path[i+2]))
+			i += 2
+			continue
+		}
+		decoded = append(decoded, path[i])
+	}
+	var segs []string
+	for _, seg := range strings.Split(string(decoded), "/") {
+		seg, _, _ = strings.Cut(seg, ";")
+		switch seg {
+		case ".":
+		case "..":
+			if len(segs) > 0 {
+				segs = segs[:len(segs)-1]
+			}
+		default:
+			if seg = strings.TrimRight(seg, ". "); seg != "" {
+				segs = append(segs, seg)
+			}
+		}
+	}
+	return strings.ToLower("/" + strings.Join(segs, "/"))
+}
+
+// FuzzPathPrefixes fuzzes -deny-path-prefixes against -allow-path-prefixes:
+// no path, nor any respelling of a deny prefix followed by anything, that a
+// lenient server would route to the denied handler is allowed, whatever the
+// allow list; a path denied alone stays denied with the allow list; and an
+// allowed path lies under an allow prefix at a '/' boundary.
+func FuzzPathPrefixes(f *testing.F) {
+	f.Add("/actuator/env", "", "/actuator/env.json")
+	f.Add("/actuator/env", "/actuator", "/actuator/env;x")
+	f.Add("/debug/pprof", "/debug", "/debug/pprofx")
+	f.Add("/debug/pprof/", "", "/debug/pprof")
+	f.Add("/Metrics/Private", "/metrics", "/metrics/PRIVATE.")
+	f.Add("/actuator/env", "/", "/actuator/%65nv")
+	f.Add("/actuator/env", "/actuator/", "//actuator/env")
+	f.Add("/a", "/a/b", "/a/b/c")
+	f.Add("/metrics/x", "/metrics", "/metrics/y")
+	defaults := DefaultConfig()
+	f.Fuzz(func(t *testing.T, deny, allow, path string) {
+		both, denyOnly, allowOnly := defaults, defaults, defaults
+		both.DenyPathPrefixes, denyOnly.DenyPathPrefixes = []string{deny}, []string{deny}
+		if allow != "" {
+			both.AllowPathPrefixes, allowOnly.AllowPathPrefixes = []string{allow}, []string{allow}
+		}
+		if both.Validate() != nil {
+			return
+		}
+		pBoth, pDeny, pAllow := NewPolicy(&both), NewPolicy(&denyOnly), NewPolicy(&allowOnly)
+		// Respellings of the deny prefix: the case folded both ways, its
+		// first letter percent-encoded, its first '/' doubled, a trailing
+		// dot or a ';' parameter; each followed by path.
+		variants := []string{path, deny + path, strings.ToUpper(deny) + path, strings.ToLower(deny) + path,
+			strings.Replace(deny, "/", "//", 1) + path, deny + "." + path, deny + ";x" + path}
+		if i := strings.IndexFunc(deny, unicode.IsLetter); i >= 0 {
+			variants = append(variants, fmt.Sprintf("%s%%%02X%s%s", deny[:i], deny[i], deny[i+1:], path))
+		}
+		for _, v := range variants {
+			tg, err := parsePodPath([]byte("/pods/10.1.2.3/9100" + v))
+			if err != nil {
+				continue // refused before the policy
+			}
+			got := pBoth.checkPath(tg.Path)
+			if got == verdictAllowed && strings.HasPrefix(routeKey(string(tg.Path)), routeKey(deny)) {
+				t.Fatalf("-deny-path-prefixes=%s -allow-path-prefixes=%s: allowed %q, which a server may route to %s", deny, allow, tg.Path, deny)
+			}
+			if pDeny.checkPath(tg.Path) == verdictPathDenied && got != verdictPathDenied {
+				t.Fatalf("-deny-path-prefixes=%s: %q is denied, but with -allow-path-prefixes=%s it is %q", deny, tg.Path, allow, got)
+			}
+			if got == verdictAllowed && allow != "" {
+				p := string(tg.Path)
+				if !(p == allow || strings.HasPrefix(p, allow) && (strings.HasSuffix(allow, "/") || p[len(allow)] == '/')) {
+					t.Fatalf("-allow-path-prefixes=%s: allowed %q, not under it at a '/' boundary", allow, p)
+				}
+				if pAllow.checkPath(tg.Path) != verdictAllowed {
+					t.Fatalf("-allow-path-prefixes=%s: %q is allowed only with -deny-path-prefixes=%s", allow, p, deny)
+				}
+			}
+		}
+	})
+}
+
+func mustParsePrefixes(ss ...string) []netip.Prefix {
+	out := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParsePrefix(s)
+	}
+	return out
 }
