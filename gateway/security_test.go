@@ -203,9 +203,15 @@ func TestRateLimitPerCaller(t *testing.T) {
 			t.Fatalf("request %d = %d; want 200 within the burst", i, r.StatusCode)
 		}
 	}
+	if got := metricValue(t, g, "scrapegate_rate_limited_callers"); got != 0 {
+		t.Fatalf("scrapegate_rate_limited_callers = %v after allowed requests only; want 0", got)
+	}
 	r := get(t, gw, pod.podPath("/metrics"))
 	if r.StatusCode != 429 || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("past the burst: %d, Retry-After %q; want 429 with Retry-After", r.StatusCode, r.Header.Get("Retry-After"))
+	}
+	if got := metricValue(t, g, "scrapegate_rate_limited_callers"); got != 1 {
+		t.Fatalf("scrapegate_rate_limited_callers = %v while a caller is limited; want 1", got)
 	}
 	if r := get(t, gw, "/metrics"); r.StatusCode != 429 {
 		t.Fatalf("/metrics past the burst = %d; want 429", r.StatusCode)

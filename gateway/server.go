@@ -111,7 +111,7 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 	)
 	g.pool = newPool(cfg.EndpointIdleTTL, cfg.MaxEndpoints, g.newHostClient, g.metrics.evicted.Inc)
 	if g.limiter != nil {
-		g.metrics.set.NewGauge("scrapegate_rate_limited_callers", func() float64 { return float64(g.limiter.len()) })
+		g.metrics.set.NewGauge("scrapegate_rate_limited_callers", func() float64 { return float64(g.limiter.limited(time.Now().UnixNano())) })
 	}
 	var kubeFiles []*reloadable
 	if client != nil {
