@@ -204,6 +204,27 @@ func (l *rateLimiter) allow(ip netip.Addr, now int64) (bool, time.Duration) {
 	return false, l.untilToken(&b)
 }
 
+// wait returns how long until ip's bucket holds a token, 0 if it holds one
+// now, without taking it.
+func (l *rateLimiter) wait(ip netip.Addr, now int64) time.Duration {
+	key := callerKey(ip)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	switch {
+	case ok:
+	case len(l.buckets) < maxRateBuckets:
+		return 0 // a new caller's bucket is full
+	default:
+		b = l.overflow
+	}
+	l.refill(&b, now)
+	if b.tokens >= 1 {
+		return 0
+	}
+	return l.untilToken(&b)
+}
+
 func (l *rateLimiter) refill(b *bucket, now int64) {
 	if now > b.last { // a clock stepping back gives nothing and takes nothing
 		b.tokens = math.Min(l.burst, b.tokens+float64(now-b.last)*l.rate)

@@ -92,6 +92,30 @@ func TestRateLimiterBoundedMemory(t *testing.T) {
 	}
 }
 
+// wait tells how long until a token without taking one.
+func TestRateLimiterWait(t *testing.T) {
+	l := newRateLimiter(10, 2) // a token every 100ms
+	a := netip.MustParseAddr("10.0.0.1")
+	now := time.Unix(1000, 0).UnixNano()
+	f := func(at time.Duration, want time.Duration) {
+		t.Helper()
+		if got := l.wait(a, now+int64(at)); got != want {
+			t.Fatalf("wait(+%s) = %s; want %s", at, got, want)
+		}
+	}
+	f(0, 0) // never seen: a full bucket
+	if len(l.buckets) != 0 {
+		t.Fatal("wait made a bucket for a caller never seen")
+	}
+	l.allow(a, now)
+	f(0, 0)
+	l.allow(a, now)
+	f(0, 100*time.Millisecond)
+	f(0, 100*time.Millisecond) // wait takes nothing
+	f(40*time.Millisecond, 60*time.Millisecond)
+	f(100*time.Millisecond, 0)
+}
+
 // scrapegate_rate_limited_callers counts the callers refused within the
 // last limitedWindow, not the callers that sent anything.
 func TestRateLimiterLimited(t *testing.T) {

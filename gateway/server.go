@@ -360,6 +360,10 @@ func (g *Gateway) Serve(ln net.Listener) error {
 			// Forget callers whose buckets have refilled.
 			go every(time.Minute, g.stop, func(now time.Time) { g.limiter.sweep(now.UnixNano()) })
 		}
+		if g.auth != nil {
+			// Forget callers whose failed logins have refilled.
+			go every(time.Minute, g.stop, func(now time.Time) { g.auth.failures.sweep(now.UnixNano()) })
+		}
 	})
 
 	err := g.server.Serve(ln)
