@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -33,10 +34,11 @@ const (
 	authNoClientCert                 // mTLS is on and the caller presented no certificate
 	authClientCertInvalid            // the connection's client certificate expired or lost its CA
 	authBusy                         // too many bcrypt comparisons waiting: not judged (503)
+	authTooManyFailures              // basic auth from a caller out of failed logins: not judged (429)
 	numAuthResults
 )
 
-var authResultNames = [numAuthResults]string{"ok", "missing", "malformed", "unsupported", "bad_token", "unknown_user", "bad_password", "client_cert_missing", "client_cert_invalid", "busy"}
+var authResultNames = [numAuthResults]string{"ok", "missing", "malformed", "unsupported", "bad_token", "unknown_user", "bad_password", "client_cert_missing", "client_cert_invalid", "busy", "too_many_failures"}
 
 // String returns the result's name, a metric label value.
 func (r authResult) String() string {
@@ -57,6 +59,18 @@ const (
 	// user. More than one can verify: bcrypt ignores what follows the
 	// 72nd byte of a password.
 	maxVerifiedPerUser = 4
+
+	// A caller (an IPv4 address or IPv6 /64) may fail loginFailureBurst
+	// basic-auth logins at once and loginFailuresPerMinute more a minute;
+	// past that its basic-auth requests get 429 until its budget refills.
+	// Prometheus with the right password never fails; a person who
+	// mistypes gets ten tries, then one every six seconds.
+	loginFailureBurst      = 10
+	loginFailuresPerMinute = 10
+
+	// maxFailedLogins bounds the failed credentials remembered per
+	// htpasswd file version, about 100 bytes each.
+	maxFailedLogins = 1024
 )
 
 // errEmptyAuthFile refuses a credentials file with nothing in it, which is
@@ -64,10 +78,6 @@ const (
 // is a decision: it refuses every caller, which is how credentials are
 // revoked all at once.
 var errEmptyAuthFile = errors.New("the file is empty; to refuse every caller, leave a comment in it")
-
-// bcryptCompare is bcrypt.CompareHashAndPassword, a variable so that tests
-// can count the comparisons.
-var bcryptCompare = bcrypt.CompareHashAndPassword
 
 // authenticator checks callers' credentials against the loaded files.
 type authenticator struct {
@@ -77,11 +87,23 @@ type authenticator struct {
 	tokens atomic.Pointer[tokenSet]
 	users  atomic.Pointer[htpasswdSet]
 
+	// compare is bcrypt.CompareHashAndPassword; tests replace it to count
+	// or hold comparisons.
+	compare func(hash, password []byte) error
+
 	// bcryptSem bounds the bcrypt computations in progress, so that a
 	// flood of wrong passwords cannot take every core, and bcryptWaiting
 	// the checks queued for one, so that the flood cannot pile up either.
 	bcryptSem     chan struct{}
 	bcryptWaiting atomic.Int32
+
+	// turns lets each caller run one bcrypt comparison at a time, so that
+	// one caller's flood holds at most one slot of bcryptSem and one place
+	// in its queue, and waits behind itself instead of in front of others.
+	turns callerTurns
+	// failures charges failed basic-auth logins to the caller that made
+	// them, whatever -caller-rate-limit says.
+	failures *rateLimiter
 
 	challengeValues []string
 }
@@ -97,9 +119,54 @@ type tokenSet struct {
 // them all.
 type htpasswdSet struct {
 	users map[string]*htpasswdUser
-	// dummyCost is the cost of the bcrypt comparison made for an unknown
-	// user: the most common cost in the file.
-	dummyCost int
+	// dummyHash is what an unknown user's password is compared with. Its
+	// cost is the highest in the file, so that an unknown user never
+	// answers faster than a known one.
+	dummyHash []byte
+	// failed remembers credentials that failed, with who sent them.
+	failed failedLogins
+}
+
+// failedLogins remembers the last maxFailedLogins credentials that failed
+// and the caller that sent each, so that a caller repeating the same wrong
+// credentials (a Prometheus job with a stale password) costs no bcrypt and
+// is not charged again, and its other jobs keep logging in: only new
+// guesses are charged. Keyed by caller, it tells a caller nothing about
+// anyone else's logins.
+type failedLogins struct {
+	mu   sync.Mutex
+	set  map[failedLogin]struct{}
+	ring [maxFailedLogins]failedLogin // the oldest is forgotten first
+	next int
+}
+
+type failedLogin struct {
+	caller netip.Addr        // callerKey
+	key    [sha256.Size]byte // SHA-256(user "\x00" password)
+}
+
+func (f *failedLogins) contains(l failedLogin) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.set[l]
+	return ok
+}
+
+func (f *failedLogins) add(l failedLogin) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.set[l]; ok {
+		return
+	}
+	if f.set == nil {
+		f.set = make(map[failedLogin]struct{})
+	}
+	if len(f.set) == maxFailedLogins {
+		delete(f.set, f.ring[f.next])
+	}
+	f.ring[f.next] = l
+	f.next = (f.next + 1) % maxFailedLogins
+	f.set[l] = struct{}{}
 }
 
 type htpasswdUser struct {
@@ -130,7 +197,9 @@ func newAuthenticator(bearerTokensFile, htpasswdFile string) (*authenticator, []
 	a := &authenticator{
 		tokensConfigured:   bearerTokensFile != "",
 		htpasswdConfigured: htpasswdFile != "",
+		compare:            bcrypt.CompareHashAndPassword,
 		bcryptSem:          make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
+		failures:           newRateLimiter(loginFailuresPerMinute/60.0, loginFailureBurst),
 	}
 	var rs []*reloadable
 	if a.tokensConfigured {
@@ -138,6 +207,9 @@ func newAuthenticator(bearerTokensFile, htpasswdFile string) (*authenticator, []
 		rs = append(rs, newReloadable(flagAuthBearerTokensFile, a.loadTokens, bearerTokensFile))
 	}
 	if a.htpasswdConfigured {
+		// Until the file is loaded, as with a file of comments: nobody to
+		// tell apart, so the cheapest dummy will do.
+		a.users.Store(&htpasswdSet{dummyHash: dummyHash(bcrypt.MinCost)})
 		a.challengeValues = append(a.challengeValues, basicChallenge)
 		rs = append(rs, newReloadable(flagAuthHtpasswdFile, a.loadHtpasswd, htpasswdFile))
 	}
@@ -151,9 +223,10 @@ func (a *authenticator) challenges() []string {
 }
 
 // check checks the value of one Authorization (or Proxy-Authorization)
-// header; header is empty when there is none. user is the basic-auth user
-// name when one was presented, for logs, else "". No secret is returned.
-func (a *authenticator) check(header []byte) (result authResult, user string) {
+// header that caller sent at now (Unix nanoseconds); header is empty when
+// there is none. user is the basic-auth user name when one was presented,
+// for logs, else "". No secret is returned.
+func (a *authenticator) check(header []byte, caller netip.Addr, now int64) (result authResult, user string) {
 	if len(header) == 0 {
 		return authMissing, ""
 	}
@@ -173,7 +246,7 @@ func (a *authenticator) check(header []byte) (result authResult, user string) {
 		if err != nil {
 			return authMalformed, ""
 		}
-		return a.checkBasic(credentials)
+		return a.checkBasic(credentials, caller, now)
 	default:
 		return authUnsupported, ""
 	}
@@ -199,46 +272,73 @@ func (a *authenticator) checkToken(token []byte) authResult {
 // basicBufSize fits the decoded credentials of any sane client, on the stack.
 const basicBufSize = 256
 
-func (a *authenticator) checkBasic(credentials []byte) (authResult, string) {
+func (a *authenticator) checkBasic(credentials []byte, caller netip.Addr, now int64) (authResult, string) {
 	var buf [basicBufSize]byte
 	decoded, sep, ok := decodeBasic(buf[:0], credentials)
 	if !ok {
 		return authMalformed, ""
 	}
+	// A caller out of failed logins is refused before anything is
+	// compared, remembered credentials included: otherwise it could go on
+	// guessing at the cost of a SHA-256.
+	if a.failures.wait(caller, now) > 0 {
+		return authTooManyFailures, ""
+	}
 	user, password := decoded[:sep], decoded[sep+1:]
 	set := a.users.Load()
-	var u *htpasswdUser
-	dummyCost := bcrypt.DefaultCost
-	if set != nil {
-		u = set.users[string(user)]
-		dummyCost = set.dummyCost
+	u := set.users[string(user)]
+	failure, hash, name := authUnknownUser, set.dummyHash, ""
+	if u != nil {
+		failure, hash, name = authBadPassword, u.hash, u.name
+	} else {
+		name = string(user)
 	}
-	if u == nil {
-		// As slow as a known user's wrong password, so that the timing
-		// does not tell which users exist.
-		if a.bcrypt(dummyHash(dummyCost), password) == errBcryptBusy {
-			return authBusy, ""
-		}
-		return authUnknownUser, string(user)
-	}
-	// key = SHA-256(user "\x00" password): decoded is user ':' password.
+	// login.key = SHA-256(user "\x00" password): decoded is user ':' password.
+	login := failedLogin{caller: callerKey(caller)}
 	decoded[sep] = 0
-	key := sha256.Sum256(decoded)
-	if u.isVerified(&key) {
-		return authOK, u.name
+	login.key = sha256.Sum256(decoded)
+	// remembered answers without a bcrypt comparison when it can.
+	remembered := func() (authResult, bool) {
+		switch {
+		case u != nil && u.isVerified(&login.key):
+			return authOK, true
+		case set.failed.contains(login):
+			return failure, true
+		}
+		return 0, false
 	}
-	switch err := a.bcrypt(u.hash, password); {
+	if r, ok := remembered(); ok {
+		return r, name
+	}
+	unlock := a.turns.lock(caller)
+	defer unlock()
+	// While this check waited for its turn, the caller's others may have
+	// used up its failed logins, or checked these very credentials (a
+	// Prometheus scraping many targets with the same password).
+	if a.failures.wait(caller, now) > 0 {
+		return authTooManyFailures, ""
+	}
+	if r, ok := remembered(); ok {
+		return r, name
+	}
+	// An unknown user's password is compared with the dummy hash, so that
+	// the timing does not tell which users exist.
+	switch err := a.bcrypt(hash, password); {
 	case err == errBcryptBusy:
 		return authBusy, ""
-	case err != nil:
-		return authBadPassword, u.name
+	case u == nil || err != nil:
+		a.failures.allow(caller, now)
+		set.failed.add(login)
+		return failure, name
 	}
-	u.remember(&key)
-	return authOK, u.name
+	u.remember(&login.key)
+	return authOK, name
 }
 
 // maxBcryptWaiting bounds the checks queued for a bcrypt slot: past it a
 // check fails at once with errBcryptBusy instead of queueing behind a flood.
+// With one comparison per caller at a time, it fills only when that many
+// callers check passwords at once.
 const maxBcryptWaiting = 64
 
 var errBcryptBusy = errors.New("too many password checks waiting")
@@ -254,7 +354,44 @@ func (a *authenticator) bcrypt(hash, password []byte) error {
 	a.bcryptSem <- struct{}{}
 	a.bcryptWaiting.Add(-1)
 	defer func() { <-a.bcryptSem }()
-	return bcryptCompare(hash, p)
+	return a.compare(hash, p)
+}
+
+// callerTurns serialises the bcrypt comparisons of each caller, keyed like
+// the rate limits (callerKey).
+type callerTurns struct {
+	mu    sync.Mutex
+	turns map[netip.Addr]*callerTurn // only callers with a check holding or waiting for a turn
+}
+
+type callerTurn struct {
+	sync.Mutex     // held by the check whose turn it is
+	checks     int // checks holding or waiting for the turn; under callerTurns.mu
+}
+
+// lock waits for caller's turn and returns the function that ends it.
+func (c *callerTurns) lock(caller netip.Addr) (unlock func()) {
+	key := callerKey(caller)
+	c.mu.Lock()
+	if c.turns == nil {
+		c.turns = make(map[netip.Addr]*callerTurn)
+	}
+	t := c.turns[key]
+	if t == nil {
+		t = new(callerTurn)
+		c.turns[key] = t
+	}
+	t.checks++
+	c.mu.Unlock()
+	t.Lock()
+	return func() {
+		t.Unlock()
+		c.mu.Lock()
+		if t.checks--; t.checks == 0 {
+			delete(c.turns, key)
+		}
+		c.mu.Unlock()
+	}
 }
 
 func (u *htpasswdUser) isVerified(key *[sha256.Size]byte) bool {
@@ -289,7 +426,7 @@ func (u *htpasswdUser) remember(key *[sha256.Size]byte) {
 }
 
 // dummyHashes are the hashes, one per cost, that unknown users' passwords
-// are compared with; each is made when first needed.
+// are compared with; each is made when a file first needs it.
 var dummyHashes [bcrypt.MaxCost + 1]struct {
 	once sync.Once
 	hash []byte
@@ -339,7 +476,7 @@ func (a *authenticator) loadTokens(contents [][]byte) error {
 func (a *authenticator) loadHtpasswd(contents [][]byte) error {
 	set := &htpasswdSet{users: make(map[string]*htpasswdUser)}
 	firstLine := make(map[string]int)
-	costs := make(map[int]int)
+	maxCost := bcrypt.MinCost
 	err := forEachLine(contents[0], func(n int, line []byte) error {
 		name, hash, ok := bytes.Cut(line, []byte(":"))
 		if !ok {
@@ -365,7 +502,7 @@ func (a *authenticator) loadHtpasswd(contents [][]byte) error {
 			return fmt.Errorf("line %d: user %q: invalid bcrypt hash: %w", n, name, err)
 		}
 		firstLine[string(name)] = n
-		costs[cost]++
+		maxCost = max(maxCost, cost)
 		set.users[string(name)] = &htpasswdUser{name: string(name), hash: bytes.Clone(hash)}
 		return nil
 	})
@@ -375,12 +512,9 @@ func (a *authenticator) loadHtpasswd(contents [][]byte) error {
 	if len(set.users) == 0 && len(bytes.TrimSpace(contents[0])) == 0 {
 		return errEmptyAuthFile
 	}
-	set.dummyCost = bcrypt.DefaultCost
-	for cost, k := range costs {
-		if k > costs[set.dummyCost] || k == costs[set.dummyCost] && cost > set.dummyCost {
-			set.dummyCost = cost
-		}
-	}
+	// Made here, not at the first unknown user, whose check would take
+	// longer for it.
+	set.dummyHash = dummyHash(maxCost)
 	a.users.Store(set)
 	return nil
 }

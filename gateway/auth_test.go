@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -12,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -68,17 +71,26 @@ func basicHeader(user, password string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
 }
 
-// countBcrypt wraps bcryptCompare with a counter until the test ends.
-func countBcrypt(t *testing.T) *atomic.Int64 {
-	t.Helper()
+// countBcrypt counts a's bcrypt comparisons.
+func countBcrypt(a *authenticator) *atomic.Int64 {
 	var n atomic.Int64
-	orig := bcryptCompare
-	bcryptCompare = func(hash, password []byte) error {
+	orig := a.compare
+	a.compare = func(hash, password []byte) error {
 		n.Add(1)
 		return orig(hash, password)
 	}
-	t.Cleanup(func() { bcryptCompare = orig })
 	return &n
+}
+
+// newCallers numbers the addresses checkAsNewCaller checks from.
+var newCallers atomic.Uint32
+
+// checkAsNewCaller is a.check from an address that no check used before, so
+// that tests of what verifies are not refused for the failures of earlier
+// checks.
+func checkAsNewCaller(a *authenticator, header []byte) (authResult, string) {
+	n := newCallers.Add(1)
+	return a.check(header, netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}), 0)
 }
 
 func TestAuthResultString(t *testing.T) {
@@ -98,7 +110,8 @@ func TestAuthResultString(t *testing.T) {
 	f(authNoClientCert, "client_cert_missing")
 	f(authClientCertInvalid, "client_cert_invalid")
 	f(authBusy, "busy")
-	if numAuthResults != 10 {
+	f(authTooManyFailures, "too_many_failures")
+	if numAuthResults != 11 {
 		t.Fatalf("numAuthResults = %d; a result without a name?", numAuthResults)
 	}
 }
@@ -278,7 +291,7 @@ func TestTokenCheck(t *testing.T) {
 	a, _ := newLoadedAuthenticator(t, "# tokens\ntoken-one\r\ntoken/two==\n", "")
 	f := func(header string, want authResult) {
 		t.Helper()
-		got, user := a.check([]byte(header))
+		got, user := checkAsNewCaller(a, []byte(header))
 		if got != want || user != "" {
 			t.Fatalf("check(%q) = %s %q; want %s \"\"", header, got, user, want)
 		}
@@ -330,7 +343,7 @@ func TestAuthReloadablesAndChallenges(t *testing.T) {
 			t.Fatalf("newAuthenticator(%q, %q): challenges %q; want %q", tokens, htpasswd, got, wantChallenges)
 		}
 		// Nothing is read before the first reload: the files do not exist.
-		if a.tokens.Load() != nil || a.users.Load() != nil {
+		if a.tokens.Load() != nil || a.users.Load() != nil && a.users.Load().users != nil {
 			t.Fatalf("newAuthenticator(%q, %q) loaded something", tokens, htpasswd)
 		}
 	}
@@ -345,7 +358,7 @@ func TestAuthBothSchemes(t *testing.T) {
 	a, _ := newLoadedAuthenticator(t, "tok\n", "prometheus:"+authBcrypt(t, "pw")+"\n")
 	f := func(header string, want authResult) {
 		t.Helper()
-		if got, _ := a.check([]byte(header)); got != want {
+		if got, _ := checkAsNewCaller(a, []byte(header)); got != want {
 			t.Fatalf("check(%q) = %s; want %s", header, got, want)
 		}
 	}
@@ -394,7 +407,7 @@ func TestHtpasswdLoad(t *testing.T) {
 				t.Fatalf("loadHtpasswd(%q) = %q; want an error containing %q", contents, err, w)
 			}
 		}
-		if a.users.Load() != nil {
+		if a.users.Load().users != nil {
 			t.Fatalf("loadHtpasswd(%q) failed but put users in force", contents)
 		}
 	}
@@ -419,12 +432,12 @@ func TestHtpasswdLoad(t *testing.T) {
 }
 
 func TestHtpasswdCheck(t *testing.T) {
-	calls := countBcrypt(t)
 	a, _ := newLoadedAuthenticator(t, "", "prometheus:"+authBcrypt(t, "s3cret")+"\nvmagent:"+authBcrypt(t, "other")+"\n")
+	calls := countBcrypt(a)
 	f := func(header string, want authResult, wantUser string, wantBcrypt int64) {
 		t.Helper()
 		calls.Store(0)
-		got, user := a.check([]byte(header))
+		got, user := checkAsNewCaller(a, []byte(header))
 		if got != want || user != wantUser {
 			t.Fatalf("check(%q) = %s %q; want %s %q", header, got, user, want, wantUser)
 		}
@@ -469,11 +482,11 @@ func TestHtpasswdCheck(t *testing.T) {
 // bcrypt ignores the bytes after the 72nd: several passwords may verify,
 // and the memory of them stays bounded.
 func TestBasicCacheIsBounded(t *testing.T) {
-	calls := countBcrypt(t)
 	prefix := strings.Repeat("p", 72)
 	a, _ := newLoadedAuthenticator(t, "", "u:"+authBcrypt(t, prefix)+"\n")
+	calls := countBcrypt(a)
 	for i := range 10 {
-		if got, _ := a.check([]byte(basicHeader("u", fmt.Sprintf("%s%d", prefix, i)))); got != authOK {
+		if got, _ := checkAsNewCaller(a, []byte(basicHeader("u", fmt.Sprintf("%s%d", prefix, i)))); got != authOK {
 			t.Fatalf("check #%d = %s; want ok", i, got)
 		}
 	}
@@ -487,7 +500,7 @@ func TestBasicCacheIsBounded(t *testing.T) {
 	// The most recent ones are remembered.
 	calls.Store(0)
 	for i := 10 - maxVerifiedPerUser; i < 10; i++ {
-		if got, _ := a.check([]byte(basicHeader("u", fmt.Sprintf("%s%d", prefix, i)))); got != authOK {
+		if got, _ := checkAsNewCaller(a, []byte(basicHeader("u", fmt.Sprintf("%s%d", prefix, i)))); got != authOK {
 			t.Fatalf("check #%d = %s; want ok", i, got)
 		}
 	}
@@ -496,27 +509,29 @@ func TestBasicCacheIsBounded(t *testing.T) {
 	}
 }
 
-// An unknown user's password is compared with a dummy hash at the cost most
-// common in the file, so that it takes as long as a known user's.
+// An unknown user's password is compared with a dummy hash at the highest
+// cost in the file, so that it never answers faster than a known user.
 func TestBasicUnknownUserDummyHash(t *testing.T) {
-	var costs []int
-	orig := bcryptCompare
-	bcryptCompare = func(hash, password []byte) error {
-		cost, err := bcrypt.Cost(hash)
-		if err != nil {
-			t.Errorf("bcrypt comparison with an invalid hash: %s", err)
+	// recordCosts makes a record in costs the cost of each of its bcrypt
+	// comparisons.
+	recordCosts := func(a *authenticator, costs *[]int) {
+		orig := a.compare
+		a.compare = func(hash, password []byte) error {
+			cost, err := bcrypt.Cost(hash)
+			if err != nil {
+				t.Errorf("bcrypt comparison with an invalid hash: %s", err)
+			}
+			*costs = append(*costs, cost)
+			return orig(hash, password)
 		}
-		costs = append(costs, cost)
-		return orig(hash, password)
 	}
-	t.Cleanup(func() { bcryptCompare = orig })
-
 	f := func(htpasswd string, wantCost int) {
 		t.Helper()
-		costs = nil
+		var costs []int
 		a, _ := newLoadedAuthenticator(t, "", htpasswd)
+		recordCosts(a, &costs)
 		for range 2 {
-			if got, user := a.check([]byte(basicHeader("nobody", "pw"))); got != authUnknownUser || user != "nobody" {
+			if got, user := checkAsNewCaller(a, []byte(basicHeader("nobody", "pw"))); got != authUnknownUser || user != "nobody" {
 				t.Fatalf("check = %s %q; want unknown_user \"nobody\"", got, user)
 			}
 		}
@@ -534,23 +549,30 @@ func TestBasicUnknownUserDummyHash(t *testing.T) {
 	f("a:"+hashAt(bcrypt.MinCost)+"\n", bcrypt.MinCost)
 	f("a:"+hashAt(5)+"\nb:"+hashAt(5)+"\nc:"+hashAt(bcrypt.MinCost)+"\n", 5)
 	f("a:"+hashAt(5)+"\nb:"+hashAt(bcrypt.MinCost)+"\n", 5)
+	// The highest cost, however rare.
+	f("a:"+hashAt(bcrypt.MinCost)+"\nb:"+hashAt(bcrypt.MinCost)+"\nc:"+hashAt(6)+"\n", 6)
+	f("a:"+hashAt(5)+"\nb:"+hashAt(6)+"\nc:"+hashAt(5)+"\n", 6)
+	// Only comments: no user to tell apart, the cheapest dummy.
+	f("# nobody\n", bcrypt.MinCost)
 
-	// Before anything is loaded: a dummy at the default cost.
-	costs = nil
+	// Before anything is loaded, as with only comments.
+	var costs []int
 	a, _ := newAuthenticator("", "/nonexistent")
-	if got, _ := a.check([]byte(basicHeader("nobody", "pw"))); got != authUnknownUser {
+	recordCosts(a, &costs)
+	if got, _ := checkAsNewCaller(a, []byte(basicHeader("nobody", "pw"))); got != authUnknownUser {
 		t.Fatalf("check before loading = %s; want unknown_user", got)
 	}
-	if fmt.Sprint(costs) != fmt.Sprint([]int{bcrypt.DefaultCost}) {
-		t.Fatalf("bcrypt comparisons at costs %v; want one at %d", costs, bcrypt.DefaultCost)
+	if fmt.Sprint(costs) != fmt.Sprint([]int{bcrypt.MinCost}) {
+		t.Fatalf("bcrypt comparisons at costs %v; want one at %d", costs, bcrypt.MinCost)
 	}
 }
 
-// No more bcrypt comparisons run at once than GOMAXPROCS.
+// No more bcrypt comparisons run at once than GOMAXPROCS, whoever asks.
 func TestBasicBcryptConcurrencyIsBounded(t *testing.T) {
+	a, _ := newLoadedAuthenticator(t, "", "u:"+authBcrypt(t, "pw")+"\n")
 	var running, peak atomic.Int64
-	orig := bcryptCompare
-	bcryptCompare = func(hash, password []byte) error {
+	orig := a.compare
+	a.compare = func(hash, password []byte) error {
 		n := running.Add(1)
 		defer running.Add(-1)
 		for {
@@ -561,14 +583,12 @@ func TestBasicBcryptConcurrencyIsBounded(t *testing.T) {
 		}
 		return orig(hash, password)
 	}
-	t.Cleanup(func() { bcryptCompare = orig })
 
-	a, _ := newLoadedAuthenticator(t, "", "u:"+authBcrypt(t, "pw")+"\n")
 	limit := int64(runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
 	for i := range 8 * limit {
 		wg.Go(func() {
-			if got, _ := a.check([]byte(basicHeader("u", fmt.Sprint("wrong", i)))); got != authBadPassword {
+			if got, _ := checkAsNewCaller(a, []byte(basicHeader("u", fmt.Sprint("wrong", i)))); got != authBadPassword {
 				t.Errorf("check = %s; want bad_password", got)
 			}
 		})
@@ -579,12 +599,176 @@ func TestBasicBcryptConcurrencyIsBounded(t *testing.T) {
 	}
 }
 
+// A caller flooding wrong passwords gets 401s, then 429s, and runs one
+// bcrypt comparison at a time, while another caller's good logins, none of
+// them remembered, all succeed during the flood.
+func TestBasicFailedLoginsAreChargedToTheCaller(t *testing.T) {
+	const goodUsers = 51
+	var htpasswd strings.Builder
+	htpasswd.WriteString("a:" + authBcrypt(t, "right") + "\n")
+	for i := range goodUsers {
+		fmt.Fprintf(&htpasswd, "b%d:%s\n", i, authBcrypt(t, fmt.Sprint("pw", i)))
+	}
+	a, _ := newLoadedAuthenticator(t, "", htpasswd.String())
+	// Two slots, whatever GOMAXPROCS: one for the flood's comparison held
+	// below, one for the good caller.
+	a.bcryptSem = make(chan struct{}, 2)
+	callerA, callerB := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8:1:2::b")
+	// The flood's comparisons (passwords starting with "wrong") are held
+	// until released, so that the good caller's logins all happen while
+	// the flood is on.
+	floodStarted := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var floodRunning, floodPeak, floodComparisons atomic.Int64
+	orig := a.compare
+	a.compare = func(hash, password []byte) error {
+		if strings.HasPrefix(string(password), "wrong") {
+			n := floodRunning.Add(1)
+			defer floodRunning.Add(-1)
+			floodComparisons.Add(1)
+			for p := floodPeak.Load(); n > p && !floodPeak.CompareAndSwap(p, n); p = floodPeak.Load() {
+			}
+			select {
+			case floodStarted <- struct{}{}:
+			default:
+			}
+			<-release
+		}
+		return orig(hash, password)
+	}
+
+	const flood = 100
+	floodResults := make(chan authResult, flood)
+	for i := range flood {
+		user := "a"
+		if i%2 == 1 {
+			user = "nobody" // unknown users are charged alike
+		}
+		go func() {
+			r, _ := a.check([]byte(basicHeader(user, fmt.Sprint("wrong", i))), callerA, 0)
+			floodResults <- r
+		}()
+	}
+	<-floodStarted
+
+	var wg sync.WaitGroup
+	for i := range goodUsers {
+		wg.Go(func() {
+			if r, _ := a.check([]byte(basicHeader(fmt.Sprint("b", i), fmt.Sprint("pw", i))), callerB, 0); r != authOK {
+				t.Errorf("good login b%d during the flood: %s; want ok", i, r)
+			}
+		})
+	}
+	wg.Wait()
+
+	close(release)
+	got := make(map[authResult]int)
+	for range flood {
+		got[<-floodResults]++
+	}
+	if got[authBadPassword]+got[authUnknownUser] != loginFailureBurst || got[authTooManyFailures] != flood-loginFailureBurst {
+		t.Fatalf("the flood's results: %v; want %d bad_password or unknown_user, then too_many_failures", got, loginFailureBurst)
+	}
+	if n, p := floodComparisons.Load(), floodPeak.Load(); n != loginFailureBurst || p != 1 {
+		t.Fatalf("the flood made %d bcrypt comparisons, up to %d at once; want %d, one at a time", n, p, loginFailureBurst)
+	}
+	// Out of failures, the flooding caller is refused even the right
+	// password, until its budget refills; the other caller is not.
+	if r, _ := a.check([]byte(basicHeader("a", "right")), callerA, 0); r != authTooManyFailures {
+		t.Fatalf("the right password from the flooding caller: %s; want too_many_failures", r)
+	}
+	if r, _ := a.check([]byte(basicHeader("b0", "pw0")), callerB, 0); r != authOK {
+		t.Fatalf("the good caller after the flood: %s; want ok", r)
+	}
+	if r, _ := a.check([]byte(basicHeader("a", "right")), callerA, int64(time.Minute)); r != authOK {
+		t.Fatalf("the right password a minute later: %s; want ok", r)
+	}
+}
+
+// A caller that repeats the same wrong credentials, such as a Prometheus
+// job with a stale password, costs one bcrypt comparison and one failed
+// login per file version, so that its other jobs keep logging in; only new
+// guesses are charged.
+func TestBasicRepeatedFailureIsChargedOnce(t *testing.T) {
+	a, rs := newLoadedAuthenticator(t, "", "prom:"+authBcrypt(t, "right")+"\n")
+	calls := countBcrypt(a)
+	prometheus, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	f := func(caller netip.Addr, user, password string, want authResult, wantBcrypt int64) {
+		t.Helper()
+		calls.Store(0)
+		if got, _ := a.check([]byte(basicHeader(user, password)), caller, 0); got != want {
+			t.Fatalf("check(%s:%s) from %s = %s; want %s", user, password, caller, got, want)
+		}
+		if n := calls.Load(); n != wantBcrypt {
+			t.Fatalf("check(%s:%s) from %s made %d bcrypt comparisons; want %d", user, password, caller, n, wantBcrypt)
+		}
+	}
+	// Many more repeats than failed logins allowed, some at once.
+	var wg sync.WaitGroup
+	for range 5 * loginFailureBurst {
+		wg.Go(func() {
+			if got, _ := a.check([]byte(basicHeader("prom", "stale")), prometheus, 0); got != authBadPassword {
+				t.Errorf("a stale password = %s; want bad_password", got)
+			}
+			if got, _ := a.check([]byte(basicHeader("gone", "stale")), prometheus, 0); got != authUnknownUser {
+				t.Errorf("a removed user = %s; want unknown_user", got)
+			}
+		})
+	}
+	wg.Wait()
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d bcrypt comparisons for two stale credentials repeated; want 2", n)
+	}
+	f(prometheus, "prom", "stale", authBadPassword, 0)
+	f(prometheus, "prom", "right", authOK, 1)
+	// The memory is the caller's own: another caller's try is judged.
+	f(other, "prom", "stale", authBadPassword, 1)
+	// New guesses are charged: 2 failures so far, 8 to go.
+	for i := range loginFailureBurst - 2 {
+		f(prometheus, "prom", fmt.Sprint("guess", i), authBadPassword, 1)
+	}
+	f(prometheus, "prom", "stale", authTooManyFailures, 0)
+	f(prometheus, "prom", "right", authTooManyFailures, 0)
+
+	// A new file version may make the stale password right: it is
+	// forgotten.
+	rewriteAuthFile(t, rs[0].paths[0], "prom:"+authBcrypt(t, "stale")+"\n")
+	if _, err := rs[0].reload(); err != nil {
+		t.Fatal(err)
+	}
+	f(other, "prom", "stale", authOK, 1)
+}
+
+func TestFailedLoginsAreBounded(t *testing.T) {
+	var f failedLogins
+	login := func(i int) failedLogin {
+		return failedLogin{caller: netip.MustParseAddr("192.0.2.1"), key: [sha256.Size]byte{byte(i), byte(i >> 8)}}
+	}
+	for i := range maxFailedLogins + 10 {
+		f.add(login(i))
+		f.add(login(i)) // a repeat takes no room
+	}
+	if len(f.set) != maxFailedLogins {
+		t.Fatalf("%d failed logins remembered; want %d", len(f.set), maxFailedLogins)
+	}
+	for i := range 10 {
+		if f.contains(login(i)) {
+			t.Fatalf("failed login %d of %d is still remembered; the oldest go first", i, maxFailedLogins+10)
+		}
+	}
+	for i := 10; i < maxFailedLogins+10; i++ {
+		if !f.contains(login(i)) {
+			t.Fatalf("failed login %d forgotten", i)
+		}
+	}
+}
+
 func TestTokenReload(t *testing.T) {
 	a, rs := newLoadedAuthenticator(t, "token-a\n", "")
 	r := rs[0]
 	f := func(header string, want authResult) {
 		t.Helper()
-		if got, _ := a.check([]byte(header)); got != want {
+		if got, _ := checkAsNewCaller(a, []byte(header)); got != want {
 			t.Fatalf("check(%q) = %s; want %s", header, got, want)
 		}
 	}
@@ -646,12 +830,12 @@ func TestTokenReload(t *testing.T) {
 }
 
 func TestHtpasswdReload(t *testing.T) {
-	calls := countBcrypt(t)
 	a, rs := newLoadedAuthenticator(t, "", "prometheus:"+authBcrypt(t, "old")+"\nvmagent:"+authBcrypt(t, "vm")+"\n")
+	calls := countBcrypt(a)
 	r := rs[0]
 	f := func(user, password string, want authResult) {
 		t.Helper()
-		if got, _ := a.check([]byte(basicHeader(user, password))); got != want {
+		if got, _ := checkAsNewCaller(a, []byte(basicHeader(user, password))); got != want {
 			t.Fatalf("check(%s:%s) = %s; want %s", user, password, got, want)
 		}
 	}
@@ -714,7 +898,7 @@ func TestAuthConcurrentReload(t *testing.T) {
 				default:
 				}
 				h := headers[(i+j)%len(headers)]
-				got, _ := a.check([]byte(h))
+				got, _ := checkAsNewCaller(a, []byte(h))
 				switch got {
 				case authOK:
 					oks.Add(1)
@@ -749,7 +933,7 @@ func TestAuthConcurrentReload(t *testing.T) {
 		"Bearer token-a": authBadToken, "Bearer token-b": authOK,
 		basicHeader("u", "pw-a"): authBadPassword, basicHeader("u", "pw-b"): authOK,
 	} {
-		if got, _ := a.check([]byte(h)); got != want {
+		if got, _ := checkAsNewCaller(a, []byte(h)); got != want {
 			t.Fatalf("check(%q) = %s; want %s", h, got, want)
 		}
 	}
@@ -761,10 +945,11 @@ func TestAuthCheckAllocs(t *testing.T) {
 	f := func(header string, want authResult) {
 		t.Helper()
 		h := []byte(header)
-		if got, _ := a.check(h); got != want {
+		caller := netip.MustParseAddr("192.0.2.1")
+		if got, _ := a.check(h, caller, 0); got != want {
 			t.Fatalf("check(%q) = %s; want %s", header, got, want)
 		}
-		if n := testing.AllocsPerRun(100, func() { a.check(h) }); n != 0 {
+		if n := testing.AllocsPerRun(100, func() { a.check(h, caller, 0) }); n != 0 {
 			t.Fatalf("check(%q): %v allocations; want 0", header, n)
 		}
 	}
@@ -851,22 +1036,23 @@ func FuzzParseAuthorization(f *testing.F) {
 func TestBasicBcryptQueueIsBounded(t *testing.T) {
 	a, _ := newLoadedAuthenticator(t, "", "prom:"+authBcrypt(t, "right")+"\n")
 	// Every comparison blocks until released: the slots fill, then the
-	// queue, and the next check fails at once instead of waiting.
+	// queue, and the next check fails at once instead of waiting. Each
+	// check comes from a caller of its own: one caller takes one slot or
+	// place in the queue at most.
 	started := make(chan struct{}, 1024)
 	release := make(chan struct{})
-	orig := bcryptCompare
-	bcryptCompare = func(hash, password []byte) error {
+	orig := a.compare
+	a.compare = func(hash, password []byte) error {
 		started <- struct{}{}
 		<-release
 		return orig(hash, password)
 	}
-	t.Cleanup(func() { bcryptCompare = orig })
 
 	slots := cap(a.bcryptSem)
 	results := make(chan authResult, slots+maxBcryptWaiting)
 	for range slots + maxBcryptWaiting {
 		go func() {
-			r, _ := a.check([]byte(basicHeader("prom", "wrong")))
+			r, _ := checkAsNewCaller(a, []byte(basicHeader("prom", "wrong")))
 			results <- r
 		}()
 	}
@@ -877,10 +1063,10 @@ func TestBasicBcryptQueueIsBounded(t *testing.T) {
 	for a.bcryptWaiting.Load() != maxBcryptWaiting {
 		runtime.Gosched()
 	}
-	if r, _ := a.check([]byte(basicHeader("prom", "wrong"))); r != authBusy {
+	if r, _ := checkAsNewCaller(a, []byte(basicHeader("prom", "wrong"))); r != authBusy {
 		t.Fatalf("with %d comparisons running and %d queued: %s; want busy", slots, maxBcryptWaiting, r)
 	}
-	if r, _ := a.check([]byte(basicHeader("nobody", "wrong"))); r != authBusy {
+	if r, _ := checkAsNewCaller(a, []byte(basicHeader("nobody", "wrong"))); r != authBusy {
 		t.Fatalf("an unknown user with a full queue: %s; want busy", r)
 	}
 	close(release)

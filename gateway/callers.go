@@ -132,8 +132,8 @@ func containsIP(ps []netip.Prefix, ip netip.Addr) bool {
 	return false
 }
 
-// rateLimiter is a token bucket per caller: each caller may send burst
-// requests at once and rate per second on average.
+// rateLimiter is a token bucket per caller: each caller may spend burst
+// tokens at once and rate per second on average.
 type rateLimiter struct {
 	rate  float64 // tokens per nanosecond
 	burst float64
@@ -149,10 +149,18 @@ type rateLimiter struct {
 type bucket struct {
 	tokens float64
 	last   int64 // Unix nanoseconds of the last refill
+	// refused is when allow last refused a token, in Unix nanoseconds; 0:
+	// never.
+	refused int64
 }
 
 // maxRateBuckets bounds the rate limiter's memory: about 64 bytes a caller.
 const maxRateBuckets = 100_000
+
+// limitedWindow is how long after its last refusal a caller counts as
+// limited: longer than the usual scrape interval of the gateway's own
+// metrics, so that a caller limited between two scrapes is seen.
+const limitedWindow = time.Minute
 
 func newRateLimiter(perSecond float64, burst int) *rateLimiter {
 	if perSecond <= 0 {
@@ -181,13 +189,12 @@ func (l *rateLimiter) allow(ip netip.Addr, now int64) (bool, time.Duration) {
 	default:
 		b, useOverflow = l.overflow, true
 	}
-	if now > b.last { // a clock stepping back gives nothing and takes nothing
-		b.tokens = math.Min(l.burst, b.tokens+float64(now-b.last)*l.rate)
-		b.last = now
-	}
+	l.refill(&b, now)
 	granted := b.tokens >= 1
 	if granted {
 		b.tokens--
+	} else {
+		b.refused = now
 	}
 	if useOverflow {
 		l.overflow = b
@@ -197,23 +204,70 @@ func (l *rateLimiter) allow(ip netip.Addr, now int64) (bool, time.Duration) {
 	if granted {
 		return true, 0
 	}
-	return false, time.Duration((1 - b.tokens) / l.rate)
+	return false, l.untilToken(&b)
 }
 
-// sweep forgets callers whose buckets have refilled: they are
-// indistinguishable from callers never seen.
+// wait returns how long until ip's bucket holds a token, 0 if it holds one
+// now, without taking it.
+func (l *rateLimiter) wait(ip netip.Addr, now int64) time.Duration {
+	key := callerKey(ip)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	switch {
+	case ok:
+	case len(l.buckets) < maxRateBuckets:
+		return 0 // a new caller's bucket is full
+	default:
+		b = l.overflow
+	}
+	l.refill(&b, now)
+	if b.tokens >= 1 {
+		return 0
+	}
+	return l.untilToken(&b)
+}
+
+func (l *rateLimiter) refill(b *bucket, now int64) {
+	if now > b.last { // a clock stepping back gives nothing and takes nothing
+		b.tokens = math.Min(l.burst, b.tokens+float64(now-b.last)*l.rate)
+		b.last = now
+	}
+}
+
+func (l *rateLimiter) untilToken(b *bucket) time.Duration {
+	return time.Duration((1 - b.tokens) / l.rate)
+}
+
+// limited counts the callers refused a token within the last limitedWindow;
+// the callers sharing the overflow bucket count as one.
+func (l *rateLimiter) limited(now int64) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, b := range l.buckets {
+		if refusedRecently(&b, now) {
+			n++
+		}
+	}
+	if refusedRecently(&l.overflow, now) {
+		n++
+	}
+	return n
+}
+
+func refusedRecently(b *bucket, now int64) bool {
+	return b.refused != 0 && now-b.refused < int64(limitedWindow)
+}
+
+// sweep forgets callers whose buckets have refilled and who are not counted
+// as limited: they are indistinguishable from callers never seen.
 func (l *rateLimiter) sweep(now int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for k, b := range l.buckets {
-		if b.tokens+float64(now-b.last)*l.rate >= l.burst {
+		if b.tokens+float64(now-b.last)*l.rate >= l.burst && !refusedRecently(&b, now) {
 			delete(l.buckets, k)
 		}
 	}
-}
-
-func (l *rateLimiter) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.buckets)
 }

@@ -47,17 +47,22 @@ func TestRateLimiter(t *testing.T) {
 	// A clock that steps back takes nothing away and gives nothing.
 	take(a, now, false)
 
-	// Refilled buckets are swept; others are kept: at +150ms b (2 tokens
-	// left at +0) is full again, a (empty at +100ms) is not.
-	if n := l.len(); n != 2 {
+	// Refilled buckets are swept unless refused within limitedWindow;
+	// others are kept: at +150ms b (2 tokens left at +0) is full again, a
+	// (empty at +100ms) is not; at +1s a is full, but counts as limited.
+	if n := len(l.buckets); n != 2 {
 		t.Fatalf("%d buckets; want 2", n)
 	}
 	l.sweep(now + int64(150*time.Millisecond))
-	if n := l.len(); n != 1 {
+	if n := len(l.buckets); n != 1 {
 		t.Fatalf("after an early sweep %d buckets; want 1", n)
 	}
 	l.sweep(now + int64(time.Second))
-	if n := l.len(); n != 0 {
+	if n := len(l.buckets); n != 1 {
+		t.Fatalf("after a sweep within limitedWindow %d buckets; want 1", n)
+	}
+	l.sweep(now + int64(limitedWindow))
+	if n := len(l.buckets); n != 0 {
 		t.Fatalf("after a late sweep %d buckets; want 0", n)
 	}
 	if newRateLimiter(0, 10) != nil {
@@ -82,8 +87,90 @@ func TestRateLimiterBoundedMemory(t *testing.T) {
 	if ok, _ := l.allow(netip.MustParseAddr("11.0.0.2"), now); ok {
 		t.Fatal("callers past the bound must share one bucket, not get fresh ones")
 	}
-	if n := l.len(); n != maxRateBuckets {
+	if n := len(l.buckets); n != maxRateBuckets {
 		t.Fatalf("%d buckets; want the bound %d", n, maxRateBuckets)
+	}
+}
+
+// wait tells how long until a token without taking one.
+func TestRateLimiterWait(t *testing.T) {
+	l := newRateLimiter(10, 2) // a token every 100ms
+	a := netip.MustParseAddr("10.0.0.1")
+	now := time.Unix(1000, 0).UnixNano()
+	f := func(at time.Duration, want time.Duration) {
+		t.Helper()
+		if got := l.wait(a, now+int64(at)); got != want {
+			t.Fatalf("wait(+%s) = %s; want %s", at, got, want)
+		}
+	}
+	f(0, 0) // never seen: a full bucket
+	if len(l.buckets) != 0 {
+		t.Fatal("wait made a bucket for a caller never seen")
+	}
+	l.allow(a, now)
+	f(0, 0)
+	l.allow(a, now)
+	f(0, 100*time.Millisecond)
+	f(0, 100*time.Millisecond) // wait takes nothing
+	f(40*time.Millisecond, 60*time.Millisecond)
+	f(100*time.Millisecond, 0)
+}
+
+// scrapegate_rate_limited_callers counts the callers refused within the
+// last limitedWindow, not the callers that sent anything.
+func TestRateLimiterLimited(t *testing.T) {
+	l := newRateLimiter(10, 3)
+	a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("2001:db8::1")
+	now := time.Unix(1000, 0).UnixNano()
+	f := func(at time.Duration, want int) {
+		t.Helper()
+		if got := l.limited(now + int64(at)); got != want {
+			t.Fatalf("limited(+%s) = %d; want %d", at, got, want)
+		}
+	}
+	f(0, 0)
+	for range 3 {
+		l.allow(a, now)
+	}
+	l.allow(b, now)
+	f(0, 0) // allowed traffic only
+	if ok, _ := l.allow(a, now); ok {
+		t.Fatal("a fourth request within the burst of 3 was allowed")
+	}
+	f(0, 1)
+	f(limitedWindow-1, 1)
+	f(limitedWindow, 0)
+	// The callers sharing the overflow bucket count as one.
+	l = newRateLimiter(10, 1)
+	for i := range maxRateBuckets {
+		l.allow(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), now)
+	}
+	l.allow(netip.MustParseAddr("11.0.0.1"), now)
+	l.allow(netip.MustParseAddr("11.0.0.2"), now)
+	l.allow(netip.MustParseAddr("11.0.0.3"), now)
+	f(0, 1)
+}
+
+// With no flag set, one Prometheus scraping 10,000 pods every second, from
+// one address, is never refused: 10 seconds of it, and as one burst.
+func TestDefaultRateLimitAdmitsTheHeadlineCase(t *testing.T) {
+	cfg := DefaultConfig()
+	l := newRateLimiter(cfg.CallerRateLimit, cfg.CallerRateBurst)
+	if l == nil {
+		return // off: nothing is refused
+	}
+	prometheus := netip.MustParseAddr("10.0.0.1")
+	start := time.Unix(1000, 0).UnixNano()
+	for i := range 100_000 {
+		if ok, _ := l.allow(prometheus, start+int64(i)*int64(time.Second/10_000)); !ok {
+			t.Fatalf("request %d at 10,000/s refused by the default -caller-rate-limit=%v -caller-rate-burst=%d", i, cfg.CallerRateLimit, cfg.CallerRateBurst)
+		}
+	}
+	later := start + int64(time.Hour)
+	for i := range 20_000 {
+		if ok, _ := l.allow(prometheus, later); !ok {
+			t.Fatalf("request %d of a burst of 20,000 refused by the default -caller-rate-limit=%v -caller-rate-burst=%d", i, cfg.CallerRateLimit, cfg.CallerRateBurst)
+		}
 	}
 }
 

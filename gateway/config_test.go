@@ -87,7 +87,7 @@ func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 	f([]string{"--max-uri-bytes=100000"}, envOf(), "-max-uri-bytes")
 	f([]string{"--max-request-header-bytes=10"}, envOf(), "-max-request-header-bytes")
 	f([]string{"--caller-rate-limit=-1"}, envOf(), "-caller-rate-limit")
-	f([]string{"--caller-rate-burst=0"}, envOf(), "-caller-rate-burst")
+	f([]string{"--caller-rate-limit=100", "--caller-rate-burst=0"}, envOf(), "-caller-rate-burst")
 	f([]string{"--client-read-timeout=0s"}, envOf(), "-client-read-timeout")
 	f([]string{"--max-response-body-bytes=-1"}, envOf(), "-max-response-body-bytes")
 	f([]string{"--target-policy=kubernetes"}, envOf(), "-target-policy", "-kubernetes")
@@ -158,7 +158,7 @@ func TestParseFlagsSecurity(t *testing.T) {
 	}
 	// Safe defaults.
 	d := DefaultConfig()
-	if !d.MetricsRequireAuth || d.MaxConnsPerCaller == 0 || d.CallerRateLimit == 0 || d.TargetTLSInsecureSkipVerify {
+	if !d.MetricsRequireAuth || d.MaxConnsPerCaller == 0 || d.TargetTLSInsecureSkipVerify {
 		t.Fatalf("unsafe defaults: %+v", d)
 	}
 	for _, port := range []uint16{2379, 2380, 6443, 10250, 10255} {

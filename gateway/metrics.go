@@ -40,10 +40,10 @@ var metricHelp = map[string]string{
 	"scrapegate_upstream_inflight_requests":     "Scrapes in flight to pods, bodies included.",
 	"scrapegate_pooled_endpoints":               "Pod endpoints (ip:port) with a connection pool.",
 	"scrapegate_pooled_endpoints_evicted_total": "Endpoint pools dropped after being idle for -endpoint-idle-ttl.",
-	"scrapegate_auth_failures_total":            "Requests refused for missing or wrong credentials (401/407), by reason.",
+	"scrapegate_auth_failures_total":            "Requests refused for missing or wrong credentials (401/407), by reason; reason busy (503) and too_many_failures (429) are basic-auth logins not judged.",
 	"scrapegate_rejected_connections_total":     "Connections closed before serving a request: caller not allowed, too many from one caller, or a refused client certificate.",
 	"scrapegate_file_reloads_total":             "Loads of the token, htpasswd, certificate and CA files after a change, by flag and result; a failed one keeps the last good file in force.",
-	"scrapegate_rate_limited_callers":           "Callers with a rate-limit bucket that has not refilled yet.",
+	"scrapegate_rate_limited_callers":           "Callers (IPv4 addresses, IPv6 /64s) answered 429 by -caller-rate-limit within the last minute.",
 	"scrapegate_kubernetes_synced":              "1 once the pod and node informers (-kubernetes) have listed every object, else 0.",
 	"scrapegate_kubernetes_objects":             "Pods and nodes the informers hold, by resource.",
 }

@@ -76,6 +76,7 @@ var authResultText = [numAuthResults]string{
 	authNoClientCert:      "a client certificate is required",
 	authClientCertInvalid: "the client certificate is no longer valid (expired, or its CA is no longer trusted); reconnect",
 	authBusy:              "too many password checks waiting; retry",
+	authTooManyFailures:   "too many failed logins from this address; retry later",
 }
 
 // admit applies the per-request checks on the caller, cheapest first, and
@@ -126,7 +127,8 @@ func (g *Gateway) authenticate(ctx *fasthttp.RequestCtx, rt route) bool {
 			header = pa
 		}
 	}
-	result, user := g.auth.check(header)
+	ip, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	result, user := g.auth.check(header, ip, ctx.Time().UnixNano())
 	if result == authOK {
 		return true
 	}
@@ -147,9 +149,16 @@ func (g *Gateway) authFailed(ctx *fasthttp.RequestCtx, rt route, result authResu
 		e.Str("reason", result.String()).Str("caller", ctx.RemoteIP().String()).Str("user", user).
 			Bytes("uri", truncate(ctx.Request.Header.RequestURI())).Msg("authentication failed")
 	}
-	if result == authBusy {
+	switch result {
+	case authBusy:
 		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 		g.plainText(ctx, rt, fasthttp.StatusServiceUnavailable, "scrapegate: 503 "+authResultText[result])
+		return
+	case authTooManyFailures:
+		ip, _ := netip.AddrFromSlice(ctx.RemoteIP())
+		wait := g.auth.failures.wait(ip, ctx.Time().UnixNano())
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, strconv.Itoa(int(wait/time.Second)+1))
+		g.plainText(ctx, rt, fasthttp.StatusTooManyRequests, "scrapegate: 429 "+authResultText[result])
 		return
 	}
 	status, challenge := fasthttp.StatusUnauthorized, fasthttp.HeaderWWWAuthenticate

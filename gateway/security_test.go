@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -203,9 +204,15 @@ func TestRateLimitPerCaller(t *testing.T) {
 			t.Fatalf("request %d = %d; want 200 within the burst", i, r.StatusCode)
 		}
 	}
+	if got := metricValue(t, g, "scrapegate_rate_limited_callers"); got != 0 {
+		t.Fatalf("scrapegate_rate_limited_callers = %v after allowed requests only; want 0", got)
+	}
 	r := get(t, gw, pod.podPath("/metrics"))
 	if r.StatusCode != 429 || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("past the burst: %d, Retry-After %q; want 429 with Retry-After", r.StatusCode, r.Header.Get("Retry-After"))
+	}
+	if got := metricValue(t, g, "scrapegate_rate_limited_callers"); got != 1 {
+		t.Fatalf("scrapegate_rate_limited_callers = %v while a caller is limited; want 1", got)
 	}
 	if r := get(t, gw, "/metrics"); r.StatusCode != 429 {
 		t.Fatalf("/metrics past the burst = %d; want 429", r.StatusCode)
@@ -217,6 +224,71 @@ func TestRateLimitPerCaller(t *testing.T) {
 	}
 	if got := metricValue(t, g, `scrapegate_rejected_requests_total{reason="rate_limited"}`); got != 2 {
 		t.Fatalf("rate_limited = %v; want 2", got)
+	}
+}
+
+// getFrom is get over a connection from the local address src.
+func getFrom(t *testing.T, src, gw, target string, headerLines ...string) rawResponse {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	conn, err := d.Dial("tcp", gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	req := "GET " + target + " HTTP/1.1\r\nHost: " + gw + "\r\n" + strings.Join(append(headerLines, ""), "\r\n") + "\r\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatalf("GET %s from %s: cannot read response: %s", target, src, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s from %s: cannot read body: %s", target, src, err)
+	}
+	return rawResponse{Response: resp, body: string(body)}
+}
+
+// Failed logins are charged to the caller that made them, with
+// -caller-rate-limit off: past its budget it gets 429, and another caller
+// logs in.
+func TestFailedLoginsGet429ForTheirCallerOnly(t *testing.T) {
+	cfg := testConfig()
+	cfg.AuthHTPasswdFile = writeFile(t, t.TempDir(), "htpasswd", "prom:"+authBcrypt(t, "right")+"\n")
+	g, err := New(cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.auth.failures = newRateLimiter(0.001, 2) // no refill within the test
+	gw := serveGateway(t, g)
+	wrong := func(i int) string { return "Authorization: " + basicHeader("prom", fmt.Sprint("wrong", i)) }
+	right := "Authorization: " + basicHeader("prom", "right")
+	for i := range 2 {
+		if r := getFrom(t, "127.0.0.1", gw, "/metrics", wrong(i)); r.StatusCode != 401 {
+			t.Fatalf("wrong password #%d = %d; want 401", i, r.StatusCode)
+		}
+	}
+	for _, h := range []string{wrong(2), wrong(0), right} {
+		r := getFrom(t, "127.0.0.1", gw, "/metrics", h)
+		if r.StatusCode != 429 || r.Header.Get("Retry-After") == "" || r.Header.Get("WWW-Authenticate") != "" || !strings.Contains(r.body, "too many failed logins") {
+			t.Fatalf("past the failed logins (%s): %d, Retry-After %q, WWW-Authenticate %q, %q; want 429 with Retry-After, no challenge",
+				h, r.StatusCode, r.Header.Get("Retry-After"), r.Header.Get("WWW-Authenticate"), r.body)
+		}
+	}
+	if r := getFrom(t, "127.0.0.3", gw, "/metrics", right); r.StatusCode != 200 {
+		t.Fatalf("another caller's good login = %d; want 200", r.StatusCode)
+	}
+	for series, want := range map[string]float64{
+		`scrapegate_auth_failures_total{reason="bad_password"}`:      2,
+		`scrapegate_auth_failures_total{reason="too_many_failures"}`: 3,
+		`scrapegate_rejected_requests_total{reason="rate_limited"}`:  0,
+	} {
+		if got := metricValue(t, g, series); got != want {
+			t.Fatalf("%s = %v; want %v", series, got, want)
+		}
 	}
 }
 

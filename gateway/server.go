@@ -114,7 +114,7 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 	)
 	g.pool = newPool(cfg.EndpointIdleTTL, cfg.MaxEndpoints, g.newHostClient, g.metrics.evicted.Inc)
 	if g.limiter != nil {
-		g.metrics.set.NewGauge("scrapegate_rate_limited_callers", func() float64 { return float64(g.limiter.len()) })
+		g.metrics.set.NewGauge("scrapegate_rate_limited_callers", func() float64 { return float64(g.limiter.limited(time.Now().UnixNano())) })
 	}
 	var kubeFiles []*reloadable
 	if client != nil {
@@ -371,6 +371,10 @@ func (g *Gateway) Serve(ln net.Listener) error {
 		if g.limiter != nil {
 			// Forget callers whose buckets have refilled.
 			go every(time.Minute, g.stop, func(now time.Time) { g.limiter.sweep(now.UnixNano()) })
+		}
+		if g.auth != nil {
+			// Forget callers whose failed logins have refilled.
+			go every(time.Minute, g.stop, func(now time.Time) { g.auth.failures.sweep(now.UnixNano()) })
 		}
 	})
 
