@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -84,37 +86,56 @@ func TestStalledCallerIsCutAtTheDeadline(t *testing.T) {
 }
 
 func TestCallerGoneBeforeTheAnswerReleasesThePod(t *testing.T) {
-	arrived := make(chan struct{}, 1)
-	podSawClose := make(chan struct{})
-	pod := startPod(t, "127.0.0.62", func(w http.ResponseWriter, r *http.Request) {
-		arrived <- struct{}{}
-		// net/http cancels the request's context when the gateway closes
-		// the connection.
-		<-r.Context().Done()
-		close(podSawClose)
-	})
-	g, gw := startGateway(t, testConfig())
-	conn, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
+	ca := newTestCA(t, "gateway CA")
+	certFile, keyFile := ca.issueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	f := func(name string, useTLS bool) {
+		t.Helper()
+		arrived := make(chan struct{}, 1)
+		podSawClose := make(chan struct{})
+		pod := startPod(t, "127.0.0.62", func(w http.ResponseWriter, r *http.Request) {
+			arrived <- struct{}{}
+			// net/http cancels the request's context when the gateway
+			// closes the connection.
+			<-r.Context().Done()
+			close(podSawClose)
+		})
+		cfg := testConfig()
+		if useTLS {
+			cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
+		}
+		g, gw := startGateway(t, cfg)
+		var conn net.Conn
+		var err error
+		if useTLS {
+			// Its close_notify arrives before the FIN: unread bytes the
+			// gateway must see past.
+			conn, err = tls.Dial("tcp", gw, &tls.Config{RootCAs: ca.pool()})
+		} else {
+			conn, err = net.Dial("tcp", gw)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nX-Prometheus-Scrape-Timeout-Seconds: 100\r\n\r\n", pod.podPath("/metrics"))
+		<-arrived
+		conn.Close()
+		// Before the fix the pod connection stayed until the deadline: 100 s
+		// minus the margin, longer than this wait.
+		select {
+		case <-podSawClose:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: the pod connection stayed open after its caller hung up", name)
+		}
+		waitFor(t, name+": the scrape to be released and counted", func() bool {
+			return g.inflight.Load() == 0 &&
+				metricValue(t, g, `scrapegate_client_aborts_total{reason="client_gone"}`) == 1
+		})
+		if v := metricValue(t, g, `scrapegate_upstream_errors_total{reason="timeout"}`); v != 0 {
+			t.Fatalf("%s: a caller hanging up was counted as a pod timeout (%v)", name, v)
+		}
 	}
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nX-Prometheus-Scrape-Timeout-Seconds: 100\r\n\r\n", pod.podPath("/metrics"))
-	<-arrived
-	conn.Close()
-	// Before the fix the pod connection stayed until the deadline: 100 s
-	// minus the margin, longer than this wait.
-	select {
-	case <-podSawClose:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the pod connection stayed open after its caller hung up")
-	}
-	waitFor(t, "the scrape to be released and counted", func() bool {
-		return g.inflight.Load() == 0 &&
-			metricValue(t, g, `scrapegate_client_aborts_total{reason="client_gone"}`) == 1
-	})
-	if v := metricValue(t, g, `scrapegate_upstream_errors_total{reason="timeout"}`); v != 0 {
-		t.Fatalf("a caller hanging up was counted as a pod timeout (%v)", v)
-	}
+	f("plain", false)
+	f("TLS", true)
 }
 
 // TestPodFailuresAreNeverRetriedByTheCaller scrapes through the gateway with
