@@ -363,3 +363,22 @@ func TestResponsesWhileDrainingCloseTheConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestWholeChunkedBodyGoesOutWithALength(t *testing.T) {
+	// A chunked body that arrived whole with its headers is sent with a
+	// Content-Length: in one write, and no chunk framing.
+	f := func(chunks, want string) {
+		t.Helper()
+		port, _ := rawPod(t, "127.0.0.68", func(_, _ int, c net.Conn) bool {
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+chunks)
+			return true
+		})
+		_, gw := startGateway(t, testConfig())
+		r := get(t, gw, fmt.Sprintf("/pods/127.0.0.68/%d/metrics", port))
+		if r.StatusCode != 200 || r.body != want || r.ContentLength != int64(len(want)) || len(r.TransferEncoding) != 0 {
+			t.Fatalf("%q: %d %q, Content-Length %d, Transfer-Encoding %q; want %q with its length", chunks, r.StatusCode, r.body, r.ContentLength, r.TransferEncoding, want)
+		}
+	}
+	f("0\r\n\r\n", "")
+	f("9\r\nmetric 1\n\r\n9\r\nmetric 2\n\r\n0\r\n\r\n", "metric 1\nmetric 2\n")
+}

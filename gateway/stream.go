@@ -160,9 +160,12 @@ func (s *scrape) WriteTo(w io.Writer) (int64, error) {
 	if len(s.ahead) > 0 {
 		n, err := w.Write(s.ahead)
 		written += int64(n)
-		if err != nil || s.eof {
+		if err != nil {
 			return written, err
 		}
+	}
+	if s.eof { // readAhead read it all
+		return written, nil
 	}
 	bw, _ := w.(*bufio.Writer)
 	for bw != nil && bw.Available() >= minBodyRead {
