@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/scrapegate/scrapegate/gateway"
@@ -27,7 +28,8 @@ func run(args []string, lookupEnv func(string) (string, bool), stderr io.Writer)
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "scrapegate: %s\n", err)
+		// One line per problem, each saying whose it is.
+		fmt.Fprintf(stderr, "scrapegate: %s\n", strings.ReplaceAll(err.Error(), "\n", "\nscrapegate: "))
 		return 2
 	}
 	log, err := gateway.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
