@@ -15,6 +15,12 @@ ARGS        ?= --log-format=console
 FUZZTIME    ?= 30s
 # apt-get needs root; use sudo when not root and it exists.
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+# Stamped into the binary for -version and scrapegate_build_info; empty (no
+# git) falls back to what the Go toolchain records in the binary.
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILDINFO   := github.com/scrapegate/scrapegate/gateway/buildinfo
+LDFLAGS     := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).revision=$(REVISION)
 
 .PHONY: help build run test test-deps bench-deps vet unit bench loadbench fuzz fmt lint docker clean
 
@@ -22,7 +28,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 build: ## build bin/scrapegate (static)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/scrapegate
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/scrapegate
 
 run: build ## run the gateway on :8080 (ARGS='...' sets its flags)
 	./$(BIN) $(ARGS)
@@ -74,7 +80,7 @@ lint: vet ## go vet and staticcheck (fetched through the module proxy)
 	$(GO) run $(STATICCHECK) ./...
 
 docker: ## build the container image (needs a Docker engine)
-	docker build -t $(IMAGE) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) .
 
 clean: ## remove build output
 	rm -rf bin

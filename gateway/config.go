@@ -152,15 +152,20 @@ func (c *Config) EffectiveTargetPolicy() string {
 // environment variable that sets it: --allow-cidrs is SCRAPEGATE_ALLOW_CIDRS.
 const EnvPrefix = "SCRAPEGATE_"
 
+// ErrVersion is what ParseFlags returns when -version was asked for.
+var ErrVersion = errors.New("version requested")
+
 // ParseFlags builds a Config from the command line and the environment. A
 // flag given on the command line wins over its environment variable, which
 // wins over the default. Each error is one line that names the flag (and the
 // variable), the value and what is expected. It returns flag.ErrHelp when -h
-// or --help was asked for.
+// or --help was asked for, and ErrVersion for -version.
 func ParseFlags(name string, args []string, lookupEnv func(string) (string, bool), output io.Writer) (Config, error) {
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cfg.registerFlags(fs)
+	// Not a setting, so not in Config and not read from the environment.
+	version := fs.Bool("version", false, versionUsage)
 	// The flag package words a bad value as `invalid value "3" for flag
 	// -dial-timeout: parse error`; describedValue says what is expected.
 	fs.VisitAll(func(f *flag.Flag) { f.Value = &describedValue{Value: f.Value, flag: f.Name} })
@@ -174,6 +179,7 @@ func ParseFlags(name string, args []string, lookupEnv func(string) (string, bool
 			usage := flag.NewFlagSet(name, flag.ContinueOnError)
 			defaults := DefaultConfig()
 			defaults.registerFlags(usage)
+			usage.Bool("version", false, versionUsage)
 			usage.SetOutput(output)
 			usage.PrintDefaults()
 			return cfg, err
@@ -188,6 +194,9 @@ func ParseFlags(name string, args []string, lookupEnv func(string) (string, bool
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q: all settings are flags, such as -listen=:8080", fs.Arg(0))
 	}
+	if *version {
+		return cfg, ErrVersion
+	}
 	onCommandLine := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
 	fromEnv := map[string]string{}
@@ -195,7 +204,7 @@ func ParseFlags(name string, args []string, lookupEnv func(string) (string, bool
 	fs.VisitAll(func(f *flag.Flag) {
 		env := EnvVarName(f.Name)
 		v, ok := lookupEnv(env)
-		if !ok || onCommandLine[f.Name] {
+		if !ok || onCommandLine[f.Name] || f.Name == "version" {
 			return
 		}
 		fromEnv[f.Name] = env
@@ -215,6 +224,8 @@ func ParseFlags(name string, args []string, lookupEnv func(string) (string, bool
 	}
 	return cfg, errors.Join(errs...)
 }
+
+const versionUsage = "Print the version, the VCS revision and the Go version scrapegate was built from, and exit. Not read from the environment."
 
 // flagError is a bad value of one flag, worded for whoever set it.
 type flagError struct {

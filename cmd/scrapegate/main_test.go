@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -12,7 +14,7 @@ func TestRunExitCodes(t *testing.T) {
 	f := func(args []string, env func(string) (string, bool), wantCode int, wantStderr string) {
 		t.Helper()
 		var stderr bytes.Buffer
-		if code := run(args, env, &stderr); code != wantCode {
+		if code := run(args, env, io.Discard, &stderr); code != wantCode {
 			t.Fatalf("run(%q) = %d; want %d (stderr: %s)", args, code, wantCode, stderr.String())
 		}
 		if !strings.Contains(stderr.String(), wantStderr) {
@@ -24,7 +26,7 @@ func TestRunExitCodes(t *testing.T) {
 	badFlag := func(args []string, env func(string) (string, bool), wantLine string) {
 		t.Helper()
 		var stderr bytes.Buffer
-		if code := run(args, env, &stderr); code != 2 {
+		if code := run(args, env, io.Discard, &stderr); code != 2 {
 			t.Fatalf("run(%q) = %d; want 2 (stderr: %s)", args, code, stderr.String())
 		}
 		if got := stderr.String(); got != wantLine+"\n" {
@@ -62,4 +64,20 @@ func TestRunExitCodes(t *testing.T) {
 	}
 	defer taken.Close()
 	f([]string{"--listen=" + taken.Addr().String()}, noEnv, 1, "cannot listen")
+}
+
+func TestVersion(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	// -version prints and exits before the environment is read.
+	badEnv := func(string) (string, bool) { return "nonsense", true }
+	if code := run([]string{"-version"}, badEnv, &stdout, &stderr); code != 0 {
+		t.Fatalf("-version: exit %d; want 0 (stderr: %s)", code, stderr.String())
+	}
+	if lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n"); len(lines) != 1 ||
+		!strings.HasPrefix(lines[0], "scrapegate version ") || !strings.Contains(lines[0], runtime.Version()) {
+		t.Errorf("-version printed %q; want one line with the version and %s", stdout.String(), runtime.Version())
+	}
+	if stderr.Len() > 0 {
+		t.Errorf("-version wrote to stderr: %q", stderr.String())
+	}
 }
