@@ -8,7 +8,13 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/scrapegate ./cmd/scrapegate
+# For -version and scrapegate_build_info; `make docker` passes git's. Empty,
+# the binary reports what the Go toolchain recorded.
+ARG VERSION
+ARG REVISION
+RUN CGO_ENABLED=0 go build -trimpath -o /out/scrapegate \
+    -ldflags="-s -w -X github.com/scrapegate/scrapegate/gateway/buildinfo.version=${VERSION} -X github.com/scrapegate/scrapegate/gateway/buildinfo.revision=${REVISION}" \
+    ./cmd/scrapegate
 
 # Static binary on distroless: no shell, no package manager, runs as
 # nonroot (UID/GID 65532).

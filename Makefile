@@ -15,14 +15,23 @@ ARGS        ?= --log-format=console
 FUZZTIME    ?= 30s
 # apt-get needs root; use sudo when not root and it exists.
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+# Stamped into the binary for -version and scrapegate_build_info; empty (no
+# git) falls back to what the Go toolchain records in the binary.
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILDINFO   := github.com/scrapegate/scrapegate/gateway/buildinfo
+LDFLAGS     := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).revision=$(REVISION)
+# Where `make bench` writes: ignored by git, so a run changes no tracked file.
+# `make bench-record` writes into bench/results/ instead, to be committed.
+BENCH_OUT   ?= bench/results/local
 
-.PHONY: help build run test test-deps bench-deps vet unit bench loadbench fuzz fmt lint docker clean
+.PHONY: help build run test test-deps bench-deps vet unit bench bench-record loadbench fuzz fmt lint docker clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 build: ## build bin/scrapegate (static)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/scrapegate
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/scrapegate
 
 run: build ## run the gateway on :8080 (ARGS='...' sets its flags)
 	./$(BIN) $(ARGS)
@@ -30,8 +39,11 @@ run: build ## run the gateway on :8080 (ARGS='...' sets its flags)
 test: test-deps vet ## vet, race-enabled unit tests, and the end-to-end tests with real Prometheus servers and a real API server
 	$(GO) test -race -count=1 -timeout 30m ./...
 
+unit: ## race-enabled unit tests only (-short): no apt-get, no test binaries, no real Prometheus or API server
+	$(GO) test -short -race -count=1 ./...
+
 # Built from the module proxy by .ci/testbin and cached outside the repository
-# (~12 minutes the first time); the tests ask .ci/testbin for their paths.
+# (~17 minutes the first time on 2 cores); the tests ask .ci/testbin for their paths.
 TESTBINS = etcd kube-apiserver kubectl prometheus promtool
 
 test-deps: bench-deps ## install what the tests need: Debian's prometheus and nginx, and TESTBINS built once
@@ -50,10 +62,13 @@ bench-deps: ## install Debian's nginx, the load harness's third proxy
 vet: ## go vet
 	$(GO) vet ./...
 
-bench: ## Go benchmarks of one scrape direct, through scrapegate and through httputil, compared by benchstat into bench/results/
-	@mkdir -p bench/results
-	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./bench/ | tee bench/results/gobench.txt
-	$(GO) run $(BENCHSTAT) -col /proxy bench/results/gobench.txt | tee bench/results/gobench-benchstat.txt
+bench: ## Go benchmarks of one scrape direct, through scrapegate and through httputil, compared by benchstat into bench/results/local/ (ignored by git)
+	@mkdir -p $(BENCH_OUT)
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./bench/ | tee $(BENCH_OUT)/gobench.txt
+	$(GO) run $(BENCHSTAT) -col /proxy $(BENCH_OUT)/gobench.txt | tee $(BENCH_OUT)/gobench-benchstat.txt
+
+bench-record: ## make bench, writing into the tracked bench/results/ to commit
+	$(MAKE) bench BENCH_OUT=bench/results
 
 loadbench: build bench-deps ## load harness: simulated cluster through direct, scrapegate, httputil and nginx; results into bench/results/ and README.md
 	$(GO) run ./bench/cmd/loadbench $(LOADBENCH_ARGS)
@@ -74,7 +89,7 @@ lint: vet ## go vet and staticcheck (fetched through the module proxy)
 	$(GO) run $(STATICCHECK) ./...
 
 docker: ## build the container image (needs a Docker engine)
-	docker build -t $(IMAGE) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) .
 
 clean: ## remove build output
 	rm -rf bin

@@ -155,45 +155,145 @@ func (c *Config) EffectiveTargetPolicy() string {
 // environment variable that sets it: --allow-cidrs is SCRAPEGATE_ALLOW_CIDRS.
 const EnvPrefix = "SCRAPEGATE_"
 
+// ErrVersion is what ParseFlags returns when -version was asked for.
+var ErrVersion = errors.New("version requested")
+
 // ParseFlags builds a Config from the command line and the environment. A
 // flag given on the command line wins over its environment variable, which
-// wins over the default. Errors name the flag (and the variable) at fault.
-// It returns flag.ErrHelp when -h or --help was asked for.
+// wins over the default. Each error is one line that names the flag (and the
+// variable), the value and what is expected. It returns flag.ErrHelp when -h
+// or --help was asked for, and ErrVersion for -version.
 func ParseFlags(name string, args []string, lookupEnv func(string) (string, bool), output io.Writer) (Config, error) {
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cfg.registerFlags(fs)
+	// Not a setting, so not in Config and not read from the environment.
+	version := fs.Bool("version", false, versionUsage)
+	// The flag package words a bad value as `invalid value "3" for flag
+	// -dial-timeout: parse error`; describedValue says what is expected.
+	fs.VisitAll(func(f *flag.Flag) { f.Value = &describedValue{Value: f.Value, flag: f.Name} })
 	// The flag package would print its error and the whole usage text on
 	// any mistake; print the usage only when asked for, and return errors.
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(output, "Usage of %s:\n\nEvery flag can also be set with the environment variable %s<FLAG_IN_UPPER_SNAKE_CASE>.\n\n", name, EnvPrefix)
-			fs.SetOutput(output)
-			fs.PrintDefaults()
+			// A FlagSet of the flag package's own values, whose types it names.
+			usage := flag.NewFlagSet(name, flag.ContinueOnError)
+			defaults := DefaultConfig()
+			defaults.registerFlags(usage)
+			usage.Bool("version", false, versionUsage)
+			usage.SetOutput(output)
+			usage.PrintDefaults()
+			return cfg, err
 		}
+		fs.VisitAll(func(f *flag.Flag) {
+			if v := f.Value.(*describedValue); v.failed != nil {
+				err = v.failed
+			}
+		})
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q: all settings are flags", fs.Arg(0))
+		return cfg, fmt.Errorf("unexpected argument %q: all settings are flags, such as -listen=:8080", fs.Arg(0))
+	}
+	if *version {
+		return cfg, ErrVersion
 	}
 	onCommandLine := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
+	fromEnv := map[string]string{}
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
 		env := EnvVarName(f.Name)
 		v, ok := lookupEnv(env)
-		if !ok || onCommandLine[f.Name] {
+		if !ok || onCommandLine[f.Name] || f.Name == "version" {
 			return
 		}
+		fromEnv[f.Name] = env
 		if err := fs.Set(f.Name, v); err != nil {
-			errs = append(errs, fmt.Errorf("invalid value %q for -%s (from %s): %w", v, f.Name, env, err))
+			if fe := (*flagError)(nil); errors.As(err, &fe) {
+				fe.env = env
+			}
+			errs = append(errs, err)
 		}
 	})
 	if err := errors.Join(errs...); err != nil {
 		return cfg, err
 	}
-	return cfg, cfg.Validate()
+	for _, fe := range cfg.validate() {
+		fe.env = fromEnv[fe.flag]
+		errs = append(errs, fe)
+	}
+	return cfg, errors.Join(errs...)
+}
+
+const versionUsage = "Print the version, the VCS revision and the Go version scrapegate was built from, and exit. Not read from the environment."
+
+// flagError is a bad value of one flag, worded for whoever set it.
+type flagError struct {
+	flag string // without the dash
+	env  string // the environment variable the value came from; "": the command line
+	msg  string
+}
+
+func (e *flagError) Error() string {
+	if e.env != "" {
+		return "-" + e.flag + " (from " + e.env + "): " + e.msg
+	}
+	return "-" + e.flag + ": " + e.msg
+}
+
+// describedValue is a flag's Value whose Set errors say what the flag
+// expects. It keeps its last error: fs.Parse rewords errors as strings.
+type describedValue struct {
+	flag.Value
+	flag   string
+	failed *flagError
+}
+
+func (v *describedValue) Set(s string) error {
+	if err := v.Value.Set(s); err != nil {
+		v.failed = &flagError{flag: v.flag, msg: describeBadValue(v.Value, s, err)}
+		return v.failed
+	}
+	return nil
+}
+
+// IsBoolFlag lets boolean flags be given without a value, as -kubernetes.
+func (v *describedValue) IsBoolFlag() bool {
+	b, ok := v.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// describeBadValue says why s is not a value of v and what would be. The
+// flag package's own values fail with a bare "parse error"; the gateway's
+// lists name the item at fault.
+func describeBadValue(v flag.Value, s string, err error) string {
+	getter, ok := v.(flag.Getter)
+	if !ok {
+		return err.Error()
+	}
+	switch getter.Get().(type) {
+	case time.Duration:
+		if _, err := strconv.ParseFloat(s, 64); err == nil {
+			return fmt.Sprintf("%q is not a duration; write %ss", s, s)
+		}
+		return fmt.Sprintf("%q is not a duration; write one such as 250ms, 10s or 2m", s)
+	case bool:
+		return fmt.Sprintf("%q is not a boolean; write true or false", s)
+	case int, int64:
+		if _, err := strconv.ParseInt(s, 0, 64); errors.Is(err, strconv.ErrRange) {
+			return fmt.Sprintf("%q is out of range", s)
+		}
+		return fmt.Sprintf("%q is not a whole number; write one such as 1000", s)
+	case float64:
+		if _, err := strconv.ParseFloat(s, 64); errors.Is(err, strconv.ErrRange) {
+			return fmt.Sprintf("%q is out of range", s)
+		}
+		return fmt.Sprintf("%q is not a number; write one such as 5000 or 0.5", s)
+	}
+	return fmt.Sprintf("%q: %s", s, err)
 }
 
 // EnvVarName returns the environment variable for a flag name.
@@ -294,11 +394,19 @@ func (c *Config) registerFlags(fs *flag.FlagSet) {
 // Validate checks values that each parse but make no sense, naming the flag.
 func (c *Config) Validate() error {
 	var errs []error
-	bad := func(flagName, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("invalid -%s: %s", flagName, fmt.Sprintf(format, args...)))
+	for _, fe := range c.validate() {
+		errs = append(errs, fe)
 	}
-	if c.Listen == "" {
-		bad("listen", "must not be empty")
+	return errors.Join(errs...)
+}
+
+func (c *Config) validate() []*flagError {
+	var errs []*flagError
+	bad := func(flagName, format string, args ...any) {
+		errs = append(errs, &flagError{flag: flagName, msg: fmt.Sprintf(format, args...)})
+	}
+	if !isListenAddr(c.Listen) {
+		bad("listen", "%q is not host:port with an IP address or DNS name (or nothing) and a port 0-65535; write one such as :8080 or 127.0.0.1:8080", c.Listen)
 	}
 	if len(c.AllowCIDRs) == 0 {
 		bad("allow-cidrs", "at least one CIDR is required")
@@ -338,13 +446,18 @@ func (c *Config) Validate() error {
 	if _, err := parseLogLevel(c.LogLevel); err != nil {
 		bad("log-level", "%s", err)
 	}
-	for _, p := range append(c.AllowPathPrefixes[:len(c.AllowPathPrefixes):len(c.AllowPathPrefixes)], c.DenyPathPrefixes...) {
-		if !strings.HasPrefix(p, "/") {
-			bad("allow-path-prefixes or -deny-path-prefixes", "%q does not start with '/'", p)
-		} else if !isPlainPath([]byte(p)) {
-			// Only plain paths pass path rules, so a prefix that is not plain
-			// would never match one.
-			bad("allow-path-prefixes or -deny-path-prefixes", "%q is not a plain path: write letters, digits, '-._~' and single '/' separators, no %%-escapes, no segment ending in '.'", p)
+	for _, f := range []struct {
+		flag     string
+		prefixes []string
+	}{{"allow-path-prefixes", c.AllowPathPrefixes}, {"deny-path-prefixes", c.DenyPathPrefixes}} {
+		for _, p := range f.prefixes {
+			if !strings.HasPrefix(p, "/") {
+				bad(f.flag, "%q does not start with '/'; write /%s", p, p)
+			} else if !isPlainPath([]byte(p)) {
+				// Only plain paths pass path rules, so a prefix that is not
+				// plain would never match one.
+				bad(f.flag, "%q is not a plain path: write letters, digits, '-._~' and single '/' separators, no %%-escapes, no segment ending in '.'", p)
+			}
 		}
 	}
 	for _, h := range c.ForwardRequestHeaders {
@@ -355,18 +468,22 @@ func (c *Config) Validate() error {
 			bad("forward-request-headers", "%s cannot be forwarded: it is hop-by-hop, set by the gateway, or a credential for it", h)
 		}
 	}
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		bad("tls-cert-file", "-tls-cert-file and -tls-key-file must be set together")
+	certAndKey := func(certFlag, cert, keyFlag, key string) {
+		switch {
+		case cert != "" && key == "":
+			bad(certFlag, "%q needs -%s, its private key", cert, keyFlag)
+		case key != "" && cert == "":
+			bad(keyFlag, "%q needs -%s, the certificate it is the key of", key, certFlag)
+		}
 	}
+	certAndKey("tls-cert-file", c.TLSCertFile, "tls-key-file", c.TLSKeyFile)
 	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
 		bad("tls-client-ca-file", "client certificates need TLS on the listener: set -tls-cert-file and -tls-key-file")
 	}
 	if len(c.TLSClientAllowedNames) > 0 && c.TLSClientCAFile == "" {
 		bad("tls-client-allowed-names", "requires -tls-client-ca-file")
 	}
-	if (c.TargetTLSCertFile == "") != (c.TargetTLSKeyFile == "") {
-		bad("target-tls-cert-file", "-target-tls-cert-file and -target-tls-key-file must be set together")
-	}
+	certAndKey("target-tls-cert-file", c.TargetTLSCertFile, "target-tls-key-file", c.TargetTLSKeyFile)
 	if c.TargetTLSInsecureSkipVerify && (c.TargetTLSCAFile != "" || c.TargetTLSServerName != "") {
 		bad("target-tls-insecure-skip-verify", "contradicts -target-tls-ca-file and -target-tls-server-name, which only matter when verifying")
 	}
@@ -409,13 +526,22 @@ func (c *Config) Validate() error {
 	if c.Kubernetes && c.KubeletTokenFile != "" && c.KubeletCAFile == "" && !c.KubeletInsecureSkipVerify {
 		bad("kubelet-ca-file", "is empty: set it to the cluster CA, or set -kubelet-insecure-skip-verify, or turn /nodes/ off with -kubelet-token-file=")
 	}
-	if !c.Kubernetes && (c.Kubeconfig != "" || len(c.KubernetesNamespaces) > 0 || c.KubernetesPodSelector != "" || c.AdvertiseAddress != "") {
-		bad("kubernetes", "-kubeconfig, -kubernetes-namespaces, -kubernetes-pod-selector and -advertise-address need -kubernetes")
+	if !c.Kubernetes {
+		for _, f := range []struct{ flag, value string }{
+			{"kubeconfig", c.Kubeconfig},
+			{"kubernetes-namespaces", strings.Join(c.KubernetesNamespaces, ",")},
+			{"kubernetes-pod-selector", c.KubernetesPodSelector},
+			{"advertise-address", c.AdvertiseAddress},
+		} {
+			if f.value != "" {
+				bad(f.flag, "%q has no effect without -kubernetes; add -kubernetes", f.value)
+			}
+		}
 	}
 	if c.KubeletInsecureSkipVerify && c.KubeletCAFile != "" && c.KubeletCAFile != DefaultConfig().KubeletCAFile {
 		bad("kubelet-insecure-skip-verify", "contradicts -kubelet-ca-file, which only matters when verifying")
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // stringList is the flag.Value of a comma-separated list of strings.
@@ -470,16 +596,31 @@ func (l *cidrList) Set(s string) error {
 // __address__ and reach.
 func isHostPort(s string) bool {
 	host, port, err := net.SplitHostPort(s)
-	if err != nil || host == "" {
-		return false
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
-		return false
-	}
-	if _, err := netip.ParseAddr(host); err == nil {
+	return err == nil && isHost(host) && isPort(port) && port != "0"
+}
+
+// isListenAddr reports whether s is an address to listen on: host:port
+// with an IP address, a DNS name or nothing (every address) and a port
+// 0-65535 (0: any free one).
+func isListenAddr(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	return err == nil && (host == "" || isHost(host)) && isPort(port)
+}
+
+// isPort reports whether s is a decimal port 0-65535 without leading zeros.
+func isPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 0 && n <= 65535 && strconv.Itoa(n) == s
+}
+
+// isHost reports whether s is an IP address or a DNS name. A name's last
+// label is never all digits (RFC 3696 section 2), so 256.0.0.1 is neither.
+func isHost(s string) bool {
+	if _, err := netip.ParseAddr(s); err == nil {
 		return true
 	}
-	for _, label := range strings.Split(strings.TrimSuffix(host, "."), ".") {
+	labels := strings.Split(strings.TrimSuffix(s, "."), ".")
+	for _, label := range labels {
 		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
 			return false
 		}
@@ -489,5 +630,5 @@ func isHostPort(s string) bool {
 			}
 		}
 	}
-	return true
+	return strings.ContainsFunc(labels[len(labels)-1], func(c rune) bool { return c < '0' || c > '9' })
 }

@@ -93,7 +93,7 @@ func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 	f([]string{"--target-policy=kubernetes"}, envOf(), "-target-policy", "-kubernetes")
 	f([]string{"--target-policy=pods"}, envOf(), "-target-policy")
 	f([]string{"--kubeconfig=k"}, envOf(), "-kubernetes")
-	for _, addr := range []string{":31000", "gw:http", "gw:99999", "gw:031000", "gw/x:1", "gw:1/x", "gw", "-gw:1", "[fe80::1:1"} {
+	for _, addr := range []string{":31000", "gw:http", "gw:99999", "gw:031000", "gw:0", "gw/x:1", "gw:1/x", "gw", "-gw:1", "[fe80::1:1", "256.0.0.1:31000"} {
 		f([]string{"--kubernetes", "--advertise-address=" + addr}, envOf(), "-advertise-address")
 	}
 	f([]string{"--pprof=6060"}, envOf(), "-pprof")
@@ -202,4 +202,33 @@ func TestParseFlagsForwardRequestHeaders(t *testing.T) {
 	f("Host", "cannot be forwarded")
 	f("Content-Length", "cannot be forwarded")
 	f("Via", "cannot be forwarded")
+}
+
+func TestListenAddress(t *testing.T) {
+	f := func(listen string, wantOK bool) {
+		t.Helper()
+		_, err := ParseFlags("scrapegate", []string{"--listen=" + listen}, envOf(), io.Discard)
+		if ok := err == nil; ok != wantOK {
+			t.Errorf("--listen=%s: error %v; want ok=%v", listen, err, wantOK)
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), `-listen: "`+listen+`" is not host:port`) {
+			t.Errorf("--listen=%s: error %q does not say what is wrong with -listen", listen, err)
+		}
+	}
+	f(":8080", true)
+	f(":0", true)
+	f("127.0.0.1:8080", true)
+	f("[::1]:9090", true)
+	f("[fe80::1%eth0]:9090", true)
+	f("localhost:8080", true)
+	f("gw-1.example.com.:80", true)
+	f("nonsense", false)
+	f("", false)
+	f("256.0.0.1:1", false) // not an IPv4 address, and no DNS name is all digits
+	f("10.0.0:80", false)
+	f(":http", false)
+	f(":65536", false)
+	f(":08080", false)
+	f("localhost:", false)
+	f("under_score:80", false)
 }

@@ -16,12 +16,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 )
 
@@ -95,6 +98,50 @@ func TestKubernetesPolicyAllowsOnlyLivePods(t *testing.T) {
 	waitFor(t, "the deleted pod to be refused", func() bool { return get(t, gw, member.podPath("/metrics")).StatusCode == 403 })
 	if v := metricValue(t, g, `scrapegate_rejected_requests_total{reason="forbidden"}`); v < 4 {
 		t.Errorf("forbidden counter = %v, want at least 4", v)
+	}
+}
+
+// logWatcher is a log sink that closes seen at the first line holding every
+// one of want.
+type logWatcher struct {
+	want [][]byte
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *logWatcher) Write(p []byte) (int, error) {
+	for _, s := range w.want {
+		if !bytes.Contains(p, s) {
+			return len(p), nil
+		}
+	}
+	w.once.Do(func() { close(w.seen) })
+	return len(p), nil
+}
+
+func TestReadyzSaysWhyTheInformersHaveNotSynced(t *testing.T) {
+	ln := listenLoopback(t)
+	apiServer := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there: every request is refused
+	client, err := kubernetes.NewForConfig(&rest.Config{Host: apiServer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := &logWatcher{want: [][]byte{[]byte(`"level":"warn"`), []byte(`"resource":"pods"`)}, seen: make(chan struct{})}
+	g, err := newGateway(kubeConfig(), zerolog.New(failed), client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := serveGateway(t, g)
+	select {
+	case <-failed.seen:
+	case <-time.After(time.Minute):
+		t.Fatal("no warning about listing pods within a minute")
+	}
+	want := "waiting for the Kubernetes informers to sync: cannot list pods from " + apiServer +
+		": dial tcp " + strings.TrimPrefix(apiServer, "http://") + ": connect: connection refused\n"
+	if r := get(t, gw, "/readyz"); r.StatusCode != 503 || r.body != want {
+		t.Errorf("/readyz with the API server unreachable: %d %q; want 503 %q", r.StatusCode, r.body, want)
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/scrapegate/scrapegate/gateway/buildinfo"
 )
 
 // route names one kind of request in scrapegate_requests_total.
@@ -46,6 +48,7 @@ var metricHelp = map[string]string{
 	"scrapegate_rate_limited_callers":           "Callers (IPv4 addresses, IPv6 /64s) answered 429 by -caller-rate-limit within the last minute.",
 	"scrapegate_kubernetes_synced":              "1 once the pod and node informers (-kubernetes) have listed every object, else 0.",
 	"scrapegate_kubernetes_objects":             "Pods and nodes the informers hold, by resource.",
+	"scrapegate_build_info":                     "A metric with a constant '1' value labelled by the version, VCS revision and Go version scrapegate was built from.",
 }
 
 // gatewayMetrics holds every metric of one Gateway. Each Gateway has its own
@@ -94,6 +97,9 @@ func newGatewayMetrics(inflight, pooled func() float64) *gatewayMetrics {
 	}
 	m.set.NewGauge("scrapegate_upstream_inflight_requests", inflight)
 	m.set.NewGauge("scrapegate_pooled_endpoints", pooled)
+	build := buildinfo.Get()
+	m.set.NewGauge(fmt.Sprintf(`scrapegate_build_info{version=%q,revision=%q,goversion=%q}`, build.Version, build.Revision, build.GoVersion),
+		func() float64 { return 1 })
 	return m
 }
 

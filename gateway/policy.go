@@ -411,17 +411,15 @@ func (r *portRanges) Set(s string) error {
 		}
 		lo, hi, isRange := strings.Cut(f, "-")
 		a, err := parsePort([]byte(strings.TrimSpace(lo)))
-		if err != nil {
-			return fmt.Errorf("cannot parse port %q: %w", f, err)
-		}
 		b := a
-		if isRange {
-			if b, err = parsePort([]byte(strings.TrimSpace(hi))); err != nil {
-				return fmt.Errorf("cannot parse port range %q: %w", f, err)
-			}
-			if b < a {
-				return fmt.Errorf("port range %q is empty: %d > %d", f, a, b)
-			}
+		if err == nil && isRange {
+			b, err = parsePort([]byte(strings.TrimSpace(hi)))
+		}
+		if err != nil {
+			return fmt.Errorf("%q is not a port 1-65535 or a range of them; write one such as 9100 or 8080-8090", f)
+		}
+		if b < a {
+			return fmt.Errorf("port range %q is empty; write %d-%d", f, b, a)
 		}
 		out = append(out, [2]uint16{a, b})
 	}
@@ -452,7 +450,8 @@ func ParseCIDRs(s string) ([]netip.Prefix, error) {
 		}
 		p, err := netip.ParsePrefix(f)
 		if err != nil {
-			return nil, fmt.Errorf("cannot parse CIDR %q: %w", f, err)
+			why := strings.TrimPrefix(err.Error(), fmt.Sprintf("netip.ParsePrefix(%q): ", f)) // the value is named already
+			return nil, fmt.Errorf("%q is not a CIDR (%s); write one such as 10.0.0.0/8 or fd00::/8", f, why)
 		}
 		if p.Addr().Zone() != "" {
 			return nil, fmt.Errorf("CIDR %q must not have a zone", f)

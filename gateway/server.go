@@ -254,7 +254,11 @@ func (g *Gateway) serveReadyz(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if g.kube != nil && !g.kube.cluster.Synced() {
-		g.plainText(ctx, routeReadyz, fasthttp.StatusServiceUnavailable, "waiting for the Kubernetes informers to sync")
+		why := "waiting for the Kubernetes informers to sync"
+		if err := g.kube.cluster.SyncFailure(); err != nil {
+			why += ": " + err.Error()
+		}
+		g.plainText(ctx, routeReadyz, fasthttp.StatusServiceUnavailable, why)
 		return
 	}
 	g.plainText(ctx, routeReadyz, fasthttp.StatusOK, "ready")

@@ -24,6 +24,9 @@ func TestMain(m *testing.M) {
 // proxy's CPU and memory are read, the schedule keeps its rate, scrapegate's
 // pools follow the churning pods, and large bodies stream through.
 func TestHarness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs nginx and builds and loads every proxy; skipped with -short")
+	}
 	nginx, err := exec.LookPath(nginxPath("nginx"))
 	if err != nil {
 		t.Fatalf("nginx is needed to compare against it (make test-deps installs it): %s", err)

@@ -10,24 +10,31 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/scrapegate/scrapegate/gateway"
+	"github.com/scrapegate/scrapegate/gateway/buildinfo"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stderr))
+	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
 }
 
-// run returns the exit code: 0 after a clean shutdown, 2 for a bad flag or
-// environment value, 1 when serving fails.
-func run(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) int {
+// run returns the exit code: 0 after a clean shutdown, -h or -version, 2
+// for a bad flag or environment value, 1 when serving fails.
+func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
 	cfg, err := gateway.ParseFlags("scrapegate", args, lookupEnv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
+	if errors.Is(err, gateway.ErrVersion) {
+		fmt.Fprintln(stdout, buildinfo.Get())
+		return 0
+	}
 	if err != nil {
-		fmt.Fprintf(stderr, "scrapegate: %s\n", err)
+		// One line per problem, each saying whose it is.
+		fmt.Fprintf(stderr, "scrapegate: %s\n", strings.ReplaceAll(err.Error(), "\n", "\nscrapegate: "))
 		return 2
 	}
 	log, err := gateway.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)

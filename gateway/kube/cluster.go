@@ -7,6 +7,7 @@
 package kube
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -19,7 +20,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -67,14 +69,16 @@ func NewClient(kubeconfig, userAgent string) (kubernetes.Interface, error) {
 
 // Cluster watches pods and nodes. Its methods are safe for concurrent use.
 type Cluster struct {
-	log       zerolog.Logger
-	informers []cache.SharedIndexInformer // pods, one per namespace, then nodes
-	// handlers' HasSynced: true once the index below has seen every
-	// object of the first list, not only the informers' stores.
-	handlersSynced []cache.InformerSynced
-	podStores      []cache.Store
-	nodeStore      cache.Store
-	synced         atomic.Bool
+	log zerolog.Logger
+	// server is the API server's URL, for log lines and /readyz.
+	server string
+	// failureLogInterval bounds how often one informer's failed requests
+	// are logged at warn level.
+	failureLogInterval time.Duration
+	watches            []*resourceWatch // pods, one per namespace, then nodes
+	podStores          []cache.Store
+	nodeStore          cache.Store
+	synced             atomic.Bool
 
 	mu sync.RWMutex
 	// livePods maps each pod IP to the live pods that have it: usually one;
@@ -121,11 +125,13 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 	}
 	logClientGoTo(log)
 	c := &Cluster{
-		log:      log,
-		livePods: make(map[netip.Addr][]*livePod),
-		byKey:    make(map[string]*livePod),
-		kubelets: make(map[string]netip.AddrPort),
-		docs:     make(map[docKey]*document),
+		log:                log,
+		server:             serverOf(client),
+		failureLogInterval: 30 * time.Second,
+		livePods:           make(map[netip.Addr][]*livePod),
+		byKey:              make(map[string]*livePod),
+		kubelets:           make(map[string]netip.AddrPort),
+		docs:               make(map[docKey]*document),
 	}
 	var namespaces []string
 	for _, ns := range opts.Namespaces {
@@ -136,50 +142,53 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
+	podHandler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.podChanged(obj) },
+		UpdateFunc: func(_, obj any) { c.podChanged(obj) },
+		DeleteFunc: c.podDeleted,
+	}
 	for _, ns := range namespaces {
-		// No resync: every change arrives as a watch event; a periodic
-		// resync would only rebuild the documents for nothing.
-		f := informers.NewSharedInformerFactoryWithOptions(client, 0,
-			informers.WithNamespace(ns),
-			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = opts.PodSelector }),
-			informers.WithTransform(stripPod))
-		inf := f.Core().V1().Pods().Informer()
-		reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(obj any) { c.podChanged(obj) },
-			UpdateFunc: func(_, obj any) { c.podChanged(obj) },
-			DeleteFunc: c.podDeleted,
-		})
+		pods := client.CoreV1().Pods(ns)
+		inf, err := c.newInformer(client, &resourceWatch{resource: "pods", namespace: ns}, &corev1.Pod{}, stripPod, podHandler,
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				o.LabelSelector = opts.PodSelector
+				return pods.List(ctx, o)
+			},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				o.LabelSelector = opts.PodSelector
+				return pods.Watch(ctx, o)
+			})
 		if err != nil {
 			return nil, fmt.Errorf("cannot watch pods: %w", err)
 		}
-		c.informers = append(c.informers, inf)
-		c.handlersSynced = append(c.handlersSynced, reg.HasSynced)
 		c.podStores = append(c.podStores, inf.GetStore())
 	}
-	nf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(stripNode))
-	nodes := nf.Core().V1().Nodes().Informer()
-	reg, err := nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	nodeHandler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { c.nodeChanged(obj) },
 		UpdateFunc: func(_, obj any) { c.nodeChanged(obj) },
 		DeleteFunc: c.nodeDeleted,
-	})
+	}
+	nodes := client.CoreV1().Nodes()
+	inf, err := c.newInformer(client, &resourceWatch{resource: "nodes"}, &corev1.Node{}, stripNode, nodeHandler,
+		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return nodes.List(ctx, o) },
+		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return nodes.Watch(ctx, o) })
 	if err != nil {
 		return nil, fmt.Errorf("cannot watch nodes: %w", err)
 	}
-	c.informers = append(c.informers, nodes)
-	c.handlersSynced = append(c.handlersSynced, reg.HasSynced)
-	c.nodeStore = nodes.GetStore()
+	c.nodeStore = inf.GetStore()
 	return c, nil
 }
 
 // Run watches until stop is closed. Synced turns true once every informer
 // has listed its objects.
 func (c *Cluster) Run(stop <-chan struct{}) {
-	for _, inf := range c.informers {
-		go inf.Run(stop)
+	synced := make([]cache.InformerSynced, len(c.watches))
+	for i, w := range c.watches {
+		go w.informer.Run(stop)
+		synced[i] = w.synced
 	}
 	begin := time.Now()
-	if !cache.WaitForCacheSync(stop, c.handlersSynced...) {
+	if !cache.WaitForCacheSync(stop, synced...) {
 		return
 	}
 	c.synced.Store(true)

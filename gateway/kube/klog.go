@@ -11,10 +11,10 @@ import (
 
 var klogOnce sync.Once
 
-// logClientGoTo sends client-go's own log lines (klog: failed lists and
-// watches, such as a forbidden one when RBAC is missing) to log, so they
-// arrive in the gateway's format instead of klog's text on stderr. klog is
-// global: the first Cluster's logger wins.
+// logClientGoTo sends client-go's own log lines (klog: a watch stream that
+// broke; failed requests are logged by requestEnded) to log, so they arrive
+// in the gateway's format instead of klog's text on stderr. klog is global:
+// the first Cluster's logger wins.
 func logClientGoTo(log zerolog.Logger) {
 	klogOnce.Do(func() {
 		klog.SetLogger(logr.New(&klogSink{log: log.With().Str("component", "client-go").Logger()}))
