@@ -253,10 +253,16 @@ func TestHTTP10CallersGetNoChunkedBody(t *testing.T) {
 
 func TestCloseDelimitedPodKeepsTheCallerConnection(t *testing.T) {
 	// Python prometheus_client's start_http_server answers HTTP/1.0 with
-	// no Content-Length, and closes.
-	const body = "python_metric 1\n"
-	port, requests := rawPod(t, "127.0.0.65", func(_, _ int, c net.Conn) bool {
-		_, _ = io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"+body)
+	// no Content-Length, and closes. Whole, the body goes out with its
+	// length; still arriving when the headers go out, chunked.
+	const part1, part2 = "python_metric 1\n", "python_metric 2\n"
+	release := make(chan struct{})
+	port, requests := rawPod(t, "127.0.0.65", func(ci, _ int, c net.Conn) bool {
+		_, _ = io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"+part1)
+		if ci == 0 {
+			<-release
+		}
+		_, _ = io.WriteString(c, part2)
 		return false
 	})
 	_, gw := startGateway(t, testConfig())
@@ -273,12 +279,26 @@ func TestCloseDelimitedPodKeepsTheCallerConnection(t *testing.T) {
 		if err != nil {
 			t.Fatalf("scrape %d on one caller connection: %s", i, err)
 		}
-		got, err := io.ReadAll(resp.Body)
-		if err != nil || string(got) != body || resp.Close {
-			t.Fatalf("scrape %d: %q, %v, Connection: close %v; want the body on a kept-alive connection", i, got, err, resp.Close)
+		if i == 0 {
+			// The pod holds back its second line until the caller has the
+			// first: only chunked can have sent that.
+			if te := resp.TransferEncoding; len(te) != 1 || te[0] != "chunked" {
+				t.Fatalf("scrape %d: Transfer-Encoding %q; want chunked", i, te)
+			}
+			first := make([]byte, len(part1))
+			if _, err := io.ReadFull(resp.Body, first); err != nil || string(first) != part1 {
+				t.Fatalf("scrape %d: first line %q, %v", i, first, err)
+			}
+			close(release)
+			rest, err := io.ReadAll(resp.Body)
+			if err != nil || string(rest) != part2 || resp.Close {
+				t.Fatalf("scrape %d: %q, %v, Connection: close %v; want the rest on a kept-alive connection", i, rest, err, resp.Close)
+			}
+			continue
 		}
-		if te := resp.TransferEncoding; len(te) != 1 || te[0] != "chunked" {
-			t.Fatalf("scrape %d: Transfer-Encoding %q; want chunked", i, te)
+		got, err := io.ReadAll(resp.Body)
+		if err != nil || string(got) != part1+part2 || resp.Close {
+			t.Fatalf("scrape %d: %q, %v, Connection: close %v; want the body on a kept-alive connection", i, got, err, resp.Close)
 		}
 	}
 	if n := requests.Load(); n != 3 {
@@ -381,4 +401,154 @@ func TestWholeChunkedBodyGoesOutWithALength(t *testing.T) {
 	}
 	f("0\r\n\r\n", "")
 	f("9\r\nmetric 1\n\r\n9\r\nmetric 2\n\r\n0\r\n\r\n", "metric 1\nmetric 2\n")
+}
+
+func TestHTTP10ScrapeEndsWhenTheServerDropsTheConnection(t *testing.T) {
+	// An HTTP/1.0 caller pipelines /healthz and a scrape, then resets its
+	// connection. The server, flushing the /healthz answer before handing
+	// the connection over for the close-delimited scrape, fails and drops
+	// it: the scrape must still end at its deadline, not hold its slot and
+	// pod connection for good.
+	arrived, answer, hold := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	port, _ := rawPod(t, "127.0.0.69", func(_, _ int, c net.Conn) bool {
+		close(arrived)
+		<-answer
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nmetric 1\n\r\n")
+		<-hold // and the rest never comes
+		return false
+	})
+	g, gw := startGateway(t, testConfig())
+	conn, err := net.Dial("tcp", gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"+
+		"GET /pods/127.0.0.69/%d/metrics HTTP/1.0\r\nConnection: keep-alive\r\nX-Prometheus-Scrape-Timeout-Seconds: 1\r\n\r\n", port)
+	<-arrived
+	_ = conn.(*net.TCPConn).SetLinger(0)
+	conn.Close() // a reset
+	close(answer)
+	// Whichever way the gateway saw the caller go, the scrape is over by
+	// its deadline (0.75 s) plus the grace.
+	waitFor(t, "the scrape's slot and endpoint to be released", func() bool {
+		g.pool.mu.RLock()
+		defer g.pool.mu.RUnlock()
+		for _, ep := range g.pool.endpoints {
+			if ep.active.Load() != 0 {
+				return false
+			}
+		}
+		return g.inflight.Load() == 0
+	})
+}
+
+func TestShutdownWaitsForHTTP10Scrapes(t *testing.T) {
+	release := make(chan struct{})
+	port, _ := rawPod(t, "127.0.0.70", func(_, _ int, c net.Conn) bool {
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nmetric 1\n\r\n")
+		<-release
+		_, _ = io.WriteString(c, "9\r\nmetric 2\n\r\n0\r\n\r\n")
+		return false
+	})
+	g, gw := startGateway(t, testConfig())
+	conn, err := net.Dial("tcp", gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	fmt.Fprintf(conn, "GET /pods/127.0.0.70/%d/metrics HTTP/1.0\r\nHost: x\r\n\r\n", port)
+	var raw []byte
+	buf := make([]byte, 4096)
+	for !bytes.Contains(raw, []byte("metric 1\n")) {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("%s after %q", err, raw)
+		}
+		raw = append(raw, buf[:n]...)
+	}
+	// The scrape streams on a connection the server let go of.
+	type result struct {
+		err      error
+		inflight int64
+	}
+	shutdown := make(chan result, 1)
+	go func() {
+		err := g.Shutdown(context.Background())
+		shutdown <- result{err, g.inflight.Load()}
+	}()
+	waitFor(t, "the listener to close", func() bool {
+		c, err := net.Dial("tcp", gw)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	close(release)
+	rest, err := io.ReadAll(conn)
+	if err != nil || !strings.HasSuffix(string(append(raw, rest...)), "metric 1\nmetric 2\n") {
+		t.Fatalf("the scrape in flight during shutdown: %q, %v", append(raw, rest...), err)
+	}
+	if r := <-shutdown; r.err != nil || r.inflight != 0 {
+		t.Fatalf("Shutdown returned %v with %d scrapes in flight; want nil after the scrape finished", r.err, r.inflight)
+	}
+}
+
+func TestBadRequestAfterAScrapeIsAnswered(t *testing.T) {
+	// A scrape's write deadline must not outlive it on a kept-alive
+	// connection: the server sets none for the answers it writes itself
+	// to requests it cannot parse.
+	port, _ := rawPod(t, "127.0.0.71", func(_, _ int, c net.Conn) bool {
+		_, _ = io.WriteString(c, okResponse)
+		return true
+	})
+	_, gw := startGateway(t, testConfig())
+	conn, err := net.Dial("tcp", gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	br := bufio.NewReader(conn)
+	// A 0.2 s scrape: a 0.1 s deadline, so its write deadline passes 1.1 s on.
+	sent := time.Now()
+	fmt.Fprintf(conn, "GET /pods/127.0.0.71/%d/metrics HTTP/1.1\r\nHost: x\r\nX-Prometheus-Scrape-Timeout-Seconds: 0.2\r\n\r\n", port)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.ReadAll(resp.Body)
+	// What is tested is a deadline passing: there is no signal but time.
+	time.Sleep(time.Until(sent.Add(100*time.Millisecond + callerWriteGrace + 200*time.Millisecond)))
+	fmt.Fprint(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 400 {
+		t.Fatalf("a malformed request after a scrape: %v, %v; want a 400", resp, err)
+	}
+}
+
+func TestStaleRetryOnlyForAnImmediateFailure(t *testing.T) {
+	// The pod reads the second scrape on its kept-alive connection, works
+	// on it, and dies before answering: that scrape failed and is not
+	// sent again, though no byte of an answer came back.
+	port, requests := rawPod(t, "127.0.0.72", func(_, ri int, c net.Conn) bool {
+		if ri == 1 {
+			time.Sleep(3 * hangupCheckInterval) // busy with the scrape
+			return false
+		}
+		_, _ = io.WriteString(c, okResponse)
+		return true
+	})
+	_, gw := startGateway(t, testConfig())
+	target := fmt.Sprintf("/pods/127.0.0.72/%d/metrics", port)
+	if r := get(t, gw, target); r.StatusCode != 200 {
+		t.Fatalf("first scrape: %d %q", r.StatusCode, r.body)
+	}
+	if r := get(t, gw, target); r.StatusCode != 502 || !strings.Contains(r.body, "connection_reset") {
+		t.Fatalf("a pod dying mid-scrape: %d %q; want 502 connection_reset", r.StatusCode, r.body)
+	}
+	if n := requests.Load(); n != 2 {
+		t.Fatalf("the pod got %d requests; want 2: the failed scrape was sent again", n)
+	}
 }

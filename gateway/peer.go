@@ -11,16 +11,12 @@ import (
 // poll(2) reports a FIN (POLLRDHUP) even behind unread bytes, such as a
 // pipelined request or a TLS close_notify.
 
-// hungUp reports whether the peer of c has closed or reset the connection.
-// A caller that only half-closed its side counts as gone, as it does for
-// nginx.
-func hungUp(c net.Conn) bool {
-	fd := socketFD(c)
-	if fd < 0 {
-		return false
-	}
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
-	n, err := unix.Poll(fds, 0)
+// hungUp reports whether the peer of the socket fd has closed or reset the
+// connection. A caller that only half-closed its side counts as gone, as it
+// does for nginx.
+func hungUp(fd int) bool {
+	fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+	n, err := unix.Poll(fds[:], 0)
 	return err == nil && n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
 }
 

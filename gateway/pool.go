@@ -194,6 +194,7 @@ func (p *pool) closeDeadIdleConns() {
 	p.mu.RUnlock()
 
 	var fds []unix.PollFd
+	var idle []*upstreamConn
 	var owners []*endpoint
 	for _, ep := range endpoints {
 		ep.connsMu.Lock()
@@ -205,7 +206,7 @@ func (p *pool) closeDeadIdleConns() {
 			open = append(open, uc)
 			if !uc.inUse.Load() && uc.fd >= 0 {
 				fds = append(fds, unix.PollFd{Fd: int32(uc.fd), Events: unix.POLLIN | unix.POLLRDHUP})
-				owners = append(owners, ep)
+				idle, owners = append(idle, uc), append(owners, ep)
 			}
 		}
 		clear(ep.conns[len(open):])
@@ -220,12 +221,16 @@ func (p *pool) closeDeadIdleConns() {
 	}
 	var last *endpoint
 	for i, fd := range fds {
-		if fd.Revents != 0 && owners[i] != last {
-			// An idle connection that a scrape took meanwhile is not idle
-			// any more, and stays open: it fails at worst like a stale one.
-			owners[i].client.CloseIdleConnections()
-			last = owners[i]
+		// A connection closed since it was listed may have had its
+		// descriptor reused: what poll saw is then another socket's. One
+		// a scrape took meanwhile is not idle any more and stays open: it
+		// fails at worst like a stale one.
+		if fd.Revents&(unix.POLLIN|unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) == 0 ||
+			idle[i].closed.Load() || idle[i].inUse.Load() || owners[i] == last {
+			continue
 		}
+		owners[i].client.CloseIdleConnections()
+		last = owners[i]
 	}
 }
 

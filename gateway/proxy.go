@@ -2,12 +2,15 @@ package gateway
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -146,12 +149,22 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		switch err := s.readAhead(); {
 		case err == io.EOF:
 			size = len(s.ahead) // all of it
+		case err == errCallerGone:
+			g.metrics.countFailure(reasonClientGone)
+			s.finish()
+			ctx.SetConnectionClose()
+			g.writeErrorUncounted(ctx, reasonClientGone, uri, "the caller hung up before the pod sent its body")
+			return
 		case err != nil:
-			r := reasonBodyFailed
-			if err == errBodyTooLarge {
-				r = reasonBodyTooLarge
+			// Nothing was sent on yet: the caller gets a proper answer.
+			r, detail := reasonBodyFailed, "the pod failed after its headers, before the gateway sent anything on: "+err.Error()
+			switch {
+			case err == errBodyTooLarge:
+				r, detail = reasonBodyTooLarge, fmt.Sprintf("the pod's body exceeds -max-response-body-bytes (%d)", g.cfg.MaxResponseBodyBytes)
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				r, detail = reasonTimeout, fmt.Sprintf("no body from %s within the %s scrape deadline", t.Addr, timeout)
 			}
-			g.refuseResponse(ctx, rt, uri, s, r, err, "the pod failed before sending any of its body: "+err.Error())
+			g.refuseResponse(ctx, rt, uri, s, r, err, detail)
 			return
 		case !ctx.Request.Header.IsHTTP11():
 			// An HTTP/1.0 caller cannot read chunked: the body ends
@@ -170,18 +183,38 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 // length as chunked, so the connection is taken over once the handler
 // returns (and the server has sent any response before this one). Writes
 // go straight to the connection: HTTP/1.0 callers are rare.
+//
+// fasthttp may also drop the connection without handing it over (when
+// flushing an earlier, pipelined response fails): the scrape then ends at
+// its deadline, like any other, whoever comes first owning it.
 func (g *Gateway) streamUntilClose(ctx *fasthttp.RequestCtx, s *scrape) {
 	ctx.Response.Header.SetContentLength(-2) // no length, and Connection: close
+	var owned atomic.Bool
+	own := func() bool { return owned.CompareAndSwap(false, true) }
+	g.hijacked.Add(1)
+	reclaim := time.AfterFunc(time.Until(s.deadline.Add(callerWriteGrace)), func() {
+		if own() {
+			_ = s.CloseWithError(errNotHandedOver)
+			g.hijacked.Done()
+		}
+	})
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
+		if !own() {
+			return
+		}
+		reclaim.Stop()
 		_ = c.SetWriteDeadline(s.deadline.Add(callerWriteGrace))
 		_, err := c.Write(ctx.Response.Header.Header())
 		if err == nil {
 			_, err = s.WriteTo(c)
 		}
 		_ = s.CloseWithError(err)
+		g.hijacked.Done()
 	})
 }
+
+var errNotHandedOver = errors.New("the caller's connection closed before the response could be sent")
 
 // refuseResponse answers with reason r instead of passing on the pod's
 // response. Its body is not read to the end, so its connection is closed,

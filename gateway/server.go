@@ -64,6 +64,9 @@ type Gateway struct {
 	server         *fasthttp.Server
 
 	inflight atomic.Int64
+	// hijacked counts responses to HTTP/1.0 callers still streaming on a
+	// connection the server no longer tracks (streamUntilClose).
+	hijacked sync.WaitGroup
 	state    atomic.Int32
 	stop     chan struct{} // ends the eviction loop
 
@@ -277,6 +280,9 @@ func (g *Gateway) serveMethodNotAllowed(ctx *fasthttp.RequestCtx) {
 // body never quotes the error: fasthttp's errors quote the request, and with
 // it any credentials in its headers.
 func (g *Gateway) serveBadRequest(ctx *fasthttp.RequestCtx, err error) {
+	// The server sets no write deadline for this answer: without one, a
+	// scrape's, ended on this connection, would cut it off.
+	_ = ctx.Conn().SetWriteDeadline(time.Now().Add(g.server.WriteTimeout))
 	var tooLarge *fasthttp.ErrSmallBuffer
 	if errors.As(err, &tooLarge) {
 		g.plainText(ctx, routeOther, fasthttp.StatusRequestHeaderFieldsTooLarge,
@@ -418,6 +424,10 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
 	defer cancel()
 	err := g.server.ShutdownWithContext(sctx)
+	if err == nil {
+		// No handler runs any more, so none adds to hijacked.
+		err = waitGroupContext(sctx, &g.hijacked)
+	}
 	// The server only knows listeners its Serve has reached; one handed to
 	// Serve an instant ago is closed here, or it would serve forever.
 	for _, ln := range listeners {
@@ -430,6 +440,21 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	}
 	g.log.Info().Msg("stopped")
 	return nil
+}
+
+// waitGroupContext waits for wg, or until ctx is done.
+func waitGroupContext(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Run listens on cfg.Listen and serves until ctx is done, then shuts down

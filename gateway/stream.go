@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -32,6 +33,8 @@ type scrape struct {
 	// plus callerWriteGrace.
 	caller   net.Conn
 	deadline time.Time
+	// callerFD is the caller's socket plus one; 0: not looked up yet.
+	callerFD int
 	// limit is -max-response-body-bytes; 0 means none.
 	limit int64
 	// req is the request to the pod (appendUpstreamRequest); head is set
@@ -113,6 +116,14 @@ const minBodyRead = 4 << 10
 // arrived whole goes out with a Content-Length, in one write, rather than
 // in chunks. It returns io.EOF when the whole body is in s.ahead.
 func (s *scrape) readAhead() error {
+	if s.br.Buffered() == 0 {
+		// The wait for the first bytes watches for the caller hanging up,
+		// as the wait for the headers does.
+		// Whatever else failed, reading the body tells what it means.
+		if _, err := s.awaitBytes(s.pooled.Conn(), s.br); err == errCallerGone || errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+	}
 	buf := s.copyBuf()
 	n := 0
 	for n < len(buf) {
@@ -122,7 +133,9 @@ func (s *scrape) readAhead() error {
 		if err != nil {
 			return err
 		}
-		if n > 0 && s.br.Buffered() == 0 {
+		// A pod that closed right after its last bytes (a close-delimited
+		// body) has its EOF held back for the next read.
+		if n > 0 && s.br.Buffered() == 0 && !s.conn.eofNext {
 			return nil // the rest is still on its way
 		}
 	}
@@ -204,6 +217,9 @@ func (s *scrape) WriteTo(w io.Writer) (int64, error) {
 			return written, nil
 		}
 		if err != nil {
+			if bw != nil {
+				_ = bw.Flush() // a small last piece may still sit in it
+			}
 			return written, err
 		}
 	}

@@ -117,16 +117,28 @@ func (s *scrape) exchange() (stale bool, err error) {
 	conn := cc.Conn()
 	uc := upstreamConnOf(conn)
 	uc.inUse.Store(true)
+	if time.Until(deadline) < timeout-hangupCheckInterval && s.callerHungUp() {
+		// It waited for a busy endpoint's connection, and its caller gave
+		// up meanwhile: the pod is not asked.
+		uc.inUse.Store(false)
+		hc.ReleaseConn(cc)
+		return false, errCallerGone
+	}
 	reused, received := uc.served.Load(), uc.received
-	failed := func(err error) (bool, error) { return reused && uc.received == received, err }
+	// A connection the pod closed while it sat idle fails at once: its FIN
+	// is already there, or the request draws a reset. One that fails later
+	// failed the scrape, which is not sent twice.
+	failed := func(err error, atOnce bool) (bool, error) {
+		return reused && atOnce && uc.received == received, err
+	}
 	// One deadline for the whole scrape: the write, the headers and the body.
 	if err := conn.SetWriteDeadline(deadline); err != nil {
 		hc.CloseConn(cc)
-		return failed(err)
+		return failed(err, true)
 	}
 	if _, err := conn.Write(s.req); err != nil {
 		hc.CloseConn(cc)
-		return failed(err)
+		return failed(err, true)
 	}
 
 	resp := s.resp
@@ -134,14 +146,14 @@ func (s *scrape) exchange() (stale bool, err error) {
 	resp.StreamBody = true
 	br := upstreamReaders.Get().(*bufio.Reader)
 	br.Reset(conn)
-	err = s.awaitAnswer(conn, br)
+	atOnce, err := s.awaitBytes(conn, br)
 	if err == nil {
 		err = resp.ReadLimitBody(br, 0)
 	}
 	if err != nil {
 		releaseUpstreamReader(br)
 		hc.CloseConn(cc)
-		return failed(err)
+		return failed(err, atOnce)
 	}
 	uc.served.Store(true)
 	s.conn, s.br, s.pooled = uc, br, cc
@@ -159,39 +171,55 @@ func (s *scrape) exchange() (stale bool, err error) {
 	return false, nil
 }
 
-// hangupCheckInterval is how often a scrape waiting for the pod's answer
-// checks whether its caller has hung up.
-const hangupCheckInterval = 100 * time.Millisecond
+// hangupCheckInterval is how long a scrape waits for its pod's bytes before
+// it first checks whether its caller has hung up; each later check comes
+// twice as late, up to maxHangupCheckInterval. Most pods answer within the
+// first interval, and a long wait costs a wake-up a second at most.
+const (
+	hangupCheckInterval    = 100 * time.Millisecond
+	maxHangupCheckInterval = time.Second
+)
 
 // errCallerGone ends a scrape whose caller hung up before the pod answered.
 var errCallerGone = errors.New("the caller hung up before the pod answered")
 
-// awaitAnswer waits, until the scrape's deadline, for the first byte of the
-// pod's answer on conn, and leaves conn's read deadline at the scrape's
-// deadline. Every hangupCheckInterval it checks whether the caller is still
-// there: one that hung up (Prometheus after its own timeout, a restarted
-// one) must not hold the pod connection and the in-flight slot until the
-// deadline.
-func (s *scrape) awaitAnswer(conn net.Conn, br *bufio.Reader) error {
-	for {
-		check := time.Now().Add(hangupCheckInterval)
+// awaitBytes waits, until the scrape's deadline, for the pod to send more
+// on conn, and leaves conn's read deadline at the scrape's deadline. Now
+// and then it checks whether the caller is still there: one that hung up
+// (Prometheus after its own timeout, a restarted one) must not hold the pod
+// connection and the in-flight slot until the deadline. atOnce reports a
+// failure within the first interval.
+func (s *scrape) awaitBytes(conn net.Conn, br *bufio.Reader) (atOnce bool, err error) {
+	interval := hangupCheckInterval
+	for first := true; ; first = false {
+		check := time.Now().Add(interval)
 		if !check.Before(s.deadline) {
-			return conn.SetReadDeadline(s.deadline)
+			return first, conn.SetReadDeadline(s.deadline)
 		}
 		if err := conn.SetReadDeadline(check); err != nil {
-			return err
+			return first, err
 		}
 		_, err := br.Peek(1)
 		if err == nil {
-			return conn.SetReadDeadline(s.deadline)
+			return false, conn.SetReadDeadline(s.deadline)
 		}
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			return err
+			return first, err
 		}
-		if hungUp(s.caller) {
-			return errCallerGone
+		if s.callerHungUp() {
+			return false, errCallerGone
 		}
+		interval = min(2*interval, maxHangupCheckInterval)
 	}
+}
+
+// callerHungUp reports whether the scrape's caller has closed or reset its
+// connection. The socket is looked up once per scrape, when first needed.
+func (s *scrape) callerHungUp() bool {
+	if s.callerFD == 0 {
+		s.callerFD = socketFD(s.caller) + 1
+	}
+	return s.callerFD > 0 && hungUp(s.callerFD-1)
 }
 
 // The readers of responses from pods are shared by all endpoints, not pooled
@@ -230,7 +258,9 @@ func (s *scrape) releaseConn(keep bool) {
 	}
 	hc := s.ep.client
 	releaseUpstreamReader(s.br)
-	if keep && !s.closeConn && !s.resp.ConnectionClose() && !s.conn.peerClosed.Load() {
+	// Bytes past the response are ones nobody asked for: such a connection
+	// is not reused either.
+	if keep && !s.closeConn && !s.resp.ConnectionClose() && !s.conn.peerClosed.Load() && s.br.Buffered() == 0 {
 		s.conn.inUse.Store(false)
 		giveBack(hc.ReleaseConn, s.pooled)
 	} else {

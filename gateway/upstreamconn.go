@@ -39,9 +39,9 @@ type upstreamConn struct {
 // newUpstreamConn wraps c, the connection to the pod (TLS or not), whose
 // socket is raw's.
 func newUpstreamConn(c, raw net.Conn) *upstreamConn {
-	uc := &upstreamConn{Conn: c, fd: socketFD(raw)}
-	uc.inUse.Store(true) // dialled for a scrape
-	return uc
+	// Not inUse until a scrape takes it: fasthttp may pool a connection
+	// it dialled for a scrape that gave up waiting.
+	return &upstreamConn{Conn: c, fd: socketFD(raw)}
 }
 
 func (c *upstreamConn) Close() error {
