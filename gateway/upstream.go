@@ -257,10 +257,11 @@ func (s *scrape) releaseConn(keep bool) {
 		return
 	}
 	hc := s.ep.client
-	releaseUpstreamReader(s.br)
 	// Bytes past the response are ones nobody asked for: such a connection
 	// is not reused either.
-	if keep && !s.closeConn && !s.resp.ConnectionClose() && !s.conn.peerClosed.Load() && s.br.Buffered() == 0 {
+	keep = keep && !s.closeConn && !s.resp.ConnectionClose() && !s.conn.peerClosed.Load() && s.br.Buffered() == 0
+	releaseUpstreamReader(s.br)
+	if keep {
 		s.conn.inUse.Store(false)
 		giveBack(hc.ReleaseConn, s.pooled)
 	} else {
