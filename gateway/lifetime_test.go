@@ -195,6 +195,30 @@ func TestPodFailuresAreNeverRetriedByTheCaller(t *testing.T) {
 	f("chunked, reset mid-body", chunked+"1000\r\n"+lines, true)
 }
 
+// http10Until sends an HTTP/1.0 GET of target and reads the answer until
+// it holds want, returning the connection (closed when the test ends) and
+// what was read.
+func http10Until(t *testing.T, gw, target, want string) (net.Conn, []byte) {
+	t.Helper()
+	conn, err := net.Dial("tcp", gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: x\r\n\r\n", target)
+	var raw []byte
+	buf := make([]byte, 4096)
+	for !bytes.Contains(raw, []byte(want)) {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("HTTP/1.0 %s: %s after %q", target, err, raw)
+		}
+		raw = append(raw, buf[:n]...)
+	}
+	return conn, raw
+}
+
 func TestHTTP10CallersGetNoChunkedBody(t *testing.T) {
 	// The pod sends the first part of its body, and the rest only once the
 	// caller has the first: the gateway has committed to a framing by then.
@@ -210,22 +234,7 @@ func TestHTTP10CallersGetNoChunkedBody(t *testing.T) {
 			return false
 		})
 		_, gw := startGateway(t, testConfig())
-		conn, err := net.Dial("tcp", gw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(time.Minute))
-		fmt.Fprintf(conn, "GET /pods/127.0.0.64/%d/metrics HTTP/1.0\r\nHost: x\r\n\r\n", port)
-		var raw []byte
-		buf := make([]byte, 4096)
-		for !bytes.Contains(raw, []byte("metric 1\n")) {
-			n, err := conn.Read(buf)
-			if err != nil {
-				t.Fatalf("%s: %s after %q", name, err, raw)
-			}
-			raw = append(raw, buf[:n]...)
-		}
+		conn, raw := http10Until(t, gw, fmt.Sprintf("/pods/127.0.0.64/%d/metrics", port), "metric 1\n")
 		close(release)
 		rest, err := io.ReadAll(conn) // to EOF: the gateway closes the connection
 		if err != nil {
@@ -452,22 +461,7 @@ func TestShutdownWaitsForHTTP10Scrapes(t *testing.T) {
 		return false
 	})
 	g, gw := startGateway(t, testConfig())
-	conn, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(time.Minute))
-	fmt.Fprintf(conn, "GET /pods/127.0.0.70/%d/metrics HTTP/1.0\r\nHost: x\r\n\r\n", port)
-	var raw []byte
-	buf := make([]byte, 4096)
-	for !bytes.Contains(raw, []byte("metric 1\n")) {
-		n, err := conn.Read(buf)
-		if err != nil {
-			t.Fatalf("%s after %q", err, raw)
-		}
-		raw = append(raw, buf[:n]...)
-	}
+	conn, raw := http10Until(t, gw, fmt.Sprintf("/pods/127.0.0.70/%d/metrics", port), "metric 1\n")
 	// The scrape streams on a connection the server let go of.
 	type result struct {
 		err      error
