@@ -87,10 +87,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 	s.head = ctx.IsHead()
 	err = s.send()
 	if err == errCallerGone {
-		g.metrics.countFailure(reasonClientGone)
-		s.finish()
-		ctx.SetConnectionClose()
-		g.writeErrorUncounted(ctx, reasonClientGone, uri, "the caller hung up before the pod answered")
+		g.callerGone(ctx, s, uri, "the caller hung up before the pod answered")
 		return
 	}
 	if err != nil {
@@ -150,10 +147,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		case err == io.EOF:
 			size = len(s.ahead) // all of it
 		case err == errCallerGone:
-			g.metrics.countFailure(reasonClientGone)
-			s.finish()
-			ctx.SetConnectionClose()
-			g.writeErrorUncounted(ctx, reasonClientGone, uri, "the caller hung up before the pod sent its body")
+			g.callerGone(ctx, s, uri, "the caller hung up before the pod sent its body")
 			return
 		case err != nil:
 			// Nothing was sent on yet: the caller gets a proper answer.
@@ -215,6 +209,15 @@ func (g *Gateway) streamUntilClose(ctx *fasthttp.RequestCtx, s *scrape) {
 }
 
 var errNotHandedOver = errors.New("the caller's connection closed before the response could be sent")
+
+// callerGone ends a scrape whose caller hung up. Its answer, uncounted,
+// reaches only a caller that half-closed its connection.
+func (g *Gateway) callerGone(ctx *fasthttp.RequestCtx, s *scrape, uri []byte, detail string) {
+	g.metrics.countFailure(reasonClientGone)
+	s.finish()
+	ctx.SetConnectionClose()
+	g.writeErrorUncounted(ctx, reasonClientGone, uri, detail)
+}
 
 // refuseResponse answers with reason r instead of passing on the pod's
 // response. Its body is not read to the end, so its connection is closed,
