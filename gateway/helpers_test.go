@@ -141,6 +141,19 @@ func rawGet(t *testing.T, gw, method, target string, headerLines ...string) rawR
 	return rawResponse{Response: resp, body: string(body), bodyErr: bodyErr}
 }
 
+// dialGateway opens a caller connection to gw, closed when the test ends,
+// with a generous deadline for everything on it.
+func dialGateway(t *testing.T, gw string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	return conn
+}
+
 // get is rawGet for a request that must complete.
 func get(t *testing.T, gw, target string, headerLines ...string) rawResponse {
 	t.Helper()

@@ -200,12 +200,7 @@ func TestPodFailuresAreNeverRetriedByTheCaller(t *testing.T) {
 // what was read.
 func http10Until(t *testing.T, gw, target, want string) (net.Conn, []byte) {
 	t.Helper()
-	conn, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	conn := dialGateway(t, gw)
 	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: x\r\n\r\n", target)
 	var raw []byte
 	buf := make([]byte, 4096)
@@ -275,12 +270,7 @@ func TestCloseDelimitedPodKeepsTheCallerConnection(t *testing.T) {
 		return false
 	})
 	_, gw := startGateway(t, testConfig())
-	conn, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	conn := dialGateway(t, gw)
 	br := bufio.NewReader(conn)
 	for i := range 3 {
 		fmt.Fprintf(conn, "GET /pods/127.0.0.65/%d/metrics HTTP/1.1\r\nHost: x\r\n\r\n", port)
@@ -498,12 +488,7 @@ func TestBadRequestAfterAScrapeIsAnswered(t *testing.T) {
 		return true
 	})
 	_, gw := startGateway(t, testConfig())
-	conn, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	conn := dialGateway(t, gw)
 	br := bufio.NewReader(conn)
 	// A 0.2 s scrape: a 0.1 s deadline, so its write deadline passes 1.1 s on.
 	sent := time.Now()
