@@ -70,7 +70,7 @@ bench: ## Go benchmarks of one scrape direct, through scrapegate and through htt
 bench-record: ## make bench, writing into the tracked bench/results/ to commit
 	$(MAKE) bench BENCH_OUT=bench/results
 
-loadbench: build bench-deps ## load harness: simulated cluster through direct, scrapegate, httputil and nginx; results into bench/results/ and README.md
+loadbench: build bench-deps ## load harness: simulated cluster through direct, scrapegate, httputil and nginx; results into bench/results/ and docs/operations.md
 	$(GO) run ./bench/cmd/loadbench $(LOADBENCH_ARGS)
 
 FUZZ_TARGETS = FuzzParsePodPath FuzzParseAbsoluteURI FuzzPolicy FuzzPathPrefixes FuzzParseAuthorization
