@@ -25,7 +25,7 @@ LDFLAGS     := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).revision=$(REV
 # `make bench-record` writes into bench/results/ instead, to be committed.
 BENCH_OUT   ?= bench/results/local
 
-.PHONY: help build run test test-deps bench-deps vet unit bench bench-record loadbench fuzz fmt lint docker clean
+.PHONY: help build run test test-deps bench-deps vet unit bench bench-record loadbench fuzz fmt lint docs docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -70,7 +70,7 @@ bench: ## Go benchmarks of one scrape direct, through scrapegate and through htt
 bench-record: ## make bench, writing into the tracked bench/results/ to commit
 	$(MAKE) bench BENCH_OUT=bench/results
 
-loadbench: build bench-deps ## load harness: simulated cluster through direct, scrapegate, httputil and nginx; results into bench/results/ and README.md
+loadbench: build bench-deps ## load harness: simulated cluster through direct, scrapegate, httputil and nginx; results into bench/results/ and docs/operations.md
 	$(GO) run ./bench/cmd/loadbench $(LOADBENCH_ARGS)
 
 FUZZ_TARGETS = FuzzParsePodPath FuzzParseAbsoluteURI FuzzPolicy FuzzPathPrefixes FuzzParseAuthorization
@@ -87,6 +87,10 @@ fmt: ## gofmt every file
 lint: vet ## go vet and staticcheck (fetched through the module proxy)
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "run make fmt"; exit 1; }
 	$(GO) run $(STATICCHECK) ./...
+
+docs: ## regenerate docs/flags.md from the flag definitions (scrapegate -help-markdown)
+	$(GO) run ./cmd/scrapegate -help-markdown > docs/flags.md.tmp
+	mv docs/flags.md.tmp docs/flags.md
 
 docker: ## build the container image (needs a Docker engine)
 	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) .

@@ -41,7 +41,7 @@ var metricHelp = map[string]string{
 	"scrapegate_response_bytes_total":           "Body bytes streamed from pods to callers.",
 	"scrapegate_upstream_inflight_requests":     "Scrapes in flight to pods, bodies included.",
 	"scrapegate_pooled_endpoints":               "Pod endpoints (ip:port) with a connection pool.",
-	"scrapegate_pooled_endpoints_evicted_total": "Endpoint pools dropped after being idle for -endpoint-idle-ttl.",
+	"scrapegate_pooled_endpoints_evicted_total": "Endpoint pools dropped: idle for -endpoint-idle-ttl, or, with -max-endpoints pools in use, one that never answered making room for a new endpoint.",
 	"scrapegate_auth_failures_total":            "Requests refused for missing or wrong credentials (401/407), by reason; reason busy (503) and too_many_failures (429) are basic-auth logins not judged.",
 	"scrapegate_rejected_connections_total":     "Connections closed before serving a request: caller not allowed, too many from one caller, or a refused client certificate.",
 	"scrapegate_file_reloads_total":             "Loads of the token, htpasswd, certificate and CA files after a change, by flag and result; a failed one keeps the last good file in force.",

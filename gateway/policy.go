@@ -27,12 +27,12 @@ const DefaultDenyPorts = "2379-2380,6443,10250,10255"
 // on purpose.
 type specialRange struct {
 	prefix netip.Prefix
-	what   string // what is there, in SECURITY.md's words
+	what   string // what is there, in docs/security.md's words
 	source string // where that is specified: RFCs, vendors' documentation
 }
 
-// specialRanges is the one table of special ranges; SECURITY.md's "Special
-// address ranges" shows the same rows, which a test checks. A metadata
+// specialRanges is the one table of special ranges; docs/security.md's
+// "Special address ranges" shows the same rows, which a test checks. A metadata
 // entry is the one address its vendor documents (/32, /128), since the range
 // around it can hold the customer's own pods: GCP assigns VPC ULA ranges
 // from fd20::/20, and Oracle VCNs take any ULA prefix. AWS's is its whole

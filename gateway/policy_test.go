@@ -319,17 +319,17 @@ func TestPolicyMetadataAddresses(t *testing.T) {
 	f("0.0.0.0/0", "191.255.255.255", true)
 }
 
-// TestSpecialRangesDocumented checks that SECURITY.md shows every special
+// TestSpecialRangesDocumented checks that docs/security.md shows every special
 // range as the code has it, with its sources.
 func TestSpecialRangesDocumented(t *testing.T) {
-	doc, err := os.ReadFile("../SECURITY.md")
+	doc, err := os.ReadFile("../docs/security.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, section, _ := bytes.Cut(doc, []byte("\n### Special address ranges\n"))
 	section, _, _ = bytes.Cut(section, []byte("\n## "))
 	if rows := bytes.Count(section, []byte("\n| `")); rows != len(specialRanges) {
-		t.Errorf("SECURITY.md's special address ranges have %d rows; the code has %d ranges", rows, len(specialRanges))
+		t.Errorf("docs/security.md's special address ranges have %d rows; the code has %d ranges", rows, len(specialRanges))
 	}
 	for _, r := range specialRanges {
 		if r.what == "" || r.source == "" {
@@ -338,13 +338,13 @@ func TestSpecialRangesDocumented(t *testing.T) {
 		row := fmt.Sprintf("| `%s` | %s |", r.prefix, r.what)
 		i := bytes.Index(doc, []byte(row))
 		if i < 0 {
-			t.Errorf("SECURITY.md has no row starting %q", row)
+			t.Errorf("docs/security.md has no row starting %q", row)
 			continue
 		}
 		line, _, _ := bytes.Cut(doc[i:], []byte("\n"))
 		for _, src := range strings.Split(r.source, ", ") {
 			if !bytes.Contains(line, []byte(src)) {
-				t.Errorf("SECURITY.md's row for %s does not cite %s", r.prefix, src)
+				t.Errorf("docs/security.md's row for %s does not cite %s", r.prefix, src)
 			}
 		}
 	}

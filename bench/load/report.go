@@ -13,18 +13,19 @@ import (
 	"time"
 )
 
-// The README lines between which UpdateReadme puts the report.
+// The lines of docs/operations.md between which UpdateSection puts the
+// report.
 const (
-	ReadmeStart = "<!-- loadbench:start -->"
-	ReadmeEnd   = "<!-- loadbench:end -->"
+	SectionStart = "<!-- loadbench:start -->"
+	SectionEnd   = "<!-- loadbench:end -->"
 )
 
 // WriteMarkdown writes run as Markdown: the run's settings, the rate,
 // saturation, churn and large-body tables, the targets and the errors.
 // imagePath is the chart's path relative to where the Markdown is read
-// ("latest.svg" for bench/results/latest.md, "bench/results/latest.svg" for
-// README.md). Sections are bold paragraphs, not headings, so the same text
-// fits under any heading level of the README.
+// ("latest.svg" for bench/results/latest.md, "../bench/results/latest.svg"
+// for docs/operations.md). Sections are bold paragraphs, not headings, so the
+// same text fits under any heading level of the page it goes into.
 func WriteMarkdown(w io.Writer, run *Run, imagePath string) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%s\n\n", describeRun(run))
@@ -462,11 +463,11 @@ func duration(d time.Duration) string {
 	return trim1(float64(d)/float64(time.Millisecond)) + " ms"
 }
 
-// UpdateReadme replaces the lines between ReadmeStart and ReadmeEnd in the
+// UpdateSection replaces the lines between SectionStart and SectionEnd in the
 // file at path with section, leaving the markers and everything else as they
 // were. It replaces the file by renaming a complete copy over it, so a
-// failure never leaves a half-written README.
-func UpdateReadme(path, section string) error {
+// failure never leaves a half-written page.
+func UpdateSection(path, section string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -480,11 +481,11 @@ func UpdateReadme(path, section string) error {
 			next = len(data)
 		}
 		switch strings.TrimSpace(string(data[off:next])) {
-		case ReadmeStart:
+		case SectionStart:
 			if start < 0 {
 				start, afterStart = off, next
 			}
-		case ReadmeEnd:
+		case SectionEnd:
 			if start >= 0 {
 				end = off
 			} else {
@@ -495,11 +496,11 @@ func UpdateReadme(path, section string) error {
 	}
 	switch {
 	case start < 0:
-		return fmt.Errorf("%s: no line %s", path, ReadmeStart)
+		return fmt.Errorf("%s: no line %s", path, SectionStart)
 	case end < 0 && endBefore:
-		return fmt.Errorf("%s: %s comes before %s", path, ReadmeEnd, ReadmeStart)
+		return fmt.Errorf("%s: %s comes before %s", path, SectionEnd, SectionStart)
 	case end < 0:
-		return fmt.Errorf("%s: no line %s after %s", path, ReadmeEnd, ReadmeStart)
+		return fmt.Errorf("%s: no line %s after %s", path, SectionEnd, SectionStart)
 	}
 	if section != "" && !strings.HasSuffix(section, "\n") {
 		section += "\n"

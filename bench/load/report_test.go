@@ -339,14 +339,14 @@ func TestWriteSVG(t *testing.T) {
 		"scrapegate/saturation scrapegate/rate httputil/saturation httputil/rate nginx/saturation nginx/rate")
 }
 
-func TestUpdateReadme(t *testing.T) {
+func TestUpdateSection(t *testing.T) {
 	f := func(readme, section, want string) {
 		t.Helper()
-		path := filepath.Join(t.TempDir(), "README.md")
+		path := filepath.Join(t.TempDir(), "operations.md")
 		if err := os.WriteFile(path, []byte(readme), 0o640); err != nil {
 			t.Fatal(err)
 		}
-		if err := UpdateReadme(path, section); err != nil {
+		if err := UpdateSection(path, section); err != nil {
 			t.Fatal(err)
 		}
 		got, err := os.ReadFile(path)
@@ -360,7 +360,7 @@ func TestUpdateReadme(t *testing.T) {
 			t.Errorf("mode %v (%v), want 0640", info.Mode(), err)
 		}
 		if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
-			t.Errorf("%d files left in the directory, want the README only", len(entries))
+			t.Errorf("%d files left in the directory, want the page only", len(entries))
 		}
 	}
 	f("# x\n\nintro\n<!-- loadbench:start -->\nold\nold 2\n<!-- loadbench:end -->\n\n## after\r\ntext <!-- loadbench:end -->",
@@ -371,11 +371,11 @@ func TestUpdateReadme(t *testing.T) {
 
 	fail := func(readme, wantErr string) {
 		t.Helper()
-		path := filepath.Join(t.TempDir(), "README.md")
+		path := filepath.Join(t.TempDir(), "operations.md")
 		if err := os.WriteFile(path, []byte(readme), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		err := UpdateReadme(path, "new\n")
+		err := UpdateSection(path, "new\n")
 		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), wantErr) {
 			t.Errorf("error %v, want one naming %s and saying %q", err, path, wantErr)
 		}

@@ -21,8 +21,9 @@ func main() {
 	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
 }
 
-// run returns the exit code: 0 after a clean shutdown, -h or -version, 2
-// for a bad flag or environment value, 1 when serving fails.
+// run returns the exit code: 0 after a clean shutdown, -h, -version or
+// -help-markdown, 2 for a bad flag or environment value, 1 when serving
+// fails.
 func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
 	cfg, err := gateway.ParseFlags("scrapegate", args, lookupEnv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -30,6 +31,13 @@ func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io
 	}
 	if errors.Is(err, gateway.ErrVersion) {
 		fmt.Fprintln(stdout, buildinfo.Get())
+		return 0
+	}
+	if errors.Is(err, gateway.ErrHelpMarkdown) {
+		if err := gateway.WriteFlagsMarkdown(stdout); err != nil {
+			fmt.Fprintf(stderr, "scrapegate: cannot write the flags as Markdown: %s\n", err)
+			return 1
+		}
 		return 0
 	}
 	if err != nil {

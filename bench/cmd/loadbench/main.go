@@ -2,8 +2,8 @@
 // the same Prometheus-like scrape schedule against simulated pods directly,
 // through scrapegate, through httputil.ReverseProxy and through nginx. It
 // writes the Run to bench/results/latest.json, renders latest.md and
-// latest.svg beside it, and updates README.md's results section. Run it
-// from the repository's root after `make build`.
+// latest.svg beside it, and updates the Performance section of
+// docs/operations.md. Run it from the repository's root after `make build`.
 package main
 
 import (
@@ -36,7 +36,7 @@ type flags struct {
 	proxies    string
 	scenarios  string
 	out        string
-	readme     string
+	doc        string
 	largeBytes int64
 }
 
@@ -68,7 +68,7 @@ func parseFlags() *flags {
 	flag.StringVar(&b.Nginx, "nginx-bin", "nginx", "nginx binary.")
 	flag.StringVar(&b.NginxConf, "nginx-conf", "bench/nginx.conf", "nginx config template.")
 	flag.StringVar(&f.out, "out", "bench/results", "Directory to write latest.json, latest.md and latest.svg to.")
-	flag.StringVar(&f.readme, "readme", "README.md", "README whose loadbench section to replace with the results. Empty: leave it alone.")
+	flag.StringVar(&f.doc, "doc", "docs/operations.md", "Markdown page whose lines between "+load.SectionStart+" and "+load.SectionEnd+" to replace with the results. Empty: leave it alone.")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: loadbench [flags]\n\nRuns scrapegate's load harness from the repository's root and writes its results.\n\n")
 		flag.PrintDefaults()
@@ -105,11 +105,11 @@ func run() error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "done in %s\n", time.Since(started).Round(time.Second))
-	return write(r, f.out, f.readme)
+	return write(r, f.out, f.doc)
 }
 
-// write saves the run and its renderings, then the README's section.
-func write(r *load.Run, out, readme string) error {
+// write saves the run and its renderings, then the page's section.
+func write(r *load.Run, out, doc string) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return fmt.Errorf("cannot write the results: %w", err)
 	}
@@ -129,15 +129,19 @@ func write(r *load.Run, out, readme string) error {
 			return fmt.Errorf("cannot write the results: %w", err)
 		}
 	}
-	if readme == "" {
+	if doc == "" {
 		return nil
 	}
-	// The README links the chart from the repository's root.
-	if err := load.WriteMarkdown(&section, r, filepath.ToSlash(filepath.Join(out, "latest.svg"))); err != nil {
+	// The page links the chart relative to its own directory.
+	chart, err := filepath.Rel(filepath.Dir(doc), filepath.Join(out, "latest.svg"))
+	if err != nil {
+		return fmt.Errorf("cannot link the chart from %s: %w", doc, err)
+	}
+	if err := load.WriteMarkdown(&section, r, filepath.ToSlash(chart)); err != nil {
 		return fmt.Errorf("cannot render the results: %w", err)
 	}
-	if err := load.UpdateReadme(readme, section.String()); err != nil {
-		return fmt.Errorf("cannot update %s: %w", readme, err)
+	if err := load.UpdateSection(doc, section.String()); err != nil {
+		return fmt.Errorf("cannot update %s: %w", doc, err)
 	}
 	return nil
 }
