@@ -481,7 +481,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	log.Info().Str("listen", ln.Addr().String()).Bool("tls", g.serverTLS != nil).Bool("client_certs", cfg.TLSClientCAFile != "").
 		Bool("auth", g.auth != nil).Str("allow_cidrs", (*cidrList)(&cfg.AllowCIDRs).String()).Msg("serving")
 	if g.auth == nil && cfg.TLSClientCAFile == "" {
-		log.Warn().Msg("no caller authentication configured: anyone who reaches the listener can scrape every target the policy allows; see SECURITY.md")
+		log.Warn().Msg("no caller authentication configured: anyone who reaches the listener can scrape every target the policy allows; see docs/security.md")
 	}
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(ln) }()

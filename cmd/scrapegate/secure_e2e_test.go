@@ -382,7 +382,7 @@ func TestEndToEndPrometheusSecure(t *testing.T) {
 		}
 	}
 
-	// 5. Token rotation as SECURITY.md describes it, under load: the
+	// 5. Token rotation as docs/security.md describes it, under load: the
 	// gateway accepts old and new, Prometheus switches (it reads
 	// credentials_file at every scrape), the gateway drops the old one. No
 	// scrape may be refused on the way: the access log shows that at the end.
