@@ -21,6 +21,9 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null)
 BUILDINFO   := github.com/scrapegate/scrapegate/gateway/buildinfo
 LDFLAGS     := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).revision=$(REVISION)
+# Tests of allocation counts, which mean nothing under the race detector:
+# run a second time without it.
+ALLOC_TESTS := ^TestScrapeAllocatesNothing$$
 # Where `make bench` writes: ignored by git, so a run changes no tracked file.
 # `make bench-record` writes into bench/results/ instead, to be committed.
 BENCH_OUT   ?= bench/results/local
@@ -38,9 +41,11 @@ run: build ## run the gateway on :8080 (ARGS='...' sets its flags)
 
 test: test-deps vet ## vet, race-enabled unit tests, and the end-to-end tests with real Prometheus servers and a real API server
 	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -run '$(ALLOC_TESTS)' ./bench/
 
 unit: ## race-enabled unit tests only (-short): no apt-get, no test binaries, no real Prometheus or API server
 	$(GO) test -short -race -count=1 ./...
+	$(GO) test -short -count=1 -run '$(ALLOC_TESTS)' ./bench/
 
 # Built from the module proxy by .ci/testbin and cached outside the repository
 # (~17 minutes the first time on 2 cores); the tests ask .ci/testbin for their paths.

@@ -48,10 +48,15 @@ func BenchmarkScrape(b *testing.B) {
 	}
 }
 
-func scrape(b *testing.B, addr, uri string, size int) {
-	request := []byte("GET " + uri + " HTTP/1.1\r\nHost: " + addr + "\r\n" +
+// scrapeRequest is the request Prometheus sends for uri at addr.
+func scrapeRequest(addr, uri string) []byte {
+	return []byte("GET " + uri + " HTTP/1.1\r\nHost: " + addr + "\r\n" +
 		"Accept: text/plain;version=0.0.4;q=0.3,*/*;q=0.2\r\nAccept-Encoding: gzip\r\n" +
 		"User-Agent: Prometheus/3.5.0\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n")
+}
+
+func scrape(b *testing.B, addr, uri string, size int) {
+	request := scrapeRequest(addr, uri)
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -145,7 +150,7 @@ func exposition(size int, compress bool) []byte {
 	return gz.Bytes()
 }
 
-func startPod(b *testing.B, payload []byte, gzipped bool) string {
+func startPod(b testing.TB, payload []byte, gzipped bool) string {
 	ln := listen(b, "127.0.0.40:0")
 	s := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
 		ctx.SetContentType("text/plain; version=0.0.4")
@@ -159,7 +164,7 @@ func startPod(b *testing.B, payload []byte, gzipped bool) string {
 	return ln.Addr().String()
 }
 
-func startScrapegate(b *testing.B) string {
+func startScrapegate(b testing.TB) string {
 	cfg := gateway.DefaultConfig()
 	allow, err := gateway.ParseCIDRs("127.0.0.0/8")
 	if err != nil {
@@ -194,7 +199,7 @@ func startReverseProxy(b *testing.B) string {
 	return ln.Addr().String()
 }
 
-func listen(b *testing.B, addr string) net.Listener {
+func listen(b testing.TB, addr string) net.Listener {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		b.Fatal(err)
