@@ -118,8 +118,8 @@ const minBodyRead = 4 << 10
 func (s *scrape) readAhead() error {
 	if s.br.Buffered() == 0 {
 		// The wait for the first bytes watches for the caller hanging up,
-		// as the wait for the headers does.
-		// Whatever else failed, reading the body tells what it means.
+		// as the wait for the headers does. Any other failure is left for
+		// reading the body, which tells what it means for this framing.
 		if _, err := s.awaitBytes(s.pooled.Conn(), s.br); err == errCallerGone || errors.Is(err, os.ErrDeadlineExceeded) {
 			return err
 		}

@@ -82,9 +82,10 @@ func handshakeUpstream(ep *endpoint, c net.Conn, cfg *tls.Config, deadline time.
 // any, is still on it.
 //
 // A scrape is sent once. The single exception: a pooled connection the pod
-// closed while it sat idle fails before any byte of a response arrives; the
-// scrape is then sent again on a fresh connection, as net/http does. A pod
-// that drops a fresh connection has failed the scrape, and is not asked twice.
+// closed while it sat idle fails at once, before any byte of a response
+// arrives; the scrape is then sent again on a fresh connection, as net/http
+// does. A pod that drops a fresh connection, or a reused one later, has
+// failed the scrape, and is not asked twice.
 func (s *scrape) send() error {
 	stale, err := s.exchange()
 	if err != nil && stale && isStaleConnError(err) {
