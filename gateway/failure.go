@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/scrapegate/scrapegate/gateway/upstream"
 )
 
 // reason is why a scrape failed. Each has one HTTP status and one metric label.
@@ -41,9 +43,9 @@ const (
 type reasonFamily int
 
 const (
-	rejected reasonFamily = iota // scrapegate_rejected_requests_total: refused before any connection to a pod
-	upstream                     // scrapegate_upstream_errors_total: failed between the gateway and the pod
-	caller                       // scrapegate_client_aborts_total: failed between the gateway and the caller
+	familyRejected reasonFamily = iota // scrapegate_rejected_requests_total: refused before any connection to a pod
+	familyUpstream                     // scrapegate_upstream_errors_total: failed between the gateway and the pod
+	familyCaller                       // scrapegate_client_aborts_total: failed between the gateway and the caller
 )
 
 var reasonInfo = [numReasons]struct {
@@ -51,34 +53,34 @@ var reasonInfo = [numReasons]struct {
 	status int
 	family reasonFamily
 }{
-	reasonBadTarget:   {"bad_target", fasthttp.StatusBadRequest, rejected},
-	reasonMethod:      {"method_not_allowed", fasthttp.StatusMethodNotAllowed, rejected},
-	reasonForbidden:   {"forbidden", fasthttp.StatusForbidden, rejected},
-	reasonLoop:        {"loop", fasthttp.StatusLoopDetected, rejected},
-	reasonURITooLong:  {"uri_too_long", fasthttp.StatusRequestURITooLong, rejected},
-	reasonRateLimited: {"rate_limited", fasthttp.StatusTooManyRequests, rejected},
-	reasonOverloaded:  {"overloaded", fasthttp.StatusServiceUnavailable, rejected},
-	reasonDraining:    {"draining", fasthttp.StatusServiceUnavailable, rejected},
-	reasonNotSynced:   {"not_synced", fasthttp.StatusServiceUnavailable, rejected},
-	reasonRefused:     {"connect_refused", fasthttp.StatusBadGateway, upstream},
-	reasonUnreachable: {"connect_failed", fasthttp.StatusBadGateway, upstream},
-	reasonTLS:         {"tls_failed", fasthttp.StatusBadGateway, upstream},
-	reasonReset:       {"connection_reset", fasthttp.StatusBadGateway, upstream},
-	reasonBadResponse: {"bad_response", fasthttp.StatusBadGateway, upstream},
-	reasonTimeout:     {"timeout", fasthttp.StatusGatewayTimeout, upstream},
+	reasonBadTarget:   {"bad_target", fasthttp.StatusBadRequest, familyRejected},
+	reasonMethod:      {"method_not_allowed", fasthttp.StatusMethodNotAllowed, familyRejected},
+	reasonForbidden:   {"forbidden", fasthttp.StatusForbidden, familyRejected},
+	reasonLoop:        {"loop", fasthttp.StatusLoopDetected, familyRejected},
+	reasonURITooLong:  {"uri_too_long", fasthttp.StatusRequestURITooLong, familyRejected},
+	reasonRateLimited: {"rate_limited", fasthttp.StatusTooManyRequests, familyRejected},
+	reasonOverloaded:  {"overloaded", fasthttp.StatusServiceUnavailable, familyRejected},
+	reasonDraining:    {"draining", fasthttp.StatusServiceUnavailable, familyRejected},
+	reasonNotSynced:   {"not_synced", fasthttp.StatusServiceUnavailable, familyRejected},
+	reasonRefused:     {"connect_refused", fasthttp.StatusBadGateway, familyUpstream},
+	reasonUnreachable: {"connect_failed", fasthttp.StatusBadGateway, familyUpstream},
+	reasonTLS:         {"tls_failed", fasthttp.StatusBadGateway, familyUpstream},
+	reasonReset:       {"connection_reset", fasthttp.StatusBadGateway, familyUpstream},
+	reasonBadResponse: {"bad_response", fasthttp.StatusBadGateway, familyUpstream},
+	reasonTimeout:     {"timeout", fasthttp.StatusGatewayTimeout, familyUpstream},
 	// 502 while nothing of the response was sent (a body of unknown length
 	// is read ahead for that); once the headers are out, the connection is
 	// aborted instead.
-	reasonBodyFailed: {"body_failed", fasthttp.StatusBadGateway, upstream},
+	reasonBodyFailed: {"body_failed", fasthttp.StatusBadGateway, familyUpstream},
 	// 502 when Content-Length announces it; an abort when the body grows past it.
-	reasonBodyTooLarge: {"body_too_large", fasthttp.StatusBadGateway, upstream},
+	reasonBodyTooLarge: {"body_too_large", fasthttp.StatusBadGateway, familyUpstream},
 	// A caller following a redirect would take its gateway credentials to
 	// wherever the pod pointed.
-	reasonRedirect: {"redirect", fasthttp.StatusBadGateway, upstream},
+	reasonRedirect: {"redirect", fasthttp.StatusBadGateway, familyUpstream},
 	// Nobody is left to read an answer; a caller that only half-closed its
 	// connection gets a 502.
-	reasonClientGone:    {"client_gone", fasthttp.StatusBadGateway, caller},
-	reasonCallerStalled: {"caller_stalled", 0, caller},
+	reasonClientGone:    {"client_gone", fasthttp.StatusBadGateway, familyCaller},
+	reasonCallerStalled: {"caller_stalled", 0, familyCaller},
 }
 
 func (r reason) String() string { return reasonInfo[r].name }
@@ -92,7 +94,7 @@ func classifyUpstreamError(err error) reason {
 		return reasonTimeout
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return reasonRefused
-	case isTLSError(err):
+	case errors.Is(err, upstream.ErrTLSHandshake):
 		return reasonTLS
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
 		errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
@@ -102,13 +104,6 @@ func classifyUpstreamError(err error) reason {
 	default:
 		return reasonBadResponse
 	}
-}
-
-// errTLSHandshake wraps every failed TLS handshake with a pod.
-var errTLSHandshake = errors.New("TLS handshake with the target failed")
-
-func isTLSError(err error) bool {
-	return errors.Is(err, errTLSHandshake)
 }
 
 // callerFailure tells why writing to the caller failed: it stopped reading

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/scrapegate/scrapegate/gateway/upstream"
 )
 
 // These tests pin down a scrape's lifetime: what it holds (an in-flight
@@ -69,7 +71,7 @@ func TestStalledCallerIsCutAtTheDeadline(t *testing.T) {
 		t.Fatal("the pod connection of a stalled caller stayed open past the scrape deadline")
 	}
 	waitFor(t, "the stalled scrape to be released and counted", func() bool {
-		return g.inflight.Load() == 0 &&
+		return g.pool.Inflight() == 0 &&
 			metricValue(t, g, `scrapegate_client_aborts_total{reason="caller_stalled"}`) == 1
 	})
 	if v := metricValue(t, g, `scrapegate_requests_total{route="pods",code="200"}`); v != 0 {
@@ -127,7 +129,7 @@ func TestCallerGoneBeforeTheAnswerReleasesThePod(t *testing.T) {
 			t.Fatalf("%s: the pod connection stayed open after its caller hung up", name)
 		}
 		waitFor(t, name+": the scrape to be released and counted", func() bool {
-			return g.inflight.Load() == 0 &&
+			return g.pool.Inflight() == 0 &&
 				metricValue(t, g, `scrapegate_client_aborts_total{reason="client_gone"}`) == 1
 		})
 		if v := metricValue(t, g, `scrapegate_upstream_errors_total{reason="timeout"}`); v != 0 {
@@ -339,7 +341,7 @@ func TestPodsClosingIdleConnectionsNeverFailAScrape(t *testing.T) {
 		<-closed // the pod closed the pooled connection while it idled
 		// The gateway notices without waiting for the next scrape: no
 		// socket lingers in CLOSE-WAIT.
-		g.pool.closeDeadIdleConns()
+		g.pool.CloseDeadIdleConns()
 		if n := idleConns(g, "127.0.0.66", port); n != 0 {
 			t.Fatalf("scrape %d: %d idle connections the pod had closed are still pooled", i, n)
 		}
@@ -431,14 +433,8 @@ func TestHTTP10ScrapeEndsWhenTheServerDropsTheConnection(t *testing.T) {
 	// Whichever way the gateway saw the caller go, the scrape is over by
 	// its deadline (0.75 s) plus the grace.
 	waitFor(t, "the scrape's slot and endpoint to be released", func() bool {
-		g.pool.mu.RLock()
-		defer g.pool.mu.RUnlock()
-		for _, ep := range g.pool.endpoints {
-			if ep.active.Load() != 0 {
-				return false
-			}
-		}
-		return g.inflight.Load() == 0
+		return endpointState(t, g, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.69"), uint16(port))).Active == 0 &&
+			g.pool.Inflight() == 0
 	})
 }
 
@@ -460,7 +456,7 @@ func TestShutdownWaitsForHTTP10Scrapes(t *testing.T) {
 	shutdown := make(chan result, 1)
 	go func() {
 		err := g.Shutdown(context.Background())
-		shutdown <- result{err, g.inflight.Load()}
+		shutdown <- result{err, g.pool.Inflight()}
 	}()
 	waitFor(t, "the listener to close", func() bool {
 		c, err := net.Dial("tcp", gw)
@@ -499,7 +495,7 @@ func TestBadRequestAfterAScrapeIsAnswered(t *testing.T) {
 	}
 	_, _ = io.ReadAll(resp.Body)
 	// What is tested is a deadline passing: there is no signal but time.
-	time.Sleep(time.Until(sent.Add(100*time.Millisecond + callerWriteGrace + 200*time.Millisecond)))
+	time.Sleep(time.Until(sent.Add(100*time.Millisecond + upstream.CallerWriteGrace + 200*time.Millisecond)))
 	fmt.Fprint(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
 	resp, err = http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != 400 {
@@ -513,7 +509,7 @@ func TestStaleRetryOnlyForAnImmediateFailure(t *testing.T) {
 	// sent again, though no byte of an answer came back.
 	port, requests := rawPod(t, "127.0.0.72", func(_, ri int, c net.Conn) bool {
 		if ri == 1 {
-			time.Sleep(3 * hangupCheckInterval) // busy with the scrape
+			time.Sleep(3 * upstream.HangupCheckInterval) // busy with the scrape
 			return false
 		}
 		_, _ = io.WriteString(c, okResponse)

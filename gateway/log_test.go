@@ -13,7 +13,7 @@ func TestUpstreamErrorLogIsRateLimitedPerEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, gw := startGatewayWithLog(t, testConfig(), log)
+	_, gw := startGatewayWithLog(t, testConfig(), log)
 	dead := fmt.Sprintf("127.0.0.30:%d", freePort(t, "127.0.0.30"))
 	other := fmt.Sprintf("127.0.0.31:%d", freePort(t, "127.0.0.31"))
 	for range 5 {
@@ -26,9 +26,9 @@ func TestUpstreamErrorLogIsRateLimitedPerEndpoint(t *testing.T) {
 		t.Fatalf("5 failures of one dead pod and 1 of another logged:\n%s\nwant one line each, with target and reason", strings.Join(lines, "\n"))
 	}
 	// An interval later the dead pod logs again, with what was suppressed.
-	for _, ep := range g.pool.endpoints {
-		ep.lastErrLog.Add(-int64(errorLogInterval + time.Second))
-	}
+	later := time.Now().Add(time.Minute + time.Second)
+	timeNow = func() time.Time { return later }
+	t.Cleanup(func() { timeNow = time.Now })
 	get(t, gw, "http://"+dead+"/metrics")
 	lines = logs.lines(`"scrape failed"`)
 	if len(lines) != 3 || !strings.Contains(lines[2], `"suppressed_since_last":4`) {

@@ -77,9 +77,9 @@ func newGatewayMetrics(inflight, pooled func() float64) *gatewayMetrics {
 	for r := reason(0); r < numReasons; r++ {
 		name := fmt.Sprintf(`{reason=%q}`, reasonInfo[r].name)
 		switch reasonInfo[r].family {
-		case upstream:
+		case familyUpstream:
 			m.upstreamErrors[r] = m.set.NewCounter("scrapegate_upstream_errors_total" + name)
-		case caller:
+		case familyCaller:
 			m.clientAborts[r] = m.set.NewCounter("scrapegate_client_aborts_total" + name)
 		default:
 			m.rejected[r] = m.set.NewCounter("scrapegate_rejected_requests_total" + name)
@@ -130,9 +130,9 @@ func (m *gatewayMetrics) reloads(flag string, ok bool) *metrics.Counter {
 // countFailure counts a failed request under its reason.
 func (m *gatewayMetrics) countFailure(r reason) {
 	switch reasonInfo[r].family {
-	case upstream:
+	case familyUpstream:
 		m.upstreamErrors[r].Inc()
-	case caller:
+	case familyCaller:
 		m.clientAborts[r].Inc()
 	default:
 		m.rejected[r].Inc()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -15,11 +14,9 @@ import (
 	"unsafe"
 
 	"github.com/valyala/fasthttp"
-)
 
-// errorLogInterval is how often one endpoint may log an upstream error; the
-// ones in between are counted and reported with the next line.
-const errorLogInterval = time.Minute
+	"github.com/scrapegate/scrapegate/gateway/upstream"
+)
 
 // proxy is the data path: parse the target, check the policy, take the pod's
 // pooled client, send the scrape with the caller's deadline, and stream the
@@ -62,41 +59,36 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		g.reject(ctx, rt, reasonDraining, uri, "the gateway is shutting down; retry on another replica")
 		return
 	}
-	if g.inflight.Add(1) > int64(g.cfg.MaxInflight) {
-		g.inflight.Add(-1)
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-		g.reject(ctx, rt, reasonOverloaded, uri, "too many scrapes in flight (-max-inflight)")
-		return
-	}
-	key := endpointKey{addr: t.Addr, tls: t.TLS, kubelet: t.Kubelet}
-	ep := g.pool.acquire(key)
-	if ep == nil {
-		g.inflight.Add(-1)
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "10")
-		g.reject(ctx, rt, reasonOverloaded, uri, "too many pod endpoints pooled (-max-endpoints); idle ones are dropped after -endpoint-idle-ttl")
-		return
-	}
 	timeout := g.scrapeTimeout(&ctx.Request.Header)
 	start := time.Now()
-	s := g.acquireScrape(ep, t.Addr, rt, ctx.Conn(), start.Add(timeout))
+	s, err := g.pool.Begin(upstream.Key{Addr: t.Addr, TLS: t.TLS, Kubelet: t.Kubelet}, ctx.Conn(), start.Add(timeout))
+	if err != nil {
+		retryAfter := "1"
+		if err == upstream.ErrTooManyEndpoints {
+			retryAfter = "10"
+		}
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, retryAfter)
+		g.reject(ctx, rt, reasonOverloaded, uri, err.Error())
+		return
+	}
+	s.Tag = int(rt)
 	var kubeletAuth []byte
 	if t.Kubelet {
 		kubeletAuth = *g.kube.kubeletAuth.Load()
 	}
-	s.req = g.appendUpstreamRequest(s.req, &ctx.Request.Header, &t, kubeletAuth)
-	s.head = ctx.IsHead()
-	err = s.send()
-	if err == errCallerGone {
+	s.Request = g.appendUpstreamRequest(s.Request, &ctx.Request.Header, &t, kubeletAuth)
+	err = s.Send(ctx.IsHead())
+	if err == upstream.ErrCallerGone {
 		g.callerGone(ctx, s, uri, "the caller hung up before the pod answered")
 		return
 	}
 	if err != nil {
 		r := classifyUpstreamError(err)
-		g.upstreamFailed(ep, t.Addr, r, err)
-		s.finish()
+		g.upstreamFailed(s, r, err)
 		if r == reasonRefused || r == reasonUnreachable || r == reasonTLS {
-			g.pool.failed(key, ep)
+			s.ConnectFailed()
 		}
+		s.Finish()
 		detail := err.Error()
 		if r == reasonTimeout {
 			detail = fmt.Sprintf("no response from %s within the %s scrape deadline", t.Addr, timeout)
@@ -105,10 +97,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 		return
 	}
 	g.metrics.upstreamTime.UpdateDuration(start)
-	if !ep.answered.Load() {
-		ep.answered.Store(true)
-	}
-	resp := s.resp
+	resp := s.Response()
 	if code := resp.StatusCode(); code < 200 {
 		// fasthttp reads past 100 Continue and the like; a final 1xx such
 		// as 101 Switching Protocols is no answer to a scrape.
@@ -129,31 +118,30 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 	}
 
 	copyResponseHeaders(&ctx.Response.Header, &resp.Header)
-	s.body = resp.BodyStream()
-	if s.body == nil {
+	if resp.BodyStream() == nil {
 		// HEAD, 204 and 304 carry no body.
 		if cl := resp.Header.ContentLength(); cl >= 0 {
 			ctx.Response.Header.SetContentLength(cl)
 		}
 		g.metrics.countRequest(rt, resp.StatusCode())
-		s.finish()
+		s.Finish()
 		return
 	}
 	size := resp.Header.ContentLength()
 	if size < 0 {
 		// Chunked or close-delimited: how the caller gets it is decided by
 		// what arrives first.
-		switch err := s.readAhead(); {
+		switch read, err := s.ReadAhead(); {
 		case err == io.EOF:
-			size = len(s.ahead) // all of it
-		case err == errCallerGone:
+			size = read // all of it
+		case err == upstream.ErrCallerGone:
 			g.callerGone(ctx, s, uri, "the caller hung up before the pod sent its body")
 			return
 		case err != nil:
 			// Nothing was sent on yet: the caller gets a proper answer.
 			r, detail := reasonBodyFailed, "the pod failed after its headers, before the gateway sent anything on: "+err.Error()
 			switch {
-			case err == errBodyTooLarge:
+			case err == upstream.ErrBodyTooLarge:
 				r, detail = reasonBodyTooLarge, fmt.Sprintf("the pod's body exceeds -max-response-body-bytes (%d)", g.cfg.MaxResponseBodyBytes)
 			case errors.Is(err, os.ErrDeadlineExceeded):
 				r, detail = reasonTimeout, fmt.Sprintf("no body from %s within the %s scrape deadline", t.Addr, timeout)
@@ -181,12 +169,12 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 // fasthttp may also drop the connection without handing it over (when
 // flushing an earlier, pipelined response fails): the scrape then ends at
 // its deadline, like any other, whoever comes first owning it.
-func (g *Gateway) streamUntilClose(ctx *fasthttp.RequestCtx, s *scrape) {
+func (g *Gateway) streamUntilClose(ctx *fasthttp.RequestCtx, s *upstream.Scrape) {
 	ctx.Response.Header.SetContentLength(-2) // no length, and Connection: close
 	var owned atomic.Bool
 	own := func() bool { return owned.CompareAndSwap(false, true) }
 	g.hijacked.Add(1)
-	reclaim := time.AfterFunc(time.Until(s.deadline.Add(callerWriteGrace)), func() {
+	reclaim := time.AfterFunc(time.Until(s.WriteDeadline()), func() {
 		if own() {
 			_ = s.CloseWithError(errNotHandedOver)
 			g.hijacked.Done()
@@ -198,7 +186,7 @@ func (g *Gateway) streamUntilClose(ctx *fasthttp.RequestCtx, s *scrape) {
 			return
 		}
 		reclaim.Stop()
-		_ = c.SetWriteDeadline(s.deadline.Add(callerWriteGrace))
+		_ = c.SetWriteDeadline(s.WriteDeadline())
 		_, err := c.Write(ctx.Response.Header.Header())
 		if err == nil {
 			_, err = s.WriteTo(c)
@@ -212,9 +200,9 @@ var errNotHandedOver = errors.New("the caller's connection closed before the res
 
 // callerGone ends a scrape whose caller hung up. Its answer, uncounted,
 // reaches only a caller that half-closed its connection.
-func (g *Gateway) callerGone(ctx *fasthttp.RequestCtx, s *scrape, uri []byte, detail string) {
+func (g *Gateway) callerGone(ctx *fasthttp.RequestCtx, s *upstream.Scrape, uri []byte, detail string) {
 	g.metrics.countFailure(reasonClientGone)
-	s.finish()
+	s.Finish()
 	ctx.SetConnectionClose()
 	g.writeErrorUncounted(ctx, reasonClientGone, uri, detail)
 }
@@ -222,17 +210,10 @@ func (g *Gateway) callerGone(ctx *fasthttp.RequestCtx, s *scrape, uri []byte, de
 // refuseResponse answers with reason r instead of passing on the pod's
 // response. Its body is not read to the end, so its connection is closed,
 // not pooled.
-func (g *Gateway) refuseResponse(ctx *fasthttp.RequestCtx, rt route, uri []byte, s *scrape, r reason, err error, detail string) {
-	g.upstreamFailed(s.ep, s.target, r, err)
-	s.eof = false
-	s.finish()
+func (g *Gateway) refuseResponse(ctx *fasthttp.RequestCtx, rt route, uri []byte, s *upstream.Scrape, r reason, err error, detail string) {
+	g.upstreamFailed(s, r, err)
+	s.Abandon()
 	g.writeError(ctx, rt, r, uri, detail)
-}
-
-// endScrape releases what proxy took for a scrape.
-func (g *Gateway) endScrape(ep *endpoint) {
-	g.pool.release(ep)
-	g.inflight.Add(-1)
 }
 
 // scrapeTimeout is the deadline for one scrape: Prometheus's own timeout minus
@@ -277,7 +258,7 @@ func (g *Gateway) appendUpstreamRequest(dst []byte, in *fasthttp.RequestHeader, 
 	dst = append(dst, "\r\n"...)
 	connection := in.PeekAll(fasthttp.HeaderConnection)
 	for k, v := range in.All() {
-		if !isListedHeader(scrapeHeaders, k) && (t.Kubelet || !isListedHeader(g.forwardHeaders, k)) || listedIn(connection, k) {
+		if !isListedHeader(scrapeHeaders, k) && (t.Kubelet || !isListedHeader(g.forwardHeaders, k)) || upstream.ListsToken(connection, k) {
 			continue
 		}
 		dst = appendHeader(dst, k, v)
@@ -337,7 +318,7 @@ func copyResponseHeaders(dst *fasthttp.ResponseHeader, src *fasthttp.ResponseHea
 	src.SetNoDefaultContentType(true)
 	connection := src.PeekAll(fasthttp.HeaderConnection)
 	for k, v := range src.All() {
-		if dropResponseHeader(k) || listedIn(connection, k) {
+		if dropResponseHeader(k) || upstream.ListsToken(connection, k) {
 			continue
 		}
 		dst.AddBytesKV(k, v)
@@ -383,21 +364,6 @@ func dropResponseHeader(k []byte) bool {
 		bytes.EqualFold(k, []byte("Date"))
 }
 
-// listedIn reports whether header name k is one of the comma-separated tokens
-// of the Connection header values: those are hop-by-hop too.
-func listedIn(connection [][]byte, k []byte) bool {
-	for _, v := range connection {
-		for len(v) > 0 {
-			var tok []byte
-			tok, v, _ = bytes.Cut(v, []byte(","))
-			if bytes.EqualFold(bytes.TrimSpace(tok), k) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // reject answers a request refused before any connection to a pod.
 func (g *Gateway) reject(ctx *fasthttp.RequestCtx, rt route, r reason, uri []byte, detail string) {
 	g.metrics.countFailure(r)
@@ -426,21 +392,45 @@ func errorText(r reason, uri []byte, detail string) string {
 }
 
 // upstreamFailed counts a failed scrape and logs it, at most once per
-// errorLogInterval per endpoint.
-func (g *Gateway) upstreamFailed(ep *endpoint, addr netip.AddrPort, r reason, err error) {
+// interval per endpoint (Scrape.TakeLogTurn).
+func (g *Gateway) upstreamFailed(s *upstream.Scrape, r reason, err error) {
 	g.metrics.countFailure(r)
-	now := time.Now().UnixNano()
-	last := ep.lastErrLog.Load()
-	if now-last < int64(errorLogInterval) || !ep.lastErrLog.CompareAndSwap(last, now) {
-		ep.suppressedErr.Add(1)
+	suppressed, ok := s.TakeLogTurn(timeNow().UnixNano())
+	if !ok {
 		return
 	}
 	// Also sampled across endpoints: one caller scanning many of them must
 	// not flood the log.
 	if e := g.upstreamLog.Warn(); e.Enabled() {
-		e.Str("target", addr.String()).Str("reason", r.String()).Err(err).
-			Int64("suppressed_since_last", ep.suppressedErr.Swap(0)).Msg("scrape failed")
+		e.Str("target", s.Target().String()).Str("reason", r.String()).Err(err).
+			Int64("suppressed_since_last", suppressed).Msg("scrape failed")
 	}
+}
+
+// timeNow is time.Now; the tests of the per-endpoint log interval move it.
+var timeNow = time.Now
+
+// scrapeReporter is the Gateway as the upstream.Reporter of its pool.
+type scrapeReporter Gateway
+
+// BodyEnded counts how a streamed body ended.
+func (sr *scrapeReporter) BodyEnded(s *upstream.Scrape, readErr, writeErr error) {
+	g := (*Gateway)(sr)
+	switch {
+	case readErr != nil:
+		// The server aborts the connection when a read fails, so the caller
+		// sees a broken response rather than a clean, truncated one.
+		r := reasonBodyFailed
+		if readErr == upstream.ErrBodyTooLarge {
+			r = reasonBodyTooLarge
+		}
+		g.upstreamFailed(s, r, readErr)
+	case writeErr != nil:
+		g.metrics.countFailure(callerFailure(writeErr))
+	default:
+		g.metrics.countRequest(route(s.Tag), s.Response().StatusCode())
+	}
+	g.metrics.responseBytes.Add(int(s.BodyBytes()))
 }
 
 func truncate(b []byte) []byte {

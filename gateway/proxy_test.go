@@ -21,6 +21,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
+
+	"github.com/scrapegate/scrapegate/gateway/upstream"
 )
 
 func TestProxyForwardsRawPathAndQuery(t *testing.T) {
@@ -412,9 +414,7 @@ func TestProxySurvivesAPodRestartWithPooledConnections(t *testing.T) {
 	}
 	close(release)
 	held.Wait()
-	ep := g.pool.acquire(endpointKey{addr: netip.MustParseAddrPort(addr)})
-	g.pool.release(ep)
-	if n := ep.client.ConnsCount(); n != conns {
+	if n := endpointState(t, g, netip.MustParseAddrPort(addr)).Conns; n != conns {
 		t.Fatalf("%d pooled connections; want %d", n, conns)
 	}
 
@@ -451,7 +451,7 @@ func TestProxyQueuedScrapesGetConnectionsClosedByThePod(t *testing.T) {
 		go func() { results <- get(t, gw, pod.podPath("/metrics")) }()
 	}
 	<-inPod
-	waitFor(t, "every scrape to be in flight", func() bool { return g.inflight.Load() == scrapes })
+	waitFor(t, "every scrape to be in flight", func() bool { return g.pool.Inflight() == scrapes })
 	close(release)
 	for range scrapes {
 		if r := <-results; r.StatusCode != 200 {
@@ -473,13 +473,13 @@ func TestPoolEvictsIdleEndpoints(t *testing.T) {
 	cfg.EndpointIdleTTL = time.Minute
 	g, gw := startGateway(t, cfg)
 	get(t, gw, pod.podPath("/metrics"))
-	if n := g.pool.len(); n != 1 {
+	if n := g.pool.Len(); n != 1 {
 		t.Fatalf("pooled endpoints = %d; want 1", n)
 	}
-	if n := g.pool.evictIdle(time.Now()); n != 0 {
+	if n := g.pool.EvictIdle(time.Now()); n != 0 {
 		t.Fatalf("evicted %d endpoints used just now", n)
 	}
-	if n := g.pool.evictIdle(time.Now().Add(2 * time.Minute)); n != 1 {
+	if n := g.pool.EvictIdle(time.Now().Add(2 * time.Minute)); n != 1 {
 		t.Fatalf("evicted %d endpoints idle past the TTL; want 1", n)
 	}
 	if v := metricValue(t, g, "scrapegate_pooled_endpoints"); v != 0 {
@@ -495,11 +495,14 @@ func TestPoolEvictsIdleEndpoints(t *testing.T) {
 	}
 
 	// An endpoint with a scrape in flight is never evicted, however old.
-	ep := g.pool.acquire(endpointKey{addr: pod.addr})
-	if n := g.pool.evictIdle(time.Now().Add(time.Hour)); n != 0 {
+	s, err := g.pool.Begin(upstream.Key{Addr: pod.addr}, nil, time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := g.pool.EvictIdle(time.Now().Add(time.Hour)); n != 0 {
 		t.Fatalf("evicted an endpoint with an active scrape")
 	}
-	g.pool.release(ep)
+	s.Finish()
 }
 
 func TestProxyChurnKeepsPoolBounded(t *testing.T) {
@@ -511,11 +514,11 @@ func TestProxyChurnKeepsPoolBounded(t *testing.T) {
 	for i := range 300 {
 		get(t, gw, fmt.Sprintf("/pods/127.0.%d.%d/1/metrics", 100+i/250, 1+i%250))
 	}
-	if n := g.pool.len(); n != 300 {
+	if n := g.pool.Len(); n != 300 {
 		t.Fatalf("pooled endpoints = %d; want 300", n)
 	}
-	g.pool.evictIdle(time.Now().Add(2 * time.Minute))
-	if n := g.pool.len(); n != 0 {
+	g.pool.EvictIdle(time.Now().Add(2 * time.Minute))
+	if n := g.pool.Len(); n != 0 {
 		t.Fatalf("pooled endpoints after TTL = %d; want 0", n)
 	}
 }
@@ -689,18 +692,17 @@ func TestProxyClientDisconnectClosesUpstream(t *testing.T) {
 		t.Fatal("the pod's connection stayed open after the caller went away")
 	}
 	waitFor(t, "the scrape to be released", func() bool {
-		return g.inflight.Load() == 0 && metricValue(t, g, `scrapegate_client_aborts_total{reason="client_gone"}`) == 1
+		return g.pool.Inflight() == 0 && metricValue(t, g, `scrapegate_client_aborts_total{reason="client_gone"}`) == 1
 	})
 	// Caller, gateway and pod sockets all closed: no descriptor leaked.
 	waitFor(t, "open file descriptors to return to their count before the scrape", func() bool {
 		return openFDs(t) <= fdsBefore
 	})
-	ep := g.pool.acquire(endpointKey{addr: pod.addr})
-	defer g.pool.release(ep)
-	if n := ep.active.Load(); n != 1 {
-		t.Fatalf("endpoint still has %d active scrapes besides this one", n-1)
+	state := endpointState(t, g, pod.addr)
+	if n := state.Active; n != 0 {
+		t.Fatalf("endpoint still has %d active scrapes", n)
 	}
-	if n := ep.client.ConnsCount(); n != 0 {
+	if n := state.Conns; n != 0 {
 		t.Fatalf("the half-read connection went back to the pool (%d pooled)", n)
 	}
 	// And the next scrape works on a fresh connection.

@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/scrapegate/scrapegate/gateway/kube"
+	"github.com/scrapegate/scrapegate/gateway/upstream"
 )
 
 // Lifecycle states; see Shutdown.
@@ -57,13 +58,11 @@ type Gateway struct {
 	upstreamTLS    *upstreamTLS        // configures https pod endpoints
 	kube           *kubernetesState    // nil without -kubernetes
 	reloadables    []*reloadable
-	pool           *pool
-	dialer         *fasthttp.TCPDialer
+	pool           *upstream.Pool
 	metrics        *gatewayMetrics
 	router         *router.Router
 	server         *fasthttp.Server
 
-	inflight atomic.Int64
 	// hijacked counts responses to HTTP/1.0 callers still streaming on a
 	// connection the server no longer tracks (streamUntilClose).
 	hijacked sync.WaitGroup
@@ -105,17 +104,25 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 		policy:         NewPolicy(&cfg),
 		forwardHeaders: headerNames(cfg.ForwardRequestHeaders...),
 		limiter:        newRateLimiter(cfg.CallerRateLimit, cfg.CallerRateBurst),
-		dialer: &fasthttp.TCPDialer{
-			Concurrency:          cfg.MaxInflight,
-			DisableDNSResolution: true, // targets are IP literals by construction
-		},
-		stop: make(chan struct{}),
+		stop:           make(chan struct{}),
 	}
 	g.metrics = newGatewayMetrics(
-		func() float64 { return float64(g.inflight.Load()) },
-		func() float64 { return float64(g.pool.len()) },
+		func() float64 { return float64(g.pool.Inflight()) },
+		func() float64 { return float64(g.pool.Len()) },
 	)
-	g.pool = newPool(cfg.EndpointIdleTTL, cfg.MaxEndpoints, g.newHostClient, g.metrics.evicted.Inc)
+	g.pool = upstream.NewPool(upstream.Options{
+		MaxInflight:             cfg.MaxInflight,
+		MaxEndpoints:            cfg.MaxEndpoints,
+		MaxConnsPerEndpoint:     cfg.MaxConnsPerEndpoint,
+		EndpointIdleTTL:         cfg.EndpointIdleTTL,
+		UpstreamIdleConnTimeout: cfg.UpstreamIdleConnTimeout,
+		DialTimeout:             cfg.DialTimeout,
+		MaxConnWait:             cfg.ScrapeTimeoutMax,
+		MaxResponseBodyBytes:    cfg.MaxResponseBodyBytes,
+		TLSConfig:               g.upstreamTLSConfig,
+		Reporter:                (*scrapeReporter)(g),
+		OnEvict:                 g.metrics.evicted.Inc,
+	})
 	if g.limiter != nil {
 		g.metrics.set.NewGauge("scrapegate_rate_limited_callers", func() float64 { return float64(g.limiter.limited(time.Now().UnixNano())) })
 	}
@@ -372,8 +379,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	g.listeners = append(g.listeners, ln)
 	g.listenersMu.Unlock()
 	g.evictionsOnce.Do(func() {
-		go g.pool.runEvictions(g.stop)
-		go every(idleCheckInterval, g.stop, func(time.Time) { g.pool.closeDeadIdleConns() })
+		go g.pool.Run(g.stop)
 		go every(g.cfg.ReloadInterval, g.stop, func(time.Time) { g.reloadAll() })
 		if g.kube != nil {
 			go g.kube.cluster.Run(g.stop)
@@ -420,7 +426,7 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	g.state.Store(stateStopping)
 	listeners := g.listeners
 	g.listenersMu.Unlock()
-	g.log.Info().Int64("inflight", g.inflight.Load()).Stringer("timeout", g.cfg.ShutdownTimeout).Msg("stopping: waiting for in-flight scrapes")
+	g.log.Info().Int64("inflight", g.pool.Inflight()).Stringer("timeout", g.cfg.ShutdownTimeout).Msg("stopping: waiting for in-flight scrapes")
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
 	defer cancel()
 	err := g.server.ShutdownWithContext(sctx)
@@ -434,12 +440,35 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 		_ = ln.Close()
 	}
 	close(g.stop)
-	g.pool.closeIdle()
+	g.pool.CloseIdle()
 	if err != nil {
 		return fmt.Errorf("in-flight scrapes did not finish within -shutdown-timeout: %w", err)
 	}
 	g.log.Info().Msg("stopped")
 	return nil
+}
+
+// every calls f with the time every interval until stop is closed.
+func every(interval time.Duration, stop <-chan struct{}, f func(now time.Time)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			f(now)
+		}
+	}
+}
+
+// upstreamTLSConfig is the TLS configuration for connections to a pod
+// endpoint over https, or to a kubelet.
+func (g *Gateway) upstreamTLSConfig(key upstream.Key) *tls.Config {
+	if key.Kubelet {
+		return g.kube.kubeletTLS.forTarget(key.Addr.String())
+	}
+	return g.upstreamTLS.forTarget(key.Addr.String())
 }
 
 // waitGroupContext waits for wg, or until ctx is done.
@@ -491,7 +520,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	case <-ctx.Done():
 	}
 	if err := g.Shutdown(context.Background()); err != nil {
-		log.Warn().Err(err).Int64("inflight", g.inflight.Load()).Msg("exiting with scrapes unfinished")
+		log.Warn().Err(err).Int64("inflight", g.pool.Inflight()).Msg("exiting with scrapes unfinished")
 	}
 	return <-served
 }

@@ -576,12 +576,15 @@ func newTLSHostClient(t *testing.T, addr string, cfg *tls.Config) *fasthttp.Host
 			if err != nil {
 				return nil, err
 			}
-			return newUpstreamConn(c, c), nil
+			return wrappedConn{c}, nil
 		},
 	}
 	t.Cleanup(hc.CloseIdleConnections)
 	return hc
 }
+
+// wrappedConn hides a connection's type, as the gateway's wrapper does.
+type wrappedConn struct{ net.Conn }
 
 // scrapeTLS scrapes the pod through hc and checks the response.
 func scrapeTLS(t *testing.T, hc *fasthttp.HostClient) error {

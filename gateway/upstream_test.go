@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/scrapegate/scrapegate/gateway/upstream"
 )
 
 // rawPod answers each request on its connections with answer(conn index,
@@ -39,13 +41,22 @@ func rawPod(t *testing.T, ip string, answer func(ci, ri int, c net.Conn) bool) (
 
 // idleConns is how many connections to ip:port the gateway has pooled.
 func idleConns(g *Gateway, ip string, port int) int {
-	g.pool.mu.RLock()
-	defer g.pool.mu.RUnlock()
-	ep := g.pool.endpoints[endpointKey{addr: netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port))}]
-	if ep == nil {
+	state, ok := g.pool.State(upstream.Key{Addr: netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port))})
+	if !ok {
 		return -1
 	}
-	return ep.client.IdleConnsCount()
+	return state.IdleConns
+}
+
+// endpointState is what g's pool holds for the plain-HTTP endpoint addr,
+// which must have a pool.
+func endpointState(t *testing.T, g *Gateway, addr netip.AddrPort) upstream.EndpointState {
+	t.Helper()
+	state, ok := g.pool.State(upstream.Key{Addr: addr})
+	if !ok {
+		t.Fatalf("no pool for %s", addr)
+	}
+	return state
 }
 
 const okResponse = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

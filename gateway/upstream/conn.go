@@ -1,4 +1,4 @@
-package gateway
+package upstream
 
 import (
 	"crypto/tls"
@@ -17,14 +17,14 @@ import (
 type upstreamConn struct {
 	net.Conn
 	// fd is the socket's descriptor, for checking an idle connection
-	// without reading it (pool.closeDeadIdleConns); -1 if unknown.
+	// without reading it (Pool.CloseDeadIdleConns); -1 if unknown.
 	fd int
 	// inUse is set while a scrape holds the connection; closed once it
 	// is closed.
 	inUse, closed atomic.Bool
 	peerClosed    atomic.Bool
 	// served is set once the connection has carried a response: from then
-	// on it is a reused connection (see scrape.send).
+	// on it is a reused connection (see Scrape.Send).
 	served atomic.Bool
 	// received counts the bytes read, to tell whether an attempt got any
 	// of a response. Only the scrape holding the connection reads it.

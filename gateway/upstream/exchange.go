@@ -1,7 +1,8 @@
-package gateway
+package upstream
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -16,39 +17,37 @@ import (
 )
 
 // newHostClient returns the connection pool of one pod endpoint. Only its
-// pool and dialer are used: scrape.send runs the exchange itself, so that a
+// pool and dialer are used: Scrape.Send runs the exchange itself, so that a
 // scrape holds its connection in pooled state instead of the closures
 // fasthttp's streaming client allocates for every response.
-func (g *Gateway) newHostClient(key endpointKey, ep *endpoint) *fasthttp.HostClient {
-	addr := key.addr.String()
+func (p *Pool) newHostClient(key Key, ep *endpoint) *fasthttp.HostClient {
+	addr := key.Addr.String()
 	var tlsConfig *tls.Config
-	switch {
-	case key.kubelet:
-		tlsConfig = g.kube.kubeletTLS.forTarget(addr)
-	case key.tls:
-		tlsConfig = g.upstreamTLS.forTarget(addr)
+	if key.TLS || key.Kubelet {
+		tlsConfig = p.opts.TLSConfig(key)
 	}
+	o := &p.opts
 	return &fasthttp.HostClient{
 		Addr:     addr,
-		IsTLS:    key.tls,
-		MaxConns: g.cfg.MaxConnsPerEndpoint,
+		IsTLS:    key.TLS,
+		MaxConns: o.MaxConnsPerEndpoint,
 		// Wait for a busy endpoint's connection up to the scrape deadline
-		// (send caps the wait) instead of failing at once.
-		MaxConnWaitTimeout: g.cfg.ScrapeTimeoutMax,
+		// (Send caps the wait) instead of failing at once.
+		MaxConnWaitTimeout: o.MaxConnWait,
 		// fasthttp's cleaner of idle connections sleeps this long between
 		// rounds and keeps the HostClient alive meanwhile, even once the pool
 		// has evicted the endpoint: capping it at the endpoint TTL keeps
 		// what pod churn leaves behind bounded by that TTL. A connection
 		// idle longer would be closed at eviction anyway.
-		MaxIdleConnDuration: min(g.cfg.UpstreamIdleConnTimeout, g.cfg.EndpointIdleTTL),
+		MaxIdleConnDuration: min(o.UpstreamIdleConnTimeout, o.EndpointIdleTTL),
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
 			// fasthttp dials with no timeout at all (0) when it replaces a
 			// closed connection for a scrape queued on a busy endpoint.
-			if timeout <= 0 || timeout > g.cfg.DialTimeout {
-				timeout = g.cfg.DialTimeout
+			if timeout <= 0 || timeout > o.DialTimeout {
+				timeout = o.DialTimeout
 			}
 			deadline := time.Now().Add(timeout)
-			c, err := g.dialer.DialDualStackTimeout(addr, timeout)
+			c, err := p.dialer.DialDualStackTimeout(addr, timeout)
 			if err != nil {
 				return nil, err
 			}
@@ -70,23 +69,29 @@ func handshakeUpstream(ep *endpoint, c net.Conn, cfg *tls.Config, deadline time.
 	_ = tc.SetDeadline(deadline)
 	if err := tc.Handshake(); err != nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("%w: %w", errTLSHandshake, err)
+		return nil, fmt.Errorf("%w: %w", ErrTLSHandshake, err)
 	}
 	_ = tc.SetDeadline(time.Time{})
 	return upstreamTLSConn{ep.track(newUpstreamConn(tc, c))}, nil
 }
 
-// send sends s.req to the scrape's endpoint and reads the response headers
-// into s.resp, all before the scrape's deadline, which also bounds reading
-// the body. On success s holds the connection until s.finish; the body, if
-// any, is still on it.
+// ErrTLSHandshake wraps every failed TLS handshake with a pod.
+var ErrTLSHandshake = errors.New("TLS handshake with the target failed")
+
+// Send sends s.Request to the scrape's endpoint and reads the response
+// headers into s.Response(), all before the scrape's deadline, which also
+// bounds reading the body; head is set for a HEAD request, whose response
+// has no body. On success s holds the connection until it finishes; the
+// body, if any, is still on it. It returns ErrCallerGone if the caller hung
+// up meanwhile.
 //
 // A scrape is sent once. The single exception: a pooled connection the pod
 // closed while it sat idle fails at once, before any byte of a response
 // arrives; the scrape is then sent again on a fresh connection, as net/http
 // does. A pod that drops a fresh connection, or a reused one later, has
 // failed the scrape, and is not asked twice.
-func (s *scrape) send() error {
+func (s *Scrape) Send(head bool) error {
+	s.head = head
 	stale, err := s.exchange()
 	if err != nil && stale && isStaleConnError(err) {
 		// The endpoint's other idle connections idled as long as this one:
@@ -98,13 +103,16 @@ func (s *scrape) send() error {
 	if err == io.EOF {
 		err = fasthttp.ErrConnectionClosed
 	}
+	if err == nil && !s.ep.answered.Load() {
+		s.ep.answered.Store(true)
+	}
 	return err
 }
 
-// exchange is one attempt of send. stale reports whether the connection had
+// exchange is one attempt of Send. stale reports whether the connection had
 // served a response before and brought no byte of this one: a failure then
 // may be the pod having closed it while it sat idle.
-func (s *scrape) exchange() (stale bool, err error) {
+func (s *Scrape) exchange() (stale bool, err error) {
 	hc := s.ep.client
 	deadline := s.deadline
 	timeout := time.Until(deadline)
@@ -118,12 +126,12 @@ func (s *scrape) exchange() (stale bool, err error) {
 	conn := cc.Conn()
 	uc := upstreamConnOf(conn)
 	uc.inUse.Store(true)
-	if time.Until(deadline) < timeout-hangupCheckInterval && s.callerHungUp() {
+	if time.Until(deadline) < timeout-HangupCheckInterval && s.callerHungUp() {
 		// It waited for a busy endpoint's connection, and its caller gave
 		// up meanwhile: the pod is not asked.
 		uc.inUse.Store(false)
 		hc.ReleaseConn(cc)
-		return false, errCallerGone
+		return false, ErrCallerGone
 	}
 	reused, received := uc.served.Load(), uc.received
 	// A connection the pod closed while it sat idle fails at once: its FIN
@@ -137,7 +145,7 @@ func (s *scrape) exchange() (stale bool, err error) {
 		hc.CloseConn(cc)
 		return failed(err, true)
 	}
-	if _, err := conn.Write(s.req); err != nil {
+	if _, err := conn.Write(s.Request); err != nil {
 		hc.CloseConn(cc)
 		return failed(err, true)
 	}
@@ -161,9 +169,10 @@ func (s *scrape) exchange() (stale bool, err error) {
 	// fasthttp only sees "Connection: close" spelt exactly so, and takes a
 	// body that ends when the connection does, with Connection: Upgrade,
 	// for one that leaves it reusable. (A final 1xx, such as 101, is
-	// refused by proxy, which closes the connection.)
-	s.closeConn = resp.ConnectionClose() || listedIn(resp.Header.PeekAll(fasthttp.HeaderConnection), []byte("close"))
-	if resp.BodyStream() == nil {
+	// refused by the gateway, which abandons the scrape.)
+	s.closeConn = resp.ConnectionClose() || ListsToken(resp.Header.PeekAll(fasthttp.HeaderConnection), []byte("close"))
+	s.body = resp.BodyStream()
+	if s.body == nil {
 		// HEAD, 204 and 304 carry no body: the connection is done.
 		s.eof = true
 	} else if resp.Header.ContentLength() == -2 {
@@ -172,17 +181,17 @@ func (s *scrape) exchange() (stale bool, err error) {
 	return false, nil
 }
 
-// hangupCheckInterval is how long a scrape waits for its pod's bytes before
+// HangupCheckInterval is how long a scrape waits for its pod's bytes before
 // it first checks whether its caller has hung up; each later check comes
 // twice as late, up to maxHangupCheckInterval. Most pods answer within the
 // first interval, and a long wait costs a wake-up a second at most.
 const (
-	hangupCheckInterval    = 100 * time.Millisecond
+	HangupCheckInterval    = 100 * time.Millisecond
 	maxHangupCheckInterval = time.Second
 )
 
-// errCallerGone ends a scrape whose caller hung up before the pod answered.
-var errCallerGone = errors.New("the caller hung up before the pod answered")
+// ErrCallerGone ends a scrape whose caller hung up before the pod answered.
+var ErrCallerGone = errors.New("the caller hung up before the pod answered")
 
 // awaitBytes waits, until the scrape's deadline, for the pod to send more
 // on conn, and leaves conn's read deadline at the scrape's deadline. Now
@@ -190,8 +199,8 @@ var errCallerGone = errors.New("the caller hung up before the pod answered")
 // (Prometheus after its own timeout, a restarted one) must not hold the pod
 // connection and the in-flight slot until the deadline. atOnce reports a
 // failure within the first interval.
-func (s *scrape) awaitBytes(conn net.Conn, br *bufio.Reader) (atOnce bool, err error) {
-	interval := hangupCheckInterval
+func (s *Scrape) awaitBytes(conn net.Conn, br *bufio.Reader) (atOnce bool, err error) {
+	interval := HangupCheckInterval
 	for first := true; ; first = false {
 		check := time.Now().Add(interval)
 		if !check.Before(s.deadline) {
@@ -208,7 +217,7 @@ func (s *scrape) awaitBytes(conn net.Conn, br *bufio.Reader) (atOnce bool, err e
 			return first, err
 		}
 		if s.callerHungUp() {
-			return false, errCallerGone
+			return false, ErrCallerGone
 		}
 		interval = min(2*interval, maxHangupCheckInterval)
 	}
@@ -216,7 +225,7 @@ func (s *scrape) awaitBytes(conn net.Conn, br *bufio.Reader) (atOnce bool, err e
 
 // callerHungUp reports whether the scrape's caller has closed or reset its
 // connection. The socket is looked up once per scrape, when first needed.
-func (s *scrape) callerHungUp() bool {
+func (s *Scrape) callerHungUp() bool {
 	if s.callerFD == 0 {
 		s.callerFD = socketFD(s.caller) + 1
 	}
@@ -253,7 +262,7 @@ func giveBack[C pooledConn](f func(C), cc pooledConn) { f(cc.(C)) }
 // releaseConn returns what send took from the endpoint's pool: the
 // connection goes back for reuse only if keep is set and nothing says it is
 // done, otherwise it is closed.
-func (s *scrape) releaseConn(keep bool) {
+func (s *Scrape) releaseConn(keep bool) {
 	if s.pooled == nil {
 		return
 	}
@@ -269,4 +278,21 @@ func (s *scrape) releaseConn(keep bool) {
 		giveBack(hc.CloseConn, s.pooled)
 	}
 	s.pooled, s.br, s.conn = nil, nil, nil
+}
+
+// ListsToken reports whether token is one of the comma-separated tokens of
+// the header values, compared case-insensitively: how a Connection header
+// names the headers that are hop-by-hop, and asks for the connection to
+// close.
+func ListsToken(values [][]byte, token []byte) bool {
+	for _, v := range values {
+		for len(v) > 0 {
+			var tok []byte
+			tok, v, _ = bytes.Cut(v, []byte(","))
+			if bytes.EqualFold(bytes.TrimSpace(tok), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
