@@ -18,6 +18,7 @@ import (
 
 	"github.com/scrapegate/scrapegate/bench/baseline"
 	"github.com/scrapegate/scrapegate/gateway"
+	"github.com/scrapegate/scrapegate/gateway/target"
 )
 
 // BenchmarkScrape sends the same scrape to a pod directly (the floor),
@@ -166,7 +167,7 @@ func startPod(b testing.TB, payload []byte, gzipped bool) string {
 
 func startScrapegate(b testing.TB) string {
 	cfg := gateway.DefaultConfig()
-	allow, err := gateway.ParseCIDRs("127.0.0.0/8")
+	allow, err := target.ParseCIDRs("127.0.0.0/8")
 	if err != nil {
 		b.Fatal(err)
 	}

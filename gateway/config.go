@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/scrapegate/scrapegate/gateway/target"
 )
 
 // Config is everything the gateway can be told. Every field is a flag; see
@@ -19,10 +21,10 @@ type Config struct {
 	Listen     string
 	AllowCIDRs []netip.Prefix
 
-	// Targets: what the gateway may connect to (see Policy).
+	// Targets: what the gateway may connect to (see target.Policy).
 	DenyCIDRs         []netip.Prefix
-	AllowPorts        portRanges
-	DenyPorts         portRanges
+	AllowPorts        target.PortRanges
+	DenyPorts         target.PortRanges
 	AllowPathPrefixes []string
 	DenyPathPrefixes  []string
 
@@ -91,12 +93,12 @@ type Config struct {
 
 // DefaultConfig returns the defaults every flag starts from.
 func DefaultConfig() Config {
-	allow, err := ParseCIDRs(DefaultAllowCIDRs)
+	allow, err := target.ParseCIDRs(target.DefaultAllowCIDRs)
 	if err != nil {
 		panic("BUG: cannot parse DefaultAllowCIDRs: " + err.Error())
 	}
-	var denyPorts portRanges
-	if err := denyPorts.Set(DefaultDenyPorts); err != nil {
+	var denyPorts target.PortRanges
+	if err := denyPorts.Set(target.DefaultDenyPorts); err != nil {
 		panic("BUG: cannot parse DefaultDenyPorts: " + err.Error())
 	}
 	return Config{
@@ -127,6 +129,18 @@ func DefaultConfig() Config {
 		LogLevel:                "info",
 		KubeletCAFile:           serviceAccountDir + "/ca.crt",
 		KubeletTokenFile:        serviceAccountDir + "/token",
+	}
+}
+
+// targetRules are the target flags, as the target policy takes them.
+func (c *Config) targetRules() target.Rules {
+	return target.Rules{
+		AllowCIDRs:        c.AllowCIDRs,
+		DenyCIDRs:         c.DenyCIDRs,
+		AllowPorts:        c.AllowPorts,
+		DenyPorts:         c.DenyPorts,
+		AllowPathPrefixes: c.AllowPathPrefixes,
+		DenyPathPrefixes:  c.DenyPathPrefixes,
 	}
 }
 
@@ -573,7 +587,7 @@ func (c *Config) validate() []*flagError {
 		for _, p := range f.prefixes {
 			if !strings.HasPrefix(p, "/") {
 				bad(f.flag, "%q does not start with '/'; write /%s", p, p)
-			} else if !isPlainPath([]byte(p)) {
+			} else if !target.IsPlainPath([]byte(p)) {
 				// Only plain paths pass path rules, so a prefix that is not
 				// plain would never match one.
 				bad(f.flag, "%q is not a plain path: write letters, digits, '-._~' and single '/' separators, no %%-escapes, no segment ending in '.'", p)
@@ -703,7 +717,7 @@ func (l *cidrList) Set(s string) error {
 		*l = nil // an empty list; -allow-cidrs is checked by Validate
 		return nil
 	}
-	ps, err := ParseCIDRs(s)
+	ps, err := target.ParseCIDRs(s)
 	if err != nil {
 		return err
 	}

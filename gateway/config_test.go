@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scrapegate/scrapegate/gateway/target"
 )
 
 func envOf(kv ...string) func(string) (string, bool) {
@@ -25,8 +27,8 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if cfg.Listen != ":8080" {
 		t.Fatalf("default -listen = %q; want :8080", cfg.Listen)
 	}
-	if got := (*cidrList)(&cfg.AllowCIDRs).String(); got != DefaultAllowCIDRs {
-		t.Fatalf("default -allow-cidrs = %q; want %q", got, DefaultAllowCIDRs)
+	if got := (*cidrList)(&cfg.AllowCIDRs).String(); got != target.DefaultAllowCIDRs {
+		t.Fatalf("default -allow-cidrs = %q; want %q", got, target.DefaultAllowCIDRs)
 	}
 }
 
@@ -162,7 +164,7 @@ func TestParseFlagsSecurity(t *testing.T) {
 		t.Fatalf("unsafe defaults: %+v", d)
 	}
 	for _, port := range []uint16{2379, 2380, 6443, 10250, 10255} {
-		if !d.DenyPorts.contains(port) {
+		if !d.DenyPorts.Contains(port) {
 			t.Fatalf("default -deny-ports %s lacks control-plane port %d", d.DenyPorts.String(), port)
 		}
 	}
@@ -202,6 +204,23 @@ func TestParseFlagsForwardRequestHeaders(t *testing.T) {
 	f("Host", "cannot be forwarded")
 	f("Content-Length", "cannot be forwarded")
 	f("Via", "cannot be forwarded")
+}
+
+// TestParseFlagsPathPrefixesArePlain checks that path prefixes must be plain
+// themselves: only plain paths reach them, so an encoded or ';' prefix would
+// never match.
+func TestParseFlagsPathPrefixesArePlain(t *testing.T) {
+	badPrefix := func(arg string) {
+		t.Helper()
+		if _, err := ParseFlags("scrapegate", []string{arg}, envOf(), io.Discard); err == nil || !strings.Contains(err.Error(), "not a plain path") {
+			t.Fatalf("ParseFlags(%s) = %v; want an error saying the prefix is not a plain path", arg, err)
+		}
+	}
+	badPrefix("-deny-path-prefixes=/actuator/%65nv")
+	badPrefix("-deny-path-prefixes=/actuator;x")
+	badPrefix("-deny-path-prefixes=/debug//pprof")
+	badPrefix("-deny-path-prefixes=/debug./pprof")
+	badPrefix("-allow-path-prefixes=/metrics,/federate%2F")
 }
 
 func TestListenAddress(t *testing.T) {

@@ -28,6 +28,14 @@ func testConfig() Config {
 	return cfg
 }
 
+func mustParsePrefixes(ss ...string) []netip.Prefix {
+	out := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParsePrefix(s)
+	}
+	return out
+}
+
 // startGateway serves a Gateway on a loopback port until the test ends.
 func startGateway(t testing.TB, cfg Config) (*Gateway, string) {
 	t.Helper()

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/scrapegate/scrapegate/gateway/target"
 )
 
 // This file throws hostile request targets and headers at the gateway and
@@ -237,7 +239,7 @@ func TestHostileInputs(t *testing.T) {
 	cfgB := DefaultConfig()
 	cfgB.DrainDelay = 0
 	cfgB.AllowCIDRs = mustParsePrefixes("127.0.0.9/32")
-	cfgB.AllowPorts = portRanges{{uint16(port), uint16(port)}}
+	cfgB.AllowPorts = target.PortRanges{{uint16(port), uint16(port)}}
 	cfgB.AllowPathPrefixes = []string{"/metrics"}
 	cfgB.DenyPathPrefixes = []string{"/metrics/secret"}
 	cfgB.MaxURIBytes = 256

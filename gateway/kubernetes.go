@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"fmt"
-	"net/netip"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -12,6 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/scrapegate/scrapegate/gateway/kube"
+	"github.com/scrapegate/scrapegate/gateway/target"
 )
 
 // kubernetesState is what -kubernetes adds to a Gateway.
@@ -35,7 +35,7 @@ func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reloadable, e
 	k := &kubernetesState{cluster: cluster}
 	g.kube = k
 	if cfg.EffectiveTargetPolicy() == TargetPolicyKubernetes {
-		g.policy.pods = cluster
+		g.policy.SetLivePods(cluster)
 	}
 	g.metrics.set.NewGauge(`scrapegate_kubernetes_synced`, func() float64 {
 		if cluster.Synced() {
@@ -96,7 +96,7 @@ func (g *Gateway) serveSD(ctx *fasthttp.RequestCtx) {
 		g.plainText(ctx, routeSD, fasthttp.StatusMethodNotAllowed, "scrapegate: 405 method not allowed: only GET and HEAD")
 		return
 	}
-	path, query := splitQuery(ctx.Request.Header.RequestURI())
+	path, query := target.SplitQuery(ctx.Request.Header.RequestURI())
 	var sd func(string, kube.Gateway) (*kube.Document, error)
 	switch string(path) {
 	case "/sd/pods":
@@ -168,43 +168,36 @@ func etagMatches(ifNoneMatch []byte, etag string) bool {
 // parseNodePath parses /nodes/{node}/{path}: the node must be one the
 // informer knows and the path one of the kubelet's metrics endpoints. The
 // target is that node's kubelet, over https, with the gateway's token.
-func (g *Gateway) parseNodePath(uri []byte) (Target, error) {
+func (g *Gateway) parseNodePath(uri []byte) (target.Target, error) {
 	if g.kube == nil {
-		return Target{}, errNoKubernetes
+		return target.Target{}, errNoKubernetes
 	}
 	if g.kube.kubeletAuth.Load() == nil {
-		return Target{}, errNoKubeletToken
+		return target.Target{}, errNoKubeletToken
 	}
-	rest, query := splitQuery(uri)
+	rest, query := target.SplitQuery(uri)
 	rest = rest[len(nodesPrefix):]
 	slash := bytes.IndexByte(rest, '/')
 	if slash <= 0 {
-		return Target{}, errNoNodePath
+		return target.Target{}, errNoNodePath
 	}
 	node, path := rest[:slash], rest[slash:]
 	if !kube.IsKubeletPath(string(path)) {
-		return Target{}, errKubeletPath
+		return target.Target{}, errKubeletPath
 	}
-	if err := checkQuery(query); err != nil {
-		return Target{}, err
+	if err := target.CheckQuery(query); err != nil {
+		return target.Target{}, err
 	}
 	addr, ok := g.kube.cluster.Kubelet(string(node))
 	if !ok {
-		return Target{}, badTarget(fmt.Sprintf("no node %q with an InternalIP is known", truncate(node)))
+		return target.Target{}, target.Invalid(fmt.Sprintf("no node %q with an InternalIP is known", truncate(node)))
 	}
-	return Target{Addr: addr, Path: path, Query: query, TLS: true, Kubelet: true}, nil
+	return target.Target{Addr: addr, Path: path, Query: query, TLS: true, Kubelet: true}, nil
 }
 
 var (
-	errNoKubernetes   = badTarget("/nodes/ needs -kubernetes")
-	errNoKubeletToken = badTarget("/nodes/ is off: -kubelet-token-file is empty")
-	errNoNodePath     = badTarget("want /nodes/{node}/{path}")
-	errKubeletPath    = badTarget("the kubelet path must be one of " + strings.Join(kube.KubeletPaths, ", "))
+	errNoKubernetes   = target.Invalid("/nodes/ needs -kubernetes")
+	errNoKubeletToken = target.Invalid("/nodes/ is off: -kubelet-token-file is empty")
+	errNoNodePath     = target.Invalid("want /nodes/{node}/{path}")
+	errKubeletPath    = target.Invalid("the kubelet path must be one of " + strings.Join(kube.KubeletPaths, ", "))
 )
-
-// livePods is the "kubernetes" target policy: whether an endpoint belongs to
-// a pod that exists, which is known only once the informers have synced.
-type livePods interface {
-	Synced() bool
-	HasEndpoint(netip.AddrPort) bool
-}

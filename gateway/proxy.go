@@ -15,13 +15,14 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/scrapegate/scrapegate/gateway/target"
 	"github.com/scrapegate/scrapegate/gateway/upstream"
 )
 
 // proxy is the data path: parse the target, check the policy, take the pod's
 // pooled client, send the scrape with the caller's deadline, and stream the
 // answer back. It is shared by /pods/ requests and absolute-form requests.
-func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (Target, error)) {
+func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (target.Target, error)) {
 	uri := ctx.Request.Header.RequestURI()
 	if !ctx.IsGet() && !ctx.IsHead() {
 		ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, HEAD")
@@ -39,15 +40,15 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 	}
 	// A kubelet target is a known node's kubelet metrics endpoint by
 	// construction (parseNodePath): only its address is checked.
-	var v verdict
+	var v target.Verdict
 	if t.Kubelet {
 		v = g.policy.CheckKubelet(t.Addr)
 	} else {
 		v = g.policy.Check(&t)
 	}
 	switch v {
-	case verdictAllowed:
-	case verdictNotSynced:
+	case target.VerdictAllowed:
+	case target.VerdictNotSynced:
 		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "5")
 		g.reject(ctx, rt, reasonNotSynced, uri, v.String())
 		return
@@ -245,7 +246,7 @@ func (g *Gateway) scrapeTimeout(h *fasthttp.RequestHeader) time.Duration {
 // into a fasthttp.Request only to serialise it again cost a tenth of the
 // gateway's CPU per scrape. The caller's header names and values were
 // validated when its request was parsed.
-func (g *Gateway) appendUpstreamRequest(dst []byte, in *fasthttp.RequestHeader, t *Target, kubeletAuth []byte) []byte {
+func (g *Gateway) appendUpstreamRequest(dst []byte, in *fasthttp.RequestHeader, t *target.Target, kubeletAuth []byte) []byte {
 	dst = append(dst, in.Method()...)
 	dst = append(dst, ' ')
 	dst = append(dst, t.Path...)

@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/netip"
 	"strconv"
 	"time"
@@ -189,36 +188,4 @@ func (g *Gateway) clientCertValid(ctx *fasthttp.RequestCtx, rt route) bool {
 		return false
 	}
 	return true
-}
-
-// selfAddrs lists the addresses a listener serves on. On all addresses that
-// is every interface address, all of loopback (any 127.x.y.z reaches it) and
-// the unspecified address (which dials loopback).
-func selfAddrs(a net.Addr) []selfAddr {
-	tcp, ok := a.(*net.TCPAddr)
-	if !ok {
-		return nil
-	}
-	ap := tcp.AddrPort()
-	port := ap.Port()
-	ip := ap.Addr().Unmap()
-	if !ip.IsUnspecified() {
-		return []selfAddr{{netip.PrefixFrom(ip, ip.BitLen()), port}}
-	}
-	out := []selfAddr{
-		{netip.MustParsePrefix("127.0.0.0/8"), port},
-		{netip.MustParsePrefix("::1/128"), port},
-		{netip.MustParsePrefix("0.0.0.0/32"), port},
-		{netip.MustParsePrefix("::/128"), port},
-	}
-	ifaddrs, _ := net.InterfaceAddrs()
-	for _, ia := range ifaddrs {
-		if n, ok := ia.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok {
-				ip = ip.Unmap()
-				out = append(out, selfAddr{netip.PrefixFrom(ip, ip.BitLen()), port})
-			}
-		}
-	}
-	return out
 }

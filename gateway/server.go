@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/scrapegate/scrapegate/gateway/kube"
+	"github.com/scrapegate/scrapegate/gateway/target"
 	"github.com/scrapegate/scrapegate/gateway/upstream"
 )
 
@@ -48,7 +49,7 @@ type Gateway struct {
 	// upstreamLog is sampled across endpoints; each endpoint also logs at
 	// most once per errorLogInterval.
 	upstreamLog zerolog.Logger
-	policy      *Policy
+	policy      *target.Policy
 	// forwardHeaders is -forward-request-headers.
 	forwardHeaders [][]byte
 	auth           *authenticator      // nil: no credentials required
@@ -101,7 +102,7 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 		rejectLog:      log.Sample(&zerolog.BurstSampler{Burst: 10, Period: 10 * time.Second}),
 		authLog:        log.Sample(&zerolog.BurstSampler{Burst: 10, Period: 10 * time.Second}),
 		upstreamLog:    log.Sample(&zerolog.BurstSampler{Burst: 20, Period: 10 * time.Second}),
-		policy:         NewPolicy(&cfg),
+		policy:         target.NewPolicy(cfg.targetRules()),
 		forwardHeaders: headerNames(cfg.ForwardRequestHeaders...),
 		limiter:        newRateLimiter(cfg.CallerRateLimit, cfg.CallerRateBurst),
 		stop:           make(chan struct{}),
@@ -188,9 +189,9 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 		g.router.Handler(ctx)
 	case !g.admit(ctx, rt, uri):
 	case rt == routeProxy:
-		g.proxy(ctx, routeProxy, parseAbsoluteURI)
+		g.proxy(ctx, routeProxy, target.ParseAbsoluteURI)
 	case rt == routePods:
-		g.proxy(ctx, routePods, parsePodPath)
+		g.proxy(ctx, routePods, target.ParsePodPath)
 	case rt == routeNodes:
 		g.proxy(ctx, routeNodes, g.parseNodePath)
 	case rt == routeSD:
@@ -228,16 +229,16 @@ func closeAfterBody(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 // hot path.
 func routeOf(uri []byte) route {
 	switch {
-	case isAbsoluteForm(uri):
+	case target.IsAbsoluteForm(uri):
 		return routeProxy
-	case bytes.HasPrefix(uri, []byte(podsPrefix)):
+	case bytes.HasPrefix(uri, []byte(target.PodsPrefix)):
 		return routePods
 	case bytes.HasPrefix(uri, []byte(nodesPrefix)):
 		return routeNodes
 	case bytes.HasPrefix(uri, []byte(sdPrefix)):
 		return routeSD
 	}
-	switch path, _ := splitQuery(uri); string(path) {
+	switch path, _ := target.SplitQuery(uri); string(path) {
 	case "/metrics":
 		return routeMetrics
 	case "/healthz":
@@ -356,7 +357,7 @@ func setPlainText(ctx *fasthttp.RequestCtx, status int, body string) {
 // Serve serves on ln until Shutdown. It returns nil after a Shutdown. ln is a
 // plain TCP listener: Serve adds the caller checks and TLS.
 func (g *Gateway) Serve(ln net.Listener) error {
-	g.policy.addSelf(selfAddrs(ln.Addr())...)
+	g.policy.AddSelf(ln.Addr())
 	ln = silentTimeoutListener{ln}
 	if len(g.cfg.AllowCallerCIDRs) > 0 || g.cfg.MaxConnsPerCaller > 0 {
 		ln = &callerListener{

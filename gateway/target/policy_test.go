@@ -1,9 +1,8 @@
-package gateway
+package target
 
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -19,8 +18,8 @@ func TestPolicyAllowed(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ParseCIDRs(%q): %s", allowCIDRs, err)
 		}
-		if got := NewPolicy(&Config{AllowCIDRs: allow}).Allowed(netip.MustParseAddrPort(target)); got != want {
-			t.Fatalf("allow %s: Allowed(%s) = %v; want %v", allowCIDRs, target, got, want)
+		if got := NewPolicy(Rules{AllowCIDRs: allow}).checkAddr(netip.MustParseAddrPort(target)) == VerdictAllowed; got != want {
+			t.Fatalf("allow %s: %s allowed = %v; want %v", allowCIDRs, target, got, want)
 		}
 	}
 	// The defaults: pod networks yes, everything else no.
@@ -98,26 +97,36 @@ func TestParseCIDRs(t *testing.T) {
 }
 
 func TestPolicyCheck(t *testing.T) {
-	cfg := Config{AllowCIDRs: mustParsePrefixes("10.0.0.0/8", "127.0.0.0/8", "fd00::/8")}
+	mustParseCIDRs := func(s string) []netip.Prefix {
+		t.Helper()
+		ps, err := ParseCIDRs(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ps
+	}
+	rules := Rules{
+		AllowCIDRs:        mustParseCIDRs("10.0.0.0/8,127.0.0.0/8,fd00::/8"),
+		DenyCIDRs:         mustParseCIDRs("10.9.0.0/16,127.0.0.0/8"),
+		AllowPathPrefixes: []string{"/metrics", "/federate", "/probe/"},
+		DenyPathPrefixes:  []string{"/metrics/private"},
+	}
 	mustSet := func(v interface{ Set(string) error }, s string) {
 		t.Helper()
 		if err := v.Set(s); err != nil {
 			t.Fatal(err)
 		}
 	}
-	mustSet((*cidrList)(&cfg.DenyCIDRs), "10.9.0.0/16,127.0.0.0/8")
-	mustSet(&cfg.AllowPorts, "80,9000-9199,10250")
-	mustSet(&cfg.DenyPorts, "10250")
-	mustSet((*stringList)(&cfg.AllowPathPrefixes), "/metrics,/federate,/probe/")
-	mustSet((*stringList)(&cfg.DenyPathPrefixes), "/metrics/private")
-	p := NewPolicy(&cfg)
-	p.addSelf(selfAddrs(&net.TCPAddr{IP: net.ParseIP("10.1.1.1"), Port: 9100})...)
-	p.addSelf(selfAddrs(&net.TCPAddr{IP: net.ParseIP("::ffff:10.1.1.2"), Port: 9101})...)
-	p.addSelf(selfAddrs(&net.TCPAddr{IP: net.IPv6unspecified, Port: 9102})...)
+	mustSet(&rules.AllowPorts, "80,9000-9199,10250")
+	mustSet(&rules.DenyPorts, "10250")
+	p := NewPolicy(rules)
+	p.AddSelf(&net.TCPAddr{IP: net.ParseIP("10.1.1.1"), Port: 9100})
+	p.AddSelf(&net.TCPAddr{IP: net.ParseIP("::ffff:10.1.1.2"), Port: 9101})
+	p.AddSelf(&net.TCPAddr{IP: net.IPv6unspecified, Port: 9102})
 
-	f := func(uri string, want verdict) {
+	f := func(uri string, want Verdict) {
 		t.Helper()
-		tg, err := parsePodPath([]byte(uri))
+		tg, err := ParsePodPath([]byte(uri))
 		if err != nil {
 			t.Fatalf("%q: %s", uri, err)
 		}
@@ -125,11 +134,11 @@ func TestPolicyCheck(t *testing.T) {
 			t.Fatalf("Check(%q) = %q; want %q", uri, got, want)
 		}
 	}
-	f("/pods/10.1.2.3/9100/metrics", verdictAllowed)
-	f("/pods/10.1.2.3/9100/metrics/cadvisor", verdictAllowed)
-	f("/pods/10.1.2.3/80/federate?match[]=up", verdictAllowed)
-	f("/pods/10.1.2.3/80/probe/x", verdictAllowed)
-	f("/pods/fd00::1/80/metrics", verdictAllowed)
+	f("/pods/10.1.2.3/9100/metrics", VerdictAllowed)
+	f("/pods/10.1.2.3/9100/metrics/cadvisor", VerdictAllowed)
+	f("/pods/10.1.2.3/80/federate?match[]=up", VerdictAllowed)
+	f("/pods/10.1.2.3/80/probe/x", VerdictAllowed)
+	f("/pods/fd00::1/80/metrics", VerdictAllowed)
 	// Deny-lists win over allow-lists, including a special range allowed on purpose.
 	f("/pods/10.9.0.1/9100/metrics", verdictIPDenied)
 	f("/pods/127.0.0.1/9100/metrics", verdictIPDenied)
@@ -149,8 +158,8 @@ func TestPolicyCheck(t *testing.T) {
 	f("/pods/10.1.2.3/80/metrics//private", verdictPathNotPlain)
 	f("/pods/10.1.2.3/80/metrics/private;x", verdictPathNotPlain)
 	f("/pods/10.1.2.3/80/metrics/private.", verdictPathNotPlain)
-	f("/pods/10.1.2.3/80/metrics/a.b/c", verdictAllowed)
-	f("/pods/10.1.2.3/80/metrics/", verdictAllowed)
+	f("/pods/10.1.2.3/80/metrics/a.b/c", VerdictAllowed)
+	f("/pods/10.1.2.3/80/metrics/", VerdictAllowed)
 	f("/pods/10.1.2.3/80/metrics/private", verdictPathDenied)
 	f("/pods/10.1.2.3/80/metrics/private/x", verdictPathDenied)
 	f("/pods/10.1.2.3/80/metrics/PRIVATE", verdictPathDenied)
@@ -158,12 +167,12 @@ func TestPolicyCheck(t *testing.T) {
 	// The gateway's own addresses.
 	f("/pods/10.1.1.1/9100/metrics", verdictSelf)
 	f("/pods/10.1.1.2/9101/metrics", verdictSelf)
-	f("/pods/10.1.1.1/9101/metrics", verdictAllowed)
+	f("/pods/10.1.1.1/9101/metrics", VerdictAllowed)
 	// Listening on all addresses: all of loopback, not only 127.0.0.1.
-	cfg.DenyCIDRs = nil
-	cfg.AllowCIDRs = append(cfg.AllowCIDRs, netip.MustParsePrefix("::1/128"))
-	p2 := NewPolicy(&cfg)
-	p2.addSelf(selfAddrs(&net.TCPAddr{IP: net.IPv4zero, Port: 9100})...)
+	rules.DenyCIDRs = nil
+	rules.AllowCIDRs = append(rules.AllowCIDRs, netip.MustParsePrefix("::1/128"))
+	p2 := NewPolicy(rules)
+	p2.AddSelf(&net.TCPAddr{IP: net.IPv4zero, Port: 9100})
 	for _, self := range []string{"127.0.0.1:9100", "127.0.0.2:9100", "[::1]:9100"} {
 		if v := p2.checkAddr(netip.MustParseAddrPort(self)); v != verdictSelf {
 			t.Fatalf("listening on 0.0.0.0:9100, %s is %q; want the gateway itself", self, v)
@@ -174,14 +183,14 @@ func TestPolicyCheck(t *testing.T) {
 func TestPortRanges(t *testing.T) {
 	f := func(in, want string) {
 		t.Helper()
-		var r portRanges
+		var r PortRanges
 		err := r.Set(in)
 		got := r.String()
 		if err != nil {
 			got = "error"
 		}
 		if got != want {
-			t.Fatalf("portRanges.Set(%q) = %q; want %q", in, got, want)
+			t.Fatalf("PortRanges.Set(%q) = %q; want %q", in, got, want)
 		}
 	}
 	f("80", "80")
@@ -204,42 +213,52 @@ func FuzzPolicy(f *testing.F) {
 	f.Add([]byte("/pods/::ffff:169.254.169.254/80/"), "0.0.0.0/0", "", "/")
 	f.Add([]byte("/pods/10.9.1.1/80/metrics/%70"), "10.0.0.0/8", "10.9.0.0/16", "/metrics/p")
 	f.Fuzz(func(t *testing.T, uri []byte, allow, deny, denyPath string) {
-		cfg := Config{}
-		if (*cidrList)(&cfg.AllowCIDRs).Set(allow) != nil || (*cidrList)(&cfg.DenyCIDRs).Set(deny) != nil {
+		// An empty list is no CIDRs, as an empty flag value is.
+		parseCIDRs := func(s string) ([]netip.Prefix, error) {
+			if strings.TrimSpace(s) == "" {
+				return nil, nil
+			}
+			return ParseCIDRs(s)
+		}
+		var rules Rules
+		var errAllow, errDeny error
+		rules.AllowCIDRs, errAllow = parseCIDRs(allow)
+		rules.DenyCIDRs, errDeny = parseCIDRs(deny)
+		if errAllow != nil || errDeny != nil {
 			return
 		}
 		if denyPath != "" && denyPath[0] == '/' {
-			cfg.DenyPathPrefixes = []string{denyPath}
+			rules.DenyPathPrefixes = []string{denyPath}
 		}
 		self := netip.MustParseAddrPort("10.1.1.1:8080")
-		p := NewPolicy(&cfg)
-		p.addSelf(selfAddrs(net.TCPAddrFromAddrPort(self))...)
-		tg, err := parsePodPath(uri)
+		p := NewPolicy(rules)
+		p.AddSelf(net.TCPAddrFromAddrPort(self))
+		tg, err := ParsePodPath(uri)
 		if err != nil {
 			return
 		}
-		if p.Check(&tg) != verdictAllowed {
+		if p.Check(&tg) != VerdictAllowed {
 			return
 		}
 		ip := tg.Addr.Addr()
 		if tg.Addr == self {
 			t.Fatalf("%q: allowed the gateway's own address", uri)
 		}
-		for _, d := range cfg.DenyCIDRs {
+		for _, d := range rules.DenyCIDRs {
 			if d.Contains(ip) {
 				t.Fatalf("%q: allowed %s inside -deny-cidrs %s", uri, ip, d)
 			}
 		}
 		if special, ok := specialRangeOf(ip); ok {
 			writtenFor := false
-			for _, a := range cfg.AllowCIDRs {
+			for _, a := range rules.AllowCIDRs {
 				writtenFor = writtenFor || a.Contains(ip) && a.Bits() >= special.Bits()
 			}
 			if !writtenFor {
 				t.Fatalf("%q: allowed %s in special range %s without a CIDR written for it", uri, ip, special)
 			}
 		}
-		if len(cfg.DenyPathPrefixes) > 0 && (!isPlainPath(tg.Path) || hasFoldPrefix(tg.Path, strings.TrimRight(denyPath, "/"))) {
+		if len(rules.DenyPathPrefixes) > 0 && (!IsPlainPath(tg.Path) || hasFoldPrefix(tg.Path, strings.TrimRight(denyPath, "/"))) {
 			t.Fatalf("%q: allowed a path under -deny-path-prefixes %q", uri, denyPath)
 		}
 	})
@@ -257,8 +276,8 @@ func TestPolicyMetadataAddresses(t *testing.T) {
 			t.Fatalf("ParseCIDRs(%q): %s", allowCIDRs, err)
 		}
 		addr := netip.AddrPortFrom(netip.MustParseAddr(target), 80)
-		if got := NewPolicy(&Config{AllowCIDRs: allow}).Allowed(addr); got != want {
-			t.Fatalf("allow %s: Allowed(%s) = %v; want %v", allowCIDRs, addr, got, want)
+		if got := NewPolicy(Rules{AllowCIDRs: allow}).checkAddr(addr) == VerdictAllowed; got != want {
+			t.Fatalf("allow %s: %s allowed = %v; want %v", allowCIDRs, addr, got, want)
 		}
 	}
 	// metadata checks an address that only a CIDR inside writtenFor unlocks.
@@ -322,7 +341,7 @@ func TestPolicyMetadataAddresses(t *testing.T) {
 // TestSpecialRangesDocumented checks that docs/security.md shows every special
 // range as the code has it, with its sources.
 func TestSpecialRangesDocumented(t *testing.T) {
-	doc, err := os.ReadFile("../docs/security.md")
+	doc, err := os.ReadFile("../../docs/security.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,20 +374,24 @@ func TestSpecialRangesDocumented(t *testing.T) {
 // routes to the handler it names, an allow prefix admits only its own
 // segments.
 func TestPolicyPathPrefixes(t *testing.T) {
-	words := map[verdict]string{
-		verdictAllowed:        "allowed",
+	words := map[Verdict]string{
+		VerdictAllowed:        "allowed",
 		verdictPathDenied:     "denied",
 		verdictPathNotAllowed: "not allowed",
 		verdictPathNotPlain:   "not plain",
 	}
 	f := func(deny, allow, path, want string) {
 		t.Helper()
-		var cfg Config
-		_ = (*stringList)(&cfg.DenyPathPrefixes).Set(deny)
-		_ = (*stringList)(&cfg.AllowPathPrefixes).Set(allow)
+		var rules Rules
+		if deny != "" {
+			rules.DenyPathPrefixes = []string{deny}
+		}
+		if allow != "" {
+			rules.AllowPathPrefixes = []string{allow}
+		}
 		got := "malformed"
-		if tg, err := parsePodPath([]byte("/pods/10.1.2.3/9100" + path)); err == nil {
-			got = words[NewPolicy(&cfg).checkPath(tg.Path)]
+		if tg, err := ParsePodPath([]byte("/pods/10.1.2.3/9100" + path)); err == nil {
+			got = words[NewPolicy(rules).checkPath(tg.Path)]
 		}
 		if got != want {
 			t.Fatalf("-deny-path-prefixes=%s -allow-path-prefixes=%s: %s is %s; want %s", deny, allow, path, got, want)
@@ -433,20 +456,6 @@ func TestPolicyPathPrefixes(t *testing.T) {
 	f("/metrics/private", "/metrics", "/metrics/privat", "allowed")
 	f("/metrics/private", "/metrics", "/metrics/public", "allowed")
 	f("/metrics", "/metrics/private", "/metrics/private", "denied")
-
-	// Prefixes must be plain themselves: only plain paths reach them, so an
-	// encoded or ';' prefix would never match.
-	badPrefix := func(arg string) {
-		t.Helper()
-		if _, err := ParseFlags("scrapegate", []string{arg}, envOf(), io.Discard); err == nil || !strings.Contains(err.Error(), "not a plain path") {
-			t.Fatalf("ParseFlags(%s) = %v; want an error saying the prefix is not a plain path", arg, err)
-		}
-	}
-	badPrefix("-deny-path-prefixes=/actuator/%65nv")
-	badPrefix("-deny-path-prefixes=/actuator;x")
-	badPrefix("-deny-path-prefixes=/debug//pprof")
-	badPrefix("-deny-path-prefixes=/debug./pprof")
-	badPrefix("-allow-path-prefixes=/metrics,/federate%2F")
 }
 
 // routeKey is the path as the most lenient of common servers reads it when
@@ -500,17 +509,19 @@ func FuzzPathPrefixes(f *testing.F) {
 	f.Add("/actuator/env", "/actuator/", "//actuator/env")
 	f.Add("/a", "/a/b", "/a/b/c")
 	f.Add("/metrics/x", "/metrics", "/metrics/y")
-	defaults := DefaultConfig()
 	f.Fuzz(func(t *testing.T, deny, allow, path string) {
-		both, denyOnly, allowOnly := defaults, defaults, defaults
+		var both, denyOnly, allowOnly Rules
 		both.DenyPathPrefixes, denyOnly.DenyPathPrefixes = []string{deny}, []string{deny}
 		if allow != "" {
 			both.AllowPathPrefixes, allowOnly.AllowPathPrefixes = []string{allow}, []string{allow}
 		}
-		if both.Validate() != nil {
+		// Only what the gateway's config validation accepts: prefixes that
+		// start with '/' and are plain.
+		validPrefix := func(p string) bool { return strings.HasPrefix(p, "/") && IsPlainPath([]byte(p)) }
+		if !validPrefix(deny) || allow != "" && !validPrefix(allow) {
 			return
 		}
-		pBoth, pDeny, pAllow := NewPolicy(&both), NewPolicy(&denyOnly), NewPolicy(&allowOnly)
+		pBoth, pDeny, pAllow := NewPolicy(both), NewPolicy(denyOnly), NewPolicy(allowOnly)
 		// Respellings of the deny prefix: the case folded both ways, its
 		// first letter percent-encoded, its first '/' doubled, a trailing
 		// dot or a ';' parameter; each followed by path.
@@ -520,34 +531,26 @@ func FuzzPathPrefixes(f *testing.F) {
 			variants = append(variants, fmt.Sprintf("%s%%%02X%s%s", deny[:i], deny[i], deny[i+1:], path))
 		}
 		for _, v := range variants {
-			tg, err := parsePodPath([]byte("/pods/10.1.2.3/9100" + v))
+			tg, err := ParsePodPath([]byte("/pods/10.1.2.3/9100" + v))
 			if err != nil {
 				continue // refused before the policy
 			}
 			got := pBoth.checkPath(tg.Path)
-			if got == verdictAllowed && strings.HasPrefix(routeKey(string(tg.Path)), routeKey(deny)) {
+			if got == VerdictAllowed && strings.HasPrefix(routeKey(string(tg.Path)), routeKey(deny)) {
 				t.Fatalf("-deny-path-prefixes=%s -allow-path-prefixes=%s: allowed %q, which a server may route to %s", deny, allow, tg.Path, deny)
 			}
 			if pDeny.checkPath(tg.Path) == verdictPathDenied && got != verdictPathDenied {
 				t.Fatalf("-deny-path-prefixes=%s: %q is denied, but with -allow-path-prefixes=%s it is %q", deny, tg.Path, allow, got)
 			}
-			if got == verdictAllowed && allow != "" {
+			if got == VerdictAllowed && allow != "" {
 				p := string(tg.Path)
 				if !(p == allow || strings.HasPrefix(p, allow) && (strings.HasSuffix(allow, "/") || p[len(allow)] == '/')) {
 					t.Fatalf("-allow-path-prefixes=%s: allowed %q, not under it at a '/' boundary", allow, p)
 				}
-				if pAllow.checkPath(tg.Path) != verdictAllowed {
+				if pAllow.checkPath(tg.Path) != VerdictAllowed {
 					t.Fatalf("-allow-path-prefixes=%s: %q is allowed only with -deny-path-prefixes=%s", allow, p, deny)
 				}
 			}
 		}
 	})
-}
-
-func mustParsePrefixes(ss ...string) []netip.Prefix {
-	out := make([]netip.Prefix, len(ss))
-	for i, s := range ss {
-		out[i] = netip.MustParsePrefix(s)
-	}
-	return out
 }

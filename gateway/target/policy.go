@@ -1,8 +1,9 @@
-package gateway
+package target
 
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -113,40 +114,66 @@ var specialRanges = []specialRange{
 // over the special ranges above, port and path allow-lists, deny-lists that
 // win over every allow, and the gateway's own addresses, which are never a
 // target. It is immutable after construction but for the gateway's own
-// addresses, and safe for concurrent use.
+// addresses (AddSelf) and, before first use, the live pods (SetLivePods), and
+// safe for concurrent use.
 type Policy struct {
 	allow, deny           []netip.Prefix
-	allowPorts, denyPorts portRanges
+	allowPorts, denyPorts PortRanges
 	allowPaths, denyPaths []string
 	self                  atomic.Pointer[[]selfAddr]
 	// pods, with -target-policy=kubernetes, says which endpoints belong
 	// to pods that exist; nil allows any.
-	pods livePods
+	pods LivePods
 }
 
-// NewPolicy returns the policy that cfg's target flags describe.
-func NewPolicy(cfg *Config) *Policy {
+// Rules are the target flags a Policy enforces, each named after its flag.
+type Rules struct {
+	AllowCIDRs, DenyCIDRs               []netip.Prefix
+	AllowPorts, DenyPorts               PortRanges
+	AllowPathPrefixes, DenyPathPrefixes []string
+}
+
+// LivePods is the "kubernetes" target policy: whether an endpoint belongs to
+// a pod that exists, which is known only once the informers have synced.
+type LivePods interface {
+	Synced() bool
+	HasEndpoint(netip.AddrPort) bool
+}
+
+// NewPolicy returns the policy that rules describe.
+func NewPolicy(rules Rules) *Policy {
 	// A deny prefix's trailing '/' is dropped: servers route /debug/pprof
 	// and /debug/pprof/ to one handler (Go's ServeMux by a redirect).
-	denyPaths := make([]string, len(cfg.DenyPathPrefixes))
-	for i, d := range cfg.DenyPathPrefixes {
+	denyPaths := make([]string, len(rules.DenyPathPrefixes))
+	for i, d := range rules.DenyPathPrefixes {
 		denyPaths[i] = strings.TrimRight(d, "/")
 	}
 	return &Policy{
-		allow:      cfg.AllowCIDRs,
-		deny:       cfg.DenyCIDRs,
-		allowPorts: cfg.AllowPorts,
-		denyPorts:  cfg.DenyPorts,
-		allowPaths: cfg.AllowPathPrefixes,
+		allow:      rules.AllowCIDRs,
+		deny:       rules.DenyCIDRs,
+		allowPorts: rules.AllowPorts,
+		denyPorts:  rules.DenyPorts,
+		allowPaths: rules.AllowPathPrefixes,
 		denyPaths:  denyPaths,
 	}
 }
 
-// verdict is the policy's answer for one target.
-type verdict uint8
+// SetLivePods makes Check allow only endpoints of pods (-target-policy=
+// kubernetes). It is a setter, not a Rules field, because the policy is built
+// before the cluster is watched; it must be called before the policy is used.
+func (p *Policy) SetLivePods(pods LivePods) {
+	p.pods = pods
+}
 
+// Verdict is the policy's answer for one target; String says why a refused
+// target is refused, naming the flag that refuses it.
+type Verdict uint8
+
+// Only the verdicts the gateway acts on are exported; every other one is a
+// refusal, which it reports by String.
 const (
-	verdictAllowed verdict = iota
+	// VerdictAllowed lets the target be scraped.
+	VerdictAllowed Verdict = iota
 	verdictIPNotAllowed
 	verdictIPDenied
 	verdictPortNotAllowed
@@ -156,11 +183,12 @@ const (
 	verdictPathNotPlain
 	verdictSelf
 	verdictNotPod
-	verdictNotSynced
+	// VerdictNotSynced refuses for now: the live pods are not known yet.
+	VerdictNotSynced
 )
 
 var verdictText = [...]string{
-	verdictAllowed:        "allowed",
+	VerdictAllowed:        "allowed",
 	verdictIPNotAllowed:   "the target IP is not allowed by -allow-cidrs",
 	verdictIPDenied:       "the target IP is denied by -deny-cidrs",
 	verdictPortNotAllowed: "the target port is not allowed by -allow-ports",
@@ -170,42 +198,43 @@ var verdictText = [...]string{
 	verdictPathNotPlain:   "with path rules the target path may only have letters, digits, '-._~' and single '/' separators, and no segment ending in '.'",
 	verdictSelf:           "the target is the gateway itself",
 	verdictNotPod:         "the target is not a container port of a live pod (-target-policy=kubernetes)",
-	verdictNotSynced:      "the Kubernetes informers have not synced yet (-target-policy=kubernetes); retry",
+	VerdictNotSynced:      "the Kubernetes informers have not synced yet (-target-policy=kubernetes); retry",
 }
 
-func (v verdict) String() string { return verdictText[v] }
+// String is the verdict in words, as the gateway's error responses carry it.
+func (v Verdict) String() string { return verdictText[v] }
 
 // Check judges a parsed target: its address, its path, and with the
 // kubernetes policy whether a live pod has that address.
-func (p *Policy) Check(t *Target) verdict {
-	if v := p.checkAddr(t.Addr); v != verdictAllowed {
+func (p *Policy) Check(t *Target) Verdict {
+	if v := p.checkAddr(t.Addr); v != VerdictAllowed {
 		return v
 	}
-	if v := p.checkPath(t.Path); v != verdictAllowed {
+	if v := p.checkPath(t.Path); v != VerdictAllowed {
 		return v
 	}
 	if p.pods != nil {
 		switch {
 		case !p.pods.Synced():
-			return verdictNotSynced
+			return VerdictNotSynced
 		case !p.pods.HasEndpoint(t.Addr):
 			return verdictNotPod
 		}
 	}
-	return verdictAllowed
+	return VerdictAllowed
 }
 
 // CheckKubelet judges a kubelet's address, which comes from its Node
 // object, which the node itself writes: the CIDR rules and the special
 // ranges apply as to pods, so the token never goes where no target may. The
 // port rules do not: the kubelet's port is denied to /pods/ targets.
-func (p *Policy) CheckKubelet(addr netip.AddrPort) verdict {
+func (p *Policy) CheckKubelet(addr netip.AddrPort) Verdict {
 	return p.checkIP(addr.Addr().Unmap())
 }
 
 // checkIP judges an address against -deny-cidrs, then -allow-cidrs over the
 // special ranges.
-func (p *Policy) checkIP(ip netip.Addr) verdict {
+func (p *Policy) checkIP(ip netip.Addr) Verdict {
 	for _, pfx := range p.deny {
 		if pfx.Contains(ip) {
 			return verdictIPDenied
@@ -214,7 +243,7 @@ func (p *Policy) checkIP(ip netip.Addr) verdict {
 	if !p.ipAllowed(ip) {
 		return verdictIPNotAllowed
 	}
-	return verdictAllowed
+	return VerdictAllowed
 }
 
 // checkPath judges a target path. Path rules are only sound on a path every
@@ -231,11 +260,11 @@ func (p *Policy) checkIP(ip netip.Addr) verdict {
 // names, so it refuses more than its own segments rather than less. An
 // allow prefix matches case-sensitively at a '/' boundary, so it admits
 // only its own segments.
-func (p *Policy) checkPath(path []byte) verdict {
+func (p *Policy) checkPath(path []byte) Verdict {
 	if len(p.allowPaths) == 0 && len(p.denyPaths) == 0 {
-		return verdictAllowed
+		return VerdictAllowed
 	}
-	if !isPlainPath(path) {
+	if !IsPlainPath(path) {
 		return verdictPathNotPlain
 	}
 	for _, d := range p.denyPaths {
@@ -244,19 +273,19 @@ func (p *Policy) checkPath(path []byte) verdict {
 		}
 	}
 	if len(p.allowPaths) == 0 {
-		return verdictAllowed
+		return VerdictAllowed
 	}
 	for _, a := range p.allowPaths {
 		if hasPathPrefix(path, a) {
-			return verdictAllowed
+			return VerdictAllowed
 		}
 	}
 	return verdictPathNotAllowed
 }
 
-// isPlainPath reports whether path has only unreserved characters (RFC 3986)
+// IsPlainPath reports whether path has only unreserved characters (RFC 3986)
 // and single '/' separators, and no segment ending in '.'.
-func isPlainPath(path []byte) bool {
+func IsPlainPath(path []byte) bool {
 	for i, c := range path {
 		switch {
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '~':
@@ -275,26 +304,21 @@ func isPlainPath(path []byte) bool {
 	return true
 }
 
-// Allowed reports whether the gateway may open a connection to addr.
-func (p *Policy) Allowed(addr netip.AddrPort) bool {
-	return p.checkAddr(addr) == verdictAllowed
-}
-
 // checkAddr judges an endpoint. IPv4-mapped IPv6 (::ffff:a.b.c.d) is judged
 // as the IPv4 address it maps to, since that is where a dial ends up.
-func (p *Policy) checkAddr(addr netip.AddrPort) verdict {
+func (p *Policy) checkAddr(addr netip.AddrPort) Verdict {
 	ip := addr.Addr().Unmap()
 	if !ip.IsValid() || ip.Zone() != "" || addr.Port() == 0 {
 		return verdictIPNotAllowed
 	}
-	if v := p.checkIP(ip); v != verdictAllowed {
+	if v := p.checkIP(ip); v != VerdictAllowed {
 		return v
 	}
 	port := addr.Port()
-	if p.denyPorts.contains(port) {
+	if p.denyPorts.Contains(port) {
 		return verdictPortDenied
 	}
-	if len(p.allowPorts) > 0 && !p.allowPorts.contains(port) {
+	if len(p.allowPorts) > 0 && !p.allowPorts.Contains(port) {
 		return verdictPortNotAllowed
 	}
 	if self := p.self.Load(); self != nil {
@@ -304,7 +328,7 @@ func (p *Policy) checkAddr(addr netip.AddrPort) verdict {
 			}
 		}
 	}
-	return verdictAllowed
+	return VerdictAllowed
 }
 
 func (p *Policy) ipAllowed(ip netip.Addr) bool {
@@ -327,9 +351,42 @@ type selfAddr struct {
 	port uint16
 }
 
-// addSelf records addresses the gateway serves on: a target there would be
-// a loop through the gateway itself.
-func (p *Policy) addSelf(addrs ...selfAddr) {
+// selfAddrs lists the addresses a listener serves on. On all addresses that
+// is every interface address, all of loopback (any 127.x.y.z reaches it) and
+// the unspecified address (which dials loopback).
+func selfAddrs(a net.Addr) []selfAddr {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return nil
+	}
+	ap := tcp.AddrPort()
+	port := ap.Port()
+	ip := ap.Addr().Unmap()
+	if !ip.IsUnspecified() {
+		return []selfAddr{{netip.PrefixFrom(ip, ip.BitLen()), port}}
+	}
+	out := []selfAddr{
+		{netip.MustParsePrefix("127.0.0.0/8"), port},
+		{netip.MustParsePrefix("::1/128"), port},
+		{netip.MustParsePrefix("0.0.0.0/32"), port},
+		{netip.MustParsePrefix("::/128"), port},
+	}
+	ifaddrs, _ := net.InterfaceAddrs()
+	for _, ia := range ifaddrs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				ip = ip.Unmap()
+				out = append(out, selfAddr{netip.PrefixFrom(ip, ip.BitLen()), port})
+			}
+		}
+	}
+	return out
+}
+
+// AddSelf records the addresses a listener of the gateway serves on: a
+// target there would be a loop through the gateway itself.
+func (p *Policy) AddSelf(listener net.Addr) {
+	addrs := selfAddrs(listener)
 	for {
 		old := p.self.Load()
 		var next []selfAddr
@@ -375,11 +432,12 @@ func unhex(c byte) byte {
 	}
 }
 
-// portRanges is a set of ports, the flag.Value behind -allow-ports and
-// -deny-ports: "9100,8080-8090".
-type portRanges [][2]uint16
+// PortRanges is a set of ports, the flag.Value behind -allow-ports and
+// -deny-ports: "9100,8080-8090". Each range is {first, last}, both included.
+type PortRanges [][2]uint16
 
-func (r portRanges) contains(port uint16) bool {
+// Contains reports whether port is in one of the ranges.
+func (r PortRanges) Contains(port uint16) bool {
 	for _, pr := range r {
 		if pr[0] <= port && port <= pr[1] {
 			return true
@@ -388,7 +446,8 @@ func (r portRanges) contains(port uint16) bool {
 	return false
 }
 
-func (r *portRanges) String() string {
+// String is the ranges as Set reads them.
+func (r *PortRanges) String() string {
 	if r == nil {
 		return ""
 	}
@@ -402,8 +461,9 @@ func (r *portRanges) String() string {
 	return strings.Join(ss, ",")
 }
 
-func (r *portRanges) Set(s string) error {
-	var out portRanges
+// Set parses a comma-separated list of ports and ranges, replacing r.
+func (r *PortRanges) Set(s string) error {
+	var out PortRanges
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
 		if f == "" {

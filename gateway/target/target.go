@@ -1,4 +1,11 @@
-package gateway
+// Package target owns what a scrape may reach: parsing every target form
+// (/pods/[{scheme}/]{ip}/{port}/{path} and absolute-form proxy URIs such as
+// http://{ip}:{port}/{path}) into a Target with a canonical IP, and the Policy
+// that judges it: -allow-cidrs and -deny-cidrs over the table of special
+// address ranges, -allow-ports and -deny-ports, -allow-path-prefixes and
+// -deny-path-prefixes, the gateway's own addresses, and optionally the live
+// pods of a cluster.
+package target
 
 import (
 	"bytes"
@@ -20,22 +27,24 @@ type Target struct {
 	Query []byte
 	// TLS is set for an https target.
 	TLS bool
-	// Kubelet is set for a node's kubelet (/nodes/): only parseNodePath
-	// sets it, for a node the informer knows and a kubelet metrics path.
+	// Kubelet is set for a node's kubelet (/nodes/): only the gateway's
+	// parseNodePath sets it, for a node the informer knows and a kubelet metrics path.
 	Kubelet bool
 }
 
-// podsPrefix is the psystrike contract: /pods/{ip}/{port}/{path...}. An
+// PodsPrefix is the psystrike contract: /pods/{ip}/{port}/{path...}. An
 // optional scheme segment chooses https: /pods/https/{ip}/{port}/{path...};
 // /pods/http/... is the same as the bare form. No IP literal is "http" or
 // "https", so the forms cannot be confused.
-const podsPrefix = "/pods/"
+const PodsPrefix = "/pods/"
 
 // errBadTarget wraps every parse failure, so callers can tell a malformed
 // target (400) from everything else without string matching.
 var errBadTarget = errors.New("malformed target")
 
-func badTarget(msg string) error {
+// Invalid returns a malformed-target error saying msg, for a target form
+// parsed outside this package (/nodes/).
+func Invalid(msg string) error {
 	return &targetError{msg: msg}
 }
 
@@ -47,35 +56,35 @@ func (e *targetError) Unwrap() error { return errBadTarget }
 // Errors are preallocated: a hostile caller must not make the gateway allocate
 // an error per request.
 var (
-	errNoPodsPrefix    = badTarget("path does not start with " + podsPrefix)
-	errNoPort          = badTarget("want /pods/{ip}/{port}/{path}")
-	errBadIP           = badTarget("target host is not an IP literal")
-	errZone            = badTarget("IPv6 zone identifiers are not allowed")
-	errBadPort         = badTarget("port must be a decimal number 1-65535 without leading zeros")
-	errFragment        = badTarget("request target must not contain '#'")
-	errNotAbsolute     = badTarget("request target is not an absolute http:// URI")
-	errUserinfo        = badTarget("userinfo (user@host) is not allowed in the target")
-	errMissingBrackets = badTarget("an IPv6 host with a port must be in brackets: [addr]:port")
-	errPathByte        = badTarget("the path contains a space, control, backslash or non-ASCII byte")
-	errPathEscape      = badTarget("the path contains an encoded '/', '\\', '.', '%' or control byte")
-	errDotSegment      = badTarget("the path contains a '.' or '..' segment")
-	errBadEscape       = badTarget("malformed percent-encoding")
-	errQueryByte       = badTarget("the query contains a space, control or non-ASCII byte, raw or encoded")
+	errNoPodsPrefix    = Invalid("path does not start with " + PodsPrefix)
+	errNoPort          = Invalid("want /pods/{ip}/{port}/{path}")
+	errBadIP           = Invalid("target host is not an IP literal")
+	errZone            = Invalid("IPv6 zone identifiers are not allowed")
+	errBadPort         = Invalid("port must be a decimal number 1-65535 without leading zeros")
+	errFragment        = Invalid("request target must not contain '#'")
+	errNotAbsolute     = Invalid("request target is not an absolute http:// URI")
+	errUserinfo        = Invalid("userinfo (user@host) is not allowed in the target")
+	errMissingBrackets = Invalid("an IPv6 host with a port must be in brackets: [addr]:port")
+	errPathByte        = Invalid("the path contains a space, control, backslash or non-ASCII byte")
+	errPathEscape      = Invalid("the path contains an encoded '/', '\\', '.', '%' or control byte")
+	errDotSegment      = Invalid("the path contains a '.' or '..' segment")
+	errBadEscape       = Invalid("malformed percent-encoding")
+	errQueryByte       = Invalid("the query contains a space, control or non-ASCII byte, raw or encoded")
 )
 
-// parsePodPath parses the raw request URI of a /pods/[{scheme}/]{ip}/{port}/{path}
+// ParsePodPath parses the raw request URI of a /pods/[{scheme}/]{ip}/{port}/{path}
 // request. The IP may be bracketed ([fd00::1]) or bare (fd00::1): a bare IPv6
 // address contains no '/', so the first '/' still ends it. An absent path
 // means "/".
-func parsePodPath(uri []byte) (Target, error) {
+func ParsePodPath(uri []byte) (Target, error) {
 	var t Target
-	if !bytes.HasPrefix(uri, []byte(podsPrefix)) {
+	if !bytes.HasPrefix(uri, []byte(PodsPrefix)) {
 		return t, errNoPodsPrefix
 	}
 	if bytes.IndexByte(uri, '#') >= 0 {
 		return t, errFragment
 	}
-	rest, query := splitQuery(uri[len(podsPrefix):])
+	rest, query := SplitQuery(uri[len(PodsPrefix):])
 	useTLS := false
 	if r, ok := bytes.CutPrefix(rest, []byte("https/")); ok {
 		rest, useTLS = r, true
@@ -104,10 +113,10 @@ func parsePodPath(uri []byte) (Target, error) {
 	return newTarget(ip, port, path, query, useTLS)
 }
 
-// parseAbsoluteURI parses an absolute-form request target, what an HTTP client
+// ParseAbsoluteURI parses an absolute-form request target, what an HTTP client
 // configured with a proxy sends: http://{ip}:{port}/{path}, or https://... for
 // a target the gateway reaches over TLS. The port defaults to the scheme's.
-func parseAbsoluteURI(uri []byte) (Target, error) {
+func ParseAbsoluteURI(uri []byte) (Target, error) {
 	var t Target
 	scheme, rest, ok := bytes.Cut(uri, []byte("://"))
 	if !ok {
@@ -171,7 +180,7 @@ func parseAbsoluteURI(uri []byte) (Target, error) {
 			return t, err
 		}
 	}
-	path, query := splitQuery(pathAndQuery)
+	path, query := SplitQuery(pathAndQuery)
 	return newTarget(ip, port, path, query, useTLS)
 }
 
@@ -189,7 +198,7 @@ func newTarget(ip netip.Addr, port uint16, path, query []byte, useTLS bool) (Tar
 	if err := checkPath(path); err != nil {
 		return Target{}, err
 	}
-	if err := checkQuery(query); err != nil {
+	if err := CheckQuery(query); err != nil {
 		return Target{}, err
 	}
 	return Target{Addr: netip.AddrPortFrom(ip.Unmap(), port), Path: path, Query: query, TLS: useTLS}, nil
@@ -226,8 +235,8 @@ func checkPath(path []byte) error {
 	return nil
 }
 
-// checkQuery refuses control bytes in the query, raw or encoded.
-func checkQuery(query []byte) error {
+// CheckQuery refuses control bytes in the query, raw or encoded.
+func CheckQuery(query []byte) error {
 	for i := 0; i < len(query); i++ {
 		switch c := query[i]; {
 		case c <= ' ' || c >= 0x7f:
@@ -245,19 +254,19 @@ func checkQuery(query []byte) error {
 	return nil
 }
 
-// splitQuery splits "path?query" at the first '?'.
-func splitQuery(b []byte) (path, query []byte) {
+// SplitQuery splits "path?query" at the first '?'.
+func SplitQuery(b []byte) (path, query []byte) {
 	if q := bytes.IndexByte(b, '?'); q >= 0 {
 		return b[:q], b[q+1:]
 	}
 	return b, nil
 }
 
-// isAbsoluteForm reports whether a request target is in absolute form
+// IsAbsoluteForm reports whether a request target is in absolute form
 // (scheme "://"), as opposed to origin form ("/path"). Anything that does not
 // start with '/' is treated as absolute form so that the strict parser, not the
 // router, decides what it is.
-func isAbsoluteForm(uri []byte) bool {
+func IsAbsoluteForm(uri []byte) bool {
 	return len(uri) > 0 && uri[0] != '/'
 }
 

@@ -1,4 +1,4 @@
-package gateway
+package target
 
 import (
 	"bytes"
@@ -9,12 +9,12 @@ import (
 func TestParsePodPath(t *testing.T) {
 	ok := func(uri, wantAddr, wantPath, wantQuery string) {
 		t.Helper()
-		got, err := parsePodPath([]byte(uri))
+		got, err := ParsePodPath([]byte(uri))
 		if err != nil {
-			t.Fatalf("parsePodPath(%q): unexpected error: %s", uri, err)
+			t.Fatalf("ParsePodPath(%q): unexpected error: %s", uri, err)
 		}
 		if got.Addr.String() != wantAddr || string(got.Path) != wantPath || string(got.Query) != wantQuery {
-			t.Fatalf("parsePodPath(%q) = %s %q %q; want %s %q %q", uri, got.Addr, got.Path, got.Query, wantAddr, wantPath, wantQuery)
+			t.Fatalf("ParsePodPath(%q) = %s %q %q; want %s %q %q", uri, got.Addr, got.Path, got.Query, wantAddr, wantPath, wantQuery)
 		}
 	}
 	ok("/pods/10.1.2.3/9100/metrics", "10.1.2.3:9100", "/metrics", "")
@@ -35,9 +35,9 @@ func TestParsePodPath(t *testing.T) {
 
 	bad := func(uri string) {
 		t.Helper()
-		got, err := parsePodPath([]byte(uri))
+		got, err := ParsePodPath([]byte(uri))
 		if !errors.Is(err, errBadTarget) {
-			t.Fatalf("parsePodPath(%q) = %s, %v; want a bad-target error", uri, got.Addr, err)
+			t.Fatalf("ParsePodPath(%q) = %s, %v; want a bad-target error", uri, got.Addr, err)
 		}
 	}
 	bad("/pods/")
@@ -113,24 +113,24 @@ func TestParseTargetScheme(t *testing.T) {
 			t.Fatalf("%q = %s tls=%v; want %s tls=%v", uri, got.Addr, got.TLS, wantAddr, wantTLS)
 		}
 	}
-	f("/pods/10.1.2.3/9100/metrics", parsePodPath, "10.1.2.3:9100", false)
-	f("/pods/http/10.1.2.3/9100/metrics", parsePodPath, "10.1.2.3:9100", false)
-	f("/pods/https/10.1.2.3/9100/metrics", parsePodPath, "10.1.2.3:9100", true)
-	f("/pods/https/[fd00::1]/443", parsePodPath, "[fd00::1]:443", true)
-	f("http://10.1.2.3/m", parseAbsoluteURI, "10.1.2.3:80", false)
-	f("https://10.1.2.3/m", parseAbsoluteURI, "10.1.2.3:443", true)
-	f("HTTPS://10.1.2.3:8443/m", parseAbsoluteURI, "10.1.2.3:8443", true)
+	f("/pods/10.1.2.3/9100/metrics", ParsePodPath, "10.1.2.3:9100", false)
+	f("/pods/http/10.1.2.3/9100/metrics", ParsePodPath, "10.1.2.3:9100", false)
+	f("/pods/https/10.1.2.3/9100/metrics", ParsePodPath, "10.1.2.3:9100", true)
+	f("/pods/https/[fd00::1]/443", ParsePodPath, "[fd00::1]:443", true)
+	f("http://10.1.2.3/m", ParseAbsoluteURI, "10.1.2.3:80", false)
+	f("https://10.1.2.3/m", ParseAbsoluteURI, "10.1.2.3:443", true)
+	f("HTTPS://10.1.2.3:8443/m", ParseAbsoluteURI, "10.1.2.3:8443", true)
 }
 
 func TestParseAbsoluteURI(t *testing.T) {
 	ok := func(uri, wantAddr, wantPath, wantQuery string) {
 		t.Helper()
-		got, err := parseAbsoluteURI([]byte(uri))
+		got, err := ParseAbsoluteURI([]byte(uri))
 		if err != nil {
-			t.Fatalf("parseAbsoluteURI(%q): unexpected error: %s", uri, err)
+			t.Fatalf("ParseAbsoluteURI(%q): unexpected error: %s", uri, err)
 		}
 		if got.Addr.String() != wantAddr || string(got.Path) != wantPath || string(got.Query) != wantQuery {
-			t.Fatalf("parseAbsoluteURI(%q) = %s %q %q; want %s %q %q", uri, got.Addr, got.Path, got.Query, wantAddr, wantPath, wantQuery)
+			t.Fatalf("ParseAbsoluteURI(%q) = %s %q %q; want %s %q %q", uri, got.Addr, got.Path, got.Query, wantAddr, wantPath, wantQuery)
 		}
 	}
 	ok("http://10.1.2.3:9100/metrics", "10.1.2.3:9100", "/metrics", "")
@@ -144,9 +144,9 @@ func TestParseAbsoluteURI(t *testing.T) {
 
 	bad := func(uri string) {
 		t.Helper()
-		got, err := parseAbsoluteURI([]byte(uri))
+		got, err := ParseAbsoluteURI([]byte(uri))
 		if !errors.Is(err, errBadTarget) {
-			t.Fatalf("parseAbsoluteURI(%q) = %s, %v; want a bad-target error", uri, got.Addr, err)
+			t.Fatalf("ParseAbsoluteURI(%q) = %s, %v; want a bad-target error", uri, got.Addr, err)
 		}
 	}
 	bad("10.1.2.3:9100")
@@ -198,7 +198,7 @@ func checkParsedTarget(t *testing.T, uri []byte, tg Target, err error) {
 	if bytes.Contains(tg.Path, []byte("/../")) || bytes.HasSuffix(tg.Path, []byte("/..")) || bytes.Contains(tg.Path, []byte("/./")) {
 		t.Fatalf("%q: accepted dot segments in %q", uri, tg.Path)
 	}
-	if checkPath(tg.Path) != nil || checkQuery(tg.Query) != nil {
+	if checkPath(tg.Path) != nil || CheckQuery(tg.Query) != nil {
 		t.Fatalf("%q: accepted a path or query its own checks refuse", uri)
 	}
 }
@@ -216,7 +216,7 @@ func FuzzParsePodPath(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, uri []byte) {
-		tg, err := parsePodPath(uri)
+		tg, err := ParsePodPath(uri)
 		checkParsedTarget(t, uri, tg, err)
 	})
 }
@@ -226,7 +226,7 @@ func FuzzParseAbsoluteURI(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, uri []byte) {
-		tg, err := parseAbsoluteURI(uri)
+		tg, err := ParseAbsoluteURI(uri)
 		checkParsedTarget(t, uri, tg, err)
 	})
 }
