@@ -1,17 +1,19 @@
-package gateway
+package callers
 
 import (
 	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 func TestCallerKey(t *testing.T) {
 	f := func(ip, want string) {
 		t.Helper()
-		if got := callerKey(netip.MustParseAddr(ip)).String(); got != want {
-			t.Fatalf("callerKey(%s) = %s; want %s", ip, got, want)
+		if got := Key(netip.MustParseAddr(ip)).String(); got != want {
+			t.Fatalf("Key(%s) = %s; want %s", ip, got, want)
 		}
 	}
 	f("10.1.2.3", "10.1.2.3")
@@ -22,14 +24,14 @@ func TestCallerKey(t *testing.T) {
 }
 
 func TestRateLimiter(t *testing.T) {
-	l := newRateLimiter(10, 3) // a token every 100ms, 3 at once
+	l := NewRateLimiter(10, 3) // a token every 100ms, 3 at once
 	a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
 	now := time.Unix(1000, 0).UnixNano()
 	take := func(ip netip.Addr, at int64, want bool) time.Duration {
 		t.Helper()
-		ok, wait := l.allow(ip, at)
+		ok, wait := l.Allow(ip, at)
 		if ok != want {
-			t.Fatalf("allow(%s, +%s) = %v; want %v", ip, time.Duration(at-now), ok, want)
+			t.Fatalf("Allow(%s, +%s) = %v; want %v", ip, time.Duration(at-now), ok, want)
 		}
 		return wait
 	}
@@ -53,38 +55,38 @@ func TestRateLimiter(t *testing.T) {
 	if n := len(l.buckets); n != 2 {
 		t.Fatalf("%d buckets; want 2", n)
 	}
-	l.sweep(now + int64(150*time.Millisecond))
+	l.Sweep(now + int64(150*time.Millisecond))
 	if n := len(l.buckets); n != 1 {
 		t.Fatalf("after an early sweep %d buckets; want 1", n)
 	}
-	l.sweep(now + int64(time.Second))
+	l.Sweep(now + int64(time.Second))
 	if n := len(l.buckets); n != 1 {
 		t.Fatalf("after a sweep within limitedWindow %d buckets; want 1", n)
 	}
-	l.sweep(now + int64(limitedWindow))
+	l.Sweep(now + int64(limitedWindow))
 	if n := len(l.buckets); n != 0 {
 		t.Fatalf("after a late sweep %d buckets; want 0", n)
 	}
-	if newRateLimiter(0, 10) != nil {
+	if NewRateLimiter(0, 10) != nil {
 		t.Fatal("a zero rate must mean no limiter")
 	}
 }
 
 func TestRateLimiterBoundedMemory(t *testing.T) {
-	l := newRateLimiter(1, 1)
+	l := NewRateLimiter(1, 1)
 	now := time.Now().UnixNano()
 	base := netip.MustParseAddr("10.0.0.0").As4()
 	for i := range maxRateBuckets {
 		ip := base
 		ip[1], ip[2], ip[3] = byte(i>>16), byte(i>>8), byte(i)
-		l.allow(netip.AddrFrom4(ip), now)
+		l.Allow(netip.AddrFrom4(ip), now)
 	}
 	// Past the bound, new callers share one bucket: the first gets its
 	// token, the next is refused, and memory does not grow.
-	if ok, _ := l.allow(netip.MustParseAddr("11.0.0.1"), now); !ok {
+	if ok, _ := l.Allow(netip.MustParseAddr("11.0.0.1"), now); !ok {
 		t.Fatal("the first caller past the bound must use the shared bucket")
 	}
-	if ok, _ := l.allow(netip.MustParseAddr("11.0.0.2"), now); ok {
+	if ok, _ := l.Allow(netip.MustParseAddr("11.0.0.2"), now); ok {
 		t.Fatal("callers past the bound must share one bucket, not get fresh ones")
 	}
 	if n := len(l.buckets); n != maxRateBuckets {
@@ -92,26 +94,26 @@ func TestRateLimiterBoundedMemory(t *testing.T) {
 	}
 }
 
-// wait tells how long until a token without taking one.
+// Wait tells how long until a token without taking one.
 func TestRateLimiterWait(t *testing.T) {
-	l := newRateLimiter(10, 2) // a token every 100ms
+	l := NewRateLimiter(10, 2) // a token every 100ms
 	a := netip.MustParseAddr("10.0.0.1")
 	now := time.Unix(1000, 0).UnixNano()
 	f := func(at time.Duration, want time.Duration) {
 		t.Helper()
-		if got := l.wait(a, now+int64(at)); got != want {
-			t.Fatalf("wait(+%s) = %s; want %s", at, got, want)
+		if got := l.Wait(a, now+int64(at)); got != want {
+			t.Fatalf("Wait(+%s) = %s; want %s", at, got, want)
 		}
 	}
 	f(0, 0) // never seen: a full bucket
 	if len(l.buckets) != 0 {
-		t.Fatal("wait made a bucket for a caller never seen")
+		t.Fatal("Wait made a bucket for a caller never seen")
 	}
-	l.allow(a, now)
+	l.Allow(a, now)
 	f(0, 0)
-	l.allow(a, now)
+	l.Allow(a, now)
 	f(0, 100*time.Millisecond)
-	f(0, 100*time.Millisecond) // wait takes nothing
+	f(0, 100*time.Millisecond) // Wait takes nothing
 	f(40*time.Millisecond, 60*time.Millisecond)
 	f(100*time.Millisecond, 0)
 }
@@ -119,59 +121,36 @@ func TestRateLimiterWait(t *testing.T) {
 // scrapegate_rate_limited_callers counts the callers refused within the
 // last limitedWindow, not the callers that sent anything.
 func TestRateLimiterLimited(t *testing.T) {
-	l := newRateLimiter(10, 3)
+	l := NewRateLimiter(10, 3)
 	a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("2001:db8::1")
 	now := time.Unix(1000, 0).UnixNano()
 	f := func(at time.Duration, want int) {
 		t.Helper()
-		if got := l.limited(now + int64(at)); got != want {
-			t.Fatalf("limited(+%s) = %d; want %d", at, got, want)
+		if got := l.Limited(now + int64(at)); got != want {
+			t.Fatalf("Limited(+%s) = %d; want %d", at, got, want)
 		}
 	}
 	f(0, 0)
 	for range 3 {
-		l.allow(a, now)
+		l.Allow(a, now)
 	}
-	l.allow(b, now)
+	l.Allow(b, now)
 	f(0, 0) // allowed traffic only
-	if ok, _ := l.allow(a, now); ok {
+	if ok, _ := l.Allow(a, now); ok {
 		t.Fatal("a fourth request within the burst of 3 was allowed")
 	}
 	f(0, 1)
 	f(limitedWindow-1, 1)
 	f(limitedWindow, 0)
 	// The callers sharing the overflow bucket count as one.
-	l = newRateLimiter(10, 1)
+	l = NewRateLimiter(10, 1)
 	for i := range maxRateBuckets {
-		l.allow(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), now)
+		l.Allow(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), now)
 	}
-	l.allow(netip.MustParseAddr("11.0.0.1"), now)
-	l.allow(netip.MustParseAddr("11.0.0.2"), now)
-	l.allow(netip.MustParseAddr("11.0.0.3"), now)
+	l.Allow(netip.MustParseAddr("11.0.0.1"), now)
+	l.Allow(netip.MustParseAddr("11.0.0.2"), now)
+	l.Allow(netip.MustParseAddr("11.0.0.3"), now)
 	f(0, 1)
-}
-
-// With no flag set, one Prometheus scraping 10,000 pods every second, from
-// one address, is never refused: 10 seconds of it, and as one burst.
-func TestDefaultRateLimitAdmitsTheHeadlineCase(t *testing.T) {
-	cfg := DefaultConfig()
-	l := newRateLimiter(cfg.CallerRateLimit, cfg.CallerRateBurst)
-	if l == nil {
-		return // off: nothing is refused
-	}
-	prometheus := netip.MustParseAddr("10.0.0.1")
-	start := time.Unix(1000, 0).UnixNano()
-	for i := range 100_000 {
-		if ok, _ := l.allow(prometheus, start+int64(i)*int64(time.Second/10_000)); !ok {
-			t.Fatalf("request %d at 10,000/s refused by the default -caller-rate-limit=%v -caller-rate-burst=%d", i, cfg.CallerRateLimit, cfg.CallerRateBurst)
-		}
-	}
-	later := start + int64(time.Hour)
-	for i := range 20_000 {
-		if ok, _ := l.allow(prometheus, later); !ok {
-			t.Fatalf("request %d of a burst of 20,000 refused by the default -caller-rate-limit=%v -caller-rate-burst=%d", i, cfg.CallerRateLimit, cfg.CallerRateBurst)
-		}
-	}
 }
 
 func TestCallerListener(t *testing.T) {
@@ -180,14 +159,9 @@ func TestCallerListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer inner.Close()
-	var rejected [numConnRejections]int
-	l := &callerListener{
-		Listener: inner,
-		allow:    mustParsePrefixes("127.0.0.1/32", "127.0.0.3/32"),
-		maxConns: 2,
-		onReject: func(r connRejection) { rejected[r]++ },
-		conns:    make(map[netip.Addr]int),
-	}
+	var rejected [NumRejections]int
+	allow := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("127.0.0.3/32")}
+	l := NewListener(inner, allow, 2, zerolog.Nop(), func(r Rejection) { rejected[r]++ }).(*listener)
 	dialFrom := func(src string) net.Conn {
 		t.Helper()
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
@@ -231,7 +205,7 @@ func TestCallerListener(t *testing.T) {
 	}
 	refusedRead(third)
 	refusedRead(outsider)
-	if rejected[connTooManyFromCaller] != 1 || rejected[connCallerNotAllowed] != 1 {
+	if rejected[TooManyConns] != 1 || rejected[NotAllowed] != 1 {
 		t.Fatalf("rejections %v; want 1 too_many_conns and 1 caller_not_allowed", rejected)
 	}
 	// Closing a connection frees its caller's slot.

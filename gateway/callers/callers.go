@@ -1,4 +1,9 @@
-package gateway
+// Package callers owns the limits the gateway puts on each caller, counted
+// by caller address (Key: an IPv4 address or an IPv6 /64): the listener that
+// closes connections from callers outside -allow-caller-cidrs and past
+// -max-conns-per-caller, and the per-caller token buckets (RateLimiter) of
+// -caller-rate-limit and of failed logins.
+package callers
 
 import (
 	"math"
@@ -11,10 +16,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// callerKey is the unit the per-caller limits count by: an IPv4 address, or
+// Key is the unit the per-caller limits count by: an IPv4 address, or
 // an IPv6 /64, since one host commonly owns a whole /64 and could otherwise
 // use a fresh address for every connection.
-func callerKey(ip netip.Addr) netip.Addr {
+func Key(ip netip.Addr) netip.Addr {
 	ip = ip.Unmap()
 	if ip.Is6() {
 		p, _ := ip.WithZone("").Prefix(64)
@@ -23,36 +28,61 @@ func callerKey(ip netip.Addr) netip.Addr {
 	return ip
 }
 
-// callerListener closes, right after accepting them, connections from
-// callers outside -allow-caller-cidrs and connections past
-// -max-conns-per-caller, before any byte (or TLS handshake) is read.
-type callerListener struct {
+// listener is NewListener's: it counts each caller's open connections.
+type listener struct {
 	net.Listener
 	allow    []netip.Prefix
 	maxConns int
 	log      zerolog.Logger // sampled
-	onReject func(r connRejection)
+	onReject func(r Rejection)
 
 	mu    sync.Mutex
 	conns map[netip.Addr]int
 }
 
-// connRejection is why a connection was closed unserved.
-type connRejection int
+// NewListener returns a listener that closes, right after accepting them and
+// before any byte (or TLS handshake) is read, connections from callers
+// outside allow (-allow-caller-cidrs; none if empty) and a caller's
+// connections past maxConns open at once (-max-conns-per-caller; none if
+// <= 0). It reports each to onReject and logs it on log, which should be
+// sampled: refusals can come in floods.
+func NewListener(inner net.Listener, allow []netip.Prefix, maxConns int, log zerolog.Logger, onReject func(Rejection)) net.Listener {
+	return &listener{
+		Listener: inner,
+		allow:    allow,
+		maxConns: maxConns,
+		log:      log,
+		onReject: onReject,
+		conns:    make(map[netip.Addr]int),
+	}
+}
+
+// Rejection is why a connection was closed unserved; its String is the
+// reason label of scrapegate_rejected_connections_total.
+type Rejection int
 
 const (
-	connCallerNotAllowed connRejection = iota
-	connTooManyFromCaller
-	connClientCertUntrusted
-	connClientCertName
-	numConnRejections
+	// NotAllowed: the caller is outside -allow-caller-cidrs.
+	NotAllowed Rejection = iota
+	// TooManyConns: the caller has -max-conns-per-caller connections open.
+	TooManyConns
+	// ClientCertUntrusted: the caller's TLS certificate does not verify
+	// against -tls-client-ca-file. The TLS layer reports it; it is counted
+	// here so that one metric holds every connection closed unserved.
+	ClientCertUntrusted
+	// ClientCertNameNotAllowed: the caller's TLS certificate carries none of
+	// -tls-client-allowed-names.
+	ClientCertNameNotAllowed
+	// NumRejections is the number of Rejections, for arrays indexed by them.
+	NumRejections
 )
 
-var connRejectionNames = [numConnRejections]string{"caller_not_allowed", "too_many_conns", "client_cert_untrusted", "client_cert_name_not_allowed"}
+var rejectionNames = [NumRejections]string{"caller_not_allowed", "too_many_conns", "client_cert_untrusted", "client_cert_name_not_allowed"}
 
-func (r connRejection) String() string { return connRejectionNames[r] }
+// String returns r's metric label value.
+func (r Rejection) String() string { return rejectionNames[r] }
 
-func (l *callerListener) Accept() (net.Conn, error) {
+func (l *listener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
@@ -60,27 +90,27 @@ func (l *callerListener) Accept() (net.Conn, error) {
 		}
 		ip := remoteIP(c)
 		if len(l.allow) > 0 && !containsIP(l.allow, ip) {
-			l.reject(c, ip, connCallerNotAllowed, "caller address is not in -allow-caller-cidrs")
+			l.reject(c, ip, NotAllowed, "caller address is not in -allow-caller-cidrs")
 			continue
 		}
 		if l.maxConns <= 0 {
 			return c, nil
 		}
-		key := callerKey(ip)
+		key := Key(ip)
 		l.mu.Lock()
 		n := l.conns[key]
 		if n >= l.maxConns {
 			l.mu.Unlock()
-			l.reject(c, ip, connTooManyFromCaller, "caller has -max-conns-per-caller connections open")
+			l.reject(c, ip, TooManyConns, "caller has -max-conns-per-caller connections open")
 			continue
 		}
 		l.conns[key] = n + 1
 		l.mu.Unlock()
-		return &callerConn{Conn: c, l: l, key: key}, nil
+		return &conn{Conn: c, l: l, key: key}, nil
 	}
 }
 
-func (l *callerListener) reject(c net.Conn, ip netip.Addr, r connRejection, why string) {
+func (l *listener) reject(c net.Conn, ip netip.Addr, r Rejection, why string) {
 	_ = c.Close()
 	l.onReject(r)
 	if e := l.log.Warn(); e.Enabled() {
@@ -88,7 +118,7 @@ func (l *callerListener) reject(c net.Conn, ip netip.Addr, r connRejection, why 
 	}
 }
 
-func (l *callerListener) release(key netip.Addr) {
+func (l *listener) release(key netip.Addr) {
 	l.mu.Lock()
 	if n := l.conns[key] - 1; n > 0 {
 		l.conns[key] = n
@@ -98,15 +128,15 @@ func (l *callerListener) release(key netip.Addr) {
 	l.mu.Unlock()
 }
 
-// callerConn gives its caller's slot back when it closes.
-type callerConn struct {
+// conn gives its caller's slot back when it closes.
+type conn struct {
 	net.Conn
-	l      *callerListener
+	l      *listener
 	key    netip.Addr
 	closed atomic.Bool
 }
 
-func (c *callerConn) Close() error {
+func (c *conn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.l.release(c.key)
 	}
@@ -114,7 +144,7 @@ func (c *callerConn) Close() error {
 }
 
 // NetConn returns the connection underneath, for checking its socket.
-func (c *callerConn) NetConn() net.Conn { return c.Conn }
+func (c *conn) NetConn() net.Conn { return c.Conn }
 
 func remoteIP(c net.Conn) netip.Addr {
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
@@ -132,9 +162,9 @@ func containsIP(ps []netip.Prefix, ip netip.Addr) bool {
 	return false
 }
 
-// rateLimiter is a token bucket per caller: each caller may spend burst
+// RateLimiter is a token bucket per caller: each caller may spend burst
 // tokens at once and rate per second on average.
-type rateLimiter struct {
+type RateLimiter struct {
 	rate  float64 // tokens per nanosecond
 	burst float64
 
@@ -149,7 +179,7 @@ type rateLimiter struct {
 type bucket struct {
 	tokens float64
 	last   int64 // Unix nanoseconds of the last refill
-	// refused is when allow last refused a token, in Unix nanoseconds; 0:
+	// refused is when Allow last refused a token, in Unix nanoseconds; 0:
 	// never.
 	refused int64
 }
@@ -162,11 +192,13 @@ const maxRateBuckets = 100_000
 // metrics, so that a caller limited between two scrapes is seen.
 const limitedWindow = time.Minute
 
-func newRateLimiter(perSecond float64, burst int) *rateLimiter {
+// NewRateLimiter returns a RateLimiter letting each caller spend burst tokens
+// at once and perSecond on average, or nil (no limit) if perSecond <= 0.
+func NewRateLimiter(perSecond float64, burst int) *RateLimiter {
 	if perSecond <= 0 {
 		return nil
 	}
-	return &rateLimiter{
+	return &RateLimiter{
 		rate:     perSecond / float64(time.Second),
 		burst:    float64(burst),
 		buckets:  make(map[netip.Addr]bucket),
@@ -174,10 +206,10 @@ func newRateLimiter(perSecond float64, burst int) *rateLimiter {
 	}
 }
 
-// allow takes one token from ip's bucket. When there is none, it returns how
+// Allow takes one token from ip's bucket. When there is none, it returns how
 // long until there will be.
-func (l *rateLimiter) allow(ip netip.Addr, now int64) (bool, time.Duration) {
-	key := callerKey(ip)
+func (l *RateLimiter) Allow(ip netip.Addr, now int64) (bool, time.Duration) {
+	key := Key(ip)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b, ok := l.buckets[key]
@@ -207,10 +239,10 @@ func (l *rateLimiter) allow(ip netip.Addr, now int64) (bool, time.Duration) {
 	return false, l.untilToken(&b)
 }
 
-// wait returns how long until ip's bucket holds a token, 0 if it holds one
+// Wait returns how long until ip's bucket holds a token, 0 if it holds one
 // now, without taking it.
-func (l *rateLimiter) wait(ip netip.Addr, now int64) time.Duration {
-	key := callerKey(ip)
+func (l *RateLimiter) Wait(ip netip.Addr, now int64) time.Duration {
+	key := Key(ip)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b, ok := l.buckets[key]
@@ -228,20 +260,20 @@ func (l *rateLimiter) wait(ip netip.Addr, now int64) time.Duration {
 	return l.untilToken(&b)
 }
 
-func (l *rateLimiter) refill(b *bucket, now int64) {
+func (l *RateLimiter) refill(b *bucket, now int64) {
 	if now > b.last { // a clock stepping back gives nothing and takes nothing
 		b.tokens = math.Min(l.burst, b.tokens+float64(now-b.last)*l.rate)
 		b.last = now
 	}
 }
 
-func (l *rateLimiter) untilToken(b *bucket) time.Duration {
+func (l *RateLimiter) untilToken(b *bucket) time.Duration {
 	return time.Duration((1 - b.tokens) / l.rate)
 }
 
-// limited counts the callers refused a token within the last limitedWindow;
+// Limited counts the callers refused a token within the last limitedWindow;
 // the callers sharing the overflow bucket count as one.
-func (l *rateLimiter) limited(now int64) int {
+func (l *RateLimiter) Limited(now int64) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
@@ -260,9 +292,9 @@ func refusedRecently(b *bucket, now int64) bool {
 	return b.refused != 0 && now-b.refused < int64(limitedWindow)
 }
 
-// sweep forgets callers whose buckets have refilled and who are not counted
+// Sweep forgets callers whose buckets have refilled and who are not counted
 // as limited: they are indistinguishable from callers never seen.
-func (l *rateLimiter) sweep(now int64) {
+func (l *RateLimiter) Sweep(now int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for k, b := range l.buckets {
