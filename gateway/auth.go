@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/scrapegate/scrapegate/gateway/callers"
 )
 
 // Caller authentication: a bearer token from a file of tokens, or HTTP basic
@@ -103,7 +105,7 @@ type authenticator struct {
 	turns callerTurns
 	// failures charges failed basic-auth logins to the caller that made
 	// them, whatever -caller-rate-limit says.
-	failures *rateLimiter
+	failures *callers.RateLimiter
 
 	challengeValues []string
 }
@@ -141,7 +143,7 @@ type failedLogins struct {
 }
 
 type failedLogin struct {
-	caller netip.Addr        // callerKey
+	caller netip.Addr        // callers.Key
 	key    [sha256.Size]byte // SHA-256(user "\x00" password)
 }
 
@@ -199,7 +201,7 @@ func newAuthenticator(bearerTokensFile, htpasswdFile string) (*authenticator, []
 		htpasswdConfigured: htpasswdFile != "",
 		compare:            bcrypt.CompareHashAndPassword,
 		bcryptSem:          make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
-		failures:           newRateLimiter(loginFailuresPerMinute/60.0, loginFailureBurst),
+		failures:           callers.NewRateLimiter(loginFailuresPerMinute/60.0, loginFailureBurst),
 	}
 	var rs []*reloadable
 	if a.tokensConfigured {
@@ -281,7 +283,7 @@ func (a *authenticator) checkBasic(credentials []byte, caller netip.Addr, now in
 	// A caller out of failed logins is refused before anything is
 	// compared, remembered credentials included: otherwise it could go on
 	// guessing at the cost of a SHA-256.
-	if a.failures.wait(caller, now) > 0 {
+	if a.failures.Wait(caller, now) > 0 {
 		return authTooManyFailures, ""
 	}
 	user, password := decoded[:sep], decoded[sep+1:]
@@ -294,7 +296,7 @@ func (a *authenticator) checkBasic(credentials []byte, caller netip.Addr, now in
 		name = string(user)
 	}
 	// login.key = SHA-256(user "\x00" password): decoded is user ':' password.
-	login := failedLogin{caller: callerKey(caller)}
+	login := failedLogin{caller: callers.Key(caller)}
 	decoded[sep] = 0
 	login.key = sha256.Sum256(decoded)
 	// remembered answers without a bcrypt comparison when it can.
@@ -315,7 +317,7 @@ func (a *authenticator) checkBasic(credentials []byte, caller netip.Addr, now in
 	// While this check waited for its turn, the caller's others may have
 	// used up its failed logins, or checked these very credentials (a
 	// Prometheus scraping many targets with the same password).
-	if a.failures.wait(caller, now) > 0 {
+	if a.failures.Wait(caller, now) > 0 {
 		return authTooManyFailures, ""
 	}
 	if r, ok := remembered(); ok {
@@ -327,7 +329,7 @@ func (a *authenticator) checkBasic(credentials []byte, caller netip.Addr, now in
 	case err == errBcryptBusy:
 		return authBusy, ""
 	case u == nil || err != nil:
-		a.failures.allow(caller, now)
+		a.failures.Allow(caller, now)
 		set.failed.add(login)
 		return failure, name
 	}
@@ -358,7 +360,7 @@ func (a *authenticator) bcrypt(hash, password []byte) error {
 }
 
 // callerTurns serialises the bcrypt comparisons of each caller, keyed like
-// the rate limits (callerKey).
+// the rate limits (callers.Key).
 type callerTurns struct {
 	mu    sync.Mutex
 	turns map[netip.Addr]*callerTurn // only callers with a check holding or waiting for a turn
@@ -371,7 +373,7 @@ type callerTurn struct {
 
 // lock waits for caller's turn and returns the function that ends it.
 func (c *callerTurns) lock(caller netip.Addr) (unlock func()) {
-	key := callerKey(caller)
+	key := callers.Key(caller)
 	c.mu.Lock()
 	if c.turns == nil {
 		c.turns = make(map[netip.Addr]*callerTurn)

@@ -11,6 +11,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/scrapegate/scrapegate/gateway/buildinfo"
+	"github.com/scrapegate/scrapegate/gateway/callers"
 )
 
 // route names one kind of request in scrapegate_requests_total.
@@ -66,7 +67,7 @@ type gatewayMetrics struct {
 	evicted        *metrics.Counter
 
 	authFailures        [numAuthResults]*metrics.Counter
-	rejectedConnections [numConnRejections]*metrics.Counter
+	rejectedConnections [callers.NumRejections]*metrics.Counter
 }
 
 var exposeMetadataOnce sync.Once
@@ -92,7 +93,7 @@ func newGatewayMetrics(inflight, pooled func() float64) *gatewayMetrics {
 	for r := authResult(1); r < numAuthResults; r++ {
 		m.authFailures[r] = m.set.NewCounter(fmt.Sprintf(`scrapegate_auth_failures_total{reason=%q}`, r))
 	}
-	for r := connRejection(0); r < numConnRejections; r++ {
+	for r := callers.Rejection(0); r < callers.NumRejections; r++ {
 		m.rejectedConnections[r] = m.set.NewCounter(fmt.Sprintf(`scrapegate_rejected_connections_total{reason=%q}`, r))
 	}
 	m.set.NewGauge("scrapegate_upstream_inflight_requests", inflight)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/scrapegate/scrapegate/gateway/callers"
 )
 
 // setUpSecurity builds what New needs to admit callers and reach https pods
@@ -52,9 +54,9 @@ func (g *Gateway) setUpSecurity(kubeFiles []*reloadable) error {
 // clientCertRejected counts and logs a TLS handshake that failed on the
 // caller's certificate.
 func (g *Gateway) clientCertRejected(reason, detail string) {
-	r := connClientCertUntrusted
+	r := callers.ClientCertUntrusted
 	if reason == clientCertNameNotAllowed {
-		r = connClientCertName
+		r = callers.ClientCertNameNotAllowed
 	}
 	g.metrics.rejectedConnections[r].Inc()
 	if e := g.authLog.Warn(); e.Enabled() {
@@ -84,7 +86,7 @@ var authResultText = [numAuthResults]string{
 func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) bool {
 	if g.limiter != nil {
 		ip, _ := netip.AddrFromSlice(ctx.RemoteIP())
-		if ok, wait := g.limiter.allow(ip, ctx.Time().UnixNano()); !ok {
+		if ok, wait := g.limiter.Allow(ip, ctx.Time().UnixNano()); !ok {
 			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, strconv.Itoa(int(wait/time.Second)+1))
 			g.reject(ctx, rt, reasonRateLimited, uri, "too many requests from this caller (-caller-rate-limit)")
 			return false
@@ -155,7 +157,7 @@ func (g *Gateway) authFailed(ctx *fasthttp.RequestCtx, rt route, result authResu
 		return
 	case authTooManyFailures:
 		ip, _ := netip.AddrFromSlice(ctx.RemoteIP())
-		wait := g.auth.failures.wait(ip, ctx.Time().UnixNano())
+		wait := g.auth.failures.Wait(ip, ctx.Time().UnixNano())
 		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, strconv.Itoa(int(wait/time.Second)+1))
 		g.plainText(ctx, rt, fasthttp.StatusTooManyRequests, "scrapegate: 429 "+authResultText[result])
 		return

@@ -17,6 +17,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/scrapegate/scrapegate/gateway/callers"
 )
 
 // writeFile writes a file in dir and returns its path.
@@ -262,7 +264,7 @@ func TestFailedLoginsGet429ForTheirCallerOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.auth.failures = newRateLimiter(0.001, 2) // no refill within the test
+	g.auth.failures = callers.NewRateLimiter(0.001, 2) // no refill within the test
 	gw := serveGateway(t, g)
 	wrong := func(i int) string { return "Authorization: " + basicHeader("prom", fmt.Sprint("wrong", i)) }
 	right := "Authorization: " + basicHeader("prom", "right")

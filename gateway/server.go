@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -28,6 +27,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/scrapegate/scrapegate/gateway/callers"
 	"github.com/scrapegate/scrapegate/gateway/kube"
 	"github.com/scrapegate/scrapegate/gateway/target"
 	"github.com/scrapegate/scrapegate/gateway/upstream"
@@ -52,12 +52,12 @@ type Gateway struct {
 	policy      *target.Policy
 	// forwardHeaders is -forward-request-headers.
 	forwardHeaders [][]byte
-	auth           *authenticator      // nil: no credentials required
-	limiter        *rateLimiter        // nil: no per-caller rate limit
-	serverTLS      *tls.Config         // nil: plain HTTP
-	clientCerts    *clientCertVerifier // nil: no client certificates required
-	upstreamTLS    *upstreamTLS        // configures https pod endpoints
-	kube           *kubernetesState    // nil without -kubernetes
+	auth           *authenticator       // nil: no credentials required
+	limiter        *callers.RateLimiter // nil: no per-caller rate limit
+	serverTLS      *tls.Config          // nil: plain HTTP
+	clientCerts    *clientCertVerifier  // nil: no client certificates required
+	upstreamTLS    *upstreamTLS         // configures https pod endpoints
+	kube           *kubernetesState     // nil without -kubernetes
 	reloadables    []*reloadable
 	pool           *upstream.Pool
 	metrics        *gatewayMetrics
@@ -104,7 +104,7 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 		upstreamLog:    log.Sample(&zerolog.BurstSampler{Burst: 20, Period: 10 * time.Second}),
 		policy:         target.NewPolicy(cfg.targetRules()),
 		forwardHeaders: headerNames(cfg.ForwardRequestHeaders...),
-		limiter:        newRateLimiter(cfg.CallerRateLimit, cfg.CallerRateBurst),
+		limiter:        callers.NewRateLimiter(cfg.CallerRateLimit, cfg.CallerRateBurst),
 		stop:           make(chan struct{}),
 	}
 	g.metrics = newGatewayMetrics(
@@ -125,7 +125,7 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 		OnEvict:                 g.metrics.evicted.Inc,
 	})
 	if g.limiter != nil {
-		g.metrics.set.NewGauge("scrapegate_rate_limited_callers", func() float64 { return float64(g.limiter.limited(time.Now().UnixNano())) })
+		g.metrics.set.NewGauge("scrapegate_rate_limited_callers", func() float64 { return float64(g.limiter.Limited(time.Now().UnixNano())) })
 	}
 	var kubeFiles []*reloadable
 	if client != nil {
@@ -360,14 +360,8 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	g.policy.AddSelf(ln.Addr())
 	ln = silentTimeoutListener{ln}
 	if len(g.cfg.AllowCallerCIDRs) > 0 || g.cfg.MaxConnsPerCaller > 0 {
-		ln = &callerListener{
-			Listener: ln,
-			allow:    g.cfg.AllowCallerCIDRs,
-			maxConns: g.cfg.MaxConnsPerCaller,
-			log:      g.rejectLog,
-			onReject: func(r connRejection) { g.metrics.rejectedConnections[r].Inc() },
-			conns:    make(map[netip.Addr]int),
-		}
+		ln = callers.NewListener(ln, g.cfg.AllowCallerCIDRs, g.cfg.MaxConnsPerCaller, g.rejectLog,
+			func(r callers.Rejection) { g.metrics.rejectedConnections[r].Inc() })
 	}
 	if g.serverTLS != nil {
 		ln = tls.NewListener(ln, g.serverTLS)
@@ -387,11 +381,11 @@ func (g *Gateway) Serve(ln net.Listener) error {
 		}
 		if g.limiter != nil {
 			// Forget callers whose buckets have refilled.
-			go every(time.Minute, g.stop, func(now time.Time) { g.limiter.sweep(now.UnixNano()) })
+			go every(time.Minute, g.stop, func(now time.Time) { g.limiter.Sweep(now.UnixNano()) })
 		}
 		if g.auth != nil {
 			// Forget callers whose failed logins have refilled.
-			go every(time.Minute, g.stop, func(now time.Time) { g.auth.failures.sweep(now.UnixNano()) })
+			go every(time.Minute, g.stop, func(now time.Time) { g.auth.failures.Sweep(now.UnixNano()) })
 		}
 	})
 
