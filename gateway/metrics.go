@@ -14,23 +14,6 @@ import (
 	"github.com/scrapegate/scrapegate/gateway/callers"
 )
 
-// route names one kind of request in scrapegate_requests_total.
-type route int
-
-const (
-	routePods    route = iota // /pods/{ip}/{port}/{path}
-	routeProxy                // absolute-form (forward proxy) requests
-	routeMetrics              // /metrics
-	routeHealthz              // /healthz
-	routeReadyz               // /readyz
-	routeSD                   // /sd/pods, /sd/nodes
-	routeNodes                // /nodes/{node}/{path}
-	routeOther                // anything unknown: 404/405
-	numRoutes
-)
-
-var routeNames = [numRoutes]string{"pods", "proxy", "metrics", "healthz", "readyz", "sd", "nodes", "other"}
-
 // metricHelp is the HELP text of every metric family the gateway defines; it is
 // the one list of what /metrics exposes beyond Go and process metrics.
 var metricHelp = map[string]string{
@@ -58,6 +41,8 @@ type gatewayMetrics struct {
 	set *metrics.Set
 
 	requests [numRoutes][1000]atomic.Pointer[metrics.Counter]
+	// routeNames are the route labels, from the route table.
+	routeNames [numRoutes]string
 
 	rejected       [numReasons]*metrics.Counter
 	upstreamErrors [numReasons]*metrics.Counter
@@ -75,6 +60,9 @@ var exposeMetadataOnce sync.Once
 func newGatewayMetrics(inflight, pooled func() float64) *gatewayMetrics {
 	exposeMetadataOnce.Do(func() { metrics.ExposeMetadata(true) })
 	m := &gatewayMetrics{set: metrics.NewSet()}
+	for r := range routes {
+		m.routeNames[r] = routes[r].name
+	}
 	for r := reason(0); r < numReasons; r++ {
 		name := fmt.Sprintf(`{reason=%q}`, reasonInfo[r].name)
 		switch reasonInfo[r].family {
@@ -113,7 +101,7 @@ func (m *gatewayMetrics) countRequest(r route, code int) {
 	p := &m.requests[r][code]
 	c := p.Load()
 	if c == nil {
-		c = m.set.GetOrCreateCounter(`scrapegate_requests_total{route="` + routeNames[r] + `",code="` + strconv.Itoa(code) + `"}`)
+		c = m.set.GetOrCreateCounter(`scrapegate_requests_total{route="` + m.routeNames[r] + `",code="` + strconv.Itoa(code) + `"}`)
 		p.Store(c)
 	}
 	c.Inc()

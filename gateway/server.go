@@ -10,7 +10,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -22,7 +21,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fasthttp/router"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 	"k8s.io/client-go/kubernetes"
@@ -61,7 +59,6 @@ type Gateway struct {
 	reloadables    []*reloadable
 	pool           *upstream.Pool
 	metrics        *gatewayMetrics
-	router         *router.Router
 	server         *fasthttp.Server
 
 	// hijacked counts responses to HTTP/1.0 callers still streaming on a
@@ -138,19 +135,6 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 		return nil, err
 	}
 
-	r := router.New()
-	r.RedirectTrailingSlash = false // a redirect would be scraped as a failure
-	r.RedirectFixedPath = false     // paths are forwarded raw, never "fixed"
-	r.HandleOPTIONS = false
-	for _, method := range []string{fasthttp.MethodGet, fasthttp.MethodHead} {
-		r.Handle(method, "/metrics", g.serveMetrics)
-		r.Handle(method, "/healthz", g.serveHealthz)
-		r.Handle(method, "/readyz", g.serveReadyz)
-	}
-	r.NotFound = g.serveNotFound
-	r.MethodNotAllowed = g.serveMethodNotAllowed
-	g.router = r
-
 	g.server = &fasthttp.Server{
 		Handler:               g.handle,
 		ErrorHandler:          g.serveBadRequest,
@@ -175,42 +159,6 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 	return g, nil
 }
 
-// handle dispatches a request. The two proxy forms are recognised from the
-// raw request target before routing: an absolute-form target (http://ip:port/path,
-// sent by clients using the gateway as proxy_url) must never be routed by its
-// path, which could be "/metrics", and /pods/ targets skip the router's
-// parameter copies on the hot path. The router serves the gateway's own pages.
-func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
-	uri := ctx.Request.Header.RequestURI()
-	rt := routeOf(uri)
-	switch {
-	case rt == routeHealthz || rt == routeReadyz:
-		// Probes come from kubelets and load balancers: never limited.
-		g.router.Handler(ctx)
-	case !g.admit(ctx, rt, uri):
-	case rt == routeProxy:
-		g.proxy(ctx, routeProxy, target.ParseAbsoluteURI)
-	case rt == routePods:
-		g.proxy(ctx, routePods, target.ParsePodPath)
-	case rt == routeNodes:
-		g.proxy(ctx, routeNodes, g.parseNodePath)
-	case rt == routeSD:
-		g.serveSD(ctx)
-	default:
-		g.router.Handler(ctx)
-	}
-	if g.state.Load() != stateServing {
-		// Move keep-alive connections to another replica: also those whose
-		// scrape began before the drain did.
-		ctx.SetConnectionClose()
-	}
-	if g.cfg.AccessLog {
-		g.log.Info().Bytes("method", ctx.Method()).Bytes("uri", truncate(ctx.Request.Header.RequestURI())).
-			Str("caller", ctx.RemoteIP().String()).Int("status", ctx.Response.StatusCode()).
-			Dur("headers_after", time.Since(ctx.Time())).Msg("request")
-	}
-}
-
 // closeAfterBody makes a request that has a body the last one on its
 // connection. Scrapes have no body; where a request with one ends is what
 // request smuggling plays on (Content-Length against chunked, RFC 9112
@@ -220,90 +168,6 @@ func closeAfterBody(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 		h.SetConnectionClose()
 	}
 	return fasthttp.RequestConfig{}
-}
-
-// routeOf tells which route a raw request target is for, without the router:
-// an absolute-form target (http://ip:port/path, sent by clients using the
-// gateway as proxy_url) must never be routed by its path, which could be
-// "/metrics", and /pods/ targets skip the router's parameter copies on the
-// hot path.
-func routeOf(uri []byte) route {
-	switch {
-	case target.IsAbsoluteForm(uri):
-		return routeProxy
-	case bytes.HasPrefix(uri, []byte(target.PodsPrefix)):
-		return routePods
-	case bytes.HasPrefix(uri, []byte(nodesPrefix)):
-		return routeNodes
-	case bytes.HasPrefix(uri, []byte(sdPrefix)):
-		return routeSD
-	}
-	switch path, _ := target.SplitQuery(uri); string(path) {
-	case "/metrics":
-		return routeMetrics
-	case "/healthz":
-		return routeHealthz
-	case "/readyz":
-		return routeReadyz
-	}
-	return routeOther
-}
-
-func (g *Gateway) serveMetrics(ctx *fasthttp.RequestCtx) {
-	ctx.Response.Header.SetContentType("text/plain; version=0.0.4; charset=utf-8")
-	g.metrics.writePrometheus(ctx)
-	g.metrics.countRequest(routeMetrics, fasthttp.StatusOK)
-}
-
-func (g *Gateway) serveHealthz(ctx *fasthttp.RequestCtx) {
-	g.plainText(ctx, routeHealthz, fasthttp.StatusOK, "ok")
-}
-
-func (g *Gateway) serveReadyz(ctx *fasthttp.RequestCtx) {
-	if g.state.Load() != stateServing {
-		g.plainText(ctx, routeReadyz, fasthttp.StatusServiceUnavailable, "draining")
-		return
-	}
-	if g.kube != nil && !g.kube.cluster.Synced() {
-		why := "waiting for the Kubernetes informers to sync"
-		if err := g.kube.cluster.SyncFailure(); err != nil {
-			why += ": " + err.Error()
-		}
-		g.plainText(ctx, routeReadyz, fasthttp.StatusServiceUnavailable, why)
-		return
-	}
-	g.plainText(ctx, routeReadyz, fasthttp.StatusOK, "ready")
-}
-
-func (g *Gateway) serveNotFound(ctx *fasthttp.RequestCtx) {
-	g.plainText(ctx, routeOther, fasthttp.StatusNotFound,
-		"scrapegate: 404 not found: use /pods/{ip}/{port}/{path}, /nodes/{node}/{path}, /sd/pods, /sd/nodes, /metrics, /healthz or /readyz")
-}
-
-func (g *Gateway) serveMethodNotAllowed(ctx *fasthttp.RequestCtx) {
-	g.plainText(ctx, routeOther, fasthttp.StatusMethodNotAllowed, "scrapegate: 405 method not allowed: only GET and HEAD")
-}
-
-// serveBadRequest answers requests the server could not parse at all. The
-// body never quotes the error: fasthttp's errors quote the request, and with
-// it any credentials in its headers.
-func (g *Gateway) serveBadRequest(ctx *fasthttp.RequestCtx, err error) {
-	// The server sets no write deadline for this answer: without one, a
-	// scrape's, ended on this connection, would cut it off.
-	_ = ctx.Conn().SetWriteDeadline(time.Now().Add(g.server.WriteTimeout))
-	var tooLarge *fasthttp.ErrSmallBuffer
-	if errors.As(err, &tooLarge) {
-		g.plainText(ctx, routeOther, fasthttp.StatusRequestHeaderFieldsTooLarge,
-			"scrapegate: 431 the request line and headers exceed -max-request-header-bytes")
-		return
-	}
-	var netErr net.Error
-	if errors.As(err, &netErr) && netErr.Timeout() {
-		g.plainText(ctx, routeOther, fasthttp.StatusRequestTimeout,
-			"scrapegate: 408 the request line and headers did not arrive within -client-read-timeout")
-		return
-	}
-	g.plainText(ctx, routeOther, fasthttp.StatusBadRequest, "scrapegate: 400 cannot parse the request as HTTP/1.1")
 }
 
 // silentTimeoutListener makes a connection that times out before sending a
@@ -341,17 +205,6 @@ func (c *silentTimeoutConn) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, err
-}
-
-func (g *Gateway) plainText(ctx *fasthttp.RequestCtx, rt route, status int, body string) {
-	setPlainText(ctx, status, body)
-	g.metrics.countRequest(rt, status)
-}
-
-func setPlainText(ctx *fasthttp.RequestCtx, status int, body string) {
-	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
-	ctx.SetStatusCode(status)
-	ctx.SetBodyString(body + "\n")
 }
 
 // Serve serves on ln until Shutdown. It returns nil after a Shutdown. ln is a
