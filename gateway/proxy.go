@@ -1,14 +1,12 @@
 package gateway
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -238,160 +236,6 @@ func (g *Gateway) scrapeTimeout(h *fasthttp.RequestHeader) time.Duration {
 	return min(d-min(g.cfg.ScrapeTimeoutMargin, d/2), g.cfg.ScrapeTimeoutMax)
 }
 
-// appendUpstreamRequest appends the request to the pod to dst: the caller's
-// method, raw path and query, the pod's address as Host, and of the
-// caller's headers only those a scrape needs (scrapeHeaders) and, but for
-// kubelets, those of -forward-request-headers; a kubelet also gets the
-// gateway's kubeletAuth. It is written out directly: copying each header
-// into a fasthttp.Request only to serialise it again cost a tenth of the
-// gateway's CPU per scrape. The caller's header names and values were
-// validated when its request was parsed.
-func (g *Gateway) appendUpstreamRequest(dst []byte, in *fasthttp.RequestHeader, t *target.Target, kubeletAuth []byte) []byte {
-	dst = append(dst, in.Method()...)
-	dst = append(dst, ' ')
-	dst = append(dst, t.Path...)
-	if len(t.Query) > 0 {
-		dst = append(dst, '?')
-		dst = append(dst, t.Query...)
-	}
-	dst = append(dst, " HTTP/1.1\r\nHost: "...)
-	dst = t.Addr.AppendTo(dst)
-	dst = append(dst, "\r\n"...)
-	connection := in.PeekAll(fasthttp.HeaderConnection)
-	for k, v := range in.All() {
-		if !isListedHeader(scrapeHeaders, k) && (t.Kubelet || !isListedHeader(g.forwardHeaders, k)) || upstream.ListsToken(connection, k) {
-			continue
-		}
-		dst = appendHeader(dst, k, v)
-	}
-	if t.Kubelet {
-		dst = appendHeader(dst, []byte(fasthttp.HeaderAuthorization), kubeletAuth)
-	}
-	// Marks the request as having passed through a scrapegate: one that
-	// arrives back at any scrapegate is a loop (see Gateway.admit).
-	return append(dst, "Via: "+viaToken+"\r\n\r\n"...)
-}
-
-// scrapeHeaders are the headers of a Prometheus scrape: all of the caller's
-// headers a pod gets unless -forward-request-headers names more. Whatever
-// else a caller sends stays at the gateway, whether it means something to
-// the pod's server or a proxy in front of it (X-Forwarded-For, Forwarded,
-// X-Real-IP, X-Original-URL, X-HTTP-Method-Override), to a metadata service
-// (Metadata-Flavor, X-aws-ec2-metadata-token), or to the Kubernetes
-// authentication stack (Impersonate-User, X-Remote-User) a kubelet asks
-// with the gateway's token; and credentials meant for the gateway never
-// reach a pod.
-var scrapeHeaders = headerNames("Accept", "Accept-Encoding", "User-Agent", "X-Prometheus-Scrape-Timeout-Seconds")
-
-func headerNames(names ...string) [][]byte {
-	bs := make([][]byte, len(names))
-	for i, name := range names {
-		bs[i] = []byte(name)
-	}
-	return bs
-}
-
-func isListedHeader(names [][]byte, k []byte) bool {
-	for _, name := range names {
-		if len(k) == len(name) && bytes.EqualFold(k, name) {
-			return true
-		}
-	}
-	return false
-}
-
-func appendHeader(dst, k, v []byte) []byte {
-	dst = append(dst, k...)
-	dst = append(dst, ": "...)
-	dst = append(dst, v...)
-	return append(dst, "\r\n"...)
-}
-
-// viaToken is the Via header value scrapegate adds to requests to pods.
-const viaToken = "1.1 scrapegate"
-
-// copyResponseHeaders copies the pod's status and headers, minus hop-by-hop
-// headers. Content-Length is set by the body stream.
-func copyResponseHeaders(dst *fasthttp.ResponseHeader, src *fasthttp.ResponseHeader) {
-	dst.SetStatusCode(src.StatusCode())
-	// Otherwise a pod that sent no Content-Type would seem to have sent
-	// fasthttp's default one.
-	src.SetNoDefaultContentType(true)
-	connection := src.PeekAll(fasthttp.HeaderConnection)
-	for k, v := range src.All() {
-		if dropResponseHeader(k) || upstream.ListsToken(connection, k) {
-			continue
-		}
-		dst.AddBytesKV(k, v)
-	}
-}
-
-// isHopByHop reports RFC 9110 section 7.6.1 connection-specific headers, and
-// the non-standard ones proxies have used (Keep-Alive, Proxy-Connection).
-func isHopByHop(k []byte) bool {
-	switch {
-	case len(k) > 6 && bytes.EqualFold(k[:6], []byte("Proxy-")):
-		return true // Proxy-Connection, Proxy-Authenticate, Proxy-Authorization...
-	case bytes.EqualFold(k, []byte("Connection")), bytes.EqualFold(k, []byte("Keep-Alive")),
-		bytes.EqualFold(k, []byte("TE")), bytes.EqualFold(k, []byte("Trailer")),
-		bytes.EqualFold(k, []byte("Transfer-Encoding")), bytes.EqualFold(k, []byte("Upgrade")):
-		return true
-	}
-	return false
-}
-
-// isToken reports whether s is an RFC 9110 token, the syntax of a header name.
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if !isTchar[s[i]] {
-			return false
-		}
-	}
-	return s != ""
-}
-
-// neverForwarded reports request headers -forward-request-headers may not
-// name: hop-by-hop ones, those the gateway sets itself, a length that would
-// desynchronise the pod's connection, and credentials meant for the gateway.
-func neverForwarded(k string) bool {
-	b := []byte(k)
-	return isHopByHop(b) || isListedHeader(headerNames("Host", "Content-Length", "Via", "Authorization", "Cookie"), b)
-}
-
-func dropResponseHeader(k []byte) bool {
-	return isHopByHop(k) ||
-		bytes.EqualFold(k, []byte("Content-Length")) ||
-		// The server sets its own Date; copying the pod's would send two.
-		bytes.EqualFold(k, []byte("Date"))
-}
-
-// reject answers a request refused before any connection to a pod.
-func (g *Gateway) reject(ctx *fasthttp.RequestCtx, rt route, r reason, uri []byte, detail string) {
-	g.metrics.countFailure(r)
-	// Refusals can come in floods (an overload, a scanner): build the log
-	// line only when it will be written.
-	if e := g.rejectLog.Debug(); e.Enabled() {
-		e.Str("reason", r.String()).Bytes("uri", truncate(uri)).Str("caller", ctx.RemoteIP().String()).Msg(detail)
-	}
-	g.writeError(ctx, rt, r, uri, detail)
-}
-
-// writeError answers with the reason's status and a one-line plain-text body
-// naming the target and the reason.
-func (g *Gateway) writeError(ctx *fasthttp.RequestCtx, rt route, r reason, uri []byte, detail string) {
-	g.plainText(ctx, rt, reasonInfo[r].status, errorText(r, uri, detail))
-}
-
-// writeErrorUncounted is writeError for an answer that is not counted in
-// scrapegate_requests_total, because nobody is likely to read it.
-func (g *Gateway) writeErrorUncounted(ctx *fasthttp.RequestCtx, r reason, uri []byte, detail string) {
-	setPlainText(ctx, reasonInfo[r].status, errorText(r, uri, detail))
-}
-
-func errorText(r reason, uri []byte, detail string) string {
-	return fmt.Sprintf("scrapegate: %d %s: %q: %s", reasonInfo[r].status, r, truncate(uri), oneLine(detail))
-}
-
 // upstreamFailed counts a failed scrape and logs it, at most once per
 // interval per endpoint (Scrape.TakeLogTurn).
 func (g *Gateway) upstreamFailed(s *upstream.Scrape, r reason, err error) {
@@ -432,21 +276,4 @@ func (sr *scrapeReporter) BodyEnded(s *upstream.Scrape, readErr, writeErr error)
 		g.metrics.countRequest(route(s.Tag), s.Response().StatusCode())
 	}
 	g.metrics.responseBytes.Add(int(s.BodyBytes()))
-}
-
-func truncate(b []byte) []byte {
-	const maxLen = 256
-	if len(b) > maxLen {
-		return b[:maxLen]
-	}
-	return b
-}
-
-func oneLine(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '\n' || r == '\r' {
-			return ' '
-		}
-		return r
-	}, s)
 }

@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 
 	"github.com/valyala/fasthttp"
@@ -119,4 +121,48 @@ func callerFailure(writeErr error) reason {
 func isDialError(err error) bool {
 	var opErr *net.OpError
 	return errors.As(err, &opErr) && opErr.Op == "dial"
+}
+
+// reject answers a request refused before any connection to a pod.
+func (g *Gateway) reject(ctx *fasthttp.RequestCtx, rt route, r reason, uri []byte, detail string) {
+	g.metrics.countFailure(r)
+	// Refusals can come in floods (an overload, a scanner): build the log
+	// line only when it will be written.
+	if e := g.rejectLog.Debug(); e.Enabled() {
+		e.Str("reason", r.String()).Bytes("uri", truncate(uri)).Str("caller", ctx.RemoteIP().String()).Msg(detail)
+	}
+	g.writeError(ctx, rt, r, uri, detail)
+}
+
+// writeError answers with the reason's status and a one-line plain-text body
+// naming the target and the reason.
+func (g *Gateway) writeError(ctx *fasthttp.RequestCtx, rt route, r reason, uri []byte, detail string) {
+	g.plainText(ctx, rt, reasonInfo[r].status, errorText(r, uri, detail))
+}
+
+// writeErrorUncounted is writeError for an answer that is not counted in
+// scrapegate_requests_total, because nobody is likely to read it.
+func (g *Gateway) writeErrorUncounted(ctx *fasthttp.RequestCtx, r reason, uri []byte, detail string) {
+	setPlainText(ctx, reasonInfo[r].status, errorText(r, uri, detail))
+}
+
+func errorText(r reason, uri []byte, detail string) string {
+	return fmt.Sprintf("scrapegate: %d %s: %q: %s", reasonInfo[r].status, r, truncate(uri), oneLine(detail))
+}
+
+func truncate(b []byte) []byte {
+	const maxLen = 256
+	if len(b) > maxLen {
+		return b[:maxLen]
+	}
+	return b
+}
+
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, s)
 }
