@@ -237,7 +237,7 @@ func TestHostileInputs(t *testing.T) {
 	cfgB := DefaultConfig()
 	cfgB.DrainDelay = 0
 	cfgB.AllowCIDRs = mustParsePrefixes("127.0.0.9/32")
-	cfgB.AllowPorts = portRanges{{uint16(port), uint16(port)}}
+	cfgB.AllowPorts = PortRanges{{uint16(port), uint16(port)}}
 	cfgB.AllowPathPrefixes = []string{"/metrics"}
 	cfgB.DenyPathPrefixes = []string{"/metrics/secret"}
 	cfgB.MaxURIBytes = 256

@@ -116,7 +116,7 @@ var specialRanges = []specialRange{
 // addresses, and safe for concurrent use.
 type Policy struct {
 	allow, deny           []netip.Prefix
-	allowPorts, denyPorts portRanges
+	allowPorts, denyPorts PortRanges
 	allowPaths, denyPaths []string
 	self                  atomic.Pointer[[]selfAddr]
 	// pods, with -target-policy=kubernetes, says which endpoints belong
@@ -375,11 +375,11 @@ func unhex(c byte) byte {
 	}
 }
 
-// portRanges is a set of ports, the flag.Value behind -allow-ports and
+// PortRanges is a set of ports, the flag.Value behind -allow-ports and
 // -deny-ports: "9100,8080-8090".
-type portRanges [][2]uint16
+type PortRanges [][2]uint16
 
-func (r portRanges) contains(port uint16) bool {
+func (r PortRanges) contains(port uint16) bool {
 	for _, pr := range r {
 		if pr[0] <= port && port <= pr[1] {
 			return true
@@ -388,7 +388,7 @@ func (r portRanges) contains(port uint16) bool {
 	return false
 }
 
-func (r *portRanges) String() string {
+func (r *PortRanges) String() string {
 	if r == nil {
 		return ""
 	}
@@ -402,8 +402,8 @@ func (r *portRanges) String() string {
 	return strings.Join(ss, ",")
 }
 
-func (r *portRanges) Set(s string) error {
-	var out portRanges
+func (r *PortRanges) Set(s string) error {
+	var out PortRanges
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
 		if f == "" {

@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -105,11 +104,11 @@ func TestPolicyCheck(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mustSet((*cidrList)(&cfg.DenyCIDRs), "10.9.0.0/16,127.0.0.0/8")
+	cfg.DenyCIDRs = mustParsePrefixes("10.9.0.0/16", "127.0.0.0/8")
 	mustSet(&cfg.AllowPorts, "80,9000-9199,10250")
 	mustSet(&cfg.DenyPorts, "10250")
-	mustSet((*stringList)(&cfg.AllowPathPrefixes), "/metrics,/federate,/probe/")
-	mustSet((*stringList)(&cfg.DenyPathPrefixes), "/metrics/private")
+	cfg.AllowPathPrefixes = []string{"/metrics", "/federate", "/probe/"}
+	cfg.DenyPathPrefixes = []string{"/metrics/private"}
 	p := NewPolicy(&cfg)
 	p.addSelf(selfAddrs(&net.TCPAddr{IP: net.ParseIP("10.1.1.1"), Port: 9100})...)
 	p.addSelf(selfAddrs(&net.TCPAddr{IP: net.ParseIP("::ffff:10.1.1.2"), Port: 9101})...)
@@ -174,14 +173,14 @@ func TestPolicyCheck(t *testing.T) {
 func TestPortRanges(t *testing.T) {
 	f := func(in, want string) {
 		t.Helper()
-		var r portRanges
+		var r PortRanges
 		err := r.Set(in)
 		got := r.String()
 		if err != nil {
 			got = "error"
 		}
 		if got != want {
-			t.Fatalf("portRanges.Set(%q) = %q; want %q", in, got, want)
+			t.Fatalf("PortRanges.Set(%q) = %q; want %q", in, got, want)
 		}
 	}
 	f("80", "80")
@@ -204,8 +203,18 @@ func FuzzPolicy(f *testing.F) {
 	f.Add([]byte("/pods/::ffff:169.254.169.254/80/"), "0.0.0.0/0", "", "/")
 	f.Add([]byte("/pods/10.9.1.1/80/metrics/%70"), "10.0.0.0/8", "10.9.0.0/16", "/metrics/p")
 	f.Fuzz(func(t *testing.T, uri []byte, allow, deny, denyPath string) {
-		cfg := Config{}
-		if (*cidrList)(&cfg.AllowCIDRs).Set(allow) != nil || (*cidrList)(&cfg.DenyCIDRs).Set(deny) != nil {
+		// As -allow-cidrs and -deny-cidrs read them: blank is none.
+		cidrs := func(s string) ([]netip.Prefix, error) {
+			if strings.TrimSpace(s) == "" {
+				return nil, nil
+			}
+			return ParseCIDRs(s)
+		}
+		var cfg Config
+		var allowErr, denyErr error
+		cfg.AllowCIDRs, allowErr = cidrs(allow)
+		cfg.DenyCIDRs, denyErr = cidrs(deny)
+		if allowErr != nil || denyErr != nil {
 			return
 		}
 		if denyPath != "" && denyPath[0] == '/' {
@@ -364,8 +373,12 @@ func TestPolicyPathPrefixes(t *testing.T) {
 	f := func(deny, allow, path, want string) {
 		t.Helper()
 		var cfg Config
-		_ = (*stringList)(&cfg.DenyPathPrefixes).Set(deny)
-		_ = (*stringList)(&cfg.AllowPathPrefixes).Set(allow)
+		if deny != "" {
+			cfg.DenyPathPrefixes = []string{deny}
+		}
+		if allow != "" {
+			cfg.AllowPathPrefixes = []string{allow}
+		}
 		got := "malformed"
 		if tg, err := parsePodPath([]byte("/pods/10.1.2.3/9100" + path)); err == nil {
 			got = words[NewPolicy(&cfg).checkPath(tg.Path)]
@@ -436,17 +449,20 @@ func TestPolicyPathPrefixes(t *testing.T) {
 
 	// Prefixes must be plain themselves: only plain paths reach them, so an
 	// encoded or ';' prefix would never match.
-	badPrefix := func(arg string) {
+	badPrefix := func(deny, allow []string) {
 		t.Helper()
-		if _, err := ParseFlags("scrapegate", []string{arg}, envOf(), io.Discard); err == nil || !strings.Contains(err.Error(), "not a plain path") {
-			t.Fatalf("ParseFlags(%s) = %v; want an error saying the prefix is not a plain path", arg, err)
+		cfg := DefaultConfig()
+		cfg.DenyPathPrefixes, cfg.AllowPathPrefixes = deny, allow
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "not a plain path") {
+			t.Fatalf("-deny-path-prefixes=%s -allow-path-prefixes=%s: Validate() = %v; want an error saying the prefix is not a plain path",
+				strings.Join(deny, ","), strings.Join(allow, ","), err)
 		}
 	}
-	badPrefix("-deny-path-prefixes=/actuator/%65nv")
-	badPrefix("-deny-path-prefixes=/actuator;x")
-	badPrefix("-deny-path-prefixes=/debug//pprof")
-	badPrefix("-deny-path-prefixes=/debug./pprof")
-	badPrefix("-allow-path-prefixes=/metrics,/federate%2F")
+	badPrefix([]string{"/actuator/%65nv"}, nil)
+	badPrefix([]string{"/actuator;x"}, nil)
+	badPrefix([]string{"/debug//pprof"}, nil)
+	badPrefix([]string{"/debug./pprof"}, nil)
+	badPrefix(nil, []string{"/metrics", "/federate%2F"})
 }
 
 // routeKey is the path as the most lenient of common servers reads it when
