@@ -213,15 +213,16 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 
 	fs.Var((*cidrList)(&c.AllowCallerCIDRs), "allow-caller-cidrs", "Comma-separated CIDRs that callers' source addresses must fall into; connections from elsewhere are closed at once. "+
 		"Empty: any caller. Behind a NodePort with externalTrafficPolicy: Cluster callers appear as node addresses.")
-	fs.StringVar(&c.AuthBearerTokensFile, "auth-bearer-tokens-file", c.AuthBearerTokensFile, "File of bearer tokens callers may present (Authorization: Bearer), one per line; '#' starts a comment. "+
+	fs.StringVar(&c.AuthBearerTokensFile, "auth-bearer-tokens-file", c.AuthBearerTokensFile, "File of bearer tokens callers may present (Authorization: Bearer), one per line; lines starting with '#' are comments. "+
 		"Re-read when it changes. Prometheus: authorization: {credentials_file: ...}.")
 	fs.StringVar(&c.AuthHTPasswdFile, "auth-htpasswd-file", c.AuthHTPasswdFile, "htpasswd file (bcrypt only: htpasswd -B) of users callers may authenticate as with HTTP basic auth. Re-read when it changes. "+
 		"With -auth-bearer-tokens-file also set, either credential is accepted.")
 	fs.BoolVar(&c.MetricsRequireAuth, "metrics-require-auth", c.MetricsRequireAuth, "Require the same authentication for /metrics as for scrapes. /healthz and /readyz are always open.")
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", c.TLSCertFile, "PEM certificate (chain) to serve TLS 1.2 or later with; requires -tls-key-file. Re-read when it changes. Empty: plain HTTP.")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", c.TLSKeyFile, "PEM private key of -tls-cert-file.")
-	fs.StringVar(&c.TLSClientCAFile, "tls-client-ca-file", c.TLSClientCAFile, "PEM CA bundle: when set, every caller must present a client certificate it signed (mTLS). Requires -tls-cert-file. Re-read when it changes. "+
-		"With a token or htpasswd file also set, a caller needs both the certificate and the credentials.")
+	fs.StringVar(&c.TLSClientCAFile, "tls-client-ca-file", c.TLSClientCAFile, "PEM CA bundle: when set, callers must present a client certificate it signed (mTLS). "+
+		"A certificate it did not sign fails the TLS handshake; a request without one gets 401, except to /healthz and /readyz, and to /metrics if -metrics-require-auth is false. "+
+		"Requires -tls-cert-file. Re-read when it changes. With a token or htpasswd file also set, a caller needs both the certificate and the credentials.")
 	fs.Var((*stringList)(&c.TLSClientAllowedNames), "tls-client-allowed-names", "Comma-separated names a client certificate must carry one of (subject CN, DNS, URI or email SAN; exact match); requires -tls-client-ca-file. "+
 		"Empty: any certificate -tls-client-ca-file signed.")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "How often to check the token, htpasswd, certificate and CA files for changes.")
@@ -233,8 +234,9 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 		"/healthz and /readyz are exempt. 0: no limit. A Prometheus sends about its targets divided by its scrape interval per second (10,000 pods every 15s: 667/s); "+
 		"where callers other than your Prometheus servers can connect, set it to twice that of the busiest one.")
 	fs.IntVar(&c.CallerRateBurst, "caller-rate-burst", c.CallerRateBurst, "Requests one caller may send at once above -caller-rate-limit.")
-	fs.DurationVar(&c.ClientReadTimeout, "client-read-timeout", c.ClientReadTimeout, "Maximum time to receive a request's headers, counted from accepting a new connection (on a TLS listener from the end of its handshake, "+
-		"which gets this long too: up to twice it in all) and on a kept-alive connection from the request's first byte. Slow callers are disconnected.")
+	fs.DurationVar(&c.ClientReadTimeout, "client-read-timeout", c.ClientReadTimeout, "Maximum time to receive a request (its line, headers and any body), counted on a new connection from accepting it "+
+		"(on a TLS listener from the end of its handshake, which gets this long too: up to twice it in all) and on a kept-alive connection from the request's first byte. "+
+		"A caller too slow gets 408 and the connection is closed; a plain-HTTP connection that has sent nothing by then, or a TLS one whose handshake has not completed, is closed without an answer.")
 	fs.DurationVar(&c.ClientIdleTimeout, "client-idle-timeout", c.ClientIdleTimeout, "Close a caller's keep-alive connection after it has been idle this long. Keep it above the scrape interval.")
 	fs.Int64Var(&c.MaxResponseBodyBytes, "max-response-body-bytes", c.MaxResponseBodyBytes, "Refuse (502) or abort a pod's response whose body exceeds this many bytes. 0: no limit.")
 
@@ -272,8 +274,8 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 		"so pod churn does not accumulate pools. Keep it above the longest scrape interval.")
 	fs.DurationVar(&c.UpstreamIdleConnTimeout, "upstream-idle-conn-timeout", c.UpstreamIdleConnTimeout, "Close an idle connection to a pod after this long, or after -endpoint-idle-ttl if that is shorter. "+
 		"Keep it above the scrape interval so each scrape reuses the previous one's connection.")
-	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "Maximum time to establish a TCP connection to a pod (also bounded by the scrape deadline).")
-	fs.DurationVar(&c.ScrapeTimeoutDefault, "scrape-timeout-default", c.ScrapeTimeoutDefault, "Scrape deadline when the request has no X-Prometheus-Scrape-Timeout-Seconds header.")
+	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "Maximum time to connect to a pod or kubelet: the TCP connection and, for https, the TLS handshake (also bounded by the scrape deadline).")
+	fs.DurationVar(&c.ScrapeTimeoutDefault, "scrape-timeout-default", c.ScrapeTimeoutDefault, "Scrape deadline when the request has no X-Prometheus-Scrape-Timeout-Seconds header, or one that is not a positive number of seconds.")
 	fs.DurationVar(&c.ScrapeTimeoutMax, "scrape-timeout-max", c.ScrapeTimeoutMax, "Upper bound on any scrape deadline, whatever the header asks for.")
 	fs.DurationVar(&c.ScrapeTimeoutMargin, "scrape-timeout-margin", c.ScrapeTimeoutMargin, "Subtracted from X-Prometheus-Scrape-Timeout-Seconds so the gateway answers (504) "+
 		"before Prometheus gives up; never more than half the timeout.")
@@ -283,7 +285,8 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "Minimum log level: debug, info, warn or error.")
 	fs.StringVar(&c.Pprof, "pprof", c.Pprof, "Admin address (e.g. 127.0.0.1:6060) to serve Go's runtime profiles on, at /debug/pprof/, for finding where CPU and memory go. "+
 		"Unauthenticated and separate from -listen: keep it on loopback. Empty: off.")
-	fs.BoolVar(&c.AccessLog, "access-log", c.AccessLog, "Log every request at info level: method, target, caller, status and time until the response headers.")
+	fs.BoolVar(&c.AccessLog, "access-log", c.AccessLog, "Log every request at info level: method, target, caller, status and time until the response headers; "+
+		"not those answered 400, 408 or 431 because they could not be read.")
 }
 
 // flagGroups puts every flag, in order, into one of the tables of
