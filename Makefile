@@ -93,7 +93,7 @@ lint: vet ## go vet and staticcheck (fetched through the module proxy)
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "run make fmt"; exit 1; }
 	$(GO) run $(STATICCHECK) ./...
 
-docs: ## regenerate docs/flags.md from the flag definitions (scrapegate -help-markdown)
+docs: ## regenerate docs/flags.md from the flags defined in cmd/scrapegate/flags.go (scrapegate -help-markdown)
 	$(GO) run ./cmd/scrapegate -help-markdown > docs/flags.md.tmp
 	mv docs/flags.md.tmp docs/flags.md
 

@@ -2,163 +2,11 @@ package gateway
 
 import (
 	"errors"
-	"flag"
-	"io"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/scrapegate/scrapegate/gateway/target"
 )
 
-func envOf(kv ...string) func(string) (string, bool) {
-	m := map[string]string{}
-	for i := 0; i < len(kv); i += 2 {
-		m[kv[i]] = kv[i+1]
-	}
-	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
-}
-
-func TestParseFlagsDefaults(t *testing.T) {
-	cfg, err := ParseFlags("scrapegate", nil, envOf(), io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Listen != ":8080" {
-		t.Fatalf("default -listen = %q; want :8080", cfg.Listen)
-	}
-	if got := (*cidrList)(&cfg.AllowCIDRs).String(); got != target.DefaultAllowCIDRs {
-		t.Fatalf("default -allow-cidrs = %q; want %q", got, target.DefaultAllowCIDRs)
-	}
-}
-
-func TestParseFlagsEnvironment(t *testing.T) {
-	env := envOf(
-		"SCRAPEGATE_LISTEN", "127.0.0.1:9999",
-		"SCRAPEGATE_ALLOW_CIDRS", "10.0.0.0/8,fd00::/8",
-		"SCRAPEGATE_SCRAPE_TIMEOUT_MAX", "45s",
-		"SCRAPEGATE_ACCESS_LOG", "true",
-	)
-	cfg, err := ParseFlags("scrapegate", []string{"--listen=:7000"}, env, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Listen != ":7000" {
-		t.Fatalf("-listen = %q; the command line must win over the environment", cfg.Listen)
-	}
-	if got := (*cidrList)(&cfg.AllowCIDRs).String(); got != "10.0.0.0/8,fd00::/8" {
-		t.Fatalf("-allow-cidrs from the environment = %q", got)
-	}
-	if cfg.ScrapeTimeoutMax != 45*time.Second || !cfg.AccessLog {
-		t.Fatalf("environment ignored: %+v", cfg)
-	}
-	if EnvVarName("max-conns-per-endpoint") != "SCRAPEGATE_MAX_CONNS_PER_ENDPOINT" {
-		t.Fatalf("EnvVarName = %q", EnvVarName("max-conns-per-endpoint"))
-	}
-}
-
-func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
-	f := func(args []string, env func(string) (string, bool), wantInError ...string) {
-		t.Helper()
-		_, err := ParseFlags("scrapegate", args, env, io.Discard)
-		if err == nil {
-			t.Fatalf("ParseFlags(%q): no error", args)
-		}
-		for _, want := range wantInError {
-			if !strings.Contains(err.Error(), want) {
-				t.Fatalf("ParseFlags(%q) error %q does not mention %q", args, err, want)
-			}
-		}
-	}
-	f([]string{"--allow-cidrs=10.0.0.1/8"}, envOf(), "allow-cidrs", "10.0.0.0/8")
-	f([]string{"--allow-cidrs=everything"}, envOf(), "allow-cidrs")
-	f([]string{"--max-inflight=0"}, envOf(), "-max-inflight")
-	f([]string{"--dial-timeout=-1s"}, envOf(), "-dial-timeout")
-	f([]string{"--scrape-timeout-default=5m", "--scrape-timeout-max=1m"}, envOf(), "-scrape-timeout-default")
-	f([]string{"--log-format=xml"}, envOf(), "-log-format")
-	f([]string{"--log-level=loud"}, envOf(), "-log-level")
-	f([]string{"--deny-cidrs=10.0.0.1/8"}, envOf(), "deny-cidrs")
-	f([]string{"--allow-ports=80-70"}, envOf(), "allow-ports")
-	f([]string{"--deny-ports=ssh"}, envOf(), "deny-ports")
-	f([]string{"--allow-path-prefixes=metrics"}, envOf(), "-allow-path-prefixes")
-	f([]string{"--tls-cert-file=c.pem"}, envOf(), "-tls-cert-file", "-tls-key-file")
-	f([]string{"--tls-client-ca-file=ca.pem"}, envOf(), "-tls-client-ca-file")
-	f([]string{"--tls-client-allowed-names=prometheus"}, envOf(), "-tls-client-allowed-names")
-	f([]string{"--target-tls-key-file=k.pem"}, envOf(), "-target-tls-cert-file")
-	f([]string{"--target-tls-insecure-skip-verify", "--target-tls-ca-file=ca.pem"}, envOf(), "-target-tls-insecure-skip-verify")
-	f([]string{"--max-uri-bytes=100000"}, envOf(), "-max-uri-bytes")
-	f([]string{"--max-request-header-bytes=10"}, envOf(), "-max-request-header-bytes")
-	f([]string{"--caller-rate-limit=-1"}, envOf(), "-caller-rate-limit")
-	f([]string{"--caller-rate-limit=100", "--caller-rate-burst=0"}, envOf(), "-caller-rate-burst")
-	f([]string{"--client-read-timeout=0s"}, envOf(), "-client-read-timeout")
-	f([]string{"--max-response-body-bytes=-1"}, envOf(), "-max-response-body-bytes")
-	f([]string{"--target-policy=kubernetes"}, envOf(), "-target-policy", "-kubernetes")
-	f([]string{"--target-policy=pods"}, envOf(), "-target-policy")
-	f([]string{"--kubeconfig=k"}, envOf(), "-kubernetes")
-	for _, addr := range []string{":31000", "gw:http", "gw:99999", "gw:031000", "gw:0", "gw/x:1", "gw:1/x", "gw", "-gw:1", "[fe80::1:1", "256.0.0.1:31000"} {
-		f([]string{"--kubernetes", "--advertise-address=" + addr}, envOf(), "-advertise-address")
-	}
-	f([]string{"--pprof=6060"}, envOf(), "-pprof")
-	f([]string{"--pprof=localhost:"}, envOf(), "-pprof")
-	f([]string{}, envOf("SCRAPEGATE_PPROF", "127.0.0.1"), "-pprof")
-	f([]string{"--kubernetes", "--kubelet-ca-file="}, envOf(), "-kubelet-ca-file", "-kubelet-insecure-skip-verify")
-	f([]string{"--kubernetes", "--kubelet-insecure-skip-verify", "--kubelet-ca-file=ca.pem"}, envOf(), "-kubelet-insecure-skip-verify")
-	f([]string{"--no-such-flag"}, envOf(), "no-such-flag")
-	f([]string{"stray"}, envOf(), "stray")
-	f(nil, envOf("SCRAPEGATE_ALLOW_CIDRS", "bogus"), "-allow-cidrs", "SCRAPEGATE_ALLOW_CIDRS")
-	f(nil, envOf("SCRAPEGATE_MAX_INFLIGHT", "many"), "-max-inflight", "SCRAPEGATE_MAX_INFLIGHT")
-	_, err := ParseFlags("scrapegate", []string{"-h"}, envOf(), io.Discard)
-	if !errors.Is(err, flag.ErrHelp) {
-		t.Fatalf("-h: %v; want flag.ErrHelp", err)
-	}
-}
-
-func TestParseFlagsKubernetes(t *testing.T) {
-	f := func(args []string, wantPolicy string) {
-		t.Helper()
-		cfg, err := ParseFlags("scrapegate", args, envOf(), io.Discard)
-		if err != nil {
-			t.Fatalf("ParseFlags(%q): %v", args, err)
-		}
-		if got := cfg.EffectiveTargetPolicy(); got != wantPolicy {
-			t.Errorf("ParseFlags(%q): target policy %q, want %q", args, got, wantPolicy)
-		}
-	}
-	f(nil, TargetPolicyCIDR)
-	f([]string{"--kubernetes"}, TargetPolicyKubernetes)
-	f([]string{"--kubernetes", "--target-policy=cidr"}, TargetPolicyCIDR)
-	f([]string{"--kubernetes", "--advertise-address=scrapegate.example.com:31000"}, TargetPolicyKubernetes)
-	f([]string{"--kubernetes", "--advertise-address=[fd00::1]:31000", "--kubelet-insecure-skip-verify"}, TargetPolicyKubernetes)
-	f([]string{"--kubernetes", "--advertise-address=10.0.0.1:31000", "--kubelet-token-file=", "--kubelet-ca-file="}, TargetPolicyKubernetes)
-}
-
-func TestParseFlagsSecurity(t *testing.T) {
-	env := envOf(
-		"SCRAPEGATE_DENY_CIDRS", "10.9.0.0/16",
-		"SCRAPEGATE_DENY_PORTS", "10250,2379-2380",
-		"SCRAPEGATE_ALLOW_PATH_PREFIXES", "/metrics, /federate",
-		"SCRAPEGATE_ALLOW_CALLER_CIDRS", "",
-	)
-	cfg, err := ParseFlags("scrapegate", []string{"--allow-ports=9100"}, env, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := (*cidrList)(&cfg.DenyCIDRs).String(); got != "10.9.0.0/16" {
-		t.Fatalf("-deny-cidrs = %q", got)
-	}
-	if got := cfg.DenyPorts.String(); got != "10250,2379-2380" {
-		t.Fatalf("-deny-ports = %q", got)
-	}
-	if got := cfg.AllowPorts.String(); got != "9100" {
-		t.Fatalf("-allow-ports = %q", got)
-	}
-	if got := strings.Join(cfg.AllowPathPrefixes, "|"); got != "/metrics|/federate" {
-		t.Fatalf("-allow-path-prefixes = %q", got)
-	}
-	if len(cfg.AllowCallerCIDRs) != 0 {
-		t.Fatalf("an empty -allow-caller-cidrs must mean any caller, got %v", cfg.AllowCallerCIDRs)
-	}
-	// Safe defaults.
+func TestDefaultConfigIsSafe(t *testing.T) {
 	d := DefaultConfig()
 	if !d.MetricsRequireAuth || d.MaxConnsPerCaller == 0 || d.TargetTLSInsecureSkipVerify {
 		t.Fatalf("unsafe defaults: %+v", d)
@@ -168,65 +16,43 @@ func TestParseFlagsSecurity(t *testing.T) {
 			t.Fatalf("default -deny-ports %s lacks control-plane port %d", d.DenyPorts.String(), port)
 		}
 	}
-	// An empty value lifts the default deny-list.
-	cfg, err = ParseFlags("scrapegate", []string{"--deny-ports="}, envOf(), io.Discard)
-	if err != nil || len(cfg.DenyPorts) != 0 {
-		t.Fatalf("--deny-ports= : %v %v; want no denied ports", cfg.DenyPorts.String(), err)
-	}
 }
 
-func TestParseFlagsForwardRequestHeaders(t *testing.T) {
-	f := func(value, wantErr string) {
-		t.Helper()
-		cfg, err := ParseFlags("scrapegate", []string{"-forward-request-headers=" + value}, envOf(), io.Discard)
-		if wantErr == "" {
-			if err != nil {
-				t.Fatalf("-forward-request-headers=%s: %s", value, err)
-			}
-			if got := strings.Join(cfg.ForwardRequestHeaders, ","); got != value {
-				t.Fatalf("-forward-request-headers=%s parsed as %q", value, got)
-			}
-			return
-		}
-		if err == nil || !strings.Contains(err.Error(), wantErr) {
-			t.Fatalf("-forward-request-headers=%s: error %v; want one mentioning %q", value, err, wantErr)
-		}
+// TestValidateNamesTheFlag checks that each problem is a *ConfigError naming
+// the flag, which scrapegate rewords to name the variable a value came from.
+func TestValidateNamesTheFlag(t *testing.T) {
+	cfg := DefaultConfig()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("the defaults do not validate: %v", err)
 	}
-	f("X-Tenant", "")
-	f("X-Tenant,X-Scope-OrgID", "")
-	f("X Tenant", `"X Tenant" is not a header name`)
-	f("X-Tenant:", "is not a header name")
-	f("Authorization", "Authorization cannot be forwarded")
-	f("cookie", "cookie cannot be forwarded")
-	f("Proxy-Authorization", "cannot be forwarded")
-	f("Connection", "cannot be forwarded")
-	f("Transfer-Encoding", "cannot be forwarded")
-	f("Host", "cannot be forwarded")
-	f("Content-Length", "cannot be forwarded")
-	f("Via", "cannot be forwarded")
-}
-
-// TestParseFlagsPathPrefixesArePlain checks that path prefixes must be plain
-// themselves: only plain paths reach them, so an encoded or ';' prefix would
-// never match.
-func TestParseFlagsPathPrefixesArePlain(t *testing.T) {
-	badPrefix := func(arg string) {
-		t.Helper()
-		if _, err := ParseFlags("scrapegate", []string{arg}, envOf(), io.Discard); err == nil || !strings.Contains(err.Error(), "not a plain path") {
-			t.Fatalf("ParseFlags(%s) = %v; want an error saying the prefix is not a plain path", arg, err)
-		}
+	cfg.MaxInflight = 0
+	cfg.LogFormat = "xml"
+	err := cfg.Validate()
+	if err == nil {
+		t.Fatal("no error")
 	}
-	badPrefix("-deny-path-prefixes=/actuator/%65nv")
-	badPrefix("-deny-path-prefixes=/actuator;x")
-	badPrefix("-deny-path-prefixes=/debug//pprof")
-	badPrefix("-deny-path-prefixes=/debug./pprof")
-	badPrefix("-allow-path-prefixes=/metrics,/federate%2F")
+	var flags []string
+	for _, problem := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var ce *ConfigError
+		if !errors.As(problem, &ce) {
+			t.Fatalf("problem %q is a %T, not a *ConfigError", problem, problem)
+		}
+		flags = append(flags, ce.Flag)
+	}
+	if got := strings.Join(flags, " "); got != "max-inflight log-format" {
+		t.Fatalf("problems name %q; want max-inflight log-format", got)
+	}
+	if want := "-max-inflight: must be at least 1, got 0\n-log-format: want json or console, got \"xml\""; err.Error() != want {
+		t.Fatalf("Validate() = %q; want %q", err, want)
+	}
 }
 
 func TestListenAddress(t *testing.T) {
 	f := func(listen string, wantOK bool) {
 		t.Helper()
-		_, err := ParseFlags("scrapegate", []string{"--listen=" + listen}, envOf(), io.Discard)
+		cfg := DefaultConfig()
+		cfg.Listen = listen
+		err := cfg.Validate()
 		if ok := err == nil; ok != wantOK {
 			t.Errorf("--listen=%s: error %v; want ok=%v", listen, err, wantOK)
 		}

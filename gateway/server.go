@@ -356,7 +356,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		log.Warn().Str("pprof", pprofLn.Addr().String()).Msg("serving Go profiles without authentication (-pprof)")
 	}
 	log.Info().Str("listen", ln.Addr().String()).Bool("tls", g.serverTLS != nil).Bool("client_certs", cfg.TLSClientCAFile != "").
-		Bool("auth", g.auth != nil).Str("allow_cidrs", (*cidrList)(&cfg.AllowCIDRs).String()).Msg("serving")
+		Bool("auth", g.auth != nil).Str("allow_cidrs", target.FormatCIDRs(cfg.AllowCIDRs)).Msg("serving")
 	if g.auth == nil && cfg.TLSClientCAFile == "" {
 		log.Warn().Msg("no caller authentication configured: anyone who reaches the listener can scrape every target the policy allows; see docs/security.md")
 	}

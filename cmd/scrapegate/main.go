@@ -1,5 +1,8 @@
-// Command scrapegate serves the scrape gateway. Flags, environment and
-// signals are handled here; everything else lives in package gateway.
+// Command scrapegate serves the scrape gateway. flags.go reads the flags and
+// the environment into one gateway.Config, and is the only code that knows
+// about flags; main.go runs the gateway with it until SIGTERM or SIGINT and
+// turns the outcome into an exit code. Everything else lives in package
+// gateway.
 package main
 
 import (
@@ -25,16 +28,16 @@ func main() {
 // -help-markdown, 2 for a bad flag or environment value, 1 when serving
 // fails.
 func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
-	cfg, err := gateway.ParseFlags("scrapegate", args, lookupEnv, stderr)
+	cfg, err := parseFlags("scrapegate", args, lookupEnv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
-	if errors.Is(err, gateway.ErrVersion) {
+	if errors.Is(err, errVersion) {
 		fmt.Fprintln(stdout, buildinfo.Get())
 		return 0
 	}
-	if errors.Is(err, gateway.ErrHelpMarkdown) {
-		if err := gateway.WriteFlagsMarkdown(stdout); err != nil {
+	if errors.Is(err, errHelpMarkdown) {
+		if err := writeFlagsMarkdown(stdout); err != nil {
 			fmt.Fprintf(stderr, "scrapegate: cannot write the flags as Markdown: %s\n", err)
 			return 1
 		}

@@ -499,6 +499,15 @@ func specialRangeOf(ip netip.Addr) (netip.Prefix, bool) {
 	return best, best.IsValid()
 }
 
+// FormatCIDRs writes prefixes as ParseCIDRs reads them: comma-separated.
+func FormatCIDRs(prefixes []netip.Prefix) string {
+	ss := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		ss[i] = p.String()
+	}
+	return strings.Join(ss, ",")
+}
+
 // ParseCIDRs parses a comma-separated list of CIDRs. Host bits must be zero,
 // so a typo such as 10.0.0.1/8 is reported rather than silently widened.
 func ParseCIDRs(s string) ([]netip.Prefix, error) {
