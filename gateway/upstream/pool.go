@@ -11,8 +11,6 @@ package upstream
 
 import (
 	"crypto/tls"
-	"errors"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -117,32 +115,6 @@ func NewPool(opts Options) *Pool {
 		},
 		endpoints: make(map[Key]*endpoint),
 	}
-}
-
-// Refusals of Begin.
-var (
-	ErrTooManyInflight  = errors.New("too many scrapes in flight (-max-inflight)")
-	ErrTooManyEndpoints = errors.New("too many pod endpoints pooled (-max-endpoints); idle ones are dropped after -endpoint-idle-ttl")
-)
-
-// Begin starts a scrape of key for the caller on conn, ending at
-// deadline: it takes an in-flight slot and the endpoint's pool, or refuses
-// with ErrTooManyInflight or ErrTooManyEndpoints. Everything it takes is
-// released when the scrape finishes.
-func (p *Pool) Begin(key Key, caller net.Conn, deadline time.Time) (*Scrape, error) {
-	if p.inflight.Add(1) > int64(p.opts.MaxInflight) {
-		p.inflight.Add(-1)
-		return nil, ErrTooManyInflight
-	}
-	ep := p.acquire(key)
-	if ep == nil {
-		p.inflight.Add(-1)
-		return nil, ErrTooManyEndpoints
-	}
-	s := scrapePool.Get().(*Scrape)
-	s.pool, s.ep, s.key, s.limit = p, ep, key, p.opts.MaxResponseBodyBytes
-	s.caller, s.deadline = caller, deadline
-	return s, nil
 }
 
 // end releases what Begin took for a scrape.
