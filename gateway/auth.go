@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/scrapegate/scrapegate/gateway/callers"
+	"github.com/scrapegate/scrapegate/gateway/reload"
 )
 
 // Caller authentication: a bearer token from a file of tokens, or HTTP basic
@@ -190,9 +191,9 @@ type verifiedCreds struct {
 
 // newAuthenticator returns nil, nil when both paths are empty (no auth
 // configured). Otherwise it returns the authenticator and the reloadables of
-// its files, which the caller loads (loadAll) and reloads: nothing is read
+// its files, which the caller loads (reload.LoadAll) and reloads: nothing is read
 // here.
-func newAuthenticator(bearerTokensFile, htpasswdFile string) (*authenticator, []*reloadable) {
+func newAuthenticator(bearerTokensFile, htpasswdFile string) (*authenticator, []*reload.Files) {
 	if bearerTokensFile == "" && htpasswdFile == "" {
 		return nil, nil
 	}
@@ -203,17 +204,17 @@ func newAuthenticator(bearerTokensFile, htpasswdFile string) (*authenticator, []
 		bcryptSem:          make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
 		failures:           callers.NewRateLimiter(loginFailuresPerMinute/60.0, loginFailureBurst),
 	}
-	var rs []*reloadable
+	var rs []*reload.Files
 	if a.tokensConfigured {
 		a.challengeValues = append(a.challengeValues, bearerChallenge)
-		rs = append(rs, newReloadable(flagAuthBearerTokensFile, a.loadTokens, bearerTokensFile))
+		rs = append(rs, reload.New(flagAuthBearerTokensFile, a.loadTokens, bearerTokensFile))
 	}
 	if a.htpasswdConfigured {
 		// Until the file is loaded, as with a file of comments: nobody to
 		// tell apart, so the cheapest dummy will do.
 		a.users.Store(&htpasswdSet{dummyHash: dummyHash(bcrypt.MinCost)})
 		a.challengeValues = append(a.challengeValues, basicChallenge)
-		rs = append(rs, newReloadable(flagAuthHtpasswdFile, a.loadHtpasswd, htpasswdFile))
+		rs = append(rs, reload.New(flagAuthHtpasswdFile, a.loadHtpasswd, htpasswdFile))
 	}
 	return a, rs
 }

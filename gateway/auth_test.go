@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/scrapegate/scrapegate/gateway/reload"
 )
 
 // authBcrypt hashes password at the minimum cost, for speed.
@@ -49,7 +51,7 @@ func rewriteAuthFile(t testing.TB, path, contents string) {
 
 // newLoadedAuthenticator returns an authenticator with the given files'
 // contents loaded ("" for no file) and its reloadables.
-func newLoadedAuthenticator(t testing.TB, tokens, htpasswd string) (*authenticator, []*reloadable) {
+func newLoadedAuthenticator(t testing.TB, tokens, htpasswd string) (*authenticator, []*reload.Files) {
 	t.Helper()
 	var tokensPath, htpasswdPath string
 	if tokens != "" {
@@ -60,8 +62,8 @@ func newLoadedAuthenticator(t testing.TB, tokens, htpasswd string) (*authenticat
 	}
 	a, rs := newAuthenticator(tokensPath, htpasswdPath)
 	for _, r := range rs {
-		if _, err := r.reload(); err != nil {
-			t.Fatalf("loading %s: %s", r.flag, err)
+		if _, err := r.Reload(); err != nil {
+			t.Fatalf("loading %s: %s", r.Flag(), err)
 		}
 	}
 	return a, rs
@@ -334,7 +336,7 @@ func TestAuthReloadablesAndChallenges(t *testing.T) {
 		a, rs := newAuthenticator(tokens, htpasswd)
 		var flags []string
 		for _, r := range rs {
-			flags = append(flags, r.flag)
+			flags = append(flags, r.Flag())
 		}
 		if fmt.Sprint(flags) != fmt.Sprint(wantFlags) {
 			t.Fatalf("newAuthenticator(%q, %q): flags %q; want %q", tokens, htpasswd, flags, wantFlags)
@@ -732,8 +734,8 @@ func TestBasicRepeatedFailureIsChargedOnce(t *testing.T) {
 
 	// A new file version may make the stale password right: it is
 	// forgotten.
-	rewriteAuthFile(t, rs[0].paths[0], "prom:"+authBcrypt(t, "stale")+"\n")
-	if _, err := rs[0].reload(); err != nil {
+	rewriteAuthFile(t, rs[0].Paths()[0], "prom:"+authBcrypt(t, "stale")+"\n")
+	if _, err := rs[0].Reload(); err != nil {
 		t.Fatal(err)
 	}
 	f(other, "prom", "stale", authOK, 1)
@@ -775,22 +777,22 @@ func TestTokenReload(t *testing.T) {
 	f("Bearer token-a", authOK)
 	f("Bearer token-b", authBadToken)
 
-	path := r.paths[0]
+	path := r.Paths()[0]
 	rewriteAuthFile(t, path, "token-b\n")
-	if changed, err := r.reload(); !changed || err != nil {
+	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload() = %v, %v; want true, nil", changed, err)
 	}
 	f("Bearer token-a", authBadToken)
 	f("Bearer token-b", authOK)
 
 	// Unchanged: nothing loaded.
-	if changed, err := r.reload(); changed || err != nil {
+	if changed, err := r.Reload(); changed || err != nil {
 		t.Fatalf("reload() of an unchanged file = %v, %v; want false, nil", changed, err)
 	}
 
 	// Invalid contents: an error naming the line, not the token; B stays.
 	rewriteAuthFile(t, path, "token-c\ns3cr3t value\n")
-	changed, err := r.reload()
+	changed, err := r.Reload()
 	if changed || err == nil || !strings.Contains(err.Error(), "line 2") || strings.Contains(err.Error(), "s3cr3t") || !strings.Contains(err.Error(), "auth-bearer-tokens-file") {
 		t.Fatalf("reload() of an invalid file = %v, %v; want an error naming the flag and line 2 only", changed, err)
 	}
@@ -799,7 +801,7 @@ func TestTokenReload(t *testing.T) {
 
 	// Empty, as in the middle of a write: an error; B stays.
 	rewriteAuthFile(t, path, "")
-	if changed, err := r.reload(); changed || err == nil || !strings.Contains(err.Error(), "the file is empty") {
+	if changed, err := r.Reload(); changed || err == nil || !strings.Contains(err.Error(), "the file is empty") {
 		t.Fatalf("reload() of an empty file = %v, %v; want an error", changed, err)
 	}
 	f("Bearer token-b", authOK)
@@ -808,7 +810,7 @@ func TestTokenReload(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	if changed, err := r.reload(); changed || !errors.Is(err, os.ErrNotExist) {
+	if changed, err := r.Reload(); changed || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("reload() of a removed file = %v, %v; want a not-exist error", changed, err)
 	}
 	f("Bearer token-b", authOK)
@@ -816,14 +818,14 @@ func TestTokenReload(t *testing.T) {
 
 	// Back with a new token.
 	rewriteAuthFile(t, path, "token-d\n")
-	if changed, err := r.reload(); !changed || err != nil {
+	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload() = %v, %v; want true, nil", changed, err)
 	}
 	f("Bearer token-b", authBadToken)
 	f("Bearer token-d", authOK)
 	// Only comments: a decision to refuse everyone.
 	rewriteAuthFile(t, path, "# all revoked\n")
-	if changed, err := r.reload(); !changed || err != nil {
+	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload() of a file with only comments = %v, %v; want true, nil", changed, err)
 	}
 	f("Bearer token-d", authBadToken)
@@ -849,8 +851,8 @@ func TestHtpasswdReload(t *testing.T) {
 
 	// A new password, and vmagent removed: the remembered credentials are
 	// forgotten at once.
-	rewriteAuthFile(t, r.paths[0], "prometheus:"+authBcrypt(t, "new")+"\n")
-	if changed, err := r.reload(); !changed || err != nil {
+	rewriteAuthFile(t, r.Paths()[0], "prometheus:"+authBcrypt(t, "new")+"\n")
+	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload() = %v, %v; want true, nil", changed, err)
 	}
 	f("prometheus", "old", authBadPassword)
@@ -859,18 +861,18 @@ func TestHtpasswdReload(t *testing.T) {
 
 	// A bad file keeps the last good one, with what it remembers.
 	calls.Store(0)
-	rewriteAuthFile(t, r.paths[0], "prometheus:$apr1$xyzxyzxy$3EaDQ9E0G1Y8Y4xQ9nUXb1\n")
-	if changed, err := r.reload(); changed || err == nil || !strings.Contains(err.Error(), "htpasswd -B") {
+	rewriteAuthFile(t, r.Paths()[0], "prometheus:$apr1$xyzxyzxy$3EaDQ9E0G1Y8Y4xQ9nUXb1\n")
+	if changed, err := r.Reload(); changed || err == nil || !strings.Contains(err.Error(), "htpasswd -B") {
 		t.Fatalf("reload() of an MD5 file = %v, %v; want an error", changed, err)
 	}
 	f("prometheus", "new", authOK)
 	if n := calls.Load(); n != 0 {
 		t.Fatalf("%d bcrypt comparisons after a failed reload; want 0", n)
 	}
-	if err := os.Remove(r.paths[0]); err != nil {
+	if err := os.Remove(r.Paths()[0]); err != nil {
 		t.Fatal(err)
 	}
-	if changed, err := r.reload(); changed || !errors.Is(err, os.ErrNotExist) {
+	if changed, err := r.Reload(); changed || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("reload() of a removed file = %v, %v; want a not-exist error", changed, err)
 	}
 	f("prometheus", "new", authOK)
@@ -915,10 +917,10 @@ func TestAuthConcurrentReload(t *testing.T) {
 		if i%2 == 1 {
 			tokens, htpasswd = tokensB, htpasswdB
 		}
-		rewriteAuthFile(t, rs[0].paths[0], tokens)
-		rewriteAuthFile(t, rs[1].paths[0], htpasswd)
+		rewriteAuthFile(t, rs[0].Paths()[0], tokens)
+		rewriteAuthFile(t, rs[1].Paths()[0], htpasswd)
 		for _, r := range rs {
-			if _, err := r.reload(); err != nil {
+			if _, err := r.Reload(); err != nil {
 				t.Errorf("reload: %s", err)
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/scrapegate/scrapegate/gateway/kube"
+	"github.com/scrapegate/scrapegate/gateway/reload"
 	"github.com/scrapegate/scrapegate/gateway/target"
 )
 
@@ -26,7 +27,7 @@ type kubernetesState struct {
 
 // setUpKubernetes watches the cluster through client and prepares the
 // kubelet proxy; it returns the files to load with the others.
-func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reloadable, error) {
+func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reload.Files, error) {
 	cfg := &g.cfg
 	cluster, err := kube.New(client, kube.Options{Namespaces: cfg.KubernetesNamespaces, PodSelector: cfg.KubernetesPodSelector}, g.log)
 	if err != nil {
@@ -59,12 +60,12 @@ func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reloadable, e
 	if !cfg.KubeletInsecureSkipVerify {
 		opts.CAFile = cfg.KubeletCAFile
 	}
-	var rs []*reloadable
+	var rs []*reload.Files
 	k.kubeletTLS, rs, err = newUpstreamTLS(opts)
 	if err != nil {
 		return nil, err
 	}
-	rs = append(rs, newReloadable("kubelet-token-file", func(contents [][]byte) error {
+	rs = append(rs, reload.New("kubelet-token-file", func(contents [][]byte) error {
 		token := bytes.TrimSpace(contents[0])
 		if len(token) == 0 || bytes.ContainsAny(token, "\r\n\x00") {
 			return fmt.Errorf("want one token, got %d bytes of something else", len(contents[0]))

@@ -10,15 +10,16 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/scrapegate/scrapegate/gateway/callers"
+	"github.com/scrapegate/scrapegate/gateway/reload"
 )
 
 // setUpSecurity builds what New needs to admit callers and reach https pods
 // from the configuration, and loads every file involved, kubeFiles too: a
 // file that cannot be loaded at startup is an error.
-func (g *Gateway) setUpSecurity(kubeFiles []*reloadable) error {
+func (g *Gateway) setUpSecurity(kubeFiles []*reload.Files) error {
 	cfg := &g.cfg
 	g.reloadables = append(g.reloadables, kubeFiles...)
-	var rs []*reloadable
+	var rs []*reload.Files
 	g.auth, rs = newAuthenticator(cfg.AuthBearerTokensFile, cfg.AuthHTPasswdFile)
 	g.reloadables = append(g.reloadables, rs...)
 	if cfg.TLSCertFile != "" {
@@ -48,7 +49,7 @@ func (g *Gateway) setUpSecurity(kubeFiles []*reloadable) error {
 		return err
 	}
 	g.reloadables = append(g.reloadables, rs...)
-	return loadAll(g.reloadables, g.log)
+	return reload.LoadAll(g.reloadables, g.log)
 }
 
 // clientCertRejected counts and logs a TLS handshake that failed on the

@@ -27,6 +27,7 @@ import (
 
 	"github.com/scrapegate/scrapegate/gateway/callers"
 	"github.com/scrapegate/scrapegate/gateway/kube"
+	"github.com/scrapegate/scrapegate/gateway/reload"
 	"github.com/scrapegate/scrapegate/gateway/target"
 	"github.com/scrapegate/scrapegate/gateway/upstream"
 )
@@ -56,7 +57,7 @@ type Gateway struct {
 	clientCerts    *clientCertVerifier  // nil: no client certificates required
 	upstreamTLS    *upstreamTLS         // configures https pod endpoints
 	kube           *kubernetesState     // nil without -kubernetes
-	reloadables    []*reloadable
+	reloadables    []*reload.Files
 	pool           *upstream.Pool
 	metrics        *gatewayMetrics
 	server         *fasthttp.Server
@@ -124,7 +125,7 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 	if g.limiter != nil {
 		g.metrics.set.NewGauge("scrapegate_rate_limited_callers", func() float64 { return float64(g.limiter.Limited(time.Now().UnixNano())) })
 	}
-	var kubeFiles []*reloadable
+	var kubeFiles []*reload.Files
 	if client != nil {
 		var err error
 		if kubeFiles, err = g.setUpKubernetes(client); err != nil {

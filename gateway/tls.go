@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/scrapegate/scrapegate/gateway/reload"
 )
 
 // Reasons a client certificate is refused, as passed to
@@ -56,7 +58,7 @@ type serverTLSOptions struct {
 }
 
 // newServerTLS returns the listener's TLS configuration and the reloadables
-// of its files, which the caller loads (loadAll) before serving and reloads
+// of its files, which the caller loads (reload.LoadAll) before serving and reloads
 // periodically, as for every file the gateway reads. Serve with tls.NewListener(ln, cfg) (not fasthttp's ServeTLS,
 // which wants files of its own).
 //
@@ -67,7 +69,7 @@ type serverTLSOptions struct {
 // too. That also applies to resumed sessions: crypto/tls calls
 // VerifyConnection for them with the certificates from the session ticket,
 // so a session established under a CA no longer trusted does not resume.
-func newServerTLS(o serverTLSOptions) (*tls.Config, *clientCertVerifier, []*reloadable, error) {
+func newServerTLS(o serverTLSOptions) (*tls.Config, *clientCertVerifier, []*reload.Files, error) {
 	if o.CertFile == "" || o.KeyFile == "" {
 		return nil, nil, nil, errors.New("TLS needs both a certificate file and a key file")
 	}
@@ -83,7 +85,7 @@ func newServerTLS(o serverTLSOptions) (*tls.Config, *clientCertVerifier, []*relo
 	}
 
 	var cert atomic.Pointer[tls.Certificate]
-	certR := newReloadable("tls-cert-file", func(contents [][]byte) error {
+	certR := reload.New("tls-cert-file", func(contents [][]byte) error {
 		c, err := parseKeyPair(contents[0], contents[1], time.Now())
 		if err != nil {
 			return err
@@ -91,7 +93,7 @@ func newServerTLS(o serverTLSOptions) (*tls.Config, *clientCertVerifier, []*relo
 		cert.Store(c)
 		return nil
 	}, o.CertFile, o.KeyFile)
-	rs := []*reloadable{certR}
+	rs := []*reload.Files{certR}
 
 	cfg := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
@@ -117,7 +119,7 @@ func newServerTLS(o serverTLSOptions) (*tls.Config, *clientCertVerifier, []*relo
 	if o.ClientCAFile != "" {
 		verifier = &clientCertVerifier{allowed: allowed}
 		verifier.verified.Store(&verifiedCerts{})
-		rs = append(rs, newReloadable("tls-client-ca-file", func(contents [][]byte) error {
+		rs = append(rs, reload.New("tls-client-ca-file", func(contents [][]byte) error {
 			p, err := parseCertPool(contents[0])
 			if err != nil {
 				return err
@@ -303,7 +305,7 @@ type upstreamTLS struct {
 // newUpstreamTLS checks the options and returns the reloadables of the files,
 // which the caller loads before use (flags "<Flags>-ca-file" and
 // "<Flags>-cert-file").
-func newUpstreamTLS(o upstreamTLSOptions) (*upstreamTLS, []*reloadable, error) {
+func newUpstreamTLS(o upstreamTLSOptions) (*upstreamTLS, []*reload.Files, error) {
 	if (o.CertFile == "") != (o.KeyFile == "") {
 		return nil, nil, errors.New("a client certificate for pods needs both a certificate file and a key file")
 	}
@@ -325,9 +327,9 @@ func newUpstreamTLS(o upstreamTLSOptions) (*upstreamTLS, []*reloadable, error) {
 		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
 	}
 
-	var rs []*reloadable
+	var rs []*reload.Files
 	if o.CAFile != "" {
-		rs = append(rs, newReloadable(o.Flags+"-ca-file", func(contents [][]byte) error {
+		rs = append(rs, reload.New(o.Flags+"-ca-file", func(contents [][]byte) error {
 			p, err := parseCertPool(contents[0])
 			if err != nil {
 				return err
@@ -337,7 +339,7 @@ func newUpstreamTLS(o upstreamTLSOptions) (*upstreamTLS, []*reloadable, error) {
 		}, o.CAFile))
 	}
 	if o.CertFile != "" {
-		rs = append(rs, newReloadable(o.Flags+"-cert-file", func(contents [][]byte) error {
+		rs = append(rs, reload.New(o.Flags+"-cert-file", func(contents [][]byte) error {
 			c, err := parseKeyPair(contents[0], contents[1], time.Now())
 			if err != nil {
 				return err

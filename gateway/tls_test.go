@@ -19,6 +19,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
+
+	"github.com/scrapegate/scrapegate/gateway/reload"
 )
 
 var tlsLoopback = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
@@ -89,11 +91,11 @@ func clientTrusting(ca *testCA) *tls.Config {
 	return &tls.Config{RootCAs: ca.pool(), ServerName: "localhost"}
 }
 
-func mustNewServerTLS(t *testing.T, o serverTLSOptions) (*tls.Config, []*reloadable) {
+func mustNewServerTLS(t *testing.T, o serverTLSOptions) (*tls.Config, []*reload.Files) {
 	t.Helper()
 	cfg, _, rs, err := newServerTLS(o)
 	if err == nil {
-		err = loadAll(rs, zerolog.Nop())
+		err = reload.LoadAll(rs, zerolog.Nop())
 	}
 	if err != nil {
 		t.Fatalf("newServerTLS: %s", err)
@@ -105,7 +107,7 @@ func TestServerTLSHandshake(t *testing.T) {
 	ca := newTestCA(t, "listener CA")
 	certFile, keyFile := ca.issueServer(t, []string{"localhost"}, tlsLoopback)
 	cfg, rs := mustNewServerTLS(t, serverTLSOptions{CertFile: certFile, KeyFile: keyFile})
-	if len(rs) != 1 || rs[0].flag != "tls-cert-file" {
+	if len(rs) != 1 || rs[0].Flag() != "tls-cert-file" {
 		t.Fatalf("reloadables: %+v", rs)
 	}
 	client := clientTrusting(ca)
@@ -121,7 +123,7 @@ func TestServerTLSHandshake(t *testing.T) {
 		t.Errorf("ALPN %q, want http/1.1", res.client.NegotiatedProtocol)
 	}
 	// The reloadable is loaded already: reloading unchanged files is a no-op.
-	if changed, err := rs[0].reload(); changed || err != nil {
+	if changed, err := rs[0].Reload(); changed || err != nil {
 		t.Errorf("reload of unchanged files: %v, %v", changed, err)
 	}
 }
@@ -194,14 +196,14 @@ func TestServerTLSRotation(t *testing.T) {
 
 	writeTestFile(t, certFile, b.certPEM)
 	writeTestFile(t, keyFile, b.keyPEM)
-	if changed, err := rs[0].reload(); !changed || err != nil {
+	if changed, err := rs[0].Reload(); !changed || err != nil {
 		t.Fatalf("reload to B: %v, %v", changed, err)
 	}
 	served(b)
 
 	// Half-rotated: A's certificate with B's key. Refused; B stays.
 	writeTestFile(t, certFile, a.certPEM)
-	if _, err := rs[0].reload(); err == nil || !strings.Contains(err.Error(), "tls-cert-file") {
+	if _, err := rs[0].Reload(); err == nil || !strings.Contains(err.Error(), "tls-cert-file") {
 		t.Fatalf("reload of a mismatched pair: %v", err)
 	}
 	served(b)
@@ -210,7 +212,7 @@ func TestServerTLSRotation(t *testing.T) {
 	old := ca.issue(t, leafSpec{CN: "old", DNSNames: []string{"localhost"}, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	writeTestFile(t, certFile, old.certPEM)
 	writeTestFile(t, keyFile, old.keyPEM)
-	if _, err := rs[0].reload(); err == nil || !strings.Contains(err.Error(), "expired") {
+	if _, err := rs[0].Reload(); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("reload of an expired certificate: %v", err)
 	}
 	served(b)
@@ -228,7 +230,7 @@ func TestServerTLSOptionErrors(t *testing.T) {
 		t.Helper()
 		_, _, rs, err := newServerTLS(o)
 		if err == nil {
-			err = loadAll(rs, zerolog.Nop())
+			err = reload.LoadAll(rs, zerolog.Nop())
 		}
 		if err == nil || !strings.Contains(err.Error(), wantErr) {
 			t.Errorf("newServerTLS(%+v): error %v, want one containing %q", o, err, wantErr)
@@ -272,7 +274,7 @@ func (r *certRejections) take() (reasons, details []string) {
 // from the CA in caFile, recording refusals.
 type mtlsServer struct {
 	cfg      *tls.Config
-	rs       []*reloadable
+	rs       []*reload.Files
 	rejected certRejections
 	serverCA *testCA
 }
@@ -341,7 +343,7 @@ func TestMTLSClientCertificates(t *testing.T) {
 	otherCA := newTestCA(t, "other CA")
 	inter := ca.newIntermediate(t, "client issuing CA")
 	s := newMTLSServer(t, ca.certFile)
-	if len(s.rs) != 2 || s.rs[1].flag != "tls-client-ca-file" {
+	if len(s.rs) != 2 || s.rs[1].Flag() != "tls-client-ca-file" {
 		t.Fatalf("reloadables: %+v", s.rs)
 	}
 
@@ -429,7 +431,7 @@ func TestMTLSClientCAReload(t *testing.T) {
 
 	// Rotation with overlap: both CAs.
 	copyTestFile(t, caFile, writeCABundle(t, caA, caB))
-	if changed, err := r.reload(); !changed || err != nil {
+	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload: %v, %v", changed, err)
 	}
 	s.check(t, tls.VersionTLS13, &clientA, "")
@@ -437,7 +439,7 @@ func TestMTLSClientCAReload(t *testing.T) {
 
 	// Only B.
 	copyTestFile(t, caFile, caB.certFile)
-	if changed, err := r.reload(); !changed || err != nil {
+	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload: %v, %v", changed, err)
 	}
 	s.check(t, tls.VersionTLS12, &clientA, clientCertUntrusted)
@@ -447,7 +449,7 @@ func TestMTLSClientCAReload(t *testing.T) {
 
 	// A file without certificates is refused; B stays in force.
 	writeTestFile(t, caFile, []byte("-----BEGIN GARBAGE-----\n-----END GARBAGE-----\n"))
-	if _, err := r.reload(); err == nil || !strings.Contains(err.Error(), "tls-client-ca-file") {
+	if _, err := r.Reload(); err == nil || !strings.Contains(err.Error(), "tls-client-ca-file") {
 		t.Fatalf("reload of an empty bundle: %v", err)
 	}
 	s.check(t, tls.VersionTLS13, &clientA, clientCertUntrusted)
@@ -475,7 +477,7 @@ func TestMTLSResumptionAfterCAReload(t *testing.T) {
 				t.Fatalf("second handshake: client %v, server %v, resumed %v", res.clientErr, res.serverErr, res.client.DidResume)
 			}
 			copyTestFile(t, caFile, caB.certFile)
-			if _, err := s.rs[1].reload(); err != nil {
+			if _, err := s.rs[1].Reload(); err != nil {
 				t.Fatal(err)
 			}
 			s.rejected.take()
@@ -602,12 +604,12 @@ func scrapeTLS(t *testing.T, hc *fasthttp.HostClient) error {
 	return nil
 }
 
-func mustNewUpstreamTLS(t *testing.T, o upstreamTLSOptions) (*upstreamTLS, []*reloadable) {
+func mustNewUpstreamTLS(t *testing.T, o upstreamTLSOptions) (*upstreamTLS, []*reload.Files) {
 	t.Helper()
 	o.Flags = "target-tls"
 	u, rs, err := newUpstreamTLS(o)
 	if err == nil {
-		err = loadAll(rs, zerolog.Nop())
+		err = reload.LoadAll(rs, zerolog.Nop())
 	}
 	if err != nil {
 		t.Fatalf("newUpstreamTLS: %s", err)
@@ -706,7 +708,7 @@ func TestUpstreamTLSClientCertificate(t *testing.T) {
 	copyTestFile(t, certFile, a.certFile)
 	copyTestFile(t, keyFile, a.keyFile)
 	u, rs := mustNewUpstreamTLS(t, upstreamTLSOptions{CAFile: ca.certFile, CertFile: certFile, KeyFile: keyFile})
-	if len(rs) != 2 || rs[0].flag != "target-tls-ca-file" || rs[1].flag != "target-tls-cert-file" {
+	if len(rs) != 2 || rs[0].Flag() != "target-tls-ca-file" || rs[1].Flag() != "target-tls-cert-file" {
 		t.Fatalf("reloadables %+v", rs)
 	}
 	hc := newTLSHostClient(t, pod.addr, u.forTarget(pod.addr))
@@ -718,7 +720,7 @@ func TestUpstreamTLSClientCertificate(t *testing.T) {
 	}
 	copyTestFile(t, certFile, b.certFile)
 	copyTestFile(t, keyFile, b.keyFile)
-	if changed, err := rs[1].reload(); !changed || err != nil {
+	if changed, err := rs[1].Reload(); !changed || err != nil {
 		t.Fatalf("reload: %v, %v", changed, err)
 	}
 	hc.CloseIdleConnections() // the next scrape makes a new connection
@@ -730,7 +732,7 @@ func TestUpstreamTLSClientCertificate(t *testing.T) {
 	}
 	// A half-written pair is refused, B stays.
 	copyTestFile(t, certFile, a.certFile)
-	if _, err := rs[1].reload(); err == nil || !strings.Contains(err.Error(), "target-tls-cert-file") {
+	if _, err := rs[1].Reload(); err == nil || !strings.Contains(err.Error(), "target-tls-cert-file") {
 		t.Fatalf("reload of a mismatched pair: %v", err)
 	}
 	hc.CloseIdleConnections()
@@ -750,7 +752,7 @@ func TestUpstreamTLSCAReload(t *testing.T) {
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	copyTestFile(t, caFile, caA.certFile)
 	u, rs := mustNewUpstreamTLS(t, upstreamTLSOptions{CAFile: caFile})
-	if len(rs) != 1 || rs[0].flag != "target-tls-ca-file" {
+	if len(rs) != 1 || rs[0].Flag() != "target-tls-ca-file" {
 		t.Fatalf("reloadables %+v", rs)
 	}
 	hc := newTLSHostClient(t, pod.addr, u.forTarget(pod.addr))
@@ -758,14 +760,14 @@ func TestUpstreamTLSCAReload(t *testing.T) {
 		t.Fatal("scrape with CA A succeeded")
 	}
 	copyTestFile(t, caFile, caB.certFile)
-	if changed, err := rs[0].reload(); !changed || err != nil {
+	if changed, err := rs[0].Reload(); !changed || err != nil {
 		t.Fatalf("reload: %v, %v", changed, err)
 	}
 	if err := scrapeTLS(t, hc); err != nil {
 		t.Fatalf("scrape with CA B: %s", err)
 	}
 	writeTestFile(t, caFile, nil)
-	if _, err := rs[0].reload(); err == nil || !strings.Contains(err.Error(), "target-tls-ca-file") {
+	if _, err := rs[0].Reload(); err == nil || !strings.Contains(err.Error(), "target-tls-ca-file") {
 		t.Fatalf("reload of an empty CA file: %v", err)
 	}
 	hc.CloseIdleConnections()
@@ -782,7 +784,7 @@ func TestUpstreamTLSOptionErrors(t *testing.T) {
 		o.Flags = "target-tls"
 		_, rs, err := newUpstreamTLS(o)
 		if err == nil {
-			err = loadAll(rs, zerolog.Nop())
+			err = reload.LoadAll(rs, zerolog.Nop())
 		}
 		if err == nil || !strings.Contains(err.Error(), wantErr) {
 			t.Errorf("newUpstreamTLS(%+v): error %v, want one containing %q", o, err, wantErr)
