@@ -26,6 +26,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 // kubeConfig is testConfig with -kubernetes and no kubelet proxy.
@@ -197,7 +199,7 @@ func TestNotReadyUntilInformersSync(t *testing.T) {
 
 func TestServiceDiscoveryRoutes(t *testing.T) {
 	tokens := filepath.Join(t.TempDir(), "tokens")
-	writeTestFile(t, tokens, []byte("secret-token\n"))
+	testutil.WriteFile(t, tokens, []byte("secret-token\n"))
 	cfg := kubeConfig()
 	cfg.AuthBearerTokensFile = tokens
 	client := fake.NewClientset(podObject("a", "p", netip.MustParseAddrPort("10.0.0.1:9100"), "prometheus.io/scrape", "true"))
@@ -271,7 +273,8 @@ func TestServiceDiscoveryRoutes(t *testing.T) {
 func TestAdvertiseAddress(t *testing.T) {
 	cfg := kubeConfig()
 	cfg.AdvertiseAddress = "scrapegate.example:31000"
-	cfg.TLSCertFile, cfg.TLSKeyFile = newTestCA(t, "gateway CA").issueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	gwCert := testutil.NewCA(t, "gateway CA").IssueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	cfg.TLSCertFile, cfg.TLSKeyFile = gwCert.CertFile, gwCert.KeyFile
 	client := fake.NewClientset(podObject("a", "p", netip.MustParseAddrPort("10.0.0.1:9100"), "prometheus.io/scrape", "true"))
 	_, gw := startKubeGateway(t, cfg, client)
 	status, body, err := tlsGet(t, gw, &tls.Config{InsecureSkipVerify: true}, "/sd/pods")
@@ -301,11 +304,11 @@ type fakeKubelet struct {
 	headers http.Header // of the last request
 }
 
-func startFakeKubelet(t *testing.T, ca *testCA, ip string) *fakeKubelet {
+func startFakeKubelet(t *testing.T, ca *testutil.CA, ip string) *fakeKubelet {
 	t.Helper()
 	k := &fakeKubelet{}
-	leaf := ca.issueServerLeaf(t, nil, []netip.Addr{netip.MustParseAddr(ip)})
-	ln, err := tls.Listen("tcp", net.JoinHostPort(ip, "0"), &tls.Config{Certificates: []tls.Certificate{leaf.tls}})
+	leaf := ca.IssueServer(t, nil, []netip.Addr{netip.MustParseAddr(ip)})
+	ln, err := tls.Listen("tcp", net.JoinHostPort(ip, "0"), &tls.Config{Certificates: []tls.Certificate{leaf.TLS}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,9 +342,9 @@ func nodeObject(name string, kubelet netip.AddrPort) *corev1.Node {
 }
 
 func TestKubeletProxy(t *testing.T) {
-	ca := newTestCA(t, "cluster CA")
+	ca := testutil.NewCA(t, "cluster CA")
 	kubelet := startFakeKubelet(t, ca, "127.0.0.3")
-	otherCA := newTestCA(t, "other CA")
+	otherCA := testutil.NewCA(t, "other CA")
 	untrusted := startFakeKubelet(t, otherCA, "127.0.0.5")
 	denied := startFakeKubelet(t, ca, "127.0.0.6")
 	var podAuth sync.Map
@@ -352,11 +355,11 @@ func TestKubeletProxy(t *testing.T) {
 
 	dir := t.TempDir()
 	tokenFile, tokens := filepath.Join(dir, "token"), filepath.Join(dir, "tokens")
-	writeTestFile(t, tokenFile, []byte("kubelet-token-1\n"))
-	writeTestFile(t, tokens, []byte("caller-token\n"))
+	testutil.WriteFile(t, tokenFile, []byte("kubelet-token-1\n"))
+	testutil.WriteFile(t, tokens, []byte("caller-token\n"))
 	cfg := kubeConfig()
 	cfg.KubeletTokenFile = tokenFile
-	cfg.KubeletCAFile = writeCABundle(t, ca)
+	cfg.KubeletCAFile = testutil.WriteCABundle(t, ca)
 	cfg.AuthBearerTokensFile = tokens
 	cfg.DenyCIDRs = mustParsePrefixes("127.0.0.6/32")
 	client := fake.NewClientset(nodeObject("node-1", kubelet.addr), nodeObject("node-x", untrusted.addr),
@@ -433,7 +436,7 @@ func TestKubeletProxy(t *testing.T) {
 	}
 
 	// Projected tokens rotate: the next scrape carries the new one.
-	writeTestFile(t, tokenFile, []byte("kubelet-token-2"))
+	testutil.WriteFile(t, tokenFile, []byte("kubelet-token-2"))
 	g.reloadAll()
 	f("/nodes/node-1/metrics", 200, "kubelet /metrics")
 	if got := kubelet.lastAuth(); got != "Bearer kubelet-token-2" {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/scrapegate/scrapegate/gateway/upstream"
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 // These tests pin down a scrape's lifetime: what it holds (an in-flight
@@ -88,8 +89,9 @@ func TestStalledCallerIsCutAtTheDeadline(t *testing.T) {
 }
 
 func TestCallerGoneBeforeTheAnswerReleasesThePod(t *testing.T) {
-	ca := newTestCA(t, "gateway CA")
-	certFile, keyFile := ca.issueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	ca := testutil.NewCA(t, "gateway CA")
+	serverCert := ca.IssueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	certFile, keyFile := serverCert.CertFile, serverCert.KeyFile
 	f := func(name string, useTLS bool) {
 		t.Helper()
 		arrived := make(chan struct{}, 1)
@@ -111,7 +113,7 @@ func TestCallerGoneBeforeTheAnswerReleasesThePod(t *testing.T) {
 		if useTLS {
 			// Its close_notify arrives before the FIN: unread bytes the
 			// gateway must see past.
-			conn, err = tls.Dial("tcp", gw, &tls.Config{RootCAs: ca.pool()})
+			conn, err = tls.Dial("tcp", gw, &tls.Config{RootCAs: ca.Pool()})
 		} else {
 			conn, err = net.Dial("tcp", gw)
 		}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 // tlsGet scrapes target through a gateway serving TLS, as a caller with
@@ -32,20 +34,21 @@ func tlsGet(t *testing.T, gw string, clientCfg *tls.Config, target string) (int,
 }
 
 func TestGatewayServesTLSAndClientCertificates(t *testing.T) {
-	ca := newTestCA(t, "gateway CA")
-	callerCA := newTestCA(t, "callers CA")
-	certFile, keyFile := ca.issueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	ca := testutil.NewCA(t, "gateway CA")
+	callerCA := testutil.NewCA(t, "callers CA")
+	serverCert := ca.IssueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	certFile, keyFile := serverCert.CertFile, serverCert.KeyFile
 	cfg := testConfig()
 	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
-	cfg.TLSClientCAFile = writeCABundle(t, callerCA)
+	cfg.TLSClientCAFile = testutil.WriteCABundle(t, callerCA)
 	cfg.TLSClientAllowedNames = []string{"prometheus"}
 	pod, _ := headerRecordingPod(t)
 	g, gw := startGateway(t, cfg)
 
-	prometheus := callerCA.issueClient(t, "prometheus")
-	intruder := callerCA.issueClient(t, "someone-else")
+	prometheus := callerCA.IssueClient(t, "prometheus").TLS
+	intruder := callerCA.IssueClient(t, "someone-else").TLS
 	client := func(cert *tls.Certificate) *tls.Config {
-		c := &tls.Config{RootCAs: ca.pool()}
+		c := &tls.Config{RootCAs: ca.Pool()}
 		if cert != nil {
 			c.Certificates = []tls.Certificate{*cert}
 		}
@@ -64,7 +67,7 @@ func TestGatewayServesTLSAndClientCertificates(t *testing.T) {
 	if _, _, err := tlsGet(t, gw, client(&intruder), pod.podPath("/metrics")); err == nil {
 		t.Fatal("a certificate without an allowed name was served")
 	}
-	other := newTestCA(t, "other CA").issueClient(t, "prometheus")
+	other := testutil.NewCA(t, "other CA").IssueClient(t, "prometheus").TLS
 	if _, _, err := tlsGet(t, gw, client(&other), pod.podPath("/metrics")); err == nil {
 		t.Fatal("a certificate from another CA was served")
 	}
@@ -88,9 +91,9 @@ func TestGatewayServesTLSAndClientCertificates(t *testing.T) {
 	}
 
 	// cert-manager rotates the certificate: new handshakes get the new one.
-	newCert := ca.issueServerLeaf(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
-	copyTestFile(t, certFile, newCert.certFile)
-	copyTestFile(t, keyFile, newCert.keyFile)
+	newCert := ca.IssueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	testutil.CopyFile(t, certFile, newCert.CertFile)
+	testutil.CopyFile(t, keyFile, newCert.KeyFile)
 	g.reloadAll()
 	var served string
 	cc := client(&prometheus)
@@ -101,17 +104,17 @@ func TestGatewayServesTLSAndClientCertificates(t *testing.T) {
 	if status, _, err := tlsGet(t, gw, cc, pod.podPath("/metrics")); err != nil || status != 200 {
 		t.Fatalf("after rotation: %d %v", status, err)
 	}
-	if want := newCert.cert.SerialNumber.String(); served != want {
+	if want := newCert.Cert.SerialNumber.String(); served != want {
 		t.Fatalf("after rotation the gateway served certificate %s; want the new one %s", served, want)
 	}
 }
 
 func TestGatewayScrapesHTTPSTargets(t *testing.T) {
-	ca := newTestCA(t, "pods CA")
-	leaf := ca.issueServerLeaf(t, []string{"pod.example"}, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
-	pod := startTLSPod(t, leaf.tls, nil)
+	ca := testutil.NewCA(t, "pods CA")
+	leaf := ca.IssueServer(t, []string{"pod.example"}, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	pod := startTLSPod(t, leaf.TLS, nil)
 	cfg := testConfig()
-	cfg.TargetTLSCAFile = writeCABundle(t, ca)
+	cfg.TargetTLSCAFile = testutil.WriteCABundle(t, ca)
 	g, gw := startGateway(t, cfg)
 	ipPort := netip.MustParseAddrPort(pod.addr)
 	httpsPath := fmt.Sprintf("/pods/https/%s/%d/metrics", ipPort.Addr(), ipPort.Port())
@@ -132,7 +135,7 @@ func TestGatewayScrapesHTTPSTargets(t *testing.T) {
 	}
 
 	// A pod whose certificate the CA did not sign is refused.
-	rogue := startTLSPod(t, newTestCA(t, "rogue").issueServerLeaf(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")}).tls, nil)
+	rogue := startTLSPod(t, testutil.NewCA(t, "rogue").IssueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")}).TLS, nil)
 	rp := netip.MustParseAddrPort(rogue.addr)
 	f(fmt.Sprintf("/pods/https/%s/%d/metrics", rp.Addr(), rp.Port()), 502, "tls_failed")
 	if got := metricValue(t, g, `scrapegate_upstream_errors_total{reason="tls_failed"}`); got != 1 {
@@ -158,9 +161,9 @@ func TestGatewayHTTPSTargetStalledHandshake(t *testing.T) {
 }
 
 func TestGatewayHTTPSTargetTruncatedWithCloseNotify(t *testing.T) {
-	ca := newTestCA(t, "pods CA")
-	leaf := ca.issueServerLeaf(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{leaf.tls}})
+	ca := testutil.NewCA(t, "pods CA")
+	leaf := ca.IssueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{leaf.TLS}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +184,7 @@ func TestGatewayHTTPSTargetTruncatedWithCloseNotify(t *testing.T) {
 		}
 	}()
 	cfg := testConfig()
-	cfg.TargetTLSCAFile = writeCABundle(t, ca)
+	cfg.TargetTLSCAFile = testutil.WriteCABundle(t, ca)
 	g, gw := startGateway(t, cfg)
 	port := ln.Addr().(*net.TCPAddr).Port
 	r := rawGet(t, gw, "GET", fmt.Sprintf("/pods/https/127.0.0.1/%d/metrics", port))
@@ -194,16 +197,17 @@ func TestGatewayHTTPSTargetTruncatedWithCloseNotify(t *testing.T) {
 }
 
 func TestClientCertificateCheckedOnEveryRequest(t *testing.T) {
-	ca := newTestCA(t, "gateway CA")
-	callersA, callersB := newTestCA(t, "callers A"), newTestCA(t, "callers B")
-	certFile, keyFile := ca.issueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	ca := testutil.NewCA(t, "gateway CA")
+	callersA, callersB := testutil.NewCA(t, "callers A"), testutil.NewCA(t, "callers B")
+	serverCert := ca.IssueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	certFile, keyFile := serverCert.CertFile, serverCert.KeyFile
 	cfg := testConfig()
 	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
-	cfg.TLSClientCAFile = writeCABundle(t, callersA)
+	cfg.TLSClientCAFile = testutil.WriteCABundle(t, callersA)
 	g, gw := startGateway(t, cfg)
-	clientA := callersA.issueClient(t, "prometheus")
+	clientA := callersA.IssueClient(t, "prometheus").TLS
 
-	conn, err := tls.Dial("tcp", gw, &tls.Config{RootCAs: ca.pool(), Certificates: []tls.Certificate{clientA}})
+	conn, err := tls.Dial("tcp", gw, &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{clientA}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +229,7 @@ func TestClientCertificateCheckedOnEveryRequest(t *testing.T) {
 	}
 	// The CA file no longer trusts callers A: the open connection is
 	// refused on its next request and closed.
-	copyTestFile(t, cfg.TLSClientCAFile, writeCABundle(t, callersB))
+	testutil.CopyFile(t, cfg.TLSClientCAFile, testutil.WriteCABundle(t, callersB))
 	g.reloadAll()
 	resp := get()
 	if resp.StatusCode != 401 || !resp.Close {
@@ -234,7 +238,7 @@ func TestClientCertificateCheckedOnEveryRequest(t *testing.T) {
 	if got := metricValue(t, g, `scrapegate_auth_failures_total{reason="client_cert_invalid"}`); got != 1 {
 		t.Fatalf("client_cert_invalid = %v; want 1", got)
 	}
-	if _, _, err := tlsGet(t, gw, &tls.Config{RootCAs: ca.pool(), Certificates: []tls.Certificate{clientA}}, "/metrics"); err == nil {
+	if _, _, err := tlsGet(t, gw, &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{clientA}}, "/metrics"); err == nil {
 		t.Fatal("a new connection with a certificate the CA file no longer trusts was served")
 	}
 }

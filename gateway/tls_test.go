@@ -21,6 +21,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/scrapegate/scrapegate/gateway/reload"
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 var tlsLoopback = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
@@ -87,8 +88,8 @@ func tlsHandshake(t *testing.T, serverCfg, clientCfg *tls.Config) handshakeResul
 
 // clientTrusting returns a client configuration that trusts ca and checks
 // the server's name "localhost".
-func clientTrusting(ca *testCA) *tls.Config {
-	return &tls.Config{RootCAs: ca.pool(), ServerName: "localhost"}
+func clientTrusting(ca *testutil.CA) *tls.Config {
+	return &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}
 }
 
 func mustNewServerTLS(t *testing.T, o serverTLSOptions) (*tls.Config, []*reload.Files) {
@@ -104,8 +105,9 @@ func mustNewServerTLS(t *testing.T, o serverTLSOptions) (*tls.Config, []*reload.
 }
 
 func TestServerTLSHandshake(t *testing.T) {
-	ca := newTestCA(t, "listener CA")
-	certFile, keyFile := ca.issueServer(t, []string{"localhost"}, tlsLoopback)
+	ca := testutil.NewCA(t, "listener CA")
+	serverCert := ca.IssueServer(t, []string{"localhost"}, tlsLoopback)
+	certFile, keyFile := serverCert.CertFile, serverCert.KeyFile
 	cfg, rs := mustNewServerTLS(t, serverTLSOptions{CertFile: certFile, KeyFile: keyFile})
 	if len(rs) != 1 || rs[0].Flag() != "tls-cert-file" {
 		t.Fatalf("reloadables: %+v", rs)
@@ -129,8 +131,9 @@ func TestServerTLSHandshake(t *testing.T) {
 }
 
 func TestServerTLSVersionsAndCipherSuites(t *testing.T) {
-	ca := newTestCA(t, "listener CA")
-	certFile, keyFile := ca.issueServer(t, []string{"localhost"}, nil)
+	ca := testutil.NewCA(t, "listener CA")
+	serverCert := ca.IssueServer(t, []string{"localhost"}, nil)
+	certFile, keyFile := serverCert.CertFile, serverCert.KeyFile
 	cfg, _ := mustNewServerTLS(t, serverTLSOptions{CertFile: certFile, KeyFile: keyFile})
 
 	// f makes a handshake with a client limited to versions minV..maxV and
@@ -172,46 +175,46 @@ func TestServerTLSVersionsAndCipherSuites(t *testing.T) {
 }
 
 func TestServerTLSRotation(t *testing.T) {
-	ca := newTestCA(t, "listener CA")
-	a := ca.issue(t, leafSpec{CN: "A", DNSNames: []string{"localhost"}})
-	b := ca.issue(t, leafSpec{CN: "B", DNSNames: []string{"localhost"}})
+	ca := testutil.NewCA(t, "listener CA")
+	a := ca.Issue(t, testutil.LeafSpec{CN: "A", DNSNames: []string{"localhost"}})
+	b := ca.Issue(t, testutil.LeafSpec{CN: "B", DNSNames: []string{"localhost"}})
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	writeTestFile(t, certFile, a.certPEM)
-	writeTestFile(t, keyFile, a.keyPEM)
+	testutil.WriteFile(t, certFile, a.CertPEM)
+	testutil.WriteFile(t, keyFile, a.KeyPEM)
 	cfg, rs := mustNewServerTLS(t, serverTLSOptions{CertFile: certFile, KeyFile: keyFile})
 
-	served := func(want *testLeaf) {
+	served := func(want *testutil.Leaf) {
 		t.Helper()
 		res := tlsHandshake(t, cfg, clientTrusting(ca))
 		if !res.ok() {
 			t.Fatalf("handshake: client %v, server %v", res.clientErr, res.serverErr)
 		}
 		got := res.client.PeerCertificates[0]
-		if got.SerialNumber.Cmp(want.cert.SerialNumber) != 0 || got.Subject.CommonName != want.cert.Subject.CommonName {
-			t.Fatalf("served %s (serial %x), want %s (serial %x)", got.Subject.CommonName, got.SerialNumber, want.cert.Subject.CommonName, want.cert.SerialNumber)
+		if got.SerialNumber.Cmp(want.Cert.SerialNumber) != 0 || got.Subject.CommonName != want.Cert.Subject.CommonName {
+			t.Fatalf("served %s (serial %x), want %s (serial %x)", got.Subject.CommonName, got.SerialNumber, want.Cert.Subject.CommonName, want.Cert.SerialNumber)
 		}
 	}
 	served(a)
 
-	writeTestFile(t, certFile, b.certPEM)
-	writeTestFile(t, keyFile, b.keyPEM)
+	testutil.WriteFile(t, certFile, b.CertPEM)
+	testutil.WriteFile(t, keyFile, b.KeyPEM)
 	if changed, err := rs[0].Reload(); !changed || err != nil {
 		t.Fatalf("reload to B: %v, %v", changed, err)
 	}
 	served(b)
 
 	// Half-rotated: A's certificate with B's key. Refused; B stays.
-	writeTestFile(t, certFile, a.certPEM)
+	testutil.WriteFile(t, certFile, a.CertPEM)
 	if _, err := rs[0].Reload(); err == nil || !strings.Contains(err.Error(), "tls-cert-file") {
 		t.Fatalf("reload of a mismatched pair: %v", err)
 	}
 	served(b)
 
 	// An expired certificate is refused on reload too.
-	old := ca.issue(t, leafSpec{CN: "old", DNSNames: []string{"localhost"}, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
-	writeTestFile(t, certFile, old.certPEM)
-	writeTestFile(t, keyFile, old.keyPEM)
+	old := ca.Issue(t, testutil.LeafSpec{CN: "old", DNSNames: []string{"localhost"}, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	testutil.WriteFile(t, certFile, old.CertPEM)
+	testutil.WriteFile(t, keyFile, old.KeyPEM)
 	if _, err := rs[0].Reload(); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("reload of an expired certificate: %v", err)
 	}
@@ -219,12 +222,13 @@ func TestServerTLSRotation(t *testing.T) {
 }
 
 func TestServerTLSOptionErrors(t *testing.T) {
-	ca := newTestCA(t, "listener CA")
-	certFile, keyFile := ca.issueServer(t, []string{"localhost"}, nil)
-	other := ca.issue(t, leafSpec{CN: "other", DNSNames: []string{"localhost"}})
-	expired := ca.issue(t, leafSpec{CN: "expired", DNSNames: []string{"localhost"}, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	ca := testutil.NewCA(t, "listener CA")
+	serverCert := ca.IssueServer(t, []string{"localhost"}, nil)
+	certFile, keyFile := serverCert.CertFile, serverCert.KeyFile
+	other := ca.Issue(t, testutil.LeafSpec{CN: "other", DNSNames: []string{"localhost"}})
+	expired := ca.Issue(t, testutil.LeafSpec{CN: "expired", DNSNames: []string{"localhost"}, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	notCA := filepath.Join(t.TempDir(), "empty.pem")
-	writeTestFile(t, notCA, []byte("not a certificate\n"))
+	testutil.WriteFile(t, notCA, []byte("not a certificate\n"))
 
 	f := func(o serverTLSOptions, wantErr string) {
 		t.Helper()
@@ -239,12 +243,12 @@ func TestServerTLSOptionErrors(t *testing.T) {
 	f(serverTLSOptions{CertFile: certFile}, "key file")
 	f(serverTLSOptions{KeyFile: keyFile}, "certificate file")
 	f(serverTLSOptions{CertFile: certFile, KeyFile: keyFile + ".missing"}, "cannot read -tls-cert-file")
-	f(serverTLSOptions{CertFile: certFile, KeyFile: other.keyFile}, "private key does not match")
-	f(serverTLSOptions{CertFile: expired.certFile, KeyFile: expired.keyFile}, `expired at`)
+	f(serverTLSOptions{CertFile: certFile, KeyFile: other.KeyFile}, "private key does not match")
+	f(serverTLSOptions{CertFile: expired.CertFile, KeyFile: expired.KeyFile}, `expired at`)
 	f(serverTLSOptions{CertFile: certFile, KeyFile: keyFile, ClientAllowedNames: []string{"x"}}, "client CA file")
-	f(serverTLSOptions{CertFile: certFile, KeyFile: keyFile, ClientCAFile: ca.certFile, ClientAllowedNames: []string{"x", ""}}, "empty")
+	f(serverTLSOptions{CertFile: certFile, KeyFile: keyFile, ClientCAFile: ca.CertFile, ClientAllowedNames: []string{"x", ""}}, "empty")
 	f(serverTLSOptions{CertFile: certFile, KeyFile: keyFile, ClientCAFile: notCA}, "no PEM certificate found")
-	f(serverTLSOptions{CertFile: certFile, KeyFile: keyFile, ClientCAFile: ca.certFile + ".missing"}, "cannot read -tls-client-ca-file")
+	f(serverTLSOptions{CertFile: certFile, KeyFile: keyFile, ClientCAFile: ca.CertFile + ".missing"}, "cannot read -tls-client-ca-file")
 }
 
 // certRejections records OnClientCertRejected calls.
@@ -276,13 +280,14 @@ type mtlsServer struct {
 	cfg      *tls.Config
 	rs       []*reload.Files
 	rejected certRejections
-	serverCA *testCA
+	serverCA *testutil.CA
 }
 
 func newMTLSServer(t *testing.T, caFile string, allowed ...string) *mtlsServer {
 	t.Helper()
-	s := &mtlsServer{serverCA: newTestCA(t, "listener CA")}
-	certFile, keyFile := s.serverCA.issueServer(t, []string{"localhost"}, nil)
+	s := &mtlsServer{serverCA: testutil.NewCA(t, "listener CA")}
+	serverCert := s.serverCA.IssueServer(t, []string{"localhost"}, nil)
+	certFile, keyFile := serverCert.CertFile, serverCert.KeyFile
 	s.cfg, s.rs = mustNewServerTLS(t, serverTLSOptions{
 		CertFile: certFile, KeyFile: keyFile,
 		ClientCAFile:         caFile,
@@ -339,24 +344,24 @@ var tlsVersions = []struct {
 }{{"TLS1.2", tls.VersionTLS12}, {"TLS1.3", tls.VersionTLS13}}
 
 func TestMTLSClientCertificates(t *testing.T) {
-	ca := newTestCA(t, "client CA")
-	otherCA := newTestCA(t, "other CA")
-	inter := ca.newIntermediate(t, "client issuing CA")
-	s := newMTLSServer(t, ca.certFile)
+	ca := testutil.NewCA(t, "client CA")
+	otherCA := testutil.NewCA(t, "other CA")
+	inter := ca.NewIntermediate(t, "client issuing CA")
+	s := newMTLSServer(t, ca.CertFile)
 	if len(s.rs) != 2 || s.rs[1].Flag() != "tls-client-ca-file" {
 		t.Fatalf("reloadables: %+v", s.rs)
 	}
 
-	valid := ca.issueClient(t, "prometheus")
-	viaIntermediate := inter.issueClient(t, "prometheus")
+	valid := ca.IssueClient(t, "prometheus").TLS
+	viaIntermediate := inter.IssueClient(t, "prometheus").TLS
 	leafOnly := viaIntermediate
 	leafOnly.Certificate = leafOnly.Certificate[:1] // intermediate not presented
-	untrusted := otherCA.issueClient(t, "prometheus")
-	serverOnly := ca.issue(t, leafSpec{CN: "prometheus", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}).tls
-	noEKU := ca.issue(t, leafSpec{CN: "prometheus", ExtKeyUsage: []x509.ExtKeyUsage{}}).tls // no EKU: any usage
-	expired := ca.issue(t, leafSpec{CN: "prometheus", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}).tls
-	evil := otherCA.issueClient(t, "evil\nforged log line", "bad\x07name")
+	untrusted := otherCA.IssueClient(t, "prometheus").TLS
+	serverOnly := ca.Issue(t, testutil.LeafSpec{CN: "prometheus", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}).TLS
+	noEKU := ca.Issue(t, testutil.LeafSpec{CN: "prometheus", ExtKeyUsage: []x509.ExtKeyUsage{}}).TLS // no EKU: any usage
+	expired := ca.Issue(t, testutil.LeafSpec{CN: "prometheus", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}).TLS
+	evil := otherCA.IssueClient(t, "evil\nforged log line", "bad\x07name").TLS
 
 	for _, v := range tlsVersions {
 		t.Run(v.name, func(t *testing.T) {
@@ -388,10 +393,10 @@ func TestMTLSClientCertificates(t *testing.T) {
 }
 
 func TestMTLSAllowedNames(t *testing.T) {
-	ca := newTestCA(t, "client CA")
-	otherCA := newTestCA(t, "other CA")
+	ca := testutil.NewCA(t, "client CA")
+	otherCA := testutil.NewCA(t, "other CA")
 	const spiffe = "spiffe://cluster.local/ns/monitoring/sa/prometheus"
-	s := newMTLSServer(t, ca.certFile, "prometheus", "scraper.monitoring.svc", spiffe, "ops@example.com")
+	s := newMTLSServer(t, ca.CertFile, "prometheus", "scraper.monitoring.svc", spiffe, "ops@example.com")
 
 	f := func(cert tls.Certificate, wantReason string) {
 		t.Helper()
@@ -399,17 +404,17 @@ func TestMTLSAllowedNames(t *testing.T) {
 			s.check(t, v.v, &cert, wantReason)
 		}
 	}
-	f(ca.issueClient(t, "prometheus"), "")                                   // CN
-	f(ca.issueClient(t, "x", "other.example", "scraper.monitoring.svc"), "") // DNS SAN
-	f(ca.issueClient(t, "x", spiffe), "")                                    // URI SAN
-	f(ca.issueClient(t, "x", "ops@example.com"), "")                         // email SAN
-	f(ca.issueClient(t, "Prometheus"), clientCertNameNotAllowed)             // case-sensitive
-	f(ca.issueClient(t, "x", spiffe+"-evil", "spiffe://cluster.local"), clientCertNameNotAllowed)
-	f(ca.issueClient(t, "x", "prometheus.example", "127.0.0.1"), clientCertNameNotAllowed)
-	f(ca.issueClient(t, ""), clientCertNameNotAllowed)
-	f(otherCA.issueClient(t, "prometheus"), clientCertUntrusted) // trust comes first
+	f(ca.IssueClient(t, "prometheus").TLS, "")                                   // CN
+	f(ca.IssueClient(t, "x", "other.example", "scraper.monitoring.svc").TLS, "") // DNS SAN
+	f(ca.IssueClient(t, "x", spiffe).TLS, "")                                    // URI SAN
+	f(ca.IssueClient(t, "x", "ops@example.com").TLS, "")                         // email SAN
+	f(ca.IssueClient(t, "Prometheus").TLS, clientCertNameNotAllowed)             // case-sensitive
+	f(ca.IssueClient(t, "x", spiffe+"-evil", "spiffe://cluster.local").TLS, clientCertNameNotAllowed)
+	f(ca.IssueClient(t, "x", "prometheus.example", "127.0.0.1").TLS, clientCertNameNotAllowed)
+	f(ca.IssueClient(t, "").TLS, clientCertNameNotAllowed)
+	f(otherCA.IssueClient(t, "prometheus").TLS, clientCertUntrusted) // trust comes first
 
-	d := s.check(t, tls.VersionTLS13, certPtr(ca.issueClient(t, "x", spiffe+"-evil")), clientCertNameNotAllowed)
+	d := s.check(t, tls.VersionTLS13, certPtr(ca.IssueClient(t, "x", spiffe+"-evil").TLS), clientCertNameNotAllowed)
 	if !strings.Contains(d, `uri=["`+spiffe+`-evil"]`) || !strings.Contains(d, "CN=x") {
 		t.Errorf("detail %q", d)
 	}
@@ -418,19 +423,19 @@ func TestMTLSAllowedNames(t *testing.T) {
 func certPtr[T any](v T) *T { return &v }
 
 func TestMTLSClientCAReload(t *testing.T) {
-	caA := newTestCA(t, "client CA A")
-	caB := newTestCA(t, "client CA B")
+	caA := testutil.NewCA(t, "client CA A")
+	caB := testutil.NewCA(t, "client CA B")
 	caFile := filepath.Join(t.TempDir(), "client-ca.pem")
-	copyTestFile(t, caFile, caA.certFile)
+	testutil.CopyFile(t, caFile, caA.CertFile)
 	s := newMTLSServer(t, caFile)
 	r := s.rs[1]
-	clientA, clientB := caA.issueClient(t, "a"), caB.issueClient(t, "b")
+	clientA, clientB := caA.IssueClient(t, "a").TLS, caB.IssueClient(t, "b").TLS
 
 	s.check(t, tls.VersionTLS13, &clientA, "")
 	s.check(t, tls.VersionTLS13, &clientB, clientCertUntrusted)
 
 	// Rotation with overlap: both CAs.
-	copyTestFile(t, caFile, writeCABundle(t, caA, caB))
+	testutil.CopyFile(t, caFile, testutil.WriteCABundle(t, caA, caB))
 	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload: %v, %v", changed, err)
 	}
@@ -438,7 +443,7 @@ func TestMTLSClientCAReload(t *testing.T) {
 	s.check(t, tls.VersionTLS13, &clientB, "")
 
 	// Only B.
-	copyTestFile(t, caFile, caB.certFile)
+	testutil.CopyFile(t, caFile, caB.CertFile)
 	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload: %v, %v", changed, err)
 	}
@@ -448,7 +453,7 @@ func TestMTLSClientCAReload(t *testing.T) {
 	s.check(t, tls.VersionTLS13, &clientB, "")
 
 	// A file without certificates is refused; B stays in force.
-	writeTestFile(t, caFile, []byte("-----BEGIN GARBAGE-----\n-----END GARBAGE-----\n"))
+	testutil.WriteFile(t, caFile, []byte("-----BEGIN GARBAGE-----\n-----END GARBAGE-----\n"))
 	if _, err := r.Reload(); err == nil || !strings.Contains(err.Error(), "tls-client-ca-file") {
 		t.Fatalf("reload of an empty bundle: %v", err)
 	}
@@ -461,13 +466,13 @@ func TestMTLSClientCAReload(t *testing.T) {
 func TestMTLSResumptionAfterCAReload(t *testing.T) {
 	for _, v := range tlsVersions {
 		t.Run(v.name, func(t *testing.T) {
-			caA, caB := newTestCA(t, "client CA A"), newTestCA(t, "client CA B")
+			caA, caB := testutil.NewCA(t, "client CA A"), testutil.NewCA(t, "client CA B")
 			caFile := filepath.Join(t.TempDir(), "client-ca.pem")
-			copyTestFile(t, caFile, caA.certFile)
+			testutil.CopyFile(t, caFile, caA.CertFile)
 			s := newMTLSServer(t, caFile)
 			client := clientTrusting(s.serverCA)
 			client.MaxVersion = v.v
-			client.Certificates = []tls.Certificate{caA.issueClient(t, "a")}
+			client.Certificates = []tls.Certificate{caA.IssueClient(t, "a").TLS}
 			client.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 
 			if res := tlsHandshake(t, s.cfg, client); !res.ok() || res.client.DidResume {
@@ -476,7 +481,7 @@ func TestMTLSResumptionAfterCAReload(t *testing.T) {
 			if res := tlsHandshake(t, s.cfg, client); !res.ok() || !res.client.DidResume {
 				t.Fatalf("second handshake: client %v, server %v, resumed %v", res.clientErr, res.serverErr, res.client.DidResume)
 			}
-			copyTestFile(t, caFile, caB.certFile)
+			testutil.CopyFile(t, caFile, caB.CertFile)
 			if _, err := s.rs[1].Reload(); err != nil {
 				t.Fatal(err)
 			}
@@ -618,13 +623,13 @@ func mustNewUpstreamTLS(t *testing.T, o upstreamTLSOptions) (*upstreamTLS, []*re
 }
 
 func TestUpstreamTLSVerification(t *testing.T) {
-	ca := newTestCA(t, "pods CA")
-	otherCA := newTestCA(t, "other CA")
-	ipCert := ca.issueServerLeaf(t, nil, tlsLoopback).tls
-	dnsCert := ca.issueServerLeaf(t, []string{"pod.example"}, nil).tls
-	wrongIPCert := ca.issueServerLeaf(t, []string{"127.0.0.1"}, []netip.Addr{netip.MustParseAddr("127.0.0.2")}).tls
-	expiredCert := ca.issue(t, leafSpec{IPs: tlsLoopback, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}).tls
-	viaIntermediate := ca.newIntermediate(t, "pods issuing CA").issueServerLeaf(t, nil, tlsLoopback).tls
+	ca := testutil.NewCA(t, "pods CA")
+	otherCA := testutil.NewCA(t, "other CA")
+	ipCert := ca.IssueServer(t, nil, tlsLoopback).TLS
+	dnsCert := ca.IssueServer(t, []string{"pod.example"}, nil).TLS
+	wrongIPCert := ca.IssueServer(t, []string{"127.0.0.1"}, []netip.Addr{netip.MustParseAddr("127.0.0.2")}).TLS
+	expiredCert := ca.Issue(t, testutil.LeafSpec{IPs: tlsLoopback, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}).TLS
+	viaIntermediate := ca.NewIntermediate(t, "pods issuing CA").IssueServer(t, nil, tlsLoopback).TLS
 
 	// f scrapes a pod serving cert with options o and checks the outcome
 	// and the SNI the pod saw.
@@ -647,18 +652,18 @@ func TestUpstreamTLSVerification(t *testing.T) {
 			t.Errorf("%s: pod saw SNI %q, want %q", name, sni, wantSNI)
 		}
 	}
-	f("IP SAN", ipCert, upstreamTLSOptions{CAFile: ca.certFile}, true, "")
-	f("IP SAN via intermediate", viaIntermediate, upstreamTLSOptions{CAFile: ca.certFile}, true, "")
-	f("wrong CA", ipCert, upstreamTLSOptions{CAFile: otherCA.certFile}, false, "")
+	f("IP SAN", ipCert, upstreamTLSOptions{CAFile: ca.CertFile}, true, "")
+	f("IP SAN via intermediate", viaIntermediate, upstreamTLSOptions{CAFile: ca.CertFile}, true, "")
+	f("wrong CA", ipCert, upstreamTLSOptions{CAFile: otherCA.CertFile}, false, "")
 	f("system roots", ipCert, upstreamTLSOptions{}, false, "")
 	f("insecure", ipCert, upstreamTLSOptions{InsecureSkipVerify: true}, true, "")
 	f("insecure, expired", expiredCert, upstreamTLSOptions{InsecureSkipVerify: true}, true, "")
-	f("expired", expiredCert, upstreamTLSOptions{CAFile: ca.certFile}, false, "")
-	f("other IP, its address as a DNS name", wrongIPCert, upstreamTLSOptions{CAFile: ca.certFile}, false, "")
-	f("DNS name only", dnsCert, upstreamTLSOptions{CAFile: ca.certFile}, false, "")
-	f("server name", dnsCert, upstreamTLSOptions{CAFile: ca.certFile, ServerName: "pod.example"}, true, "pod.example")
-	f("wrong server name", dnsCert, upstreamTLSOptions{CAFile: ca.certFile, ServerName: "other.example"}, false, "other.example")
-	f("server name, IP certificate", ipCert, upstreamTLSOptions{CAFile: ca.certFile, ServerName: "pod.example"}, false, "pod.example")
+	f("expired", expiredCert, upstreamTLSOptions{CAFile: ca.CertFile}, false, "")
+	f("other IP, its address as a DNS name", wrongIPCert, upstreamTLSOptions{CAFile: ca.CertFile}, false, "")
+	f("DNS name only", dnsCert, upstreamTLSOptions{CAFile: ca.CertFile}, false, "")
+	f("server name", dnsCert, upstreamTLSOptions{CAFile: ca.CertFile, ServerName: "pod.example"}, true, "pod.example")
+	f("wrong server name", dnsCert, upstreamTLSOptions{CAFile: ca.CertFile, ServerName: "other.example"}, false, "other.example")
+	f("server name, IP certificate", ipCert, upstreamTLSOptions{CAFile: ca.CertFile, ServerName: "pod.example"}, false, "pod.example")
 	f("insecure, server name", dnsCert, upstreamTLSOptions{InsecureSkipVerify: true, ServerName: "pod.example"}, true, "pod.example")
 }
 
@@ -668,11 +673,11 @@ func TestUpstreamTLSIPv6(t *testing.T) {
 		t.Skipf("no IPv6 tlsLoopback: %s", err)
 	}
 	ln.Close()
-	ca := newTestCA(t, "pods CA")
+	ca := testutil.NewCA(t, "pods CA")
 	f := func(ip string, wantOK bool) {
 		t.Helper()
-		pod := startTLSPodOn(t, "[::1]:0", ca.issueServerLeaf(t, nil, []netip.Addr{netip.MustParseAddr(ip)}).tls, nil)
-		u, _ := mustNewUpstreamTLS(t, upstreamTLSOptions{CAFile: ca.certFile})
+		pod := startTLSPodOn(t, "[::1]:0", ca.IssueServer(t, nil, []netip.Addr{netip.MustParseAddr(ip)}).TLS, nil)
+		u, _ := mustNewUpstreamTLS(t, upstreamTLSOptions{CAFile: ca.CertFile})
 		if err := scrapeTLS(t, newTLSHostClient(t, pod.addr, u.forTarget(pod.addr))); (err == nil) != wantOK {
 			t.Errorf("certificate for %s: scrape error %v, want ok=%v", ip, err, wantOK)
 		}
@@ -682,14 +687,14 @@ func TestUpstreamTLSIPv6(t *testing.T) {
 }
 
 func TestUpstreamTLSClientCertificate(t *testing.T) {
-	ca := newTestCA(t, "pods CA")
-	clientCA := newTestCA(t, "gateway client CA")
-	serverCert := ca.issueServerLeaf(t, nil, tlsLoopback).tls
-	pod := startTLSPod(t, serverCert, clientCA.pool())
+	ca := testutil.NewCA(t, "pods CA")
+	clientCA := testutil.NewCA(t, "gateway client CA")
+	serverCert := ca.IssueServer(t, nil, tlsLoopback).TLS
+	pod := startTLSPod(t, serverCert, clientCA.Pool())
 
 	f := func(o upstreamTLSOptions, wantOK bool) *fasthttp.HostClient {
 		t.Helper()
-		o.CAFile = ca.certFile
+		o.CAFile = ca.CertFile
 		u, _ := mustNewUpstreamTLS(t, o)
 		hc := newTLSHostClient(t, pod.addr, u.forTarget(pod.addr))
 		if err := scrapeTLS(t, hc); (err == nil) != wantOK {
@@ -698,16 +703,16 @@ func TestUpstreamTLSClientCertificate(t *testing.T) {
 		return hc
 	}
 	f(upstreamTLSOptions{}, false)
-	other := newTestCA(t, "other").issueClientLeaf(t, "gateway")
-	f(upstreamTLSOptions{CertFile: other.certFile, KeyFile: other.keyFile}, false)
+	other := testutil.NewCA(t, "other").IssueClient(t, "gateway")
+	f(upstreamTLSOptions{CertFile: other.CertFile, KeyFile: other.KeyFile}, false)
 
 	// Rotation of the client certificate.
-	a, b := clientCA.issueClientLeaf(t, "gateway-a"), clientCA.issueClientLeaf(t, "gateway-b")
+	a, b := clientCA.IssueClient(t, "gateway-a"), clientCA.IssueClient(t, "gateway-b")
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	copyTestFile(t, certFile, a.certFile)
-	copyTestFile(t, keyFile, a.keyFile)
-	u, rs := mustNewUpstreamTLS(t, upstreamTLSOptions{CAFile: ca.certFile, CertFile: certFile, KeyFile: keyFile})
+	testutil.CopyFile(t, certFile, a.CertFile)
+	testutil.CopyFile(t, keyFile, a.KeyFile)
+	u, rs := mustNewUpstreamTLS(t, upstreamTLSOptions{CAFile: ca.CertFile, CertFile: certFile, KeyFile: keyFile})
 	if len(rs) != 2 || rs[0].Flag() != "target-tls-ca-file" || rs[1].Flag() != "target-tls-cert-file" {
 		t.Fatalf("reloadables %+v", rs)
 	}
@@ -715,11 +720,11 @@ func TestUpstreamTLSClientCertificate(t *testing.T) {
 	if err := scrapeTLS(t, hc); err != nil {
 		t.Fatal(err)
 	}
-	if got := pod.lastClientSerial(); got != a.cert.SerialNumber.Text(16) {
+	if got := pod.lastClientSerial(); got != a.Cert.SerialNumber.Text(16) {
 		t.Fatalf("pod saw client certificate %s, want A", got)
 	}
-	copyTestFile(t, certFile, b.certFile)
-	copyTestFile(t, keyFile, b.keyFile)
+	testutil.CopyFile(t, certFile, b.CertFile)
+	testutil.CopyFile(t, keyFile, b.KeyFile)
 	if changed, err := rs[1].Reload(); !changed || err != nil {
 		t.Fatalf("reload: %v, %v", changed, err)
 	}
@@ -727,11 +732,11 @@ func TestUpstreamTLSClientCertificate(t *testing.T) {
 	if err := scrapeTLS(t, hc); err != nil {
 		t.Fatal(err)
 	}
-	if got := pod.lastClientSerial(); got != b.cert.SerialNumber.Text(16) {
+	if got := pod.lastClientSerial(); got != b.Cert.SerialNumber.Text(16) {
 		t.Fatalf("pod saw client certificate %s, want B", got)
 	}
 	// A half-written pair is refused, B stays.
-	copyTestFile(t, certFile, a.certFile)
+	testutil.CopyFile(t, certFile, a.CertFile)
 	if _, err := rs[1].Reload(); err == nil || !strings.Contains(err.Error(), "target-tls-cert-file") {
 		t.Fatalf("reload of a mismatched pair: %v", err)
 	}
@@ -739,7 +744,7 @@ func TestUpstreamTLSClientCertificate(t *testing.T) {
 	if err := scrapeTLS(t, hc); err != nil {
 		t.Fatal(err)
 	}
-	if got := pod.lastClientSerial(); got != b.cert.SerialNumber.Text(16) {
+	if got := pod.lastClientSerial(); got != b.Cert.SerialNumber.Text(16) {
 		t.Fatalf("pod saw client certificate %s, want B", got)
 	}
 }
@@ -747,10 +752,10 @@ func TestUpstreamTLSClientCertificate(t *testing.T) {
 // The CA reloads for HostClients that already exist: fasthttp keeps its
 // clone of the TLS configuration per address for the HostClient's life.
 func TestUpstreamTLSCAReload(t *testing.T) {
-	caA, caB := newTestCA(t, "pods CA A"), newTestCA(t, "pods CA B")
-	pod := startTLSPod(t, caB.issueServerLeaf(t, nil, tlsLoopback).tls, nil)
+	caA, caB := testutil.NewCA(t, "pods CA A"), testutil.NewCA(t, "pods CA B")
+	pod := startTLSPod(t, caB.IssueServer(t, nil, tlsLoopback).TLS, nil)
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	copyTestFile(t, caFile, caA.certFile)
+	testutil.CopyFile(t, caFile, caA.CertFile)
 	u, rs := mustNewUpstreamTLS(t, upstreamTLSOptions{CAFile: caFile})
 	if len(rs) != 1 || rs[0].Flag() != "target-tls-ca-file" {
 		t.Fatalf("reloadables %+v", rs)
@@ -759,14 +764,14 @@ func TestUpstreamTLSCAReload(t *testing.T) {
 	if err := scrapeTLS(t, hc); err == nil {
 		t.Fatal("scrape with CA A succeeded")
 	}
-	copyTestFile(t, caFile, caB.certFile)
+	testutil.CopyFile(t, caFile, caB.CertFile)
 	if changed, err := rs[0].Reload(); !changed || err != nil {
 		t.Fatalf("reload: %v, %v", changed, err)
 	}
 	if err := scrapeTLS(t, hc); err != nil {
 		t.Fatalf("scrape with CA B: %s", err)
 	}
-	writeTestFile(t, caFile, nil)
+	testutil.WriteFile(t, caFile, nil)
 	if _, err := rs[0].Reload(); err == nil || !strings.Contains(err.Error(), "target-tls-ca-file") {
 		t.Fatalf("reload of an empty CA file: %v", err)
 	}
@@ -777,8 +782,8 @@ func TestUpstreamTLSCAReload(t *testing.T) {
 }
 
 func TestUpstreamTLSOptionErrors(t *testing.T) {
-	ca := newTestCA(t, "pods CA")
-	leaf := ca.issueClientLeaf(t, "gateway")
+	ca := testutil.NewCA(t, "pods CA")
+	leaf := ca.IssueClient(t, "gateway")
 	f := func(o upstreamTLSOptions, wantErr string) {
 		t.Helper()
 		o.Flags = "target-tls"
@@ -790,12 +795,12 @@ func TestUpstreamTLSOptionErrors(t *testing.T) {
 			t.Errorf("newUpstreamTLS(%+v): error %v, want one containing %q", o, err, wantErr)
 		}
 	}
-	f(upstreamTLSOptions{CertFile: leaf.certFile}, "both")
-	f(upstreamTLSOptions{KeyFile: leaf.keyFile}, "both")
-	f(upstreamTLSOptions{CAFile: ca.certFile, InsecureSkipVerify: true}, "cannot be combined")
-	f(upstreamTLSOptions{CAFile: leaf.keyFile}, "no PEM certificate found")
-	f(upstreamTLSOptions{CAFile: ca.certFile + ".missing"}, "cannot read -target-tls-ca-file")
-	f(upstreamTLSOptions{CertFile: leaf.certFile, KeyFile: ca.certFile}, "target-tls-cert-file")
+	f(upstreamTLSOptions{CertFile: leaf.CertFile}, "both")
+	f(upstreamTLSOptions{KeyFile: leaf.KeyFile}, "both")
+	f(upstreamTLSOptions{CAFile: ca.CertFile, InsecureSkipVerify: true}, "cannot be combined")
+	f(upstreamTLSOptions{CAFile: leaf.KeyFile}, "no PEM certificate found")
+	f(upstreamTLSOptions{CAFile: ca.CertFile + ".missing"}, "cannot read -target-tls-ca-file")
+	f(upstreamTLSOptions{CertFile: leaf.CertFile, KeyFile: ca.CertFile}, "target-tls-cert-file")
 
 	u, rs := mustNewUpstreamTLS(t, upstreamTLSOptions{})
 	if len(rs) != 0 || u.forTarget("10.0.0.1:443").GetClientCertificate != nil {
@@ -820,9 +825,9 @@ func TestUpstreamTLSTargetHost(t *testing.T) {
 
 // A config fixed to a target with no name to check against fails closed.
 func TestUpstreamTLSNoNameFailsClosed(t *testing.T) {
-	ca := newTestCA(t, "pods CA")
-	pod := startTLSPod(t, ca.issueServerLeaf(t, nil, tlsLoopback).tls, nil)
-	u, _ := mustNewUpstreamTLS(t, upstreamTLSOptions{CAFile: ca.certFile})
+	ca := testutil.NewCA(t, "pods CA")
+	pod := startTLSPod(t, ca.IssueServer(t, nil, tlsLoopback).TLS, nil)
+	u, _ := mustNewUpstreamTLS(t, upstreamTLSOptions{CAFile: ca.CertFile})
 	if err := scrapeTLS(t, newTLSHostClient(t, pod.addr, u.forTarget(":0"))); err == nil ||
 		!strings.Contains(err.Error(), "no name or address") {
 		t.Fatalf("scrape error %v", err)
@@ -836,8 +841,8 @@ func TestUpstreamTLSNoNameFailsClosed(t *testing.T) {
 // VerifyConnection cannot tell which address was dialled. A ServerName set
 // in the config is kept by fasthttp and sent as SNI.
 func TestUpstreamTLSFasthttpServerName(t *testing.T) {
-	ca := newTestCA(t, "pods CA")
-	pod := startTLSPod(t, ca.issueServerLeaf(t, []string{"pod.example"}, tlsLoopback).tls, nil)
+	ca := testutil.NewCA(t, "pods CA")
+	pod := startTLSPod(t, ca.IssueServer(t, []string{"pod.example"}, tlsLoopback).TLS, nil)
 	f := func(serverName, wantSNI, wantStateName string) {
 		t.Helper()
 		var mu sync.Mutex

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/scrapegate/scrapegate/gateway/upstream"
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 // rawPod answers each request on its connections with answer(conn index,
@@ -139,8 +140,8 @@ func TestTLS12CloseNotifyWithTheLastChunk(t *testing.T) {
 	t.Cleanup(func() { ln.Close() })
 	line := "some_metric 1\n"
 	chunked := strings.Repeat(fmt.Sprintf("%x\r\n%s\r\n", len(line), line), 10) + "0\r\n\r\n"
-	leaf := newTestCA(t, "pods").issueServerLeaf(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.59")})
-	cfg := &tls.Config{Certificates: []tls.Certificate{leaf.tls}, MaxVersion: tls.VersionTLS12}
+	leaf := testutil.NewCA(t, "pods").IssueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.59")})
+	cfg := &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, MaxVersion: tls.VersionTLS12}
 	go func() {
 		for {
 			raw, err := ln.Accept()

@@ -21,6 +21,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -34,6 +35,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 const (
@@ -144,7 +147,7 @@ func (k *fakeKubelet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "fake_kubelet_marker{node=%q,endpoint=%q} %d\n", k.name, endpoint, k.n)
 }
 
-func startFakeKubelet(t *testing.T, n int, name string, ca *e2eCA, token string) *fakeKubelet {
+func startFakeKubelet(t *testing.T, n int, name string, ca *testutil.CA, token string) *fakeKubelet {
 	t.Helper()
 	ip := kubeNodeNet + strconv.Itoa(n)
 	ln, err := net.Listen("tcp4", ip+":0")
@@ -154,7 +157,7 @@ func startFakeKubelet(t *testing.T, n int, name string, ca *e2eCA, token string)
 	k := &fakeKubelet{n: n, name: name, ip: ip, token: token}
 	k.port = strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 	srv := &http.Server{Handler: k, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(k, "", 0)}
-	tlsLn := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{ca.issueServer(t, ip).tls}, MinVersion: tls.VersionTLS12})
+	tlsLn := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{ca.IssueServer(t, nil, []netip.Addr{netip.MustParseAddr(ip)}).TLS}, MinVersion: tls.VersionTLS12})
 	go func() { _ = srv.Serve(tlsLn) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return k
@@ -188,17 +191,17 @@ func TestEndToEndKubernetes(t *testing.T) {
 	// 3. Nodes with fake kubelets, and pods with fake exporters: 120
 	// annotated and running, one running but not annotated, one annotated
 	// but completed.
-	kubeletCA := newE2ECA(t, "kubelets")
+	kubeletCA := testutil.NewCA(t, "kubelets")
 	kubeletToken := secRandom(t)
 	kubeletTokenFile := filepath.Join(t.TempDir(), "kubelet-token")
-	writeE2EFile(t, kubeletTokenFile, []byte(kubeletToken+"\n"))
+	testutil.WriteFile(t, kubeletTokenFile, []byte(kubeletToken+"\n"))
 	var nodes []*fakeKubelet // with pods
 	for n := 1; n <= kubeNumNodes; n++ {
 		nodes = append(nodes, startFakeKubelet(t, n, fmt.Sprintf("kube-e2e-node-%d", n), kubeletCA, kubeletToken))
 	}
 	// A node whose kubelet's certificate the gateway must not trust, so
 	// must not send the token to.
-	untrusted := startFakeKubelet(t, kubeNumNodes+1, "kube-e2e-node-untrusted", newE2ECA(t, "rogue"), kubeletToken)
+	untrusted := startFakeKubelet(t, kubeNumNodes+1, "kube-e2e-node-untrusted", testutil.NewCA(t, "rogue"), kubeletToken)
 	allNodes := append(slices.Clone(nodes), untrusted)
 	unannotatedN, succeededN := kubeNumPods+1, kubeNumPods+2
 	pods := startPodServers(t, kubePodNet, kubeNumPods+2, func(fp *fakePod) *kubePod {
@@ -239,7 +242,7 @@ func TestEndToEndKubernetes(t *testing.T) {
 	gw := startGateway(t, gatewayBin,
 		"--kubernetes",
 		"--kubeconfig="+gwKubeconfig,
-		"--kubelet-ca-file="+kubeletCA.certFile,
+		"--kubelet-ca-file="+kubeletCA.CertFile,
 		"--kubelet-token-file="+kubeletTokenFile,
 	)
 	procs := []*process{gw.proc, k.apiserver, k.etcd}

@@ -28,6 +28,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 // kubeAPIStartTimeout bounds kube-apiserver becoming ready: on a loaded
@@ -107,12 +109,12 @@ func startKubeAPI(t *testing.T) *kubeAPI {
 		t.Fatal(err)
 	}
 	saKeyFile := filepath.Join(k.dir, "sa.key")
-	writeE2EFile(t, saKeyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(saKey)}))
+	testutil.WriteFile(t, saKeyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(saKey)}))
 	k.adminToken = secRandom(t)
 	k.adminTokenFile = filepath.Join(k.dir, "admin-token")
-	writeE2EFile(t, k.adminTokenFile, []byte(k.adminToken+"\n"))
+	testutil.WriteFile(t, k.adminTokenFile, []byte(k.adminToken+"\n"))
 	tokenAuthFile := filepath.Join(k.dir, "token-auth.csv")
-	writeE2EFile(t, tokenAuthFile, []byte(k.adminToken+`,test-admin,test-admin,"system:masters"`+"\n"))
+	testutil.WriteFile(t, tokenAuthFile, []byte(k.adminToken+`,test-admin,test-admin,"system:masters"`+"\n"))
 
 	addr := freeLoopbackAddr(t)
 	_, port, _ := strings.Cut(addr, ":")
@@ -218,7 +220,7 @@ func (k *kubeAPI) restConfig(token string) *rest.Config {
 func (k *kubeAPI) writeKubeconfig(t *testing.T, user, token string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), user+".kubeconfig")
-	writeE2EFile(t, path, []byte(fmt.Sprintf(`apiVersion: v1
+	testutil.WriteFile(t, path, []byte(fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
   - name: test

@@ -23,6 +23,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -33,6 +34,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 const (
@@ -155,8 +158,8 @@ func TestEndToEndPrometheusSecure(t *testing.T) {
 	t.Logf("built gateway in %s", time.Since(begin).Round(time.Millisecond))
 
 	// PKI: one CA for the gateway's listener, one for the pods.
-	gwCA, podCA := newE2ECA(t, "gateway"), newE2ECA(t, "pods")
-	gwCert := gwCA.issueServer(t, "127.0.0.1")
+	gwCA, podCA := testutil.NewCA(t, "gateway"), testutil.NewCA(t, "pods")
+	gwCert := gwCA.IssueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
 
 	// Secrets and the files that hold them, on both sides.
 	dir := t.TempDir()
@@ -167,11 +170,11 @@ func TestEndToEndPrometheusSecure(t *testing.T) {
 	promTokenFile := filepath.Join(dir, "prometheus-token")
 	promWrongTokenFile := filepath.Join(dir, "prometheus-wrong-token")
 	promPasswordFile := filepath.Join(dir, "prometheus-password")
-	writeE2EFile(t, gwTokensFile, []byte("# scrapegate callers\n"+oldToken+"\n"))
-	writeE2EFile(t, gwHtpasswdFile, []byte(secHtpasswdLine(t, secUser, password)+secHtpasswdLine(t, secProxyUser, proxyPassword)))
-	writeE2EFile(t, promTokenFile, []byte(oldToken+"\n"))
-	writeE2EFile(t, promWrongTokenFile, []byte(wrongToken+"\n"))
-	writeE2EFile(t, promPasswordFile, []byte(password+"\n"))
+	testutil.WriteFile(t, gwTokensFile, []byte("# scrapegate callers\n"+oldToken+"\n"))
+	testutil.WriteFile(t, gwHtpasswdFile, []byte(secHtpasswdLine(t, secUser, password)+secHtpasswdLine(t, secProxyUser, proxyPassword)))
+	testutil.WriteFile(t, promTokenFile, []byte(oldToken+"\n"))
+	testutil.WriteFile(t, promWrongTokenFile, []byte(wrongToken+"\n"))
+	testutil.WriteFile(t, promPasswordFile, []byte(password+"\n"))
 
 	// Pods: plain HTTP ones, then HTTPS ones with certificates for their
 	// IPs from the pod CA; two locked ones, which only jobs with wrong
@@ -181,7 +184,7 @@ func TestEndToEndPrometheusSecure(t *testing.T) {
 		if !https {
 			return startSecurePod(t, n, ip, nil)
 		}
-		return startSecurePod(t, n, ip, &podCA.issueServer(t, ip).tls)
+		return startSecurePod(t, n, ip, &podCA.IssueServer(t, nil, []netip.Addr{netip.MustParseAddr(ip)}).TLS)
 	}
 	var pods, httpPods []*securePod
 	for n := 1; n <= secNumHTTPPods+secNumHTTPSPods; n++ {
@@ -205,7 +208,7 @@ func TestEndToEndPrometheusSecure(t *testing.T) {
 
 	gwClient := &http.Client{
 		Timeout:   10 * time.Second,
-		Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: gwCA.pool()}},
+		Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: gwCA.Pool()}},
 	}
 	gw := startSecureGateway(t, gatewayBin, gwClient,
 		"--listen=127.0.0.1:0",
@@ -215,11 +218,11 @@ func TestEndToEndPrometheusSecure(t *testing.T) {
 		"--log-format=json",
 		"--log-level=info",
 		"--access-log", // every request's status, checked at the end; and more lines that must not hold a secret
-		"--tls-cert-file="+gwCert.certFile,
-		"--tls-key-file="+gwCert.keyFile,
+		"--tls-cert-file="+gwCert.CertFile,
+		"--tls-key-file="+gwCert.KeyFile,
 		"--auth-bearer-tokens-file="+gwTokensFile,
 		"--auth-htpasswd-file="+gwHtpasswdFile,
-		"--target-tls-ca-file="+podCA.certFile,
+		"--target-tls-ca-file="+podCA.CertFile,
 		"--reload-interval=200ms",
 	)
 
@@ -260,7 +263,7 @@ func TestEndToEndPrometheusSecure(t *testing.T) {
 
 	cfg := secPrometheusConfig(secPromParams{
 		gwAddr:             gw.addr,
-		gwCAFile:           gwCA.certFile,
+		gwCAFile:           gwCA.CertFile,
 		tokenFile:          promTokenFile,
 		wrongTokenFile:     promWrongTokenFile,
 		passwordFile:       promPasswordFile,
@@ -388,7 +391,7 @@ func TestEndToEndPrometheusSecure(t *testing.T) {
 	// scrape may be refused on the way: the access log shows that at the end.
 	rotation := time.Now()
 	base := m[secReloadSeries]
-	replaceE2EFile(t, gwTokensFile, []byte("# scrapegate callers, rotating\n"+oldToken+"\n"+newToken+"\n"))
+	testutil.ReplaceFile(t, gwTokensFile, []byte("# scrapegate callers, rotating\n"+oldToken+"\n"+newToken+"\n"))
 	waitFor(t, e2eStartTimeout, "the gateway to reload its token file and accept the new token", procs, func() error {
 		m, err := secGatewayMetrics(gwClient, gw.addr, newToken) // refused until the reload
 		if err != nil {
@@ -399,12 +402,12 @@ func TestEndToEndPrometheusSecure(t *testing.T) {
 		}
 		return nil
 	})
-	replaceE2EFile(t, promTokenFile, []byte(newToken+"\n"))
+	testutil.ReplaceFile(t, promTokenFile, []byte(newToken+"\n"))
 	switched := time.Now()
 	waitFor(t, e2eScrapeTimeout, "successful scrapes with the new token", procs, func() error {
 		return checkScrapesSince(prom, tokenTargets, switched, 1)
 	})
-	replaceE2EFile(t, gwTokensFile, []byte("# scrapegate callers\n"+newToken+"\n"))
+	testutil.ReplaceFile(t, gwTokensFile, []byte("# scrapegate callers\n"+newToken+"\n"))
 	waitFor(t, e2eStartTimeout, "the gateway to reload its token file and refuse the old token", procs, func() error {
 		m, err := secGatewayMetrics(gwClient, gw.addr, newToken)
 		if err != nil {

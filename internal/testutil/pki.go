@@ -1,13 +1,15 @@
-package gateway
+// Package testutil holds what the tests of several packages share, so that
+// there is one copy of each: a test PKI (pki.go). Only tests import it.
+package testutil
 
 // Test PKI: CAs, intermediates and leaf certificates made on the fly
 // (ECDSA P-256), with their PEM files in the test's temporary directory.
 //
-//	ca := newTestCA(t, "pods")                        // root; ca.certFile is its PEM
-//	certFile, keyFile := ca.issueServer(t, []string{"pod.example"}, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
-//	client := ca.issueClient(t, "prometheus", "spiffe://cluster.local/ns/monitoring/sa/prometheus")
-//	inter := ca.newIntermediate(t, "issuing")          // leaves it issues carry it in their chain
-//	expired := ca.issue(t, leafSpec{CN: "old", DNSNames: []string{"localhost"}, NotAfter: time.Now().Add(-time.Hour)})
+//	ca := testutil.NewCA(t, "pods")                    // root; ca.CertFile is its PEM
+//	srv := ca.IssueServer(t, []string{"pod.example"}, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+//	client := ca.IssueClient(t, "prometheus", "spiffe://cluster.local/ns/monitoring/sa/prometheus")
+//	inter := ca.NewIntermediate(t, "issuing")          // leaves it issues carry it in their chain
+//	expired := ca.Issue(t, testutil.LeafSpec{CN: "old", DNSNames: []string{"localhost"}, NotAfter: time.Now().Add(-time.Hour)})
 //
 // Everything is cleaned up with t.TempDir.
 
@@ -30,23 +32,22 @@ import (
 	"time"
 )
 
-// testCA is a certificate authority for tests: a root, or an intermediate
-// made by newIntermediate.
-type testCA struct {
+// CA is a certificate authority for tests: a root, or an intermediate made
+// by NewIntermediate.
+type CA struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
 	// chain holds the intermediates between this CA and its root, this CA
 	// first if it is itself an intermediate; empty for a root. Leaves it
 	// issues present it after themselves.
 	chain []*x509.Certificate
-	// certFile is a PEM file holding only this CA's certificate: for a root,
-	// a CA bundle to trust.
-	certFile string
-	dir      string
+	// CertFile is a PEM file holding only this CA's certificate: for a
+	// root, a CA bundle to trust.
+	CertFile string
 }
 
-// newTestSerial returns a random positive 127-bit serial number.
-func newTestSerial(t testing.TB) *big.Int {
+// newSerial returns a random positive 127-bit serial number.
+func newSerial(t testing.TB) *big.Int {
 	t.Helper()
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
 	if err != nil {
@@ -55,7 +56,7 @@ func newTestSerial(t testing.TB) *big.Int {
 	return n.Add(n, new(big.Int).Lsh(big.NewInt(1), 126))
 }
 
-func newTestKey(t testing.TB) *ecdsa.PrivateKey {
+func newKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -64,34 +65,34 @@ func newTestKey(t testing.TB) *ecdsa.PrivateKey {
 	return k
 }
 
-// newTestCA returns a new self-signed root CA named name (its subject
+// NewCA returns a new self-signed root CA named name (its subject
 // CommonName), valid from an hour ago for a day.
-func newTestCA(t testing.TB, name string) *testCA {
+func NewCA(t testing.TB, name string) *CA {
 	t.Helper()
-	key := newTestKey(t)
+	key := newKey(t)
 	tmpl := caTemplate(t, name)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newTestCAFromDER(t, der, key, nil)
+	return newCAFromDER(t, der, key, nil)
 }
 
-// newIntermediate returns a CA named name issued by ca. Leaves it issues
+// NewIntermediate returns a CA named name issued by ca. Leaves it issues
 // carry it (and ca's own intermediates) in their chain; trust ca's root.
-func (ca *testCA) newIntermediate(t testing.TB, name string) *testCA {
+func (ca *CA) NewIntermediate(t testing.TB, name string) *CA {
 	t.Helper()
-	key := newTestKey(t)
+	key := newKey(t)
 	der, err := x509.CreateCertificate(rand.Reader, caTemplate(t, name), ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newTestCAFromDER(t, der, key, ca.chain)
+	return newCAFromDER(t, der, key, ca.chain)
 }
 
 func caTemplate(t testing.TB, name string) *x509.Certificate {
 	return &x509.Certificate{
-		SerialNumber:          newTestSerial(t),
+		SerialNumber:          newSerial(t),
 		Subject:               pkix.Name{CommonName: name, Organization: []string{"scrapegate tests"}},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
@@ -101,35 +102,35 @@ func caTemplate(t testing.TB, name string) *x509.Certificate {
 	}
 }
 
-func newTestCAFromDER(t testing.TB, der []byte, key *ecdsa.PrivateKey, parentChain []*x509.Certificate) *testCA {
+func newCAFromDER(t testing.TB, der []byte, key *ecdsa.PrivateKey, parentChain []*x509.Certificate) *CA {
 	t.Helper()
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := &testCA{cert: cert, key: key, dir: t.TempDir()}
+	ca := &CA{cert: cert, key: key}
 	if len(parentChain) > 0 || cert.Issuer.String() != cert.Subject.String() {
 		ca.chain = append([]*x509.Certificate{cert}, parentChain...)
 	}
-	ca.certFile = filepath.Join(ca.dir, "ca.pem")
-	writeTestFile(t, ca.certFile, ca.certPEM())
+	ca.CertFile = filepath.Join(t.TempDir(), "ca.pem")
+	WriteFile(t, ca.CertFile, ca.certPEM())
 	return ca
 }
 
 // certPEM returns the CA's certificate in PEM.
-func (ca *testCA) certPEM() []byte { return certsPEM(ca.cert) }
+func (ca *CA) certPEM() []byte { return certsPEM(ca.cert) }
 
-// pool returns a CertPool trusting only this CA.
-func (ca *testCA) pool() *x509.CertPool {
+// Pool returns a CertPool trusting only this CA.
+func (ca *CA) Pool() *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(ca.cert)
 	return p
 }
 
-// leafSpec describes a leaf certificate for testCA.issue. Zero fields get
+// LeafSpec describes a leaf certificate for CA.Issue. Zero fields get
 // defaults: valid from an hour ago for a day, ExtKeyUsage server and client
 // auth.
-type leafSpec struct {
+type LeafSpec struct {
 	CN       string
 	DNSNames []string
 	IPs      []netip.Addr
@@ -143,21 +144,22 @@ type leafSpec struct {
 	NotAfter    time.Time // in the past for an expired certificate
 }
 
-// testLeaf is an issued leaf certificate with its key.
-type testLeaf struct {
-	cert *x509.Certificate
-	// tls is the certificate, its issuing chain and key, for
+// Leaf is an issued leaf certificate with its key.
+type Leaf struct {
+	Cert *x509.Certificate
+	// TLS is the certificate, its issuing chain and key, for
 	// tls.Config.Certificates or GetClientCertificate.
-	tls tls.Certificate
-	// certFile is a PEM file with the certificate followed by its issuing
-	// chain (not the root); keyFile a PEM file with its PKCS#8 key.
-	certFile, keyFile string
-	certPEM, keyPEM   []byte
+	TLS tls.Certificate
+	// CertFile is a PEM file with the certificate followed by its issuing
+	// chain (not the root); KeyFile a PEM file with its PKCS#8 key.
+	CertFile, KeyFile string
+	// CertPEM and KeyPEM are the contents of CertFile and KeyFile.
+	CertPEM, KeyPEM []byte
 }
 
-// issue issues a leaf certificate as described by spec and writes its
+// Issue issues a leaf certificate as described by spec and writes its
 // files.
-func (ca *testCA) issue(t testing.TB, spec leafSpec) *testLeaf {
+func (ca *CA) Issue(t testing.TB, spec LeafSpec) *Leaf {
 	t.Helper()
 	if spec.NotBefore.IsZero() {
 		spec.NotBefore = time.Now().Add(-time.Hour)
@@ -169,7 +171,7 @@ func (ca *testCA) issue(t testing.TB, spec leafSpec) *testLeaf {
 		spec.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber:   newTestSerial(t),
+		SerialNumber:   newSerial(t),
 		Subject:        pkix.Name{CommonName: spec.CN},
 		NotBefore:      spec.NotBefore,
 		NotAfter:       spec.NotAfter,
@@ -188,7 +190,7 @@ func (ca *testCA) issue(t testing.TB, spec leafSpec) *testLeaf {
 		}
 		tmpl.URIs = append(tmpl.URIs, u)
 	}
-	key := newTestKey(t)
+	key := newKey(t)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
@@ -201,55 +203,41 @@ func (ca *testCA) issue(t testing.TB, spec leafSpec) *testLeaf {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &testLeaf{
-		cert:    cert,
-		certPEM: certsPEM(append([]*x509.Certificate{cert}, ca.chain...)...),
-		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+	l := &Leaf{
+		Cert:    cert,
+		CertPEM: certsPEM(append([]*x509.Certificate{cert}, ca.chain...)...),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
 	}
-	l.tls = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}
+	l.TLS = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}
 	for _, c := range ca.chain {
-		l.tls.Certificate = append(l.tls.Certificate, c.Raw)
+		l.TLS.Certificate = append(l.TLS.Certificate, c.Raw)
 	}
 	dir := t.TempDir()
-	l.certFile = filepath.Join(dir, "cert.pem")
-	l.keyFile = filepath.Join(dir, "key.pem")
-	writeTestFile(t, l.certFile, l.certPEM)
-	writeTestFile(t, l.keyFile, l.keyPEM)
+	l.CertFile = filepath.Join(dir, "cert.pem")
+	l.KeyFile = filepath.Join(dir, "key.pem")
+	WriteFile(t, l.CertFile, l.CertPEM)
+	WriteFile(t, l.KeyFile, l.KeyPEM)
 	return l
 }
 
-// issueServer issues a server certificate (ExtKeyUsage ServerAuth only) for
-// the given DNS names and IP addresses, CN the first DNS name if any, and
-// returns its PEM files.
-func (ca *testCA) issueServer(t testing.TB, dnsNames []string, ips []netip.Addr) (certFile, keyFile string) {
+// IssueServer issues a server certificate (ExtKeyUsage ServerAuth only) for
+// the given DNS names and IP addresses, CN the first DNS name if any.
+func (ca *CA) IssueServer(t testing.TB, dnsNames []string, ips []netip.Addr) *Leaf {
 	t.Helper()
-	l := ca.issueServerLeaf(t, dnsNames, ips)
-	return l.certFile, l.keyFile
-}
-
-// issueServerLeaf is issueServer returning the whole testLeaf.
-func (ca *testCA) issueServerLeaf(t testing.TB, dnsNames []string, ips []netip.Addr) *testLeaf {
-	t.Helper()
-	spec := leafSpec{DNSNames: dnsNames, IPs: ips, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	spec := LeafSpec{DNSNames: dnsNames, IPs: ips, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	if len(dnsNames) > 0 {
 		spec.CN = dnsNames[0]
 	}
-	return ca.issue(t, spec)
+	return ca.Issue(t, spec)
 }
 
-// issueClient issues a client certificate (ExtKeyUsage ClientAuth only)
+// IssueClient issues a client certificate (ExtKeyUsage ClientAuth only)
 // with subject CommonName cn and SANs sans, each classified by its form:
 // containing "://" a URI, containing "@" an email address, an IP address,
 // otherwise a DNS name.
-func (ca *testCA) issueClient(t testing.TB, cn string, sans ...string) tls.Certificate {
+func (ca *CA) IssueClient(t testing.TB, cn string, sans ...string) *Leaf {
 	t.Helper()
-	return ca.issueClientLeaf(t, cn, sans...).tls
-}
-
-// issueClientLeaf is issueClient returning the whole testLeaf (with files).
-func (ca *testCA) issueClientLeaf(t testing.TB, cn string, sans ...string) *testLeaf {
-	t.Helper()
-	spec := leafSpec{CN: cn, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	spec := LeafSpec{CN: cn, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
 	for _, s := range sans {
 		switch {
 		case strings.Contains(s, "://"):
@@ -264,7 +252,7 @@ func (ca *testCA) issueClientLeaf(t testing.TB, cn string, sans ...string) *test
 			}
 		}
 	}
-	return ca.issue(t, spec)
+	return ca.Issue(t, spec)
 }
 
 // certsPEM encodes certificates as consecutive PEM blocks.
@@ -276,33 +264,46 @@ func certsPEM(certs ...*x509.Certificate) []byte {
 	return b
 }
 
-// writeCABundle writes the certificates of cas into one PEM file in a new
+// WriteCABundle writes the certificates of cas into one PEM file in a new
 // temporary directory and returns its path.
-func writeCABundle(t testing.TB, cas ...*testCA) string {
+func WriteCABundle(t testing.TB, cas ...*CA) string {
 	t.Helper()
 	var b []byte
 	for _, ca := range cas {
 		b = append(b, ca.certPEM()...)
 	}
 	p := filepath.Join(t.TempDir(), "bundle.pem")
-	writeTestFile(t, p, b)
+	WriteFile(t, p, b)
 	return p
 }
 
-// writeTestFile writes (or overwrites) a file, as when a secret rotates.
-func writeTestFile(t testing.TB, path string, data []byte) {
+// WriteFile writes (or overwrites) a file that only its owner may read, as
+// secrets are; overwriting it is how a test rotates one in place.
+func WriteFile(t testing.TB, path string, data []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// copyTestFile overwrites dst with the contents of src.
-func copyTestFile(t testing.TB, dst, src string) {
+// ReplaceFile replaces path's contents atomically (a new file renamed over
+// it), so that a reader polling it never sees it half written, as with a
+// Kubernetes Secret volume, whose files change by a symlink swap.
+func ReplaceFile(t testing.TB, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".new"
+	WriteFile(t, tmp, data)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// CopyFile overwrites dst with the contents of src.
+func CopyFile(t testing.TB, dst, src string) {
 	t.Helper()
 	b, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeTestFile(t, dst, b)
+	WriteFile(t, dst, b)
 }
