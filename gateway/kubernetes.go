@@ -13,13 +13,14 @@ import (
 	"github.com/scrapegate/scrapegate/gateway/kube"
 	"github.com/scrapegate/scrapegate/gateway/reload"
 	"github.com/scrapegate/scrapegate/gateway/target"
+	"github.com/scrapegate/scrapegate/gateway/tlsconf"
 )
 
 // kubernetesState is what -kubernetes adds to a Gateway.
 type kubernetesState struct {
 	cluster *kube.Cluster
 	// kubeletTLS verifies kubelets' serving certificates (-kubelet-ca-file).
-	kubeletTLS *upstreamTLS
+	kubeletTLS *tlsconf.Upstream
 	// kubeletAuth is the Authorization header value for kubelets, "Bearer
 	// <token>"; nil without -kubelet-token-file, which turns /nodes/ off.
 	kubeletAuth atomic.Pointer[[]byte]
@@ -56,12 +57,12 @@ func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reload.Files,
 				"or turn the kubelet proxy off with -kubelet-token-file=", flag, err)
 		}
 	}
-	opts := upstreamTLSOptions{Flags: "kubelet", InsecureSkipVerify: cfg.KubeletInsecureSkipVerify}
+	opts := tlsconf.UpstreamOptions{Flags: "kubelet", InsecureSkipVerify: cfg.KubeletInsecureSkipVerify}
 	if !cfg.KubeletInsecureSkipVerify {
 		opts.CAFile = cfg.KubeletCAFile
 	}
 	var rs []*reload.Files
-	k.kubeletTLS, rs, err = newUpstreamTLS(opts)
+	k.kubeletTLS, rs, err = tlsconf.NewUpstream(opts)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/scrapegate/scrapegate/gateway/callers"
 	"github.com/scrapegate/scrapegate/gateway/reload"
+	"github.com/scrapegate/scrapegate/gateway/tlsconf"
 )
 
 // setUpSecurity builds what New needs to admit callers and reach https pods
@@ -24,7 +25,7 @@ func (g *Gateway) setUpSecurity(kubeFiles []*reload.Files) error {
 	g.reloadables = append(g.reloadables, rs...)
 	if cfg.TLSCertFile != "" {
 		var err error
-		g.serverTLS, g.clientCerts, rs, err = newServerTLS(serverTLSOptions{
+		g.serverTLS, g.clientCerts, rs, err = tlsconf.NewServer(tlsconf.ServerOptions{
 			CertFile:             cfg.TLSCertFile,
 			KeyFile:              cfg.TLSKeyFile,
 			ClientCAFile:         cfg.TLSClientCAFile,
@@ -37,7 +38,7 @@ func (g *Gateway) setUpSecurity(kubeFiles []*reload.Files) error {
 		g.reloadables = append(g.reloadables, rs...)
 	}
 	var err error
-	g.upstreamTLS, rs, err = newUpstreamTLS(upstreamTLSOptions{
+	g.upstreamTLS, rs, err = tlsconf.NewUpstream(tlsconf.UpstreamOptions{
 		Flags:              "target-tls",
 		CAFile:             cfg.TargetTLSCAFile,
 		InsecureSkipVerify: cfg.TargetTLSInsecureSkipVerify,
@@ -56,7 +57,7 @@ func (g *Gateway) setUpSecurity(kubeFiles []*reload.Files) error {
 // caller's certificate.
 func (g *Gateway) clientCertRejected(reason, detail string) {
 	r := callers.ClientCertUntrusted
-	if reason == clientCertNameNotAllowed {
+	if reason == tlsconf.ClientCertNameNotAllowed {
 		r = callers.ClientCertNameNotAllowed
 	}
 	g.metrics.rejectedConnections[r].Inc()
@@ -184,7 +185,7 @@ func (g *Gateway) clientCertValid(ctx *fasthttp.RequestCtx, rt route) bool {
 		g.authFailed(ctx, rt, authNoClientCert, "")
 		return false
 	}
-	if !g.clientCerts.stillValid(cs.PeerCertificates, ctx.Time()) {
+	if !g.clientCerts.StillValid(cs.PeerCertificates, ctx.Time()) {
 		// The connection goes: a new one must pass the handshake again.
 		ctx.SetConnectionClose()
 		g.authFailed(ctx, rt, authClientCertInvalid, "")

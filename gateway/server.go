@@ -29,6 +29,7 @@ import (
 	"github.com/scrapegate/scrapegate/gateway/kube"
 	"github.com/scrapegate/scrapegate/gateway/reload"
 	"github.com/scrapegate/scrapegate/gateway/target"
+	"github.com/scrapegate/scrapegate/gateway/tlsconf"
 	"github.com/scrapegate/scrapegate/gateway/upstream"
 )
 
@@ -51,12 +52,12 @@ type Gateway struct {
 	policy      *target.Policy
 	// forwardHeaders is -forward-request-headers.
 	forwardHeaders [][]byte
-	auth           *authenticator       // nil: no credentials required
-	limiter        *callers.RateLimiter // nil: no per-caller rate limit
-	serverTLS      *tls.Config          // nil: plain HTTP
-	clientCerts    *clientCertVerifier  // nil: no client certificates required
-	upstreamTLS    *upstreamTLS         // configures https pod endpoints
-	kube           *kubernetesState     // nil without -kubernetes
+	auth           *authenticator              // nil: no credentials required
+	limiter        *callers.RateLimiter        // nil: no per-caller rate limit
+	serverTLS      *tls.Config                 // nil: plain HTTP
+	clientCerts    *tlsconf.ClientCertVerifier // nil: no client certificates required
+	upstreamTLS    *tlsconf.Upstream           // configures https pod endpoints
+	kube           *kubernetesState            // nil without -kubernetes
 	reloadables    []*reload.Files
 	pool           *upstream.Pool
 	metrics        *gatewayMetrics
@@ -315,9 +316,9 @@ func every(interval time.Duration, stop <-chan struct{}, f func(now time.Time)) 
 // endpoint over https, or to a kubelet.
 func (g *Gateway) upstreamTLSConfig(key upstream.Key) *tls.Config {
 	if key.Kubelet {
-		return g.kube.kubeletTLS.forTarget(key.Addr.String())
+		return g.kube.kubeletTLS.ForTarget(key.Addr.String())
 	}
-	return g.upstreamTLS.forTarget(key.Addr.String())
+	return g.upstreamTLS.ForTarget(key.Addr.String())
 }
 
 // waitGroupContext waits for wg, or until ctx is done.

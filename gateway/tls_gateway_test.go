@@ -112,11 +112,11 @@ func TestGatewayServesTLSAndClientCertificates(t *testing.T) {
 func TestGatewayScrapesHTTPSTargets(t *testing.T) {
 	ca := testutil.NewCA(t, "pods CA")
 	leaf := ca.IssueServer(t, []string{"pod.example"}, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
-	pod := startTLSPod(t, leaf.TLS, nil)
+	pod := testutil.StartTLSPod(t, "127.0.0.1:0", leaf.TLS, nil)
 	cfg := testConfig()
 	cfg.TargetTLSCAFile = testutil.WriteCABundle(t, ca)
 	g, gw := startGateway(t, cfg)
-	ipPort := netip.MustParseAddrPort(pod.addr)
+	ipPort := netip.MustParseAddrPort(pod.Addr)
 	httpsPath := fmt.Sprintf("/pods/https/%s/%d/metrics", ipPort.Addr(), ipPort.Port())
 
 	f := func(target string, wantStatus int, wantBody string) {
@@ -127,7 +127,7 @@ func TestGatewayScrapesHTTPSTargets(t *testing.T) {
 		}
 	}
 	f(httpsPath, 200, "up 1")
-	f("https://"+pod.addr+"/metrics", 200, "up 1")
+	f("https://"+pod.Addr+"/metrics", 200, "up 1")
 	// The same endpoint in plain HTTP is another pool, and fails as HTTP.
 	f(fmt.Sprintf("/pods/%s/%d/metrics", ipPort.Addr(), ipPort.Port()), 400, "")
 	if n := metricValue(t, g, "scrapegate_pooled_endpoints"); n != 2 {
@@ -135,8 +135,8 @@ func TestGatewayScrapesHTTPSTargets(t *testing.T) {
 	}
 
 	// A pod whose certificate the CA did not sign is refused.
-	rogue := startTLSPod(t, testutil.NewCA(t, "rogue").IssueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")}).TLS, nil)
-	rp := netip.MustParseAddrPort(rogue.addr)
+	rogue := testutil.StartTLSPod(t, "127.0.0.1:0", testutil.NewCA(t, "rogue").IssueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")}).TLS, nil)
+	rp := netip.MustParseAddrPort(rogue.Addr)
 	f(fmt.Sprintf("/pods/https/%s/%d/metrics", rp.Addr(), rp.Port()), 502, "tls_failed")
 	if got := metricValue(t, g, `scrapegate_upstream_errors_total{reason="tls_failed"}`); got != 1 {
 		t.Fatalf("tls_failed = %v; want 1", got)

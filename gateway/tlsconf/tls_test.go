@@ -1,14 +1,12 @@
-package gateway
+package tlsconf
 
 import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"io"
-	"log"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -92,14 +90,14 @@ func clientTrusting(ca *testutil.CA) *tls.Config {
 	return &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}
 }
 
-func mustNewServerTLS(t *testing.T, o serverTLSOptions) (*tls.Config, []*reload.Files) {
+func mustNewServerTLS(t *testing.T, o ServerOptions) (*tls.Config, []*reload.Files) {
 	t.Helper()
-	cfg, _, rs, err := newServerTLS(o)
+	cfg, _, rs, err := NewServer(o)
 	if err == nil {
 		err = reload.LoadAll(rs, zerolog.Nop())
 	}
 	if err != nil {
-		t.Fatalf("newServerTLS: %s", err)
+		t.Fatalf("NewServer: %s", err)
 	}
 	return cfg, rs
 }
@@ -108,7 +106,7 @@ func TestServerTLSHandshake(t *testing.T) {
 	ca := testutil.NewCA(t, "listener CA")
 	serverCert := ca.IssueServer(t, []string{"localhost"}, tlsLoopback)
 	certFile, keyFile := serverCert.CertFile, serverCert.KeyFile
-	cfg, rs := mustNewServerTLS(t, serverTLSOptions{CertFile: certFile, KeyFile: keyFile})
+	cfg, rs := mustNewServerTLS(t, ServerOptions{CertFile: certFile, KeyFile: keyFile})
 	if len(rs) != 1 || rs[0].Flag() != "tls-cert-file" {
 		t.Fatalf("reloadables: %+v", rs)
 	}
@@ -134,7 +132,7 @@ func TestServerTLSVersionsAndCipherSuites(t *testing.T) {
 	ca := testutil.NewCA(t, "listener CA")
 	serverCert := ca.IssueServer(t, []string{"localhost"}, nil)
 	certFile, keyFile := serverCert.CertFile, serverCert.KeyFile
-	cfg, _ := mustNewServerTLS(t, serverTLSOptions{CertFile: certFile, KeyFile: keyFile})
+	cfg, _ := mustNewServerTLS(t, ServerOptions{CertFile: certFile, KeyFile: keyFile})
 
 	// f makes a handshake with a client limited to versions minV..maxV and
 	// to suites (if not nil); wantErr is "" for success or a part of the
@@ -182,7 +180,7 @@ func TestServerTLSRotation(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	testutil.WriteFile(t, certFile, a.CertPEM)
 	testutil.WriteFile(t, keyFile, a.KeyPEM)
-	cfg, rs := mustNewServerTLS(t, serverTLSOptions{CertFile: certFile, KeyFile: keyFile})
+	cfg, rs := mustNewServerTLS(t, ServerOptions{CertFile: certFile, KeyFile: keyFile})
 
 	served := func(want *testutil.Leaf) {
 		t.Helper()
@@ -230,25 +228,25 @@ func TestServerTLSOptionErrors(t *testing.T) {
 	notCA := filepath.Join(t.TempDir(), "empty.pem")
 	testutil.WriteFile(t, notCA, []byte("not a certificate\n"))
 
-	f := func(o serverTLSOptions, wantErr string) {
+	f := func(o ServerOptions, wantErr string) {
 		t.Helper()
-		_, _, rs, err := newServerTLS(o)
+		_, _, rs, err := NewServer(o)
 		if err == nil {
 			err = reload.LoadAll(rs, zerolog.Nop())
 		}
 		if err == nil || !strings.Contains(err.Error(), wantErr) {
-			t.Errorf("newServerTLS(%+v): error %v, want one containing %q", o, err, wantErr)
+			t.Errorf("NewServer(%+v): error %v, want one containing %q", o, err, wantErr)
 		}
 	}
-	f(serverTLSOptions{CertFile: certFile}, "key file")
-	f(serverTLSOptions{KeyFile: keyFile}, "certificate file")
-	f(serverTLSOptions{CertFile: certFile, KeyFile: keyFile + ".missing"}, "cannot read -tls-cert-file")
-	f(serverTLSOptions{CertFile: certFile, KeyFile: other.KeyFile}, "private key does not match")
-	f(serverTLSOptions{CertFile: expired.CertFile, KeyFile: expired.KeyFile}, `expired at`)
-	f(serverTLSOptions{CertFile: certFile, KeyFile: keyFile, ClientAllowedNames: []string{"x"}}, "client CA file")
-	f(serverTLSOptions{CertFile: certFile, KeyFile: keyFile, ClientCAFile: ca.CertFile, ClientAllowedNames: []string{"x", ""}}, "empty")
-	f(serverTLSOptions{CertFile: certFile, KeyFile: keyFile, ClientCAFile: notCA}, "no PEM certificate found")
-	f(serverTLSOptions{CertFile: certFile, KeyFile: keyFile, ClientCAFile: ca.CertFile + ".missing"}, "cannot read -tls-client-ca-file")
+	f(ServerOptions{CertFile: certFile}, "key file")
+	f(ServerOptions{KeyFile: keyFile}, "certificate file")
+	f(ServerOptions{CertFile: certFile, KeyFile: keyFile + ".missing"}, "cannot read -tls-cert-file")
+	f(ServerOptions{CertFile: certFile, KeyFile: other.KeyFile}, "private key does not match")
+	f(ServerOptions{CertFile: expired.CertFile, KeyFile: expired.KeyFile}, `expired at`)
+	f(ServerOptions{CertFile: certFile, KeyFile: keyFile, ClientAllowedNames: []string{"x"}}, "client CA file")
+	f(ServerOptions{CertFile: certFile, KeyFile: keyFile, ClientCAFile: ca.CertFile, ClientAllowedNames: []string{"x", ""}}, "empty")
+	f(ServerOptions{CertFile: certFile, KeyFile: keyFile, ClientCAFile: notCA}, "no PEM certificate found")
+	f(ServerOptions{CertFile: certFile, KeyFile: keyFile, ClientCAFile: ca.CertFile + ".missing"}, "cannot read -tls-client-ca-file")
 }
 
 // certRejections records OnClientCertRejected calls.
@@ -288,7 +286,7 @@ func newMTLSServer(t *testing.T, caFile string, allowed ...string) *mtlsServer {
 	s := &mtlsServer{serverCA: testutil.NewCA(t, "listener CA")}
 	serverCert := s.serverCA.IssueServer(t, []string{"localhost"}, nil)
 	certFile, keyFile := serverCert.CertFile, serverCert.KeyFile
-	s.cfg, s.rs = mustNewServerTLS(t, serverTLSOptions{
+	s.cfg, s.rs = mustNewServerTLS(t, ServerOptions{
 		CertFile: certFile, KeyFile: keyFile,
 		ClientCAFile:         caFile,
 		ClientAllowedNames:   allowed,
@@ -408,13 +406,13 @@ func TestMTLSAllowedNames(t *testing.T) {
 	f(ca.IssueClient(t, "x", "other.example", "scraper.monitoring.svc").TLS, "") // DNS SAN
 	f(ca.IssueClient(t, "x", spiffe).TLS, "")                                    // URI SAN
 	f(ca.IssueClient(t, "x", "ops@example.com").TLS, "")                         // email SAN
-	f(ca.IssueClient(t, "Prometheus").TLS, clientCertNameNotAllowed)             // case-sensitive
-	f(ca.IssueClient(t, "x", spiffe+"-evil", "spiffe://cluster.local").TLS, clientCertNameNotAllowed)
-	f(ca.IssueClient(t, "x", "prometheus.example", "127.0.0.1").TLS, clientCertNameNotAllowed)
-	f(ca.IssueClient(t, "").TLS, clientCertNameNotAllowed)
+	f(ca.IssueClient(t, "Prometheus").TLS, ClientCertNameNotAllowed)             // case-sensitive
+	f(ca.IssueClient(t, "x", spiffe+"-evil", "spiffe://cluster.local").TLS, ClientCertNameNotAllowed)
+	f(ca.IssueClient(t, "x", "prometheus.example", "127.0.0.1").TLS, ClientCertNameNotAllowed)
+	f(ca.IssueClient(t, "").TLS, ClientCertNameNotAllowed)
 	f(otherCA.IssueClient(t, "prometheus").TLS, clientCertUntrusted) // trust comes first
 
-	d := s.check(t, tls.VersionTLS13, certPtr(ca.IssueClient(t, "x", spiffe+"-evil").TLS), clientCertNameNotAllowed)
+	d := s.check(t, tls.VersionTLS13, certPtr(ca.IssueClient(t, "x", spiffe+"-evil").TLS), ClientCertNameNotAllowed)
 	if !strings.Contains(d, `uri=["`+spiffe+`-evil"]`) || !strings.Contains(d, "CN=x") {
 		t.Errorf("detail %q", d)
 	}
@@ -496,81 +494,9 @@ func TestMTLSResumptionAfterCAReload(t *testing.T) {
 	}
 }
 
-// tlsPod is an https server standing for a pod.
-type tlsPod struct {
-	addr string
-	mu   sync.Mutex
-	snis []string
-	// clientSerials are the serial numbers (hex) of the client
-	// certificates the pod saw, one per request.
-	clientSerials []string
-}
-
-// startTLSPod starts an https server on 127.0.0.1 with cert; if clientCAs
-// is not nil it requires client certificates from them.
-func startTLSPod(t *testing.T, cert tls.Certificate, clientCAs *x509.CertPool) *tlsPod {
-	t.Helper()
-	return startTLSPodOn(t, "127.0.0.1:0", cert, clientCAs)
-}
-
-func startTLSPodOn(t *testing.T, listenAddr string, cert tls.Certificate, clientCAs *x509.CertPool) *tlsPod {
-	t.Helper()
-	ln, err := net.Listen("tcp", listenAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tlsPod{addr: ln.Addr().String()}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(r.TLS.PeerCertificates) > 0 {
-			p.mu.Lock()
-			p.clientSerials = append(p.clientSerials, r.TLS.PeerCertificates[0].SerialNumber.Text(16))
-			p.mu.Unlock()
-		}
-		_, _ = io.WriteString(w, "up 1\n")
-	}))
-	srv.Listener.Close()
-	srv.Listener = ln
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // failed handshakes are expected
-	srv.TLS = &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-			p.mu.Lock()
-			p.snis = append(p.snis, hello.ServerName)
-			p.mu.Unlock()
-			return nil, nil
-		},
-	}
-	if clientCAs != nil {
-		srv.TLS.ClientAuth = tls.RequireAndVerifyClientCert
-		srv.TLS.ClientCAs = clientCAs
-	}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	return p
-}
-
-// lastSNI returns the SNI of the last handshake the pod saw.
-func (p *tlsPod) lastSNI(t *testing.T) string {
-	t.Helper()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.snis) == 0 {
-		t.Fatal("the pod saw no handshake")
-	}
-	return p.snis[len(p.snis)-1]
-}
-
-func (p *tlsPod) lastClientSerial() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.clientSerials) == 0 {
-		return ""
-	}
-	return p.clientSerials[len(p.clientSerials)-1]
-}
-
 // newTLSHostClient returns a HostClient for an https pod built like the
-// gateway's (its own Dial wrapping connections in upstreamConn, no
+// gateway's (its own Dial returning a connection without a Handshake method,
+// as the gateway's upstreamConn, so that fasthttp makes the handshake; no
 // WriteTimeout) with cfg.
 func newTLSHostClient(t *testing.T, addr string, cfg *tls.Config) *fasthttp.HostClient {
 	t.Helper()
@@ -609,15 +535,15 @@ func scrapeTLS(t *testing.T, hc *fasthttp.HostClient) error {
 	return nil
 }
 
-func mustNewUpstreamTLS(t *testing.T, o upstreamTLSOptions) (*upstreamTLS, []*reload.Files) {
+func mustNewUpstreamTLS(t *testing.T, o UpstreamOptions) (*Upstream, []*reload.Files) {
 	t.Helper()
 	o.Flags = "target-tls"
-	u, rs, err := newUpstreamTLS(o)
+	u, rs, err := NewUpstream(o)
 	if err == nil {
 		err = reload.LoadAll(rs, zerolog.Nop())
 	}
 	if err != nil {
-		t.Fatalf("newUpstreamTLS: %s", err)
+		t.Fatalf("NewUpstream: %s", err)
 	}
 	return u, rs
 }
@@ -633,11 +559,11 @@ func TestUpstreamTLSVerification(t *testing.T) {
 
 	// f scrapes a pod serving cert with options o and checks the outcome
 	// and the SNI the pod saw.
-	f := func(name string, cert tls.Certificate, o upstreamTLSOptions, wantOK bool, wantSNI string) {
+	f := func(name string, cert tls.Certificate, o UpstreamOptions, wantOK bool, wantSNI string) {
 		t.Helper()
-		pod := startTLSPod(t, cert, nil)
+		pod := testutil.StartTLSPod(t, "127.0.0.1:0", cert, nil)
 		u, _ := mustNewUpstreamTLS(t, o)
-		err := scrapeTLS(t, newTLSHostClient(t, pod.addr, u.forTarget(pod.addr)))
+		err := scrapeTLS(t, newTLSHostClient(t, pod.Addr, u.ForTarget(pod.Addr)))
 		if (err == nil) != wantOK {
 			t.Errorf("%s: scrape error %v, want ok=%v", name, err, wantOK)
 			return
@@ -648,23 +574,23 @@ func TestUpstreamTLSVerification(t *testing.T) {
 				t.Errorf("%s: error %v (%T) is not a *tls.CertificateVerificationError", name, err, err)
 			}
 		}
-		if sni := pod.lastSNI(t); sni != wantSNI {
+		if sni := pod.LastSNI(t); sni != wantSNI {
 			t.Errorf("%s: pod saw SNI %q, want %q", name, sni, wantSNI)
 		}
 	}
-	f("IP SAN", ipCert, upstreamTLSOptions{CAFile: ca.CertFile}, true, "")
-	f("IP SAN via intermediate", viaIntermediate, upstreamTLSOptions{CAFile: ca.CertFile}, true, "")
-	f("wrong CA", ipCert, upstreamTLSOptions{CAFile: otherCA.CertFile}, false, "")
-	f("system roots", ipCert, upstreamTLSOptions{}, false, "")
-	f("insecure", ipCert, upstreamTLSOptions{InsecureSkipVerify: true}, true, "")
-	f("insecure, expired", expiredCert, upstreamTLSOptions{InsecureSkipVerify: true}, true, "")
-	f("expired", expiredCert, upstreamTLSOptions{CAFile: ca.CertFile}, false, "")
-	f("other IP, its address as a DNS name", wrongIPCert, upstreamTLSOptions{CAFile: ca.CertFile}, false, "")
-	f("DNS name only", dnsCert, upstreamTLSOptions{CAFile: ca.CertFile}, false, "")
-	f("server name", dnsCert, upstreamTLSOptions{CAFile: ca.CertFile, ServerName: "pod.example"}, true, "pod.example")
-	f("wrong server name", dnsCert, upstreamTLSOptions{CAFile: ca.CertFile, ServerName: "other.example"}, false, "other.example")
-	f("server name, IP certificate", ipCert, upstreamTLSOptions{CAFile: ca.CertFile, ServerName: "pod.example"}, false, "pod.example")
-	f("insecure, server name", dnsCert, upstreamTLSOptions{InsecureSkipVerify: true, ServerName: "pod.example"}, true, "pod.example")
+	f("IP SAN", ipCert, UpstreamOptions{CAFile: ca.CertFile}, true, "")
+	f("IP SAN via intermediate", viaIntermediate, UpstreamOptions{CAFile: ca.CertFile}, true, "")
+	f("wrong CA", ipCert, UpstreamOptions{CAFile: otherCA.CertFile}, false, "")
+	f("system roots", ipCert, UpstreamOptions{}, false, "")
+	f("insecure", ipCert, UpstreamOptions{InsecureSkipVerify: true}, true, "")
+	f("insecure, expired", expiredCert, UpstreamOptions{InsecureSkipVerify: true}, true, "")
+	f("expired", expiredCert, UpstreamOptions{CAFile: ca.CertFile}, false, "")
+	f("other IP, its address as a DNS name", wrongIPCert, UpstreamOptions{CAFile: ca.CertFile}, false, "")
+	f("DNS name only", dnsCert, UpstreamOptions{CAFile: ca.CertFile}, false, "")
+	f("server name", dnsCert, UpstreamOptions{CAFile: ca.CertFile, ServerName: "pod.example"}, true, "pod.example")
+	f("wrong server name", dnsCert, UpstreamOptions{CAFile: ca.CertFile, ServerName: "other.example"}, false, "other.example")
+	f("server name, IP certificate", ipCert, UpstreamOptions{CAFile: ca.CertFile, ServerName: "pod.example"}, false, "pod.example")
+	f("insecure, server name", dnsCert, UpstreamOptions{InsecureSkipVerify: true, ServerName: "pod.example"}, true, "pod.example")
 }
 
 func TestUpstreamTLSIPv6(t *testing.T) {
@@ -676,9 +602,9 @@ func TestUpstreamTLSIPv6(t *testing.T) {
 	ca := testutil.NewCA(t, "pods CA")
 	f := func(ip string, wantOK bool) {
 		t.Helper()
-		pod := startTLSPodOn(t, "[::1]:0", ca.IssueServer(t, nil, []netip.Addr{netip.MustParseAddr(ip)}).TLS, nil)
-		u, _ := mustNewUpstreamTLS(t, upstreamTLSOptions{CAFile: ca.CertFile})
-		if err := scrapeTLS(t, newTLSHostClient(t, pod.addr, u.forTarget(pod.addr))); (err == nil) != wantOK {
+		pod := testutil.StartTLSPod(t, "[::1]:0", ca.IssueServer(t, nil, []netip.Addr{netip.MustParseAddr(ip)}).TLS, nil)
+		u, _ := mustNewUpstreamTLS(t, UpstreamOptions{CAFile: ca.CertFile})
+		if err := scrapeTLS(t, newTLSHostClient(t, pod.Addr, u.ForTarget(pod.Addr))); (err == nil) != wantOK {
 			t.Errorf("certificate for %s: scrape error %v, want ok=%v", ip, err, wantOK)
 		}
 	}
@@ -690,21 +616,21 @@ func TestUpstreamTLSClientCertificate(t *testing.T) {
 	ca := testutil.NewCA(t, "pods CA")
 	clientCA := testutil.NewCA(t, "gateway client CA")
 	serverCert := ca.IssueServer(t, nil, tlsLoopback).TLS
-	pod := startTLSPod(t, serverCert, clientCA.Pool())
+	pod := testutil.StartTLSPod(t, "127.0.0.1:0", serverCert, clientCA.Pool())
 
-	f := func(o upstreamTLSOptions, wantOK bool) *fasthttp.HostClient {
+	f := func(o UpstreamOptions, wantOK bool) *fasthttp.HostClient {
 		t.Helper()
 		o.CAFile = ca.CertFile
 		u, _ := mustNewUpstreamTLS(t, o)
-		hc := newTLSHostClient(t, pod.addr, u.forTarget(pod.addr))
+		hc := newTLSHostClient(t, pod.Addr, u.ForTarget(pod.Addr))
 		if err := scrapeTLS(t, hc); (err == nil) != wantOK {
 			t.Errorf("%+v: scrape error %v, want ok=%v", o, err, wantOK)
 		}
 		return hc
 	}
-	f(upstreamTLSOptions{}, false)
+	f(UpstreamOptions{}, false)
 	other := testutil.NewCA(t, "other").IssueClient(t, "gateway")
-	f(upstreamTLSOptions{CertFile: other.CertFile, KeyFile: other.KeyFile}, false)
+	f(UpstreamOptions{CertFile: other.CertFile, KeyFile: other.KeyFile}, false)
 
 	// Rotation of the client certificate.
 	a, b := clientCA.IssueClient(t, "gateway-a"), clientCA.IssueClient(t, "gateway-b")
@@ -712,15 +638,15 @@ func TestUpstreamTLSClientCertificate(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	testutil.CopyFile(t, certFile, a.CertFile)
 	testutil.CopyFile(t, keyFile, a.KeyFile)
-	u, rs := mustNewUpstreamTLS(t, upstreamTLSOptions{CAFile: ca.CertFile, CertFile: certFile, KeyFile: keyFile})
+	u, rs := mustNewUpstreamTLS(t, UpstreamOptions{CAFile: ca.CertFile, CertFile: certFile, KeyFile: keyFile})
 	if len(rs) != 2 || rs[0].Flag() != "target-tls-ca-file" || rs[1].Flag() != "target-tls-cert-file" {
 		t.Fatalf("reloadables %+v", rs)
 	}
-	hc := newTLSHostClient(t, pod.addr, u.forTarget(pod.addr))
+	hc := newTLSHostClient(t, pod.Addr, u.ForTarget(pod.Addr))
 	if err := scrapeTLS(t, hc); err != nil {
 		t.Fatal(err)
 	}
-	if got := pod.lastClientSerial(); got != a.Cert.SerialNumber.Text(16) {
+	if got := pod.LastClientSerial(); got != a.Cert.SerialNumber.Text(16) {
 		t.Fatalf("pod saw client certificate %s, want A", got)
 	}
 	testutil.CopyFile(t, certFile, b.CertFile)
@@ -732,7 +658,7 @@ func TestUpstreamTLSClientCertificate(t *testing.T) {
 	if err := scrapeTLS(t, hc); err != nil {
 		t.Fatal(err)
 	}
-	if got := pod.lastClientSerial(); got != b.Cert.SerialNumber.Text(16) {
+	if got := pod.LastClientSerial(); got != b.Cert.SerialNumber.Text(16) {
 		t.Fatalf("pod saw client certificate %s, want B", got)
 	}
 	// A half-written pair is refused, B stays.
@@ -744,7 +670,7 @@ func TestUpstreamTLSClientCertificate(t *testing.T) {
 	if err := scrapeTLS(t, hc); err != nil {
 		t.Fatal(err)
 	}
-	if got := pod.lastClientSerial(); got != b.Cert.SerialNumber.Text(16) {
+	if got := pod.LastClientSerial(); got != b.Cert.SerialNumber.Text(16) {
 		t.Fatalf("pod saw client certificate %s, want B", got)
 	}
 }
@@ -753,14 +679,14 @@ func TestUpstreamTLSClientCertificate(t *testing.T) {
 // clone of the TLS configuration per address for the HostClient's life.
 func TestUpstreamTLSCAReload(t *testing.T) {
 	caA, caB := testutil.NewCA(t, "pods CA A"), testutil.NewCA(t, "pods CA B")
-	pod := startTLSPod(t, caB.IssueServer(t, nil, tlsLoopback).TLS, nil)
+	pod := testutil.StartTLSPod(t, "127.0.0.1:0", caB.IssueServer(t, nil, tlsLoopback).TLS, nil)
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	testutil.CopyFile(t, caFile, caA.CertFile)
-	u, rs := mustNewUpstreamTLS(t, upstreamTLSOptions{CAFile: caFile})
+	u, rs := mustNewUpstreamTLS(t, UpstreamOptions{CAFile: caFile})
 	if len(rs) != 1 || rs[0].Flag() != "target-tls-ca-file" {
 		t.Fatalf("reloadables %+v", rs)
 	}
-	hc := newTLSHostClient(t, pod.addr, u.forTarget(pod.addr))
+	hc := newTLSHostClient(t, pod.Addr, u.ForTarget(pod.Addr))
 	if err := scrapeTLS(t, hc); err == nil {
 		t.Fatal("scrape with CA A succeeded")
 	}
@@ -784,26 +710,26 @@ func TestUpstreamTLSCAReload(t *testing.T) {
 func TestUpstreamTLSOptionErrors(t *testing.T) {
 	ca := testutil.NewCA(t, "pods CA")
 	leaf := ca.IssueClient(t, "gateway")
-	f := func(o upstreamTLSOptions, wantErr string) {
+	f := func(o UpstreamOptions, wantErr string) {
 		t.Helper()
 		o.Flags = "target-tls"
-		_, rs, err := newUpstreamTLS(o)
+		_, rs, err := NewUpstream(o)
 		if err == nil {
 			err = reload.LoadAll(rs, zerolog.Nop())
 		}
 		if err == nil || !strings.Contains(err.Error(), wantErr) {
-			t.Errorf("newUpstreamTLS(%+v): error %v, want one containing %q", o, err, wantErr)
+			t.Errorf("NewUpstream(%+v): error %v, want one containing %q", o, err, wantErr)
 		}
 	}
-	f(upstreamTLSOptions{CertFile: leaf.CertFile}, "both")
-	f(upstreamTLSOptions{KeyFile: leaf.KeyFile}, "both")
-	f(upstreamTLSOptions{CAFile: ca.CertFile, InsecureSkipVerify: true}, "cannot be combined")
-	f(upstreamTLSOptions{CAFile: leaf.KeyFile}, "no PEM certificate found")
-	f(upstreamTLSOptions{CAFile: ca.CertFile + ".missing"}, "cannot read -target-tls-ca-file")
-	f(upstreamTLSOptions{CertFile: leaf.CertFile, KeyFile: ca.CertFile}, "target-tls-cert-file")
+	f(UpstreamOptions{CertFile: leaf.CertFile}, "both")
+	f(UpstreamOptions{KeyFile: leaf.KeyFile}, "both")
+	f(UpstreamOptions{CAFile: ca.CertFile, InsecureSkipVerify: true}, "cannot be combined")
+	f(UpstreamOptions{CAFile: leaf.KeyFile}, "no PEM certificate found")
+	f(UpstreamOptions{CAFile: ca.CertFile + ".missing"}, "cannot read -target-tls-ca-file")
+	f(UpstreamOptions{CertFile: leaf.CertFile, KeyFile: ca.CertFile}, "target-tls-cert-file")
 
-	u, rs := mustNewUpstreamTLS(t, upstreamTLSOptions{})
-	if len(rs) != 0 || u.forTarget("10.0.0.1:443").GetClientCertificate != nil {
+	u, rs := mustNewUpstreamTLS(t, UpstreamOptions{})
+	if len(rs) != 0 || u.ForTarget("10.0.0.1:443").GetClientCertificate != nil {
 		t.Errorf("no files, yet reloadables %+v or a client certificate", rs)
 	}
 }
@@ -826,23 +752,23 @@ func TestUpstreamTLSTargetHost(t *testing.T) {
 // A config fixed to a target with no name to check against fails closed.
 func TestUpstreamTLSNoNameFailsClosed(t *testing.T) {
 	ca := testutil.NewCA(t, "pods CA")
-	pod := startTLSPod(t, ca.IssueServer(t, nil, tlsLoopback).TLS, nil)
-	u, _ := mustNewUpstreamTLS(t, upstreamTLSOptions{CAFile: ca.CertFile})
-	if err := scrapeTLS(t, newTLSHostClient(t, pod.addr, u.forTarget(":0"))); err == nil ||
+	pod := testutil.StartTLSPod(t, "127.0.0.1:0", ca.IssueServer(t, nil, tlsLoopback).TLS, nil)
+	u, _ := mustNewUpstreamTLS(t, UpstreamOptions{CAFile: ca.CertFile})
+	if err := scrapeTLS(t, newTLSHostClient(t, pod.Addr, u.ForTarget(":0"))); err == nil ||
 		!strings.Contains(err.Error(), "no name or address") {
 		t.Fatalf("scrape error %v", err)
 	}
 }
 
 // What fasthttp v1.74.0 and crypto/tls do with a TLS config shared by all
-// HostClients, which is why upstreamTLS makes one per target: fasthttp sets
+// HostClients, which is why Upstream makes one per target: fasthttp sets
 // the per-address clone's ServerName to the host IP, crypto/tls sends no
 // SNI for an IP and reports ConnectionState.ServerName as "", so a shared
 // VerifyConnection cannot tell which address was dialled. A ServerName set
 // in the config is kept by fasthttp and sent as SNI.
 func TestUpstreamTLSFasthttpServerName(t *testing.T) {
 	ca := testutil.NewCA(t, "pods CA")
-	pod := startTLSPod(t, ca.IssueServer(t, []string{"pod.example"}, tlsLoopback).TLS, nil)
+	pod := testutil.StartTLSPod(t, "127.0.0.1:0", ca.IssueServer(t, []string{"pod.example"}, tlsLoopback).TLS, nil)
 	f := func(serverName, wantSNI, wantStateName string) {
 		t.Helper()
 		var mu sync.Mutex
@@ -857,10 +783,10 @@ func TestUpstreamTLSFasthttpServerName(t *testing.T) {
 				return nil
 			},
 		}
-		if err := scrapeTLS(t, newTLSHostClient(t, pod.addr, cfg)); err != nil {
+		if err := scrapeTLS(t, newTLSHostClient(t, pod.Addr, cfg)); err != nil {
 			t.Fatal(err)
 		}
-		if sni := pod.lastSNI(t); sni != wantSNI {
+		if sni := pod.LastSNI(t); sni != wantSNI {
 			t.Errorf("ServerName %q: SNI %q, want %q", serverName, sni, wantSNI)
 		}
 		mu.Lock()

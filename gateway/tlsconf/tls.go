@@ -1,4 +1,9 @@
-package gateway
+// Package tlsconf builds the gateway's TLS configurations: the listener's
+// (its certificate, and mutual TLS with client CA and allowed names) and
+// the one towards https pods and kubelets (their CA, server name, client
+// certificate). Every file involved is a reload.Files, so certificates and
+// CAs rotate without a restart, including for connections already open.
+package tlsconf
 
 import (
 	"crypto/tls"
@@ -17,10 +22,14 @@ import (
 )
 
 // Reasons a client certificate is refused, as passed to
-// serverTLSOptions.OnClientCertRejected (metric label values).
+// ServerOptions.OnClientCertRejected.
 const (
-	clientCertUntrusted      = "untrusted"
-	clientCertNameNotAllowed = "name_not_allowed"
+	// clientCertUntrusted: the certificate does not chain to a client CA,
+	// is not valid for client authentication, or has expired.
+	clientCertUntrusted = "untrusted"
+	// ClientCertNameNotAllowed: the certificate is trusted but carries none
+	// of ServerOptions.ClientAllowedNames.
+	ClientCertNameNotAllowed = "name_not_allowed"
 )
 
 // tls12CipherSuites are the TLS 1.2 suites the listener accepts: forward
@@ -36,8 +45,8 @@ var tls12CipherSuites = []uint16{
 	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
-// serverTLSOptions configure the listener's TLS.
-type serverTLSOptions struct {
+// ServerOptions configure the listener's TLS.
+type ServerOptions struct {
 	CertFile, KeyFile string // required
 	// ClientCAFile turns on mutual TLS: when set, every client must present
 	// a certificate issued (possibly through intermediates it presents) by
@@ -50,17 +59,18 @@ type serverTLSOptions struct {
 	// It requires ClientCAFile.
 	ClientAllowedNames []string
 	// OnClientCertRejected, if not nil, is called for every client
-	// certificate refused, with a reason (clientCertUntrusted,
-	// clientCertNameNotAllowed) and a one-line detail
-	// that is safe to log (subject, issuer, serial and SANs; never keys).
-	// It runs in the handshake and must not block.
+	// certificate refused, with a reason ("untrusted" or
+	// ClientCertNameNotAllowed) and a one-line detail that is safe to log
+	// (subject, issuer, serial and SANs; never keys). It runs in the
+	// handshake and must not block.
 	OnClientCertRejected func(reason, detail string)
 }
 
-// newServerTLS returns the listener's TLS configuration and the reloadables
-// of its files, which the caller loads (reload.LoadAll) before serving and reloads
-// periodically, as for every file the gateway reads. Serve with tls.NewListener(ln, cfg) (not fasthttp's ServeTLS,
-// which wants files of its own).
+// NewServer returns the listener's TLS configuration, the verifier of client
+// certificates (nil without ClientCAFile) and the files involved, which the
+// caller loads (reload.LoadAll) before serving and reloads periodically, as
+// for every file the gateway reads. Serve with tls.NewListener(ln, cfg) (not
+// fasthttp's ServeTLS, which wants files of its own).
 //
 // The certificate is served through GetCertificate, so a rotated one applies
 // to the next handshake. Client certificates are verified in
@@ -69,7 +79,7 @@ type serverTLSOptions struct {
 // too. That also applies to resumed sessions: crypto/tls calls
 // VerifyConnection for them with the certificates from the session ticket,
 // so a session established under a CA no longer trusted does not resume.
-func newServerTLS(o serverTLSOptions) (*tls.Config, *clientCertVerifier, []*reload.Files, error) {
+func NewServer(o ServerOptions) (*tls.Config, *ClientCertVerifier, []*reload.Files, error) {
 	if o.CertFile == "" || o.KeyFile == "" {
 		return nil, nil, nil, errors.New("TLS needs both a certificate file and a key file")
 	}
@@ -115,9 +125,9 @@ func newServerTLS(o serverTLSOptions) (*tls.Config, *clientCertVerifier, []*relo
 		},
 	}
 
-	var verifier *clientCertVerifier
+	var verifier *ClientCertVerifier
 	if o.ClientCAFile != "" {
-		verifier = &clientCertVerifier{allowed: allowed}
+		verifier = &ClientCertVerifier{allowed: allowed}
 		verifier.verified.Store(&verifiedCerts{})
 		rs = append(rs, reload.New("tls-client-ca-file", func(contents [][]byte) error {
 			p, err := parseCertPool(contents[0])
@@ -164,12 +174,12 @@ func newServerTLS(o serverTLSOptions) (*tls.Config, *clientCertVerifier, []*relo
 	return cfg, verifier, rs, nil
 }
 
-// clientCertVerifier checks client certificates against the CA file in
+// ClientCertVerifier checks client certificates against the CA file in
 // force: at the handshake, and again on later requests of the connection, so
 // that a CA removed from the file, or a certificate that expired, stops
 // working on connections already open (Prometheus keeps its connections for
 // as long as it scrapes).
-type clientCertVerifier struct {
+type ClientCertVerifier struct {
 	pool    atomic.Pointer[x509.CertPool]
 	allowed map[string]struct{}
 	// verified holds, for the CAs in force, the leaf certificates of
@@ -188,7 +198,7 @@ const maxVerifiedCerts = 10000
 
 // check verifies a presented chain: reason is "" when it is valid, and
 // notAfter is when the verified chain expires.
-func (v *clientCertVerifier) check(certs []*x509.Certificate) (reason, detail string, notAfter time.Time) {
+func (v *ClientCertVerifier) check(certs []*x509.Certificate) (reason, detail string, notAfter time.Time) {
 	leaf := certs[0]
 	roots := v.pool.Load()
 	if roots == nil { // cannot happen: loaded before use
@@ -207,7 +217,7 @@ func (v *clientCertVerifier) check(certs []*x509.Certificate) (reason, detail st
 		return clientCertUntrusted, describeCert(leaf) + ": " + err.Error(), notAfter
 	}
 	if len(v.allowed) > 0 && !certHasName(leaf, v.allowed) {
-		return clientCertNameNotAllowed, describeCert(leaf), notAfter
+		return ClientCertNameNotAllowed, describeCert(leaf), notAfter
 	}
 	notAfter = leaf.NotAfter
 	for _, c := range chains[0] {
@@ -218,10 +228,10 @@ func (v *clientCertVerifier) check(certs []*x509.Certificate) (reason, detail st
 	return "", "", notAfter
 }
 
-// stillValid reports whether a connection's verified certificate chain is
+// StillValid reports whether a connection's verified certificate chain is
 // still valid under the CAs in force at now. It verifies each connection's
 // chain once per CA generation; otherwise it costs a map lookup.
-func (v *clientCertVerifier) stillValid(certs []*x509.Certificate, now time.Time) bool {
+func (v *ClientCertVerifier) StillValid(certs []*x509.Certificate, now time.Time) bool {
 	vc := v.verified.Load()
 	if exp, ok := vc.m.Load(certs[0]); ok {
 		return now.Before(exp.(time.Time))
@@ -264,9 +274,9 @@ func certHasName(c *x509.Certificate, names map[string]struct{}) bool {
 	return false
 }
 
-// upstreamTLSOptions configure TLS towards pods scraped over https, or
+// UpstreamOptions configure TLS towards pods scraped over https, or
 // towards kubelets.
-type upstreamTLSOptions struct {
+type UpstreamOptions struct {
 	// Flags is the prefix of the flags that set these options ("target-tls"
 	// or "kubelet"), which name the files in logs and metrics.
 	Flags string
@@ -284,9 +294,9 @@ type upstreamTLSOptions struct {
 	CertFile, KeyFile string
 }
 
-// upstreamTLS makes the TLS configurations of the https HostClients.
+// Upstream makes the TLS configurations of the https HostClients.
 //
-// It hands out one *tls.Config per pod endpoint (forTarget), not one for all
+// It hands out one *tls.Config per pod endpoint (ForTarget), not one for all
 // of them, because only a per-endpoint config can know which address the
 // certificate must be valid for. The verification cannot be left to
 // crypto/tls (the CA must be reloadable, and fasthttp clones the config, and
@@ -295,24 +305,23 @@ type upstreamTLSOptions struct {
 // does not tell which address was dialled: fasthttp sets the clone's
 // ServerName to the host IP, but crypto/tls never sends an IP as SNI and
 // reports ConnectionState.ServerName as "" then.
-type upstreamTLS struct {
-	opts  upstreamTLSOptions
+type Upstream struct {
+	opts  UpstreamOptions
 	base  *tls.Config
 	roots atomic.Pointer[x509.CertPool] // nil: the system roots
 	cert  atomic.Pointer[tls.Certificate]
 }
 
-// newUpstreamTLS checks the options and returns the reloadables of the files,
-// which the caller loads before use (flags "<Flags>-ca-file" and
-// "<Flags>-cert-file").
-func newUpstreamTLS(o upstreamTLSOptions) (*upstreamTLS, []*reload.Files, error) {
+// NewUpstream checks the options and returns the files involved, which the
+// caller loads before use (flags "<Flags>-ca-file" and "<Flags>-cert-file").
+func NewUpstream(o UpstreamOptions) (*Upstream, []*reload.Files, error) {
 	if (o.CertFile == "") != (o.KeyFile == "") {
 		return nil, nil, errors.New("a client certificate for pods needs both a certificate file and a key file")
 	}
 	if o.InsecureSkipVerify && o.CAFile != "" {
 		return nil, nil, errors.New("a CA file for pods' certificates cannot be combined with skipping their verification")
 	}
-	u := &upstreamTLS{opts: o}
+	u := &Upstream{opts: o}
 	u.base = &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		// TLS 1.2 suites: Go's client defaults (ECDHE only, no 3DES, no
@@ -322,7 +331,7 @@ func newUpstreamTLS(o upstreamTLSOptions) (*upstreamTLS, []*reload.Files, error)
 		// ServerName, if set, is the SNI: fasthttp fills in ServerName
 		// (with the host of the address) only when it is empty.
 		ServerName: o.ServerName,
-		// Verification is done in VerifyConnection (see forTarget), which
+		// Verification is done in VerifyConnection (see ForTarget), which
 		// crypto/tls calls whatever InsecureSkipVerify says.
 		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
 	}
@@ -357,7 +366,7 @@ func newUpstreamTLS(o upstreamTLSOptions) (*upstreamTLS, []*reload.Files, error)
 	return u, rs, nil
 }
 
-// forTarget returns the TLS configuration for the HostClient of the pod
+// ForTarget returns the TLS configuration for the HostClient of the pod
 // endpoint addr (its HostClient.Addr: "ip:port", "[ipv6]:port"). Use it as
 // HostClient.TLSConfig with IsTLS set; the config is fixed to that address,
 // so do not share it between HostClients of different endpoints.
@@ -370,7 +379,7 @@ func newUpstreamTLS(o upstreamTLSOptions) (*upstreamTLS, []*reload.Files, error)
 // whatever its deadline. Set WriteTimeout on https HostClients, or do the
 // handshake in Dial (tls.Client(conn, cfg) with a deadline) and return a
 // connection with a Handshake method.
-func (u *upstreamTLS) forTarget(addr string) *tls.Config {
+func (u *Upstream) ForTarget(addr string) *tls.Config {
 	cfg := u.base.Clone()
 	if u.opts.InsecureSkipVerify {
 		// Explicitly requested: no verification whatsoever, neither of the
@@ -390,7 +399,7 @@ func (u *upstreamTLS) forTarget(addr string) *tls.Config {
 // verify checks a pod's certificate chain against the roots in force and
 // the name (a DNS name or an IP address) it must be valid for. Errors are
 // *tls.CertificateVerificationError, as crypto/tls's own.
-func (u *upstreamTLS) verify(cs tls.ConnectionState, name string) error {
+func (u *Upstream) verify(cs tls.ConnectionState, name string) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("tls: the pod sent no certificate")
 	}

@@ -1,0 +1,86 @@
+package testutil
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+)
+
+// TLSPod is an https server standing for a pod: it answers every request
+// "up 1\n" and records the SNI and client certificate of its callers.
+type TLSPod struct {
+	// Addr is the pod's address, "ip:port".
+	Addr string
+	mu   sync.Mutex
+	snis []string
+	// clientSerials are the serial numbers (hex) of the client
+	// certificates the pod saw, one per request.
+	clientSerials []string
+}
+
+// StartTLSPod starts a TLSPod listening on listenAddr (e.g. "127.0.0.1:0")
+// with cert; if clientCAs is not nil it requires client certificates from
+// them. It stops when the test ends.
+func StartTLSPod(t testing.TB, listenAddr string, cert tls.Certificate, clientCAs *x509.CertPool) *TLSPod {
+	t.Helper()
+	ln, err := net.Listen("tcp", listenAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &TLSPod{Addr: ln.Addr().String()}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.TLS.PeerCertificates) > 0 {
+			p.mu.Lock()
+			p.clientSerials = append(p.clientSerials, r.TLS.PeerCertificates[0].SerialNumber.Text(16))
+			p.mu.Unlock()
+		}
+		_, _ = io.WriteString(w, "up 1\n")
+	}))
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // failed handshakes are expected
+	srv.TLS = &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			p.mu.Lock()
+			p.snis = append(p.snis, hello.ServerName)
+			p.mu.Unlock()
+			return nil, nil
+		},
+	}
+	if clientCAs != nil {
+		srv.TLS.ClientAuth = tls.RequireAndVerifyClientCert
+		srv.TLS.ClientCAs = clientCAs
+	}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return p
+}
+
+// LastSNI returns the SNI of the last handshake the pod saw.
+func (p *TLSPod) LastSNI(t testing.TB) string {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.snis) == 0 {
+		t.Fatal("the pod saw no handshake")
+	}
+	return p.snis[len(p.snis)-1]
+}
+
+// LastClientSerial returns the serial number (hex) of the client
+// certificate of the last request the pod answered, "" if none.
+func (p *TLSPod) LastClientSerial() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.clientSerials) == 0 {
+		return ""
+	}
+	return p.clientSerials[len(p.clientSerials)-1]
+}
