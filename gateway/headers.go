@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 
@@ -115,10 +116,13 @@ func isHopByHop(k []byte) bool {
 	return false
 }
 
+// tchars are the bytes of an RFC 9110 token.
+const tchars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~"
+
 // isToken reports whether s is an RFC 9110 token, the syntax of a header name.
 func isToken(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if !isTchar[s[i]] {
+		if strings.IndexByte(tchars, s[i]) < 0 {
 			return false
 		}
 	}

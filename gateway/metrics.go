@@ -10,6 +10,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/scrapegate/scrapegate/gateway/auth"
 	"github.com/scrapegate/scrapegate/gateway/buildinfo"
 	"github.com/scrapegate/scrapegate/gateway/callers"
 )
@@ -51,7 +52,7 @@ type gatewayMetrics struct {
 	responseBytes  *metrics.Counter
 	evicted        *metrics.Counter
 
-	authFailures        [numAuthResults]*metrics.Counter
+	authFailures        [auth.NumResults]*metrics.Counter
 	rejectedConnections [callers.NumRejections]*metrics.Counter
 }
 
@@ -78,7 +79,7 @@ func newGatewayMetrics(inflight, pooled func() float64) *gatewayMetrics {
 		[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60})
 	m.responseBytes = m.set.NewCounter("scrapegate_response_bytes_total")
 	m.evicted = m.set.NewCounter("scrapegate_pooled_endpoints_evicted_total")
-	for r := authResult(1); r < numAuthResults; r++ {
+	for r := auth.Result(1); r < auth.NumResults; r++ {
 		m.authFailures[r] = m.set.NewCounter(fmt.Sprintf(`scrapegate_auth_failures_total{reason=%q}`, r))
 	}
 	for r := callers.Rejection(0); r < callers.NumRejections; r++ {

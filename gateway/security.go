@@ -9,6 +9,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/scrapegate/scrapegate/gateway/auth"
 	"github.com/scrapegate/scrapegate/gateway/callers"
 	"github.com/scrapegate/scrapegate/gateway/reload"
 	"github.com/scrapegate/scrapegate/gateway/tlsconf"
@@ -21,7 +22,7 @@ func (g *Gateway) setUpSecurity(kubeFiles []*reload.Files) error {
 	cfg := &g.cfg
 	g.reloadables = append(g.reloadables, kubeFiles...)
 	var rs []*reload.Files
-	g.auth, rs = newAuthenticator(cfg.AuthBearerTokensFile, cfg.AuthHTPasswdFile)
+	g.auth, rs = auth.New(cfg.AuthBearerTokensFile, cfg.AuthHTPasswdFile)
 	g.reloadables = append(g.reloadables, rs...)
 	if cfg.TLSCertFile != "" {
 		var err error
@@ -64,22 +65,6 @@ func (g *Gateway) clientCertRejected(reason, detail string) {
 	if e := g.authLog.Warn(); e.Enabled() {
 		e.Str("reason", r.String()).Str("certificate", detail).Msg("client certificate refused")
 	}
-}
-
-// authResultText is what a 401 says; it does not tell a wrong password from
-// an unknown user.
-var authResultText = [numAuthResults]string{
-	authOK:                "ok",
-	authMissing:           "credentials required",
-	authMalformed:         "malformed Authorization header",
-	authUnsupported:       "authentication scheme not accepted",
-	authBadToken:          "invalid credentials",
-	authUnknownUser:       "invalid credentials",
-	authBadPassword:       "invalid credentials",
-	authNoClientCert:      "a client certificate is required",
-	authClientCertInvalid: "the client certificate is no longer valid (expired, or its CA is no longer trusted); reconnect",
-	authBusy:              "too many password checks waiting; retry",
-	authTooManyFailures:   "too many failed logins from this address; retry later",
 }
 
 // admit applies the per-request checks on the caller, cheapest first, and
@@ -131,11 +116,11 @@ func (g *Gateway) authenticate(ctx *fasthttp.RequestCtx, rt route) bool {
 		}
 	}
 	ip, _ := netip.AddrFromSlice(ctx.RemoteIP())
-	result, user := g.auth.check(header, ip, ctx.Time().UnixNano())
-	if result == authOK {
+	result, user := g.auth.Check(header, ip, ctx.Time().UnixNano())
+	if result == auth.OK {
 		return true
 	}
-	if result != authBadPassword {
+	if result != auth.BadPassword {
 		// Only a name from the htpasswd file is logged: an unknown one may
 		// be a password typed in the wrong field.
 		user = ""
@@ -146,22 +131,22 @@ func (g *Gateway) authenticate(ctx *fasthttp.RequestCtx, rt route) bool {
 
 // authFailed counts and logs a refused caller and answers 401, or 407 for a
 // forward-proxy request.
-func (g *Gateway) authFailed(ctx *fasthttp.RequestCtx, rt route, result authResult, user string) {
+func (g *Gateway) authFailed(ctx *fasthttp.RequestCtx, rt route, result auth.Result, user string) {
 	g.metrics.authFailures[result].Inc()
 	if e := g.authLog.Warn(); e.Enabled() {
 		e.Str("reason", result.String()).Str("caller", ctx.RemoteIP().String()).Str("user", user).
 			Bytes("uri", truncate(ctx.Request.Header.RequestURI())).Msg("authentication failed")
 	}
 	switch result {
-	case authBusy:
+	case auth.Busy:
 		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-		g.plainText(ctx, rt, fasthttp.StatusServiceUnavailable, "scrapegate: 503 "+authResultText[result])
+		g.plainText(ctx, rt, fasthttp.StatusServiceUnavailable, "scrapegate: 503 "+result.Text())
 		return
-	case authTooManyFailures:
+	case auth.TooManyFailures:
 		ip, _ := netip.AddrFromSlice(ctx.RemoteIP())
-		wait := g.auth.failures.Wait(ip, ctx.Time().UnixNano())
+		wait := g.auth.Failures.Wait(ip, ctx.Time().UnixNano())
 		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, strconv.Itoa(int(wait/time.Second)+1))
-		g.plainText(ctx, rt, fasthttp.StatusTooManyRequests, "scrapegate: 429 "+authResultText[result])
+		g.plainText(ctx, rt, fasthttp.StatusTooManyRequests, "scrapegate: 429 "+result.Text())
 		return
 	}
 	status, challenge := fasthttp.StatusUnauthorized, fasthttp.HeaderWWWAuthenticate
@@ -169,11 +154,11 @@ func (g *Gateway) authFailed(ctx *fasthttp.RequestCtx, rt route, result authResu
 		status, challenge = fasthttp.StatusProxyAuthRequired, fasthttp.HeaderProxyAuthenticate
 	}
 	if g.auth != nil {
-		for _, c := range g.auth.challenges() {
+		for _, c := range g.auth.Challenges() {
 			ctx.Response.Header.Add(challenge, c)
 		}
 	}
-	g.plainText(ctx, rt, status, fmt.Sprintf("scrapegate: %d unauthorized: %s", status, authResultText[result]))
+	g.plainText(ctx, rt, status, fmt.Sprintf("scrapegate: %d unauthorized: %s", status, result.Text()))
 }
 
 // clientCertValid checks the caller's client certificate on every request,
@@ -182,13 +167,13 @@ func (g *Gateway) authFailed(ctx *fasthttp.RequestCtx, rt route, result authResu
 func (g *Gateway) clientCertValid(ctx *fasthttp.RequestCtx, rt route) bool {
 	cs := ctx.TLSConnectionState()
 	if cs == nil || len(cs.PeerCertificates) == 0 {
-		g.authFailed(ctx, rt, authNoClientCert, "")
+		g.authFailed(ctx, rt, auth.NoClientCert, "")
 		return false
 	}
 	if !g.clientCerts.StillValid(cs.PeerCertificates, ctx.Time()) {
 		// The connection goes: a new one must pass the handshake again.
 		ctx.SetConnectionClose()
-		g.authFailed(ctx, rt, authClientCertInvalid, "")
+		g.authFailed(ctx, rt, auth.ClientCertInvalid, "")
 		return false
 	}
 	return true

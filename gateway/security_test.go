@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/scrapegate/scrapegate/gateway/callers"
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 // writeFile writes a file in dir and returns its path.
@@ -259,15 +260,15 @@ func getFrom(t *testing.T, src, gw, target string, headerLines ...string) rawRes
 // logs in.
 func TestFailedLoginsGet429ForTheirCallerOnly(t *testing.T) {
 	cfg := testConfig()
-	cfg.AuthHTPasswdFile = writeFile(t, t.TempDir(), "htpasswd", "prom:"+authBcrypt(t, "right")+"\n")
+	cfg.AuthHTPasswdFile = writeFile(t, t.TempDir(), "htpasswd", "prom:"+testutil.Bcrypt(t, "right")+"\n")
 	g, err := New(cfg, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.auth.failures = callers.NewRateLimiter(0.001, 2) // no refill within the test
+	g.auth.Failures = callers.NewRateLimiter(0.001, 2) // no refill within the test
 	gw := serveGateway(t, g)
-	wrong := func(i int) string { return "Authorization: " + basicHeader("prom", fmt.Sprint("wrong", i)) }
-	right := "Authorization: " + basicHeader("prom", "right")
+	wrong := func(i int) string { return "Authorization: " + testutil.BasicAuth("prom", fmt.Sprint("wrong", i)) }
+	right := "Authorization: " + testutil.BasicAuth("prom", "right")
 	for i := range 2 {
 		if r := getFrom(t, "127.0.0.1", gw, "/metrics", wrong(i)); r.StatusCode != 401 {
 			t.Fatalf("wrong password #%d = %d; want 401", i, r.StatusCode)

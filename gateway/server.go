@@ -25,6 +25,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/scrapegate/scrapegate/gateway/auth"
 	"github.com/scrapegate/scrapegate/gateway/callers"
 	"github.com/scrapegate/scrapegate/gateway/kube"
 	"github.com/scrapegate/scrapegate/gateway/reload"
@@ -52,7 +53,7 @@ type Gateway struct {
 	policy      *target.Policy
 	// forwardHeaders is -forward-request-headers.
 	forwardHeaders [][]byte
-	auth           *authenticator              // nil: no credentials required
+	auth           *auth.Authenticator         // nil: no credentials required
 	limiter        *callers.RateLimiter        // nil: no per-caller rate limit
 	serverTLS      *tls.Config                 // nil: plain HTTP
 	clientCerts    *tlsconf.ClientCertVerifier // nil: no client certificates required
@@ -240,7 +241,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 		}
 		if g.auth != nil {
 			// Forget callers whose failed logins have refilled.
-			go every(time.Minute, g.stop, func(now time.Time) { g.auth.failures.Sweep(now.UnixNano()) })
+			go every(time.Minute, g.stop, func(now time.Time) { g.auth.Failures.Sweep(now.UnixNano()) })
 		}
 	})
 

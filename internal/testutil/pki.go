@@ -1,6 +1,6 @@
 // Package testutil holds what the tests of several packages share, so that
-// there is one copy of each: a test PKI (pki.go) and an https pod
-// (tlspod.go). Only tests import it.
+// there is one copy of each: a test PKI (pki.go), an https pod (tlspod.go)
+// and credentials (credentials.go). Only tests import it.
 package testutil
 
 // Test PKI: CAs, intermediates and leaf certificates made on the fly

@@ -1,4 +1,4 @@
-package gateway
+package auth
 
 import (
 	"bytes"
@@ -19,17 +19,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/scrapegate/scrapegate/gateway/reload"
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
-
-// authBcrypt hashes password at the minimum cost, for speed.
-func authBcrypt(t testing.TB, password string) string {
-	t.Helper()
-	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(h)
-}
 
 // writeAuthFile writes contents to a file in the test's directory and returns
 // its path.
@@ -51,7 +42,7 @@ func rewriteAuthFile(t testing.TB, path, contents string) {
 
 // newLoadedAuthenticator returns an authenticator with the given files'
 // contents loaded ("" for no file) and its reloadables.
-func newLoadedAuthenticator(t testing.TB, tokens, htpasswd string) (*authenticator, []*reload.Files) {
+func newLoadedAuthenticator(t testing.TB, tokens, htpasswd string) (*Authenticator, []*reload.Files) {
 	t.Helper()
 	var tokensPath, htpasswdPath string
 	if tokens != "" {
@@ -60,7 +51,7 @@ func newLoadedAuthenticator(t testing.TB, tokens, htpasswd string) (*authenticat
 	if htpasswd != "" {
 		htpasswdPath = writeAuthFile(t, "htpasswd", htpasswd)
 	}
-	a, rs := newAuthenticator(tokensPath, htpasswdPath)
+	a, rs := New(tokensPath, htpasswdPath)
 	for _, r := range rs {
 		if _, err := r.Reload(); err != nil {
 			t.Fatalf("loading %s: %s", r.Flag(), err)
@@ -69,12 +60,18 @@ func newLoadedAuthenticator(t testing.TB, tokens, htpasswd string) (*authenticat
 	return a, rs
 }
 
-func basicHeader(user, password string) string {
-	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
+// parseBasic is decodeBasic split into user and password, as checkBasic
+// uses it.
+func parseBasic(credentials []byte) (user, password []byte, ok bool) {
+	decoded, sep, ok := decodeBasic(nil, credentials)
+	if !ok {
+		return nil, nil, false
+	}
+	return decoded[:sep], decoded[sep+1:], true
 }
 
 // countBcrypt counts a's bcrypt comparisons.
-func countBcrypt(a *authenticator) *atomic.Int64 {
+func countBcrypt(a *Authenticator) *atomic.Int64 {
 	var n atomic.Int64
 	orig := a.compare
 	a.compare = func(hash, password []byte) error {
@@ -90,31 +87,31 @@ var newCallers atomic.Uint32
 // checkAsNewCaller is a.check from an address that no check used before, so
 // that tests of what verifies are not refused for the failures of earlier
 // checks.
-func checkAsNewCaller(a *authenticator, header []byte) (authResult, string) {
+func checkAsNewCaller(a *Authenticator, header []byte) (Result, string) {
 	n := newCallers.Add(1)
-	return a.check(header, netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}), 0)
+	return a.Check(header, netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}), 0)
 }
 
 func TestAuthResultString(t *testing.T) {
-	f := func(r authResult, want string) {
+	f := func(r Result, want string) {
 		t.Helper()
 		if got := r.String(); got != want {
-			t.Fatalf("authResult(%d).String() = %q; want %q", int(r), got, want)
+			t.Fatalf("Result(%d).String() = %q; want %q", int(r), got, want)
 		}
 	}
-	f(authOK, "ok")
-	f(authMissing, "missing")
-	f(authMalformed, "malformed")
-	f(authUnsupported, "unsupported")
-	f(authBadToken, "bad_token")
-	f(authUnknownUser, "unknown_user")
-	f(authBadPassword, "bad_password")
-	f(authNoClientCert, "client_cert_missing")
-	f(authClientCertInvalid, "client_cert_invalid")
-	f(authBusy, "busy")
-	f(authTooManyFailures, "too_many_failures")
-	if numAuthResults != 11 {
-		t.Fatalf("numAuthResults = %d; a result without a name?", numAuthResults)
+	f(OK, "ok")
+	f(Missing, "missing")
+	f(Malformed, "malformed")
+	f(Unsupported, "unsupported")
+	f(BadToken, "bad_token")
+	f(UnknownUser, "unknown_user")
+	f(BadPassword, "bad_password")
+	f(NoClientCert, "client_cert_missing")
+	f(ClientCertInvalid, "client_cert_invalid")
+	f(Busy, "busy")
+	f(TooManyFailures, "too_many_failures")
+	if NumResults != 11 {
+		t.Fatalf("NumResults = %d; a result without a name?", NumResults)
 	}
 }
 
@@ -126,7 +123,7 @@ func TestParseAuthorization(t *testing.T) {
 			t.Fatalf("parseAuthorization(%q): unexpected error: %s", h, err)
 		}
 		if scheme != wantScheme || string(credentials) != wantCredentials {
-			t.Fatalf("parseAuthorization(%q) = %s %q; want %s %q", h, scheme, credentials, wantScheme, wantCredentials)
+			t.Fatalf("parseAuthorization(%q) = %v %q; want %v %q", h, scheme, credentials, wantScheme, wantCredentials)
 		}
 	}
 	ok("Bearer abc", schemeBearer, "abc")
@@ -153,10 +150,10 @@ func TestParseAuthorization(t *testing.T) {
 		t.Helper()
 		scheme, credentials, err := parseAuthorization([]byte(h))
 		if err != wantErr {
-			t.Fatalf("parseAuthorization(%q) = %s %q, %v; want error %v", h, scheme, credentials, err, wantErr)
+			t.Fatalf("parseAuthorization(%q) = %v %q, %v; want error %v", h, scheme, credentials, err, wantErr)
 		}
 		if scheme != wantScheme || credentials != nil {
-			t.Fatalf("parseAuthorization(%q) = %s %q; want %s and no credentials", h, scheme, credentials, wantScheme)
+			t.Fatalf("parseAuthorization(%q) = %v %q; want %v and no credentials", h, scheme, credentials, wantScheme)
 		}
 	}
 	bad("", schemeOther, errAuthEmpty)
@@ -246,7 +243,7 @@ func TestParseBasic(t *testing.T) {
 func TestTokenFileLoad(t *testing.T) {
 	ok := func(contents string, wantTokens int) {
 		t.Helper()
-		a, _ := newAuthenticator("unused", "")
+		a, _ := New("unused", "")
 		if err := a.loadTokens([][]byte{[]byte(contents)}); err != nil {
 			t.Fatalf("loadTokens(%q): unexpected error: %s", contents, err)
 		}
@@ -265,7 +262,7 @@ func TestTokenFileLoad(t *testing.T) {
 
 	bad := func(contents, wantErr, secret string) {
 		t.Helper()
-		a, _ := newAuthenticator("unused", "")
+		a, _ := New("unused", "")
 		err := a.loadTokens([][]byte{[]byte(contents)})
 		if err == nil {
 			t.Fatalf("loadTokens(%q): no error; want %q", contents, wantErr)
@@ -291,62 +288,62 @@ func TestTokenFileLoad(t *testing.T) {
 
 func TestTokenCheck(t *testing.T) {
 	a, _ := newLoadedAuthenticator(t, "# tokens\ntoken-one\r\ntoken/two==\n", "")
-	f := func(header string, want authResult) {
+	f := func(header string, want Result) {
 		t.Helper()
 		got, user := checkAsNewCaller(a, []byte(header))
 		if got != want || user != "" {
 			t.Fatalf("check(%q) = %s %q; want %s \"\"", header, got, user, want)
 		}
 	}
-	f("Bearer token-one", authOK)
-	f("bearer token-one", authOK)
-	f("  BEARER   token-one ", authOK)
-	f("Bearer token/two==", authOK)
-	f("", authMissing)
-	f("Bearer token-on", authBadToken)
-	f("Bearer token-one1", authBadToken)
-	f("Bearer token/two", authBadToken)
-	f("Bearer TOKEN-ONE", authBadToken)
-	f("Bearer", authMalformed)
-	f("Bearer token one", authMalformed)
-	f("Bearer token-one,", authMalformed)
-	f("   ", authMalformed)
-	f("B\x00 x", authMalformed)
-	f(basicHeader("u", "token-one"), authUnsupported)
-	f("Basic !!", authUnsupported)
-	f(`Digest username="u", realm="scrapegate"`, authUnsupported)
-	f("Digest", authUnsupported)
-	f("Token token-one", authUnsupported)
+	f("Bearer token-one", OK)
+	f("bearer token-one", OK)
+	f("  BEARER   token-one ", OK)
+	f("Bearer token/two==", OK)
+	f("", Missing)
+	f("Bearer token-on", BadToken)
+	f("Bearer token-one1", BadToken)
+	f("Bearer token/two", BadToken)
+	f("Bearer TOKEN-ONE", BadToken)
+	f("Bearer", Malformed)
+	f("Bearer token one", Malformed)
+	f("Bearer token-one,", Malformed)
+	f("   ", Malformed)
+	f("B\x00 x", Malformed)
+	f(testutil.BasicAuth("u", "token-one"), Unsupported)
+	f("Basic !!", Unsupported)
+	f(`Digest username="u", realm="scrapegate"`, Unsupported)
+	f("Digest", Unsupported)
+	f("Token token-one", Unsupported)
 
-	if got := a.challenges(); len(got) != 1 || got[0] != `Bearer realm="scrapegate"` {
-		t.Fatalf("challenges() = %q", got)
+	if got := a.Challenges(); len(got) != 1 || got[0] != `Bearer realm="scrapegate"` {
+		t.Fatalf("Challenges() = %q", got)
 	}
 }
 
 func TestAuthNotConfigured(t *testing.T) {
-	a, rs := newAuthenticator("", "")
+	a, rs := New("", "")
 	if a != nil || rs != nil {
-		t.Fatalf("newAuthenticator(\"\", \"\") = %v, %v; want nil, nil", a, rs)
+		t.Fatalf("New(\"\", \"\") = %v, %v; want nil, nil", a, rs)
 	}
 }
 
 func TestAuthReloadablesAndChallenges(t *testing.T) {
 	f := func(tokens, htpasswd string, wantFlags, wantChallenges []string) {
 		t.Helper()
-		a, rs := newAuthenticator(tokens, htpasswd)
+		a, rs := New(tokens, htpasswd)
 		var flags []string
 		for _, r := range rs {
 			flags = append(flags, r.Flag())
 		}
 		if fmt.Sprint(flags) != fmt.Sprint(wantFlags) {
-			t.Fatalf("newAuthenticator(%q, %q): flags %q; want %q", tokens, htpasswd, flags, wantFlags)
+			t.Fatalf("New(%q, %q): flags %q; want %q", tokens, htpasswd, flags, wantFlags)
 		}
-		if got := a.challenges(); fmt.Sprintf("%q", got) != fmt.Sprintf("%q", wantChallenges) {
-			t.Fatalf("newAuthenticator(%q, %q): challenges %q; want %q", tokens, htpasswd, got, wantChallenges)
+		if got := a.Challenges(); fmt.Sprintf("%q", got) != fmt.Sprintf("%q", wantChallenges) {
+			t.Fatalf("New(%q, %q): challenges %q; want %q", tokens, htpasswd, got, wantChallenges)
 		}
 		// Nothing is read before the first reload: the files do not exist.
 		if a.tokens.Load() != nil || a.users.Load() != nil && a.users.Load().users != nil {
-			t.Fatalf("newAuthenticator(%q, %q) loaded something", tokens, htpasswd)
+			t.Fatalf("New(%q, %q) loaded something", tokens, htpasswd)
 		}
 	}
 	bearer := `Bearer realm="scrapegate"`
@@ -357,26 +354,26 @@ func TestAuthReloadablesAndChallenges(t *testing.T) {
 }
 
 func TestAuthBothSchemes(t *testing.T) {
-	a, _ := newLoadedAuthenticator(t, "tok\n", "prometheus:"+authBcrypt(t, "pw")+"\n")
-	f := func(header string, want authResult) {
+	a, _ := newLoadedAuthenticator(t, "tok\n", "prometheus:"+testutil.Bcrypt(t, "pw")+"\n")
+	f := func(header string, want Result) {
 		t.Helper()
 		if got, _ := checkAsNewCaller(a, []byte(header)); got != want {
 			t.Fatalf("check(%q) = %s; want %s", header, got, want)
 		}
 	}
-	f("Bearer tok", authOK)
-	f(basicHeader("prometheus", "pw"), authOK)
-	f("Bearer pw", authBadToken)
-	f(basicHeader("prometheus", "tok"), authBadPassword)
-	f("Digest x", authUnsupported)
-	f("", authMissing)
+	f("Bearer tok", OK)
+	f(testutil.BasicAuth("prometheus", "pw"), OK)
+	f("Bearer pw", BadToken)
+	f(testutil.BasicAuth("prometheus", "tok"), BadPassword)
+	f("Digest x", Unsupported)
+	f("", Missing)
 }
 
 func TestHtpasswdLoad(t *testing.T) {
-	hash := authBcrypt(t, "pw")
+	hash := testutil.Bcrypt(t, "pw")
 	ok := func(contents string, wantUsers ...string) {
 		t.Helper()
-		a, _ := newAuthenticator("", "unused")
+		a, _ := New("", "unused")
 		if err := a.loadHtpasswd([][]byte{[]byte(contents)}); err != nil {
 			t.Fatalf("loadHtpasswd(%q): unexpected error: %s", contents, err)
 		}
@@ -399,7 +396,7 @@ func TestHtpasswdLoad(t *testing.T) {
 
 	bad := func(contents string, wantErr ...string) {
 		t.Helper()
-		a, _ := newAuthenticator("", "unused")
+		a, _ := New("", "unused")
 		err := a.loadHtpasswd([][]byte{[]byte(contents)})
 		if err == nil {
 			t.Fatalf("loadHtpasswd(%q): no error; want %q", contents, wantErr)
@@ -434,9 +431,9 @@ func TestHtpasswdLoad(t *testing.T) {
 }
 
 func TestHtpasswdCheck(t *testing.T) {
-	a, _ := newLoadedAuthenticator(t, "", "prometheus:"+authBcrypt(t, "s3cret")+"\nvmagent:"+authBcrypt(t, "other")+"\n")
+	a, _ := newLoadedAuthenticator(t, "", "prometheus:"+testutil.Bcrypt(t, "s3cret")+"\nvmagent:"+testutil.Bcrypt(t, "other")+"\n")
 	calls := countBcrypt(a)
-	f := func(header string, want authResult, wantUser string, wantBcrypt int64) {
+	f := func(header string, want Result, wantUser string, wantBcrypt int64) {
 		t.Helper()
 		calls.Store(0)
 		got, user := checkAsNewCaller(a, []byte(header))
@@ -447,37 +444,37 @@ func TestHtpasswdCheck(t *testing.T) {
 			t.Fatalf("check(%q) made %d bcrypt comparisons; want %d", header, n, wantBcrypt)
 		}
 	}
-	f(basicHeader("prometheus", "wrong"), authBadPassword, "prometheus", 1)
-	f(basicHeader("prometheus", "S3CRET"), authBadPassword, "prometheus", 1)
-	f(basicHeader("prometheus", ""), authBadPassword, "prometheus", 1)
-	f(basicHeader("prometheus", "s3cret"), authOK, "prometheus", 1)
+	f(testutil.BasicAuth("prometheus", "wrong"), BadPassword, "prometheus", 1)
+	f(testutil.BasicAuth("prometheus", "S3CRET"), BadPassword, "prometheus", 1)
+	f(testutil.BasicAuth("prometheus", ""), BadPassword, "prometheus", 1)
+	f(testutil.BasicAuth("prometheus", "s3cret"), OK, "prometheus", 1)
 	// Remembered: no bcrypt any more, whatever the header's spelling.
-	f(basicHeader("prometheus", "s3cret"), authOK, "prometheus", 0)
-	f(basicHeader("prometheus", "s3cret"), authOK, "prometheus", 0)
-	f("basic "+strings.TrimRight(basicHeader("prometheus", "s3cret")[6:], "="), authOK, "prometheus", 0)
+	f(testutil.BasicAuth("prometheus", "s3cret"), OK, "prometheus", 0)
+	f(testutil.BasicAuth("prometheus", "s3cret"), OK, "prometheus", 0)
+	f("basic "+strings.TrimRight(testutil.BasicAuth("prometheus", "s3cret")[6:], "="), OK, "prometheus", 0)
 	// A wrong password is never remembered.
-	f(basicHeader("prometheus", "wrong"), authBadPassword, "prometheus", 1)
-	f(basicHeader("prometheus", "wrong"), authBadPassword, "prometheus", 1)
+	f(testutil.BasicAuth("prometheus", "wrong"), BadPassword, "prometheus", 1)
+	f(testutil.BasicAuth("prometheus", "wrong"), BadPassword, "prometheus", 1)
 	// Each user's own credentials: prometheus's password is no good for vmagent.
-	f(basicHeader("vmagent", "s3cret"), authBadPassword, "vmagent", 1)
-	f(basicHeader("vmagent", "other"), authOK, "vmagent", 1)
-	f(basicHeader("vmagent", "other"), authOK, "vmagent", 0)
-	f(basicHeader("prometheus", "other"), authBadPassword, "prometheus", 1)
+	f(testutil.BasicAuth("vmagent", "s3cret"), BadPassword, "vmagent", 1)
+	f(testutil.BasicAuth("vmagent", "other"), OK, "vmagent", 1)
+	f(testutil.BasicAuth("vmagent", "other"), OK, "vmagent", 0)
+	f(testutil.BasicAuth("prometheus", "other"), BadPassword, "prometheus", 1)
 	// Unknown users cost a bcrypt comparison too.
-	f(basicHeader("nobody", "s3cret"), authUnknownUser, "nobody", 1)
-	f(basicHeader("Prometheus", "s3cret"), authUnknownUser, "Prometheus", 1)
-	f(basicHeader("prometheus ", "s3cret"), authUnknownUser, "prometheus ", 1)
+	f(testutil.BasicAuth("nobody", "s3cret"), UnknownUser, "nobody", 1)
+	f(testutil.BasicAuth("Prometheus", "s3cret"), UnknownUser, "Prometheus", 1)
+	f(testutil.BasicAuth("prometheus ", "s3cret"), UnknownUser, "prometheus ", 1)
 	// Malformed basic credentials are refused before any bcrypt.
-	f("Basic", authMalformed, "", 0)
-	f("Basic !!!", authMalformed, "", 0)
-	f("Basic "+base64.StdEncoding.EncodeToString([]byte("prometheus")), authMalformed, "", 0)
-	f("Basic "+base64.StdEncoding.EncodeToString([]byte(":s3cret")), authMalformed, "", 0)
-	f("Basic "+base64.StdEncoding.EncodeToString([]byte("pro\x00metheus:s3cret")), authMalformed, "", 0)
-	f("Bearer s3cret", authUnsupported, "", 0)
-	f("", authMissing, "", 0)
+	f("Basic", Malformed, "", 0)
+	f("Basic !!!", Malformed, "", 0)
+	f("Basic "+base64.StdEncoding.EncodeToString([]byte("prometheus")), Malformed, "", 0)
+	f("Basic "+base64.StdEncoding.EncodeToString([]byte(":s3cret")), Malformed, "", 0)
+	f("Basic "+base64.StdEncoding.EncodeToString([]byte("pro\x00metheus:s3cret")), Malformed, "", 0)
+	f("Bearer s3cret", Unsupported, "", 0)
+	f("", Missing, "", 0)
 
-	if got := a.challenges(); len(got) != 1 || got[0] != `Basic realm="scrapegate", charset="UTF-8"` {
-		t.Fatalf("challenges() = %q", got)
+	if got := a.Challenges(); len(got) != 1 || got[0] != `Basic realm="scrapegate", charset="UTF-8"` {
+		t.Fatalf("Challenges() = %q", got)
 	}
 }
 
@@ -485,10 +482,10 @@ func TestHtpasswdCheck(t *testing.T) {
 // and the memory of them stays bounded.
 func TestBasicCacheIsBounded(t *testing.T) {
 	prefix := strings.Repeat("p", 72)
-	a, _ := newLoadedAuthenticator(t, "", "u:"+authBcrypt(t, prefix)+"\n")
+	a, _ := newLoadedAuthenticator(t, "", "u:"+testutil.Bcrypt(t, prefix)+"\n")
 	calls := countBcrypt(a)
 	for i := range 10 {
-		if got, _ := checkAsNewCaller(a, []byte(basicHeader("u", fmt.Sprintf("%s%d", prefix, i)))); got != authOK {
+		if got, _ := checkAsNewCaller(a, []byte(testutil.BasicAuth("u", fmt.Sprintf("%s%d", prefix, i)))); got != OK {
 			t.Fatalf("check #%d = %s; want ok", i, got)
 		}
 	}
@@ -502,7 +499,7 @@ func TestBasicCacheIsBounded(t *testing.T) {
 	// The most recent ones are remembered.
 	calls.Store(0)
 	for i := 10 - maxVerifiedPerUser; i < 10; i++ {
-		if got, _ := checkAsNewCaller(a, []byte(basicHeader("u", fmt.Sprintf("%s%d", prefix, i)))); got != authOK {
+		if got, _ := checkAsNewCaller(a, []byte(testutil.BasicAuth("u", fmt.Sprintf("%s%d", prefix, i)))); got != OK {
 			t.Fatalf("check #%d = %s; want ok", i, got)
 		}
 	}
@@ -516,7 +513,7 @@ func TestBasicCacheIsBounded(t *testing.T) {
 func TestBasicUnknownUserDummyHash(t *testing.T) {
 	// recordCosts makes a record in costs the cost of each of its bcrypt
 	// comparisons.
-	recordCosts := func(a *authenticator, costs *[]int) {
+	recordCosts := func(a *Authenticator, costs *[]int) {
 		orig := a.compare
 		a.compare = func(hash, password []byte) error {
 			cost, err := bcrypt.Cost(hash)
@@ -533,7 +530,7 @@ func TestBasicUnknownUserDummyHash(t *testing.T) {
 		a, _ := newLoadedAuthenticator(t, "", htpasswd)
 		recordCosts(a, &costs)
 		for range 2 {
-			if got, user := checkAsNewCaller(a, []byte(basicHeader("nobody", "pw"))); got != authUnknownUser || user != "nobody" {
+			if got, user := checkAsNewCaller(a, []byte(testutil.BasicAuth("nobody", "pw"))); got != UnknownUser || user != "nobody" {
 				t.Fatalf("check = %s %q; want unknown_user \"nobody\"", got, user)
 			}
 		}
@@ -559,9 +556,9 @@ func TestBasicUnknownUserDummyHash(t *testing.T) {
 
 	// Before anything is loaded, as with only comments.
 	var costs []int
-	a, _ := newAuthenticator("", "/nonexistent")
+	a, _ := New("", "/nonexistent")
 	recordCosts(a, &costs)
-	if got, _ := checkAsNewCaller(a, []byte(basicHeader("nobody", "pw"))); got != authUnknownUser {
+	if got, _ := checkAsNewCaller(a, []byte(testutil.BasicAuth("nobody", "pw"))); got != UnknownUser {
 		t.Fatalf("check before loading = %s; want unknown_user", got)
 	}
 	if fmt.Sprint(costs) != fmt.Sprint([]int{bcrypt.MinCost}) {
@@ -571,7 +568,7 @@ func TestBasicUnknownUserDummyHash(t *testing.T) {
 
 // No more bcrypt comparisons run at once than GOMAXPROCS, whoever asks.
 func TestBasicBcryptConcurrencyIsBounded(t *testing.T) {
-	a, _ := newLoadedAuthenticator(t, "", "u:"+authBcrypt(t, "pw")+"\n")
+	a, _ := newLoadedAuthenticator(t, "", "u:"+testutil.Bcrypt(t, "pw")+"\n")
 	var running, peak atomic.Int64
 	orig := a.compare
 	a.compare = func(hash, password []byte) error {
@@ -590,7 +587,7 @@ func TestBasicBcryptConcurrencyIsBounded(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 8 * limit {
 		wg.Go(func() {
-			if got, _ := checkAsNewCaller(a, []byte(basicHeader("u", fmt.Sprint("wrong", i)))); got != authBadPassword {
+			if got, _ := checkAsNewCaller(a, []byte(testutil.BasicAuth("u", fmt.Sprint("wrong", i)))); got != BadPassword {
 				t.Errorf("check = %s; want bad_password", got)
 			}
 		})
@@ -607,9 +604,9 @@ func TestBasicBcryptConcurrencyIsBounded(t *testing.T) {
 func TestBasicFailedLoginsAreChargedToTheCaller(t *testing.T) {
 	const goodUsers = 51
 	var htpasswd strings.Builder
-	htpasswd.WriteString("a:" + authBcrypt(t, "right") + "\n")
+	htpasswd.WriteString("a:" + testutil.Bcrypt(t, "right") + "\n")
 	for i := range goodUsers {
-		fmt.Fprintf(&htpasswd, "b%d:%s\n", i, authBcrypt(t, fmt.Sprint("pw", i)))
+		fmt.Fprintf(&htpasswd, "b%d:%s\n", i, testutil.Bcrypt(t, fmt.Sprint("pw", i)))
 	}
 	a, _ := newLoadedAuthenticator(t, "", htpasswd.String())
 	// Two slots, whatever GOMAXPROCS: one for the flood's comparison held
@@ -640,14 +637,14 @@ func TestBasicFailedLoginsAreChargedToTheCaller(t *testing.T) {
 	}
 
 	const flood = 100
-	floodResults := make(chan authResult, flood)
+	floodResults := make(chan Result, flood)
 	for i := range flood {
 		user := "a"
 		if i%2 == 1 {
 			user = "nobody" // unknown users are charged alike
 		}
 		go func() {
-			r, _ := a.check([]byte(basicHeader(user, fmt.Sprint("wrong", i))), callerA, 0)
+			r, _ := a.Check([]byte(testutil.BasicAuth(user, fmt.Sprint("wrong", i))), callerA, 0)
 			floodResults <- r
 		}()
 	}
@@ -656,7 +653,7 @@ func TestBasicFailedLoginsAreChargedToTheCaller(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range goodUsers {
 		wg.Go(func() {
-			if r, _ := a.check([]byte(basicHeader(fmt.Sprint("b", i), fmt.Sprint("pw", i))), callerB, 0); r != authOK {
+			if r, _ := a.Check([]byte(testutil.BasicAuth(fmt.Sprint("b", i), fmt.Sprint("pw", i))), callerB, 0); r != OK {
 				t.Errorf("good login b%d during the flood: %s; want ok", i, r)
 			}
 		})
@@ -664,11 +661,11 @@ func TestBasicFailedLoginsAreChargedToTheCaller(t *testing.T) {
 	wg.Wait()
 
 	close(release)
-	got := make(map[authResult]int)
+	got := make(map[Result]int)
 	for range flood {
 		got[<-floodResults]++
 	}
-	if got[authBadPassword]+got[authUnknownUser] != loginFailureBurst || got[authTooManyFailures] != flood-loginFailureBurst {
+	if got[BadPassword]+got[UnknownUser] != loginFailureBurst || got[TooManyFailures] != flood-loginFailureBurst {
 		t.Fatalf("the flood's results: %v; want %d bad_password or unknown_user, then too_many_failures", got, loginFailureBurst)
 	}
 	if n, p := floodComparisons.Load(), floodPeak.Load(); n != loginFailureBurst || p != 1 {
@@ -676,13 +673,13 @@ func TestBasicFailedLoginsAreChargedToTheCaller(t *testing.T) {
 	}
 	// Out of failures, the flooding caller is refused even the right
 	// password, until its budget refills; the other caller is not.
-	if r, _ := a.check([]byte(basicHeader("a", "right")), callerA, 0); r != authTooManyFailures {
+	if r, _ := a.Check([]byte(testutil.BasicAuth("a", "right")), callerA, 0); r != TooManyFailures {
 		t.Fatalf("the right password from the flooding caller: %s; want too_many_failures", r)
 	}
-	if r, _ := a.check([]byte(basicHeader("b0", "pw0")), callerB, 0); r != authOK {
+	if r, _ := a.Check([]byte(testutil.BasicAuth("b0", "pw0")), callerB, 0); r != OK {
 		t.Fatalf("the good caller after the flood: %s; want ok", r)
 	}
-	if r, _ := a.check([]byte(basicHeader("a", "right")), callerA, int64(time.Minute)); r != authOK {
+	if r, _ := a.Check([]byte(testutil.BasicAuth("a", "right")), callerA, int64(time.Minute)); r != OK {
 		t.Fatalf("the right password a minute later: %s; want ok", r)
 	}
 }
@@ -692,13 +689,13 @@ func TestBasicFailedLoginsAreChargedToTheCaller(t *testing.T) {
 // login per file version, so that its other jobs keep logging in; only new
 // guesses are charged.
 func TestBasicRepeatedFailureIsChargedOnce(t *testing.T) {
-	a, rs := newLoadedAuthenticator(t, "", "prom:"+authBcrypt(t, "right")+"\n")
+	a, rs := newLoadedAuthenticator(t, "", "prom:"+testutil.Bcrypt(t, "right")+"\n")
 	calls := countBcrypt(a)
 	prometheus, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	f := func(caller netip.Addr, user, password string, want authResult, wantBcrypt int64) {
+	f := func(caller netip.Addr, user, password string, want Result, wantBcrypt int64) {
 		t.Helper()
 		calls.Store(0)
-		if got, _ := a.check([]byte(basicHeader(user, password)), caller, 0); got != want {
+		if got, _ := a.Check([]byte(testutil.BasicAuth(user, password)), caller, 0); got != want {
 			t.Fatalf("check(%s:%s) from %s = %s; want %s", user, password, caller, got, want)
 		}
 		if n := calls.Load(); n != wantBcrypt {
@@ -709,10 +706,10 @@ func TestBasicRepeatedFailureIsChargedOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 5 * loginFailureBurst {
 		wg.Go(func() {
-			if got, _ := a.check([]byte(basicHeader("prom", "stale")), prometheus, 0); got != authBadPassword {
+			if got, _ := a.Check([]byte(testutil.BasicAuth("prom", "stale")), prometheus, 0); got != BadPassword {
 				t.Errorf("a stale password = %s; want bad_password", got)
 			}
-			if got, _ := a.check([]byte(basicHeader("gone", "stale")), prometheus, 0); got != authUnknownUser {
+			if got, _ := a.Check([]byte(testutil.BasicAuth("gone", "stale")), prometheus, 0); got != UnknownUser {
 				t.Errorf("a removed user = %s; want unknown_user", got)
 			}
 		})
@@ -721,24 +718,24 @@ func TestBasicRepeatedFailureIsChargedOnce(t *testing.T) {
 	if n := calls.Load(); n != 2 {
 		t.Fatalf("%d bcrypt comparisons for two stale credentials repeated; want 2", n)
 	}
-	f(prometheus, "prom", "stale", authBadPassword, 0)
-	f(prometheus, "prom", "right", authOK, 1)
+	f(prometheus, "prom", "stale", BadPassword, 0)
+	f(prometheus, "prom", "right", OK, 1)
 	// The memory is the caller's own: another caller's try is judged.
-	f(other, "prom", "stale", authBadPassword, 1)
+	f(other, "prom", "stale", BadPassword, 1)
 	// New guesses are charged: 2 failures so far, 8 to go.
 	for i := range loginFailureBurst - 2 {
-		f(prometheus, "prom", fmt.Sprint("guess", i), authBadPassword, 1)
+		f(prometheus, "prom", fmt.Sprint("guess", i), BadPassword, 1)
 	}
-	f(prometheus, "prom", "stale", authTooManyFailures, 0)
-	f(prometheus, "prom", "right", authTooManyFailures, 0)
+	f(prometheus, "prom", "stale", TooManyFailures, 0)
+	f(prometheus, "prom", "right", TooManyFailures, 0)
 
 	// A new file version may make the stale password right: it is
 	// forgotten.
-	rewriteAuthFile(t, rs[0].Paths()[0], "prom:"+authBcrypt(t, "stale")+"\n")
+	rewriteAuthFile(t, rs[0].Paths()[0], "prom:"+testutil.Bcrypt(t, "stale")+"\n")
 	if _, err := rs[0].Reload(); err != nil {
 		t.Fatal(err)
 	}
-	f(other, "prom", "stale", authOK, 1)
+	f(other, "prom", "stale", OK, 1)
 }
 
 func TestFailedLoginsAreBounded(t *testing.T) {
@@ -768,22 +765,22 @@ func TestFailedLoginsAreBounded(t *testing.T) {
 func TestTokenReload(t *testing.T) {
 	a, rs := newLoadedAuthenticator(t, "token-a\n", "")
 	r := rs[0]
-	f := func(header string, want authResult) {
+	f := func(header string, want Result) {
 		t.Helper()
 		if got, _ := checkAsNewCaller(a, []byte(header)); got != want {
 			t.Fatalf("check(%q) = %s; want %s", header, got, want)
 		}
 	}
-	f("Bearer token-a", authOK)
-	f("Bearer token-b", authBadToken)
+	f("Bearer token-a", OK)
+	f("Bearer token-b", BadToken)
 
 	path := r.Paths()[0]
 	rewriteAuthFile(t, path, "token-b\n")
 	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload() = %v, %v; want true, nil", changed, err)
 	}
-	f("Bearer token-a", authBadToken)
-	f("Bearer token-b", authOK)
+	f("Bearer token-a", BadToken)
+	f("Bearer token-b", OK)
 
 	// Unchanged: nothing loaded.
 	if changed, err := r.Reload(); changed || err != nil {
@@ -796,15 +793,15 @@ func TestTokenReload(t *testing.T) {
 	if changed || err == nil || !strings.Contains(err.Error(), "line 2") || strings.Contains(err.Error(), "s3cr3t") || !strings.Contains(err.Error(), "auth-bearer-tokens-file") {
 		t.Fatalf("reload() of an invalid file = %v, %v; want an error naming the flag and line 2 only", changed, err)
 	}
-	f("Bearer token-b", authOK)
-	f("Bearer token-c", authBadToken)
+	f("Bearer token-b", OK)
+	f("Bearer token-c", BadToken)
 
 	// Empty, as in the middle of a write: an error; B stays.
 	rewriteAuthFile(t, path, "")
 	if changed, err := r.Reload(); changed || err == nil || !strings.Contains(err.Error(), "the file is empty") {
 		t.Fatalf("reload() of an empty file = %v, %v; want an error", changed, err)
 	}
-	f("Bearer token-b", authOK)
+	f("Bearer token-b", OK)
 
 	// Gone: an error; B stays.
 	if err := os.Remove(path); err != nil {
@@ -813,51 +810,51 @@ func TestTokenReload(t *testing.T) {
 	if changed, err := r.Reload(); changed || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("reload() of a removed file = %v, %v; want a not-exist error", changed, err)
 	}
-	f("Bearer token-b", authOK)
-	f("Bearer token-a", authBadToken)
+	f("Bearer token-b", OK)
+	f("Bearer token-a", BadToken)
 
 	// Back with a new token.
 	rewriteAuthFile(t, path, "token-d\n")
 	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload() = %v, %v; want true, nil", changed, err)
 	}
-	f("Bearer token-b", authBadToken)
-	f("Bearer token-d", authOK)
+	f("Bearer token-b", BadToken)
+	f("Bearer token-d", OK)
 	// Only comments: a decision to refuse everyone.
 	rewriteAuthFile(t, path, "# all revoked\n")
 	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload() of a file with only comments = %v, %v; want true, nil", changed, err)
 	}
-	f("Bearer token-d", authBadToken)
+	f("Bearer token-d", BadToken)
 }
 
 func TestHtpasswdReload(t *testing.T) {
-	a, rs := newLoadedAuthenticator(t, "", "prometheus:"+authBcrypt(t, "old")+"\nvmagent:"+authBcrypt(t, "vm")+"\n")
+	a, rs := newLoadedAuthenticator(t, "", "prometheus:"+testutil.Bcrypt(t, "old")+"\nvmagent:"+testutil.Bcrypt(t, "vm")+"\n")
 	calls := countBcrypt(a)
 	r := rs[0]
-	f := func(user, password string, want authResult) {
+	f := func(user, password string, want Result) {
 		t.Helper()
-		if got, _ := checkAsNewCaller(a, []byte(basicHeader(user, password))); got != want {
+		if got, _ := checkAsNewCaller(a, []byte(testutil.BasicAuth(user, password))); got != want {
 			t.Fatalf("check(%s:%s) = %s; want %s", user, password, got, want)
 		}
 	}
-	f("prometheus", "old", authOK)
-	f("vmagent", "vm", authOK)
+	f("prometheus", "old", OK)
+	f("vmagent", "vm", OK)
 	calls.Store(0)
-	f("prometheus", "old", authOK) // remembered
+	f("prometheus", "old", OK) // remembered
 	if n := calls.Load(); n != 0 {
 		t.Fatalf("%d bcrypt comparisons for remembered credentials; want 0", n)
 	}
 
 	// A new password, and vmagent removed: the remembered credentials are
 	// forgotten at once.
-	rewriteAuthFile(t, r.Paths()[0], "prometheus:"+authBcrypt(t, "new")+"\n")
+	rewriteAuthFile(t, r.Paths()[0], "prometheus:"+testutil.Bcrypt(t, "new")+"\n")
 	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload() = %v, %v; want true, nil", changed, err)
 	}
-	f("prometheus", "old", authBadPassword)
-	f("vmagent", "vm", authUnknownUser)
-	f("prometheus", "new", authOK)
+	f("prometheus", "old", BadPassword)
+	f("vmagent", "vm", UnknownUser)
+	f("prometheus", "new", OK)
 
 	// A bad file keeps the last good one, with what it remembers.
 	calls.Store(0)
@@ -865,7 +862,7 @@ func TestHtpasswdReload(t *testing.T) {
 	if changed, err := r.Reload(); changed || err == nil || !strings.Contains(err.Error(), "htpasswd -B") {
 		t.Fatalf("reload() of an MD5 file = %v, %v; want an error", changed, err)
 	}
-	f("prometheus", "new", authOK)
+	f("prometheus", "new", OK)
 	if n := calls.Load(); n != 0 {
 		t.Fatalf("%d bcrypt comparisons after a failed reload; want 0", n)
 	}
@@ -875,21 +872,21 @@ func TestHtpasswdReload(t *testing.T) {
 	if changed, err := r.Reload(); changed || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("reload() of a removed file = %v, %v; want a not-exist error", changed, err)
 	}
-	f("prometheus", "new", authOK)
-	f("prometheus", "old", authBadPassword)
+	f("prometheus", "new", OK)
+	f("prometheus", "old", BadPassword)
 }
 
 // Checks running while the files change see either the old or the new
 // contents. Run with -race.
 func TestAuthConcurrentReload(t *testing.T) {
-	hashA, hashB := authBcrypt(t, "pw-a"), authBcrypt(t, "pw-b")
+	hashA, hashB := testutil.Bcrypt(t, "pw-a"), testutil.Bcrypt(t, "pw-b")
 	tokensA, htpasswdA := "token-a\n", "u:"+hashA+"\n"
 	tokensB, htpasswdB := "token-b\n", "u:"+hashB+"\n"
 	a, rs := newLoadedAuthenticator(t, tokensA, htpasswdA)
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	headers := []string{"Bearer token-a", "Bearer token-b", basicHeader("u", "pw-a"), basicHeader("u", "pw-b")}
+	headers := []string{"Bearer token-a", "Bearer token-b", testutil.BasicAuth("u", "pw-a"), testutil.BasicAuth("u", "pw-b")}
 	var oks atomic.Int64
 	for i := range 8 {
 		wg.Go(func() {
@@ -902,9 +899,9 @@ func TestAuthConcurrentReload(t *testing.T) {
 				h := headers[(i+j)%len(headers)]
 				got, _ := checkAsNewCaller(a, []byte(h))
 				switch got {
-				case authOK:
+				case OK:
 					oks.Add(1)
-				case authBadToken, authBadPassword:
+				case BadToken, BadPassword:
 				default:
 					t.Errorf("check(%q) = %s", h, got)
 					return
@@ -931,9 +928,9 @@ func TestAuthConcurrentReload(t *testing.T) {
 		t.Fatal("no check succeeded")
 	}
 	// The last generation is B.
-	for h, want := range map[string]authResult{
-		"Bearer token-a": authBadToken, "Bearer token-b": authOK,
-		basicHeader("u", "pw-a"): authBadPassword, basicHeader("u", "pw-b"): authOK,
+	for h, want := range map[string]Result{
+		"Bearer token-a": BadToken, "Bearer token-b": OK,
+		testutil.BasicAuth("u", "pw-a"): BadPassword, testutil.BasicAuth("u", "pw-b"): OK,
 	} {
 		if got, _ := checkAsNewCaller(a, []byte(h)); got != want {
 			t.Fatalf("check(%q) = %s; want %s", h, got, want)
@@ -943,23 +940,23 @@ func TestAuthConcurrentReload(t *testing.T) {
 
 // The common case, a remembered or valid credential, allocates nothing.
 func TestAuthCheckAllocs(t *testing.T) {
-	a, _ := newLoadedAuthenticator(t, "token-a\n", "prometheus:"+authBcrypt(t, "pw")+"\n")
-	f := func(header string, want authResult) {
+	a, _ := newLoadedAuthenticator(t, "token-a\n", "prometheus:"+testutil.Bcrypt(t, "pw")+"\n")
+	f := func(header string, want Result) {
 		t.Helper()
 		h := []byte(header)
 		caller := netip.MustParseAddr("192.0.2.1")
-		if got, _ := a.check(h, caller, 0); got != want {
+		if got, _ := a.Check(h, caller, 0); got != want {
 			t.Fatalf("check(%q) = %s; want %s", header, got, want)
 		}
-		if n := testing.AllocsPerRun(100, func() { a.check(h, caller, 0) }); n != 0 {
+		if n := testing.AllocsPerRun(100, func() { a.Check(h, caller, 0) }); n != 0 {
 			t.Fatalf("check(%q): %v allocations; want 0", header, n)
 		}
 	}
-	f("Bearer token-a", authOK)
-	f("Bearer token-b", authBadToken)
-	f(basicHeader("prometheus", "pw"), authOK)
-	f("", authMissing)
-	f("Digest x", authUnsupported)
+	f("Bearer token-a", OK)
+	f("Bearer token-b", BadToken)
+	f(testutil.BasicAuth("prometheus", "pw"), OK)
+	f("", Missing)
+	f("Digest x", Unsupported)
 }
 
 func FuzzParseAuthorization(f *testing.F) {
@@ -967,9 +964,9 @@ func FuzzParseAuthorization(f *testing.F) {
 		"Bearer abc",
 		"bearer   abc==",
 		"\tBasic dTpw\t",
-		basicHeader("prometheus", "s3cret"),
-		basicHeader("u", "a:b:c"),
-		basicHeader("u", ""),
+		testutil.BasicAuth("prometheus", "s3cret"),
+		testutil.BasicAuth("u", "a:b:c"),
+		testutil.BasicAuth("u", ""),
 		"Basic " + base64.StdEncoding.EncodeToString([]byte("u\x00:p")),
 		"Basic " + base64.StdEncoding.EncodeToString([]byte(":p")),
 		"Basic " + base64.RawStdEncoding.EncodeToString([]byte("user:pw")),
@@ -1036,7 +1033,7 @@ func FuzzParseAuthorization(f *testing.F) {
 }
 
 func TestBasicBcryptQueueIsBounded(t *testing.T) {
-	a, _ := newLoadedAuthenticator(t, "", "prom:"+authBcrypt(t, "right")+"\n")
+	a, _ := newLoadedAuthenticator(t, "", "prom:"+testutil.Bcrypt(t, "right")+"\n")
 	// Every comparison blocks until released: the slots fill, then the
 	// queue, and the next check fails at once instead of waiting. Each
 	// check comes from a caller of its own: one caller takes one slot or
@@ -1051,10 +1048,10 @@ func TestBasicBcryptQueueIsBounded(t *testing.T) {
 	}
 
 	slots := cap(a.bcryptSem)
-	results := make(chan authResult, slots+maxBcryptWaiting)
+	results := make(chan Result, slots+maxBcryptWaiting)
 	for range slots + maxBcryptWaiting {
 		go func() {
-			r, _ := checkAsNewCaller(a, []byte(basicHeader("prom", "wrong")))
+			r, _ := checkAsNewCaller(a, []byte(testutil.BasicAuth("prom", "wrong")))
 			results <- r
 		}()
 	}
@@ -1065,15 +1062,15 @@ func TestBasicBcryptQueueIsBounded(t *testing.T) {
 	for a.bcryptWaiting.Load() != maxBcryptWaiting {
 		runtime.Gosched()
 	}
-	if r, _ := checkAsNewCaller(a, []byte(basicHeader("prom", "wrong"))); r != authBusy {
+	if r, _ := checkAsNewCaller(a, []byte(testutil.BasicAuth("prom", "wrong"))); r != Busy {
 		t.Fatalf("with %d comparisons running and %d queued: %s; want busy", slots, maxBcryptWaiting, r)
 	}
-	if r, _ := checkAsNewCaller(a, []byte(basicHeader("nobody", "wrong"))); r != authBusy {
+	if r, _ := checkAsNewCaller(a, []byte(testutil.BasicAuth("nobody", "wrong"))); r != Busy {
 		t.Fatalf("an unknown user with a full queue: %s; want busy", r)
 	}
 	close(release)
 	for range slots + maxBcryptWaiting {
-		if r := <-results; r != authBadPassword {
+		if r := <-results; r != BadPassword {
 			t.Fatalf("a queued check: %s; want bad_password", r)
 		}
 	}

@@ -1,4 +1,12 @@
-package gateway
+// Package auth checks callers' credentials: a bearer token from a file of
+// tokens, or HTTP basic auth against an htpasswd file of bcrypt hashes, or
+// either of the two when both files are set. Both files are reload.Files, so
+// that secrets rotate without a restart. It also owns the accounting of
+// failed basic-auth logins, charged to the caller that made them, and the
+// results of the client certificate checks the gateway makes (NoClientCert,
+// ClientCertInvalid), so that every refused credential has one Result: one
+// metric label and one text.
+package auth
 
 import (
 	"bytes"
@@ -18,38 +26,54 @@ import (
 	"github.com/scrapegate/scrapegate/gateway/reload"
 )
 
-// Caller authentication: a bearer token from a file of tokens, or HTTP basic
-// auth against an htpasswd file of bcrypt hashes, or either of the two when
-// both files are set. Both files are reloadables, so that secrets rotate
-// without a restart.
+// Result is the outcome of checking one request's credentials.
+type Result int
 
-// authResult is the outcome of checking one request's credentials.
-type authResult int
-
+// The results, in the order of their metric series.
 const (
-	authOK                authResult = iota
-	authMissing                      // no credentials at all
-	authMalformed                    // an Authorization header that cannot be parsed (bad scheme syntax, bad base64, no ':' in basic)
-	authUnsupported                  // a scheme that is not configured (e.g. Basic when only tokens are configured, or Digest)
-	authBadToken                     // bearer token not in the token file
-	authUnknownUser                  // basic user not in htpasswd
-	authBadPassword                  // basic user known, password wrong
-	authNoClientCert                 // mTLS is on and the caller presented no certificate
-	authClientCertInvalid            // the connection's client certificate expired or lost its CA
-	authBusy                         // too many bcrypt comparisons waiting: not judged (503)
-	authTooManyFailures              // basic auth from a caller out of failed logins: not judged (429)
-	numAuthResults
+	OK                Result = iota
+	Missing                  // no credentials at all
+	Malformed                // an Authorization header that cannot be parsed (bad scheme syntax, bad base64, no ':' in basic)
+	Unsupported              // a scheme that is not configured (e.g. Basic when only tokens are configured, or Digest)
+	BadToken                 // bearer token not in the token file
+	UnknownUser              // basic user not in htpasswd
+	BadPassword              // basic user known, password wrong
+	NoClientCert             // mTLS is on and the caller presented no certificate
+	ClientCertInvalid        // the connection's client certificate expired or lost its CA
+	Busy                     // too many bcrypt comparisons waiting: not judged (503)
+	TooManyFailures          // basic auth from a caller out of failed logins: not judged (429)
+	NumResults               // the number of results, not one
 )
 
-var authResultNames = [numAuthResults]string{"ok", "missing", "malformed", "unsupported", "bad_token", "unknown_user", "bad_password", "client_cert_missing", "client_cert_invalid", "busy", "too_many_failures"}
+var resultNames = [NumResults]string{"ok", "missing", "malformed", "unsupported", "bad_token", "unknown_user", "bad_password", "client_cert_missing", "client_cert_invalid", "busy", "too_many_failures"}
 
 // String returns the result's name, a metric label value.
-func (r authResult) String() string {
-	if r < 0 || r >= numAuthResults {
-		return fmt.Sprintf("authResult(%d)", int(r))
+func (r Result) String() string {
+	if r < 0 || r >= NumResults {
+		return fmt.Sprintf("auth.Result(%d)", int(r))
 	}
-	return authResultNames[r]
+	return resultNames[r]
 }
+
+// resultTexts are what a refusal says; they do not tell a wrong password
+// from an unknown user.
+var resultTexts = [NumResults]string{
+	OK:                "ok",
+	Missing:           "credentials required",
+	Malformed:         "malformed Authorization header",
+	Unsupported:       "authentication scheme not accepted",
+	BadToken:          "invalid credentials",
+	UnknownUser:       "invalid credentials",
+	BadPassword:       "invalid credentials",
+	NoClientCert:      "a client certificate is required",
+	ClientCertInvalid: "the client certificate is no longer valid (expired, or its CA is no longer trusted); reconnect",
+	Busy:              "too many password checks waiting; retry",
+	TooManyFailures:   "too many failed logins from this address; retry later",
+}
+
+// Text returns what the answer refusing the caller says about r, for the
+// body of a 401, 407, 429 or 503.
+func (r Result) Text() string { return resultTexts[r] }
 
 const (
 	flagAuthBearerTokensFile = "auth-bearer-tokens-file"
@@ -82,8 +106,8 @@ const (
 // revoked all at once.
 var errEmptyAuthFile = errors.New("the file is empty; to refuse every caller, leave a comment in it")
 
-// authenticator checks callers' credentials against the loaded files.
-type authenticator struct {
+// Authenticator checks callers' credentials against the loaded files.
+type Authenticator struct {
 	tokensConfigured   bool
 	htpasswdConfigured bool
 
@@ -104,9 +128,11 @@ type authenticator struct {
 	// one caller's flood holds at most one slot of bcryptSem and one place
 	// in its queue, and waits behind itself instead of in front of others.
 	turns callerTurns
-	// failures charges failed basic-auth logins to the caller that made
-	// them, whatever -caller-rate-limit says.
-	failures *callers.RateLimiter
+	// Failures charges failed basic-auth logins to the caller that made
+	// them, whatever -caller-rate-limit says. The gateway sweeps it and
+	// asks it how long a caller refused TooManyFailures has to wait (its
+	// Retry-After); tests may replace it before the first Check.
+	Failures *callers.RateLimiter
 
 	challengeValues []string
 }
@@ -189,20 +215,19 @@ type verifiedCreds struct {
 	keys [maxVerifiedPerUser][sha256.Size]byte
 }
 
-// newAuthenticator returns nil, nil when both paths are empty (no auth
-// configured). Otherwise it returns the authenticator and the reloadables of
-// its files, which the caller loads (reload.LoadAll) and reloads: nothing is read
-// here.
-func newAuthenticator(bearerTokensFile, htpasswdFile string) (*authenticator, []*reload.Files) {
+// New returns nil, nil when both paths are empty (no auth configured).
+// Otherwise it returns the Authenticator and its files, which the caller
+// loads (reload.LoadAll) and reloads: nothing is read here.
+func New(bearerTokensFile, htpasswdFile string) (*Authenticator, []*reload.Files) {
 	if bearerTokensFile == "" && htpasswdFile == "" {
 		return nil, nil
 	}
-	a := &authenticator{
+	a := &Authenticator{
 		tokensConfigured:   bearerTokensFile != "",
 		htpasswdConfigured: htpasswdFile != "",
 		compare:            bcrypt.CompareHashAndPassword,
 		bcryptSem:          make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
-		failures:           callers.NewRateLimiter(loginFailuresPerMinute/60.0, loginFailureBurst),
+		Failures:           callers.NewRateLimiter(loginFailuresPerMinute/60.0, loginFailureBurst),
 	}
 	var rs []*reload.Files
 	if a.tokensConfigured {
@@ -219,46 +244,46 @@ func newAuthenticator(bearerTokensFile, htpasswdFile string) (*authenticator, []
 	return a, rs
 }
 
-// challenges returns the WWW-Authenticate values to send with a 401, one
+// Challenges returns the WWW-Authenticate values to send with a 401, one
 // per configured scheme. The slice is shared: do not modify it.
-func (a *authenticator) challenges() []string {
+func (a *Authenticator) Challenges() []string {
 	return a.challengeValues
 }
 
-// check checks the value of one Authorization (or Proxy-Authorization)
+// Check checks the value of one Authorization (or Proxy-Authorization)
 // header that caller sent at now (Unix nanoseconds); header is empty when
 // there is none. user is the basic-auth user name when one was presented,
 // for logs, else "". No secret is returned.
-func (a *authenticator) check(header []byte, caller netip.Addr, now int64) (result authResult, user string) {
+func (a *Authenticator) Check(header []byte, caller netip.Addr, now int64) (result Result, user string) {
 	if len(header) == 0 {
-		return authMissing, ""
+		return Missing, ""
 	}
 	scheme, credentials, err := parseAuthorization(header)
 	if err == errAuthEmpty || err == errAuthScheme {
-		return authMalformed, ""
+		return Malformed, ""
 	}
 	// Credentials of an unsupported scheme are not looked at: a Digest
 	// header is unsupported, not malformed.
 	switch {
 	case scheme == schemeBearer && a.tokensConfigured:
 		if err != nil {
-			return authMalformed, ""
+			return Malformed, ""
 		}
 		return a.checkToken(credentials), ""
 	case scheme == schemeBasic && a.htpasswdConfigured:
 		if err != nil {
-			return authMalformed, ""
+			return Malformed, ""
 		}
 		return a.checkBasic(credentials, caller, now)
 	default:
-		return authUnsupported, ""
+		return Unsupported, ""
 	}
 }
 
-func (a *authenticator) checkToken(token []byte) authResult {
+func (a *Authenticator) checkToken(token []byte) Result {
 	set := a.tokens.Load()
 	if set == nil {
-		return authBadToken
+		return BadToken
 	}
 	sum := sha256.Sum256(token)
 	// Compare with every token, without stopping at a match.
@@ -267,32 +292,32 @@ func (a *authenticator) checkToken(token []byte) authResult {
 		match |= subtle.ConstantTimeCompare(sum[:], set.hashes[i][:])
 	}
 	if match != 1 {
-		return authBadToken
+		return BadToken
 	}
-	return authOK
+	return OK
 }
 
 // basicBufSize fits the decoded credentials of any sane client, on the stack.
 const basicBufSize = 256
 
-func (a *authenticator) checkBasic(credentials []byte, caller netip.Addr, now int64) (authResult, string) {
+func (a *Authenticator) checkBasic(credentials []byte, caller netip.Addr, now int64) (Result, string) {
 	var buf [basicBufSize]byte
 	decoded, sep, ok := decodeBasic(buf[:0], credentials)
 	if !ok {
-		return authMalformed, ""
+		return Malformed, ""
 	}
 	// A caller out of failed logins is refused before anything is
 	// compared, remembered credentials included: otherwise it could go on
 	// guessing at the cost of a SHA-256.
-	if a.failures.Wait(caller, now) > 0 {
-		return authTooManyFailures, ""
+	if a.Failures.Wait(caller, now) > 0 {
+		return TooManyFailures, ""
 	}
 	user, password := decoded[:sep], decoded[sep+1:]
 	set := a.users.Load()
 	u := set.users[string(user)]
-	failure, hash, name := authUnknownUser, set.dummyHash, ""
+	failure, hash, name := UnknownUser, set.dummyHash, ""
 	if u != nil {
-		failure, hash, name = authBadPassword, u.hash, u.name
+		failure, hash, name = BadPassword, u.hash, u.name
 	} else {
 		name = string(user)
 	}
@@ -301,10 +326,10 @@ func (a *authenticator) checkBasic(credentials []byte, caller netip.Addr, now in
 	decoded[sep] = 0
 	login.key = sha256.Sum256(decoded)
 	// remembered answers without a bcrypt comparison when it can.
-	remembered := func() (authResult, bool) {
+	remembered := func() (Result, bool) {
 		switch {
 		case u != nil && u.isVerified(&login.key):
-			return authOK, true
+			return OK, true
 		case set.failed.contains(login):
 			return failure, true
 		}
@@ -318,8 +343,8 @@ func (a *authenticator) checkBasic(credentials []byte, caller netip.Addr, now in
 	// While this check waited for its turn, the caller's others may have
 	// used up its failed logins, or checked these very credentials (a
 	// Prometheus scraping many targets with the same password).
-	if a.failures.Wait(caller, now) > 0 {
-		return authTooManyFailures, ""
+	if a.Failures.Wait(caller, now) > 0 {
+		return TooManyFailures, ""
 	}
 	if r, ok := remembered(); ok {
 		return r, name
@@ -328,14 +353,14 @@ func (a *authenticator) checkBasic(credentials []byte, caller netip.Addr, now in
 	// the timing does not tell which users exist.
 	switch err := a.bcrypt(hash, password); {
 	case err == errBcryptBusy:
-		return authBusy, ""
+		return Busy, ""
 	case u == nil || err != nil:
-		a.failures.Allow(caller, now)
+		a.Failures.Allow(caller, now)
 		set.failed.add(login)
 		return failure, name
 	}
 	u.remember(&login.key)
-	return authOK, name
+	return OK, name
 }
 
 // maxBcryptWaiting bounds the checks queued for a bcrypt slot: past it a
@@ -347,7 +372,7 @@ const maxBcryptWaiting = 64
 var errBcryptBusy = errors.New("too many password checks waiting")
 
 // bcrypt compares password with hash, waiting for a free slot first.
-func (a *authenticator) bcrypt(hash, password []byte) error {
+func (a *Authenticator) bcrypt(hash, password []byte) error {
 	if a.bcryptWaiting.Add(1) > maxBcryptWaiting {
 		a.bcryptWaiting.Add(-1)
 		return errBcryptBusy
@@ -450,7 +475,7 @@ func dummyHash(cost int) []byte {
 
 // loadTokens parses a bearer tokens file: one token per line, blank lines
 // and lines starting with '#' ignored.
-func (a *authenticator) loadTokens(contents [][]byte) error {
+func (a *Authenticator) loadTokens(contents [][]byte) error {
 	set := &tokenSet{}
 	seen := make(map[[sha256.Size]byte]bool)
 	err := forEachLine(contents[0], func(n int, line []byte) error {
@@ -476,7 +501,7 @@ func (a *authenticator) loadTokens(contents [][]byte) error {
 
 // loadHtpasswd parses an htpasswd file of bcrypt hashes: "user:hash" lines,
 // blank lines and lines starting with '#' ignored.
-func (a *authenticator) loadHtpasswd(contents [][]byte) error {
+func (a *Authenticator) loadHtpasswd(contents [][]byte) error {
 	set := &htpasswdSet{users: make(map[string]*htpasswdUser)}
 	firstLine := make(map[string]int)
 	maxCost := bcrypt.MinCost
@@ -570,17 +595,6 @@ const (
 	schemeBasic
 )
 
-func (s authScheme) String() string {
-	switch s {
-	case schemeBearer:
-		return "Bearer"
-	case schemeBasic:
-		return "Basic"
-	default:
-		return "other"
-	}
-}
-
 var (
 	errAuthEmpty         = errors.New("empty Authorization header")
 	errAuthScheme        = errors.New("malformed authentication scheme")
@@ -622,19 +636,11 @@ func parseAuthorization(h []byte) (scheme authScheme, credentials []byte, err er
 	return scheme, credentials, nil
 }
 
-// parseBasic decodes basic credentials, standard base64 with or without
-// padding, into a user and a password split at the first ':'. The user must
-// be non-empty and free of control bytes; the password may be empty.
-func parseBasic(credentials []byte) (user, password []byte, ok bool) {
-	decoded, sep, ok := decodeBasic(nil, credentials)
-	if !ok {
-		return nil, nil, false
-	}
-	return decoded[:sep], decoded[sep+1:], true
-}
-
-// decodeBasic appends the decoded credentials to dst and returns them with
-// the index of the ':' between user and password.
+// decodeBasic decodes basic credentials, standard base64 with or without
+// padding, into dst's storage when it is large enough (a stack buffer keeps
+// them off the heap), and returns them with the index of the first ':',
+// which splits user and password. The user must be non-empty and free of
+// control bytes; the password may be empty.
 func decodeBasic(dst, credentials []byte) (decoded []byte, sep int, ok bool) {
 	enc := base64.RawStdEncoding.Strict()
 	if bytes.IndexByte(credentials, '=') >= 0 {
