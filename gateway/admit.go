@@ -10,97 +10,90 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/scrapegate/scrapegate/gateway/auth"
-	"github.com/scrapegate/scrapegate/gateway/callers"
-	"github.com/scrapegate/scrapegate/gateway/reload"
-	"github.com/scrapegate/scrapegate/gateway/tlsconf"
+	"github.com/scrapegate/scrapegate/gateway/target"
 )
 
-// setUpSecurity builds what New needs to admit callers and reach https pods
-// from the configuration, and loads every file involved, kubeFiles too: a
-// file that cannot be loaded at startup is an error.
-func (g *Gateway) setUpSecurity(kubeFiles []*reload.Files) error {
-	cfg := &g.cfg
-	g.reloadables = append(g.reloadables, kubeFiles...)
-	var rs []*reload.Files
-	g.auth, rs = auth.New(cfg.AuthBearerTokensFile, cfg.AuthHTPasswdFile)
-	g.reloadables = append(g.reloadables, rs...)
-	if cfg.TLSCertFile != "" {
-		var err error
-		g.serverTLS, g.clientCerts, rs, err = tlsconf.NewServer(tlsconf.ServerOptions{
-			CertFile:             cfg.TLSCertFile,
-			KeyFile:              cfg.TLSKeyFile,
-			ClientCAFile:         cfg.TLSClientCAFile,
-			ClientAllowedNames:   cfg.TLSClientAllowedNames,
-			OnClientCertRejected: g.clientCertRejected,
-		})
-		if err != nil {
-			return err
-		}
-		g.reloadables = append(g.reloadables, rs...)
+// admit decides whether a request on route rt may be served, and answers
+// it itself when not. Open routes admit everyone. Every check a request can fail before anything is
+// asked of a pod is here, cheapest first: the caller's rate (before any
+// password check, which costs a bcrypt), its client certificate and
+// credentials, and the request target's length. For a scrape then: a loop
+// through a scrapegate, the method, the target as the route parses it, the
+// target policy, and whether the gateway still takes scrapes; a scrape's
+// target is returned. Connection-level limits (-allow-caller-cidrs,
+// -max-conns-per-caller) are applied earlier, as the connection is
+// accepted (callers.NewListener).
+func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) (t target.Target, ok bool) {
+	if routes[rt].open {
+		return t, true // probes come from kubelets and load balancers
 	}
-	var err error
-	g.upstreamTLS, rs, err = tlsconf.NewUpstream(tlsconf.UpstreamOptions{
-		Flags:              "target-tls",
-		CAFile:             cfg.TargetTLSCAFile,
-		InsecureSkipVerify: cfg.TargetTLSInsecureSkipVerify,
-		ServerName:         cfg.TargetTLSServerName,
-		CertFile:           cfg.TargetTLSCertFile,
-		KeyFile:            cfg.TargetTLSKeyFile,
-	})
-	if err != nil {
-		return err
-	}
-	g.reloadables = append(g.reloadables, rs...)
-	return reload.LoadAll(g.reloadables, g.log)
-}
-
-// clientCertRejected counts and logs a TLS handshake that failed on the
-// caller's certificate.
-func (g *Gateway) clientCertRejected(reason, detail string) {
-	r := callers.ClientCertUntrusted
-	if reason == tlsconf.ClientCertNameNotAllowed {
-		r = callers.ClientCertNameNotAllowed
-	}
-	g.metrics.rejectedConnections[r].Inc()
-	if e := g.authLog.Warn(); e.Enabled() {
-		e.Str("reason", r.String()).Str("certificate", detail).Msg("client certificate refused")
-	}
-}
-
-// admit applies the per-request checks on the caller, cheapest first, and
-// answers the request itself when one fails: the rate limit, credentials,
-// the request target's length, and loops through a scrapegate.
-func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) bool {
 	if g.limiter != nil {
 		ip, _ := netip.AddrFromSlice(ctx.RemoteIP())
 		if ok, wait := g.limiter.Allow(ip, ctx.Time().UnixNano()); !ok {
 			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, strconv.Itoa(int(wait/time.Second)+1))
 			g.reject(ctx, rt, reasonRateLimited, uri, "too many requests from this caller (-caller-rate-limit)")
-			return false
+			return t, false
 		}
 	}
 	if rt != routeMetrics || g.cfg.MetricsRequireAuth {
 		if g.clientCerts != nil && !g.clientCertValid(ctx, rt) {
-			return false
+			return t, false
 		}
 		if g.auth != nil && !g.authenticate(ctx, rt) {
-			return false
+			return t, false
 		}
 	}
 	if len(uri) > g.cfg.MaxURIBytes {
 		g.reject(ctx, rt, reasonURITooLong, uri, fmt.Sprintf("the request target is %d bytes long, more than -max-uri-bytes (%d)", len(uri), g.cfg.MaxURIBytes))
-		return false
+		return t, false
 	}
-	if rt != routePods && rt != routeProxy && rt != routeNodes {
-		return true // the gateway's own pages forward nothing: no loop
+	parse := routes[rt].parse
+	if parse == nil {
+		return t, true // the gateway's own pages forward nothing: no loop
 	}
 	for _, via := range ctx.Request.Header.PeekAll(fasthttp.HeaderVia) {
 		if bytes.Contains(bytes.ToLower(via), []byte("scrapegate")) {
 			g.reject(ctx, rt, reasonLoop, uri, "the request already went through a scrapegate (Via: "+string(via)+"); a target must not lead back to a gateway")
-			return false
+			return t, false
 		}
 	}
-	return true
+	if !ctx.IsGet() && !ctx.IsHead() {
+		ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, HEAD")
+		detail := "only GET and HEAD are proxied"
+		if ctx.IsConnect() {
+			detail = "CONNECT tunnels are not supported: send absolute http:// or https:// URIs, or use /pods/https/{ip}/{port}/{path}"
+		}
+		g.reject(ctx, rt, reasonMethod, uri, detail)
+		return t, false
+	}
+	t, err := parse(g, uri)
+	if err != nil {
+		g.reject(ctx, rt, reasonBadTarget, uri, err.Error())
+		return t, false
+	}
+	// A kubelet target is a known node's kubelet metrics endpoint by
+	// construction (parseNodePath): only its address is checked.
+	var v target.Verdict
+	if t.Kubelet {
+		v = g.policy.CheckKubelet(t.Addr)
+	} else {
+		v = g.policy.Check(&t)
+	}
+	switch v {
+	case target.VerdictAllowed:
+	case target.VerdictNotSynced:
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "5")
+		g.reject(ctx, rt, reasonNotSynced, uri, v.String())
+		return t, false
+	default:
+		g.reject(ctx, rt, reasonForbidden, uri, v.String()+": "+t.Addr.String())
+		return t, false
+	}
+	if g.state.Load() == stateStopping {
+		g.reject(ctx, rt, reasonDraining, uri, "the gateway is shutting down; retry on another replica")
+		return t, false
+	}
+	return t, true
 }
 
 // authenticate checks the caller's credentials and answers 401 (407 for a

@@ -210,6 +210,58 @@ func (c *silentTimeoutConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// setUpSecurity builds what New needs to admit callers and reach https pods
+// from the configuration, and loads every file involved, kubeFiles too: a
+// file that cannot be loaded at startup is an error.
+func (g *Gateway) setUpSecurity(kubeFiles []*reload.Files) error {
+	cfg := &g.cfg
+	g.reloadables = append(g.reloadables, kubeFiles...)
+	var rs []*reload.Files
+	g.auth, rs = auth.New(cfg.AuthBearerTokensFile, cfg.AuthHTPasswdFile)
+	g.reloadables = append(g.reloadables, rs...)
+	if cfg.TLSCertFile != "" {
+		var err error
+		g.serverTLS, g.clientCerts, rs, err = tlsconf.NewServer(tlsconf.ServerOptions{
+			CertFile:             cfg.TLSCertFile,
+			KeyFile:              cfg.TLSKeyFile,
+			ClientCAFile:         cfg.TLSClientCAFile,
+			ClientAllowedNames:   cfg.TLSClientAllowedNames,
+			OnClientCertRejected: g.clientCertRejected,
+		})
+		if err != nil {
+			return err
+		}
+		g.reloadables = append(g.reloadables, rs...)
+	}
+	var err error
+	g.upstreamTLS, rs, err = tlsconf.NewUpstream(tlsconf.UpstreamOptions{
+		Flags:              "target-tls",
+		CAFile:             cfg.TargetTLSCAFile,
+		InsecureSkipVerify: cfg.TargetTLSInsecureSkipVerify,
+		ServerName:         cfg.TargetTLSServerName,
+		CertFile:           cfg.TargetTLSCertFile,
+		KeyFile:            cfg.TargetTLSKeyFile,
+	})
+	if err != nil {
+		return err
+	}
+	g.reloadables = append(g.reloadables, rs...)
+	return reload.LoadAll(g.reloadables, g.log)
+}
+
+// clientCertRejected counts and logs a TLS handshake that failed on the
+// caller's certificate.
+func (g *Gateway) clientCertRejected(reason, detail string) {
+	r := callers.ClientCertUntrusted
+	if reason == tlsconf.ClientCertNameNotAllowed {
+		r = callers.ClientCertNameNotAllowed
+	}
+	g.metrics.rejectedConnections[r].Inc()
+	if e := g.authLog.Warn(); e.Enabled() {
+		e.Str("reason", r.String()).Str("certificate", detail).Msg("client certificate refused")
+	}
+}
+
 // Serve serves on ln until Shutdown. It returns nil after a Shutdown. ln is a
 // plain TCP listener: Serve adds the caller checks and TLS.
 func (g *Gateway) Serve(ln net.Listener) error {

@@ -17,47 +17,14 @@ import (
 	"github.com/scrapegate/scrapegate/gateway/upstream"
 )
 
-// proxy is the data path: parse the target, check the policy, take the pod's
-// pooled client, send the scrape with the caller's deadline, and stream the
-// answer back. It is shared by /pods/ requests and absolute-form requests.
-func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (target.Target, error)) {
+// proxy is one scrape of an admitted target t: take an in-flight slot and
+// the pod endpoint's pool, send the scrape with the caller's deadline, pass
+// on the pod's response headers, and hand the body stream to the server,
+// which writes it to the caller (upstream.Scrape.WriteTo) and then closes
+// it, which releases the scrape (upstream.Scrape.CloseWithError). Every
+// route that scrapes (/pods/, /nodes/, absolute-form) ends here.
+func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, t *target.Target) {
 	uri := ctx.Request.Header.RequestURI()
-	if !ctx.IsGet() && !ctx.IsHead() {
-		ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, HEAD")
-		detail := "only GET and HEAD are proxied"
-		if ctx.IsConnect() {
-			detail = "CONNECT tunnels are not supported: send absolute http:// or https:// URIs, or use /pods/https/{ip}/{port}/{path}"
-		}
-		g.reject(ctx, rt, reasonMethod, uri, detail)
-		return
-	}
-	t, err := parse(uri)
-	if err != nil {
-		g.reject(ctx, rt, reasonBadTarget, uri, err.Error())
-		return
-	}
-	// A kubelet target is a known node's kubelet metrics endpoint by
-	// construction (parseNodePath): only its address is checked.
-	var v target.Verdict
-	if t.Kubelet {
-		v = g.policy.CheckKubelet(t.Addr)
-	} else {
-		v = g.policy.Check(&t)
-	}
-	switch v {
-	case target.VerdictAllowed:
-	case target.VerdictNotSynced:
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "5")
-		g.reject(ctx, rt, reasonNotSynced, uri, v.String())
-		return
-	default:
-		g.reject(ctx, rt, reasonForbidden, uri, v.String()+": "+t.Addr.String())
-		return
-	}
-	if g.state.Load() == stateStopping {
-		g.reject(ctx, rt, reasonDraining, uri, "the gateway is shutting down; retry on another replica")
-		return
-	}
 	timeout := g.scrapeTimeout(&ctx.Request.Header)
 	start := time.Now()
 	s, err := g.pool.Begin(upstream.Key{Addr: t.Addr, TLS: t.TLS, Kubelet: t.Kubelet}, ctx.Conn(), start.Add(timeout))
@@ -75,7 +42,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, parse func([]byte) (
 	if t.Kubelet {
 		kubeletAuth = *g.kube.kubeletAuth.Load()
 	}
-	s.Request = g.appendUpstreamRequest(s.Request, &ctx.Request.Header, &t, kubeletAuth)
+	s.Request = g.appendUpstreamRequest(s.Request, &ctx.Request.Header, t, kubeletAuth)
 	err = s.Send(ctx.IsHead())
 	if err == upstream.ErrCallerGone {
 		g.callerGone(ctx, s, uri, "the caller hung up before the pod answered")

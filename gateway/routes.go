@@ -48,13 +48,15 @@ var routes = [numRoutes]struct {
 	pattern string
 	open    bool
 	usage   string
-	serve   func(g *Gateway, ctx *fasthttp.RequestCtx)
+	// parse is set for the routes that scrape: it reads the target from
+	// the request target, for admit to check and proxy to scrape.
+	parse func(g *Gateway, uri []byte) (target.Target, error)
+	// serve answers the other routes.
+	serve func(g *Gateway, ctx *fasthttp.RequestCtx)
 }{
-	routeProxy: {name: "proxy", serve: func(g *Gateway, ctx *fasthttp.RequestCtx) { g.proxy(ctx, routeProxy, target.ParseAbsoluteURI) }},
-	routePods: {name: "pods", pattern: target.PodsPrefix, usage: "/pods/{ip}/{port}/{path}",
-		serve: func(g *Gateway, ctx *fasthttp.RequestCtx) { g.proxy(ctx, routePods, target.ParsePodPath) }},
-	routeNodes: {name: "nodes", pattern: nodesPrefix, usage: "/nodes/{node}/{path}",
-		serve: func(g *Gateway, ctx *fasthttp.RequestCtx) { g.proxy(ctx, routeNodes, g.parseNodePath) }},
+	routeProxy:   {name: "proxy", parse: func(_ *Gateway, uri []byte) (target.Target, error) { return target.ParseAbsoluteURI(uri) }},
+	routePods:    {name: "pods", pattern: target.PodsPrefix, usage: "/pods/{ip}/{port}/{path}", parse: func(_ *Gateway, uri []byte) (target.Target, error) { return target.ParsePodPath(uri) }},
+	routeNodes:   {name: "nodes", pattern: nodesPrefix, usage: "/nodes/{node}/{path}", parse: (*Gateway).parseNodePath},
 	routeSD:      {name: "sd", pattern: sdPrefix, usage: "/sd/pods, /sd/nodes", serve: (*Gateway).serveSD},
 	routeMetrics: {name: "metrics", pattern: "/metrics", usage: "/metrics", serve: page((*Gateway).serveMetrics)},
 	routeHealthz: {name: "healthz", pattern: "/healthz", open: true, usage: "/healthz", serve: page((*Gateway).serveHealthz)},
@@ -80,13 +82,18 @@ func routeOf(uri []byte) route {
 	return routeOther
 }
 
-// handle serves one request: its route's row, after admitting the caller
-// unless the row is open.
+// handle serves one request as its route's row says, once admit has let
+// it in: a scrape of the target admit returns, or the row's own answer.
 func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 	uri := ctx.Request.Header.RequestURI()
 	rt := routeOf(uri)
-	if routes[rt].open || g.admit(ctx, rt, uri) {
-		routes[rt].serve(g, ctx)
+	row := &routes[rt]
+	switch t, ok := g.admit(ctx, rt, uri); {
+	case !ok:
+	case row.parse != nil:
+		g.proxy(ctx, rt, &t)
+	default:
+		row.serve(g, ctx)
 	}
 	if g.state.Load() != stateServing {
 		// Move keep-alive connections to another replica: also those whose
