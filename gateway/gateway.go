@@ -1,12 +1,25 @@
-// Package gateway is scrapegate: an HTTP server through which a Prometheus
-// outside a Kubernetes cluster scrapes pods inside it. It owns the whole data
-// path: admitting callers (source CIDRs, TLS and client certificates, bearer
-// and basic auth, per-caller limits), routing (/pods/{ip}/{port}/{path} and
-// absolute-form proxy requests), the target policy, the per-endpoint
-// connection pools, plain and TLS connections to pods, streaming bodies with
-// scrape deadlines, self-metrics, and the serve/drain/shutdown lifecycle.
-// With -kubernetes it also serves what package kube knows of the cluster:
-// the live-pod policy, /sd/ documents and the kubelet proxy (/nodes/).
+// Package gateway is scrapegate: the HTTP server through which a Prometheus
+// outside a Kubernetes cluster scrapes pods, kubelets and the gateway's own
+// service discovery inside it. It owns the request path and the server's
+// lifecycle, one file per step:
+//
+//   - gateway.go: Gateway, New, Serve, Shutdown (drain, then stop), Run.
+//   - routes.go: the route table, every path the gateway answers, and
+//     handle, where every request enters.
+//   - admit.go: every check a request can fail before a pod is asked.
+//   - proxy.go: one scrape of an admitted target, handed to package
+//     upstream; headers.go: which headers cross each way.
+//   - reasons.go: every refusal and failure with its status, text and
+//     metric label; metrics.go: the self-metrics.
+//   - kubernetes.go: what -kubernetes adds (the live-pod policy, /sd/
+//     documents, the kubelet proxy /nodes/), served from package kube.
+//
+// Jobs of their own are subpackages: target (target forms and the target
+// policy), auth (bearer and basic credentials), tlsconf (listener and
+// upstream TLS), callers (per-caller connection and rate limits), reload
+// (files reloaded when they change), upstream (endpoint pools and the
+// scrape stream) and kube (informers and service discovery).
+// docs/architecture.md follows one scrape through them.
 package gateway
 
 import (
@@ -68,11 +81,11 @@ type Gateway struct {
 	// connection the server no longer tracks (streamUntilClose).
 	hijacked sync.WaitGroup
 	state    atomic.Int32
-	stop     chan struct{} // ends the eviction loop
+	stop     chan struct{} // ends the background loops Serve starts
 
-	listenersMu   sync.Mutex // orders Serve against Shutdown
-	listeners     []net.Listener
-	evictionsOnce sync.Once
+	listenersMu sync.Mutex // orders Serve against Shutdown
+	listeners   []net.Listener
+	loopsOnce   sync.Once
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -281,7 +294,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	}
 	g.listeners = append(g.listeners, ln)
 	g.listenersMu.Unlock()
-	g.evictionsOnce.Do(func() {
+	g.loopsOnce.Do(func() {
 		go g.pool.Run(g.stop)
 		go every(g.cfg.ReloadInterval, g.stop, func(time.Time) { g.reloadAll() })
 		if g.kube != nil {
