@@ -3,8 +3,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -50,4 +54,55 @@ func TestFlagsDoc(t *testing.T) {
 			t.Errorf("-h lists -%s, docs/flags.md has no row for it", name)
 		}
 	}
+}
+
+// TestArchitectureDoc checks that every file:function docs/architecture.md
+// names is a function or method (or Type.Method) declared in that file, so that the
+// walk through one scrape stays true as code moves.
+func TestArchitectureDoc(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := regexp.MustCompile("`((?:cmd|gateway|internal|bench)/[a-z0-9_/]+\\.go):([A-Za-z][A-Za-z0-9]*(?:\\.[A-Za-z][A-Za-z0-9]*)?)`").FindAllSubmatch(doc, -1)
+	if len(refs) < 10 {
+		t.Fatalf("docs/architecture.md names %d file:function references; want the walk's", len(refs))
+	}
+	for _, ref := range refs {
+		file, name := string(ref[1]), string(ref[2])
+		f, err := parser.ParseFile(token.NewFileSet(), "../../"+file, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Errorf("docs/architecture.md names %s: %v", file, err)
+			continue
+		}
+		if !declares(f, name) {
+			t.Errorf("docs/architecture.md names %s:%s, which %s does not declare", file, name, file)
+		}
+	}
+}
+
+// declares reports whether f declares name, a function or method, or
+// Type.Method.
+func declares(f *ast.File, name string) bool {
+	recv, fn, isMethod := strings.Cut(name, ".")
+	if !isMethod {
+		recv, fn = "", name
+	}
+	for _, d := range f.Decls {
+		fd, ok := d.(*ast.FuncDecl)
+		if !ok || fd.Name.Name != fn || recv != "" && fd.Recv == nil {
+			continue
+		}
+		if recv == "" {
+			return true
+		}
+		typ := fd.Recv.List[0].Type
+		if star, ok := typ.(*ast.StarExpr); ok {
+			typ = star.X
+		}
+		if id, ok := typ.(*ast.Ident); ok && id.Name == recv {
+			return true
+		}
+	}
+	return false
 }
