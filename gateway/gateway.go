@@ -193,7 +193,8 @@ func closeAfterBody(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 // Prometheus's, dials while it waits for a pooled connection and keeps the
 // loser): an answer to it arrives at the client as a response to nothing,
 // or to its next request on that connection. Idle keep-alive connections are
-// closed silently by fasthttp itself.
+// closed silently by fasthttp itself. On a TLS listener it wraps the TLS
+// connection, not the TCP one: a completed handshake is no request.
 type silentTimeoutListener struct{ net.Listener }
 
 func (l silentTimeoutListener) Accept() (net.Conn, error) {
@@ -201,8 +202,22 @@ func (l silentTimeoutListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &silentTimeoutConn{Conn: c}, nil
+	sc := &silentTimeoutConn{Conn: c}
+	if tc, ok := c.(*tls.Conn); ok {
+		return silentTimeoutTLSConn{sc, tc}, nil
+	}
+	return sc, nil
 }
+
+// silentTimeoutTLSConn is a silentTimeoutConn over TLS. fasthttp tells TLS
+// connections (ctx.IsTLS, ctx.TLSConnectionState) by these two methods.
+type silentTimeoutTLSConn struct {
+	*silentTimeoutConn
+	tls *tls.Conn
+}
+
+func (c silentTimeoutTLSConn) Handshake() error                     { return c.tls.Handshake() }
+func (c silentTimeoutTLSConn) ConnectionState() tls.ConnectionState { return c.tls.ConnectionState() }
 
 type silentTimeoutConn struct {
 	net.Conn
@@ -279,7 +294,6 @@ func (g *Gateway) clientCertRejected(reason, detail string) {
 // plain TCP listener: Serve adds the caller checks and TLS.
 func (g *Gateway) Serve(ln net.Listener) error {
 	g.policy.AddSelf(ln.Addr())
-	ln = silentTimeoutListener{ln}
 	if len(g.cfg.AllowCallerCIDRs) > 0 || g.cfg.MaxConnsPerCaller > 0 {
 		ln = callers.NewListener(ln, g.cfg.AllowCallerCIDRs, g.cfg.MaxConnsPerCaller, g.rejectLog,
 			func(r callers.Rejection) { g.metrics.rejectedConnections[r].Inc() })
@@ -287,6 +301,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	if g.serverTLS != nil {
 		ln = tls.NewListener(ln, g.serverTLS)
 	}
+	ln = silentTimeoutListener{ln}
 	g.listenersMu.Lock()
 	if g.state.Load() == stateStopping {
 		g.listenersMu.Unlock()

@@ -242,3 +242,36 @@ func TestClientCertificateCheckedOnEveryRequest(t *testing.T) {
 		t.Fatal("a new connection with a certificate the CA file no longer trusts was served")
 	}
 }
+
+// TestSilentTLSConnectionIsClosedWithoutAnAnswer: a connection that
+// completes the TLS handshake and then sends nothing, as Go's HTTP client
+// (and so Prometheus) leaves behind when it dials while waiting for a
+// pooled connection, is closed after -client-read-timeout without an
+// answer, as on a plain listener: a 408 would reach that client as the
+// response to its next request.
+func TestSilentTLSConnectionIsClosedWithoutAnAnswer(t *testing.T) {
+	ca := testutil.NewCA(t, "gateway CA")
+	serverCert := ca.IssueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	cfg := testConfig()
+	cfg.TLSCertFile, cfg.TLSKeyFile = serverCert.CertFile, serverCert.KeyFile
+	cfg.ClientReadTimeout = 200 * time.Millisecond
+	_, gw := startGateway(t, cfg)
+	conn, err := tls.Dial("tcp", gw, &tls.Config{RootCAs: ca.Pool()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if answer, ok := answerBeforeClose(t, conn); !ok || answer != "" {
+		t.Fatalf("a silent TLS connection got %q (closed: %v); want it closed after -client-read-timeout without an answer", answer, ok)
+	}
+	// A TLS connection whose request never ends still gets its 408.
+	slow, err := tls.Dial("tcp", gw, &tls.Config{RootCAs: ca.Pool()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	fmt.Fprintf(slow, "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: 1")
+	if answer, ok := answerBeforeClose(t, slow); !ok || !strings.HasPrefix(answer, "HTTP/1.1 408 ") {
+		t.Fatalf("a TLS request whose headers never end got %q (closed: %v); want 408", answer, ok)
+	}
+}

@@ -237,7 +237,7 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 	fs.IntVar(&c.CallerRateBurst, "caller-rate-burst", c.CallerRateBurst, "Requests one caller may send at once above -caller-rate-limit.")
 	fs.DurationVar(&c.ClientReadTimeout, "client-read-timeout", c.ClientReadTimeout, "Maximum time to receive a request (its line, headers and any body), counted on a new connection from accepting it "+
 		"(on a TLS listener from the end of its handshake, which gets this long too: up to twice it in all) and on a kept-alive connection from the request's first byte. "+
-		"A caller too slow gets 408 and the connection is closed; a plain-HTTP connection that has sent nothing by then, or a TLS one whose handshake has not completed, is closed without an answer.")
+		"A caller too slow gets 408 and the connection is closed; a connection that has sent no byte of a request by then (over TLS also one whose handshake has not completed) is closed without an answer.")
 	fs.DurationVar(&c.ClientIdleTimeout, "client-idle-timeout", c.ClientIdleTimeout, "Close a caller's keep-alive connection after it has been idle this long. Keep it above the scrape interval.")
 	fs.Int64Var(&c.MaxResponseBodyBytes, "max-response-body-bytes", c.MaxResponseBodyBytes, "Refuse (502) or abort a pod's response whose body exceeds this many bytes. 0: no limit.")
 
