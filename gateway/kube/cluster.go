@@ -36,8 +36,8 @@ type Options struct {
 	PodSelector string
 }
 
-// DefaultKubeletPort is where a kubelet serves when its node does not say.
-const DefaultKubeletPort = 10250
+// defaultKubeletPort is where a kubelet serves when its node does not say.
+const defaultKubeletPort = 10250
 
 // NewClient connects to the API server with kubeconfig, or with the pod's
 // service account when kubeconfig is empty.
@@ -435,7 +435,7 @@ func (c *Cluster) nodeDeleted(obj any) {
 func kubeletAddr(node *corev1.Node) (netip.AddrPort, bool) {
 	port := int(node.Status.DaemonEndpoints.KubeletEndpoint.Port)
 	if port <= 0 || port > 65535 {
-		port = DefaultKubeletPort
+		port = defaultKubeletPort
 	}
 	for _, a := range node.Status.Addresses {
 		if a.Type != corev1.NodeInternalIP {
