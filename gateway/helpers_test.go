@@ -12,12 +12,13 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 // testConfig allows loopback, where the tests' pods listen.
@@ -55,16 +56,7 @@ func startGatewayWithLog(t testing.TB, cfg Config, log zerolog.Logger) (*Gateway
 // that address.
 func serveGateway(t testing.TB, g *Gateway) string {
 	t.Helper()
-	return serveGatewayOn(t, g, listenLoopback(t))
-}
-
-func listenLoopback(t testing.TB) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
+	return serveGatewayOn(t, g, testutil.Listen(t, "127.0.0.1"))
 }
 
 // serveGatewayOn serves g on ln until the test ends and returns its address.
@@ -94,10 +86,7 @@ type testPod struct {
 
 func startPod(t *testing.T, ip string, h http.HandlerFunc) *testPod {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := testutil.Listen(t, ip)
 	p := &testPod{addr: netip.MustParseAddrPort(ln.Addr().String())}
 	srv := &http.Server{
 		Handler: h,
@@ -189,19 +178,6 @@ func metricValue(t *testing.T, g *Gateway, series string) float64 {
 	return 0
 }
 
-// waitFor polls cond until it holds or the test times out: for conditions
-// that have no signal of their own, such as another process's connection state.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // rawListener is a TCP listener that hands each connection to a handler, for
 // pods that misbehave below HTTP, and counts what it accepted.
 type rawListener struct {
@@ -211,11 +187,7 @@ type rawListener struct {
 
 func listenRaw(t *testing.T, ip string, handle func(net.Conn)) *rawListener {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
+	ln := testutil.Listen(t, ip)
 	l := &rawListener{port: ln.Addr().(*net.TCPAddr).Port}
 	go func() {
 		for {
@@ -231,41 +203,6 @@ func listenRaw(t *testing.T, ip string, handle func(net.Conn)) *rawListener {
 		}
 	}()
 	return l
-}
-
-// freePort returns a port nothing listens on at ip.
-func freePort(t *testing.T, ip string) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// syncBuffer is a log sink safe for the gateway's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) lines(substr string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for _, l := range strings.Split(b.b.String(), "\n") {
-		if strings.Contains(l, substr) {
-			out = append(out, l)
-		}
-	}
-	return out
 }
 
 // openFDs counts this process's open file descriptors.

@@ -48,7 +48,7 @@ func startKubeGateway(t *testing.T, cfg Config, client *fake.Clientset) (*Gatewa
 		t.Fatalf("newGateway: %s", err)
 	}
 	addr := serveGateway(t, g)
-	waitFor(t, "the informers to sync", g.kube.cluster.Synced)
+	testutil.WaitFor(t, "the informers to sync", g.kube.cluster.Synced)
 	return g, addr
 }
 
@@ -97,7 +97,7 @@ func TestKubernetesPolicyAllowsOnlyLivePods(t *testing.T) {
 	if err := client.CoreV1().Pods("a").Delete(context.Background(), "member", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the deleted pod to be refused", func() bool { return get(t, gw, member.podPath("/metrics")).StatusCode == 403 })
+	testutil.WaitFor(t, "the deleted pod to be refused", func() bool { return get(t, gw, member.podPath("/metrics")).StatusCode == 403 })
 	if v := metricValue(t, g, `scrapegate_rejected_requests_total{reason="forbidden"}`); v < 4 {
 		t.Errorf("forbidden counter = %v, want at least 4", v)
 	}
@@ -122,9 +122,7 @@ func (w *logWatcher) Write(p []byte) (int, error) {
 }
 
 func TestReadyzSaysWhyTheInformersHaveNotSynced(t *testing.T) {
-	ln := listenLoopback(t)
-	apiServer := "http://" + ln.Addr().String()
-	ln.Close() // nothing listens there: every request is refused
+	apiServer := "http://" + testutil.FreeAddr(t, "127.0.0.1").String() // nothing listens there: every request is refused
 	client, err := kubernetes.NewForConfig(&rest.Config{Host: apiServer})
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +186,7 @@ func TestNotReadyUntilInformersSync(t *testing.T) {
 		t.Errorf("scrapegate_kubernetes_synced = %v before sync", v)
 	}
 	once.Do(func() { close(release) })
-	waitFor(t, "/readyz to turn 200", func() bool { return get(t, gw, "/readyz").StatusCode == 200 })
+	testutil.WaitFor(t, "/readyz to turn 200", func() bool { return get(t, gw, "/readyz").StatusCode == 200 })
 	if v := metricValue(t, g, "scrapegate_kubernetes_synced"); v != 1 {
 		t.Errorf("scrapegate_kubernetes_synced = %v after sync", v)
 	}
@@ -250,7 +248,7 @@ func TestServiceDiscoveryRoutes(t *testing.T) {
 		podObject("a", "q", netip.MustParseAddrPort("10.0.0.2:9100"), "prometheus.io/scrape", "true"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the new pod to change the ETag", func() bool {
+	testutil.WaitFor(t, "the new pod to change the ETag", func() bool {
 		r := get(t, gw, "/sd/pods", auth, "If-None-Match: "+etag)
 		return r.StatusCode == 200 && r.Header.Get("ETag") != etag && strings.Contains(r.body, "10.0.0.2")
 	})

@@ -71,7 +71,7 @@ func TestStalledCallerIsCutAtTheDeadline(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the pod connection of a stalled caller stayed open past the scrape deadline")
 	}
-	waitFor(t, "the stalled scrape to be released and counted", func() bool {
+	testutil.WaitFor(t, "the stalled scrape to be released and counted", func() bool {
 		return g.pool.Inflight() == 0 &&
 			metricValue(t, g, `scrapegate_client_aborts_total{reason="caller_stalled"}`) == 1
 	})
@@ -130,7 +130,7 @@ func TestCallerGoneBeforeTheAnswerReleasesThePod(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("%s: the pod connection stayed open after its caller hung up", name)
 		}
-		waitFor(t, name+": the scrape to be released and counted", func() bool {
+		testutil.WaitFor(t, name+": the scrape to be released and counted", func() bool {
 			return g.pool.Inflight() == 0 &&
 				metricValue(t, g, `scrapegate_client_aborts_total{reason="client_gone"}`) == 1
 		})
@@ -185,7 +185,7 @@ func TestPodFailuresAreNeverRetriedByTheCaller(t *testing.T) {
 		if v := metricValue(t, g, `scrapegate_requests_total{route="pods",code="200"}`); v != 1 {
 			t.Fatalf("%s: %v scrapes counted as code 200; want only the good one", name, v)
 		}
-		waitFor(t, name+": the failure to be counted", func() bool {
+		testutil.WaitFor(t, name+": the failure to be counted", func() bool {
 			return metricValue(t, g, `scrapegate_upstream_errors_total{reason="body_failed"}`) == 1
 		})
 	}
@@ -314,10 +314,7 @@ func TestPodsClosingIdleConnectionsNeverFailAScrape(t *testing.T) {
 	// as many exporters and sidecars do between two scrapes.
 	closed := make(chan struct{}, 16)
 	var requests atomic.Int32
-	ln, err := net.Listen("tcp", "127.0.0.66:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := testutil.Listen(t, "127.0.0.66")
 	port := ln.Addr().(*net.TCPAddr).Port
 	srv := &http.Server{
 		IdleTimeout: 50 * time.Millisecond,
@@ -376,7 +373,7 @@ func TestResponsesWhileDrainingCloseTheConnection(t *testing.T) {
 	defer cancel()
 	shutdown := make(chan error)
 	go func() { shutdown <- g.Shutdown(ctx) }()
-	waitFor(t, "draining", func() bool { return g.state.Load() == stateDraining })
+	testutil.WaitFor(t, "draining", func() bool { return g.state.Load() == stateDraining })
 	close(release)
 	if r := <-scrape; r.StatusCode != 200 || !r.Close {
 		t.Fatalf("scrape answered while draining: %d, Connection: close %v; want 200 and close", r.StatusCode, r.Close)
@@ -434,7 +431,7 @@ func TestHTTP10ScrapeEndsWhenTheServerDropsTheConnection(t *testing.T) {
 	close(answer)
 	// Whichever way the gateway saw the caller go, the scrape is over by
 	// its deadline (0.75 s) plus the grace.
-	waitFor(t, "the scrape's slot and endpoint to be released", func() bool {
+	testutil.WaitFor(t, "the scrape's slot and endpoint to be released", func() bool {
 		return endpointState(t, g, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.69"), uint16(port))).Active == 0 &&
 			g.pool.Inflight() == 0
 	})
@@ -460,7 +457,7 @@ func TestShutdownWaitsForHTTP10Scrapes(t *testing.T) {
 		err := g.Shutdown(context.Background())
 		shutdown <- result{err, g.pool.Inflight()}
 	}()
-	waitFor(t, "the listener to close", func() bool {
+	testutil.WaitFor(t, "the listener to close", func() bool {
 		c, err := net.Dial("tcp", gw)
 		if err == nil {
 			c.Close()

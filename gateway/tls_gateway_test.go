@@ -76,7 +76,7 @@ func TestGatewayServesTLSAndClientCertificates(t *testing.T) {
 	}
 	for _, reason := range []string{"client_cert_name_not_allowed", "client_cert_untrusted"} {
 		series := fmt.Sprintf(`scrapegate_rejected_connections_total{reason=%q}`, reason)
-		waitFor(t, series, func() bool { return metricValue(t, g, series) == 1 })
+		testutil.WaitFor(t, series, func() bool { return metricValue(t, g, series) == 1 })
 	}
 	// A plain-HTTP request to the TLS listener gets no scrape.
 	conn, err := net.Dial("tcp", gw)
@@ -191,7 +191,7 @@ func TestGatewayHTTPSTargetTruncatedWithCloseNotify(t *testing.T) {
 	if r.StatusCode != 200 || r.bodyErr == nil {
 		t.Fatalf("a body cut off by close_notify: %d, body %q, error %v; want the response aborted", r.StatusCode, r.body, r.bodyErr)
 	}
-	waitFor(t, "body_failed", func() bool {
+	testutil.WaitFor(t, "body_failed", func() bool {
 		return metricValue(t, g, `scrapegate_upstream_errors_total{reason="body_failed"}`) == 1
 	})
 }

@@ -21,11 +21,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 const (
@@ -325,7 +326,7 @@ func (p *fakePod) connState(_ net.Conn, state http.ConnState) {
 type process struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testutil.LogBuffer
 	done chan struct{} // closed once the process has exited
 }
 
@@ -333,7 +334,7 @@ type process struct {
 // of dropEnv are not passed on. The process is killed when the test ends.
 func startProcess(t *testing.T, name, bin string, args []string, dropEnv ...string) *process {
 	t.Helper()
-	p := &process{name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p := &process{name: name, cmd: exec.Command(bin, args...), out: &testutil.LogBuffer{}, done: make(chan struct{})}
 	for _, kv := range os.Environ() {
 		if !slices.ContainsFunc(dropEnv, func(prefix string) bool { return strings.HasPrefix(kv, prefix) }) {
 			p.cmd.Env = append(p.cmd.Env, kv)
@@ -448,10 +449,8 @@ func startPrometheus(t *testing.T, bin, config string) *promProc {
 	t.Helper()
 	dir := t.TempDir()
 	cfgFile := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgFile, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	addr := freeLoopbackAddr(t)
+	testutil.WriteFile(t, cfgFile, []byte(config))
+	addr := testutil.FreeAddr(t, "127.0.0.1").String()
 	proc := startProcess(t, "prometheus", bin, []string{
 		"--config.file=" + cfgFile,
 		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
@@ -504,19 +503,6 @@ scrape_configs:
     static_configs:
       - targets: %[3]s
 `, jobPsystrike, jobProxy, list, pods[0].port, gatewayAddr)
-}
-
-// freeLoopbackAddr returns 127.0.0.1:port for a port that was free a moment
-// ago, for a program that cannot be told to listen on port 0.
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
 }
 
 // checkTargets returns an error unless Prometheus has exactly the expected
@@ -838,22 +824,4 @@ func waitFor(t *testing.T, timeout time.Duration, what string, procs []*process,
 		}
 		time.Sleep(e2ePollInterval)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

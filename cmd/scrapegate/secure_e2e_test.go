@@ -33,8 +33,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
-
 	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
@@ -171,7 +169,7 @@ func TestEndToEndPrometheusSecure(t *testing.T) {
 	promWrongTokenFile := filepath.Join(dir, "prometheus-wrong-token")
 	promPasswordFile := filepath.Join(dir, "prometheus-password")
 	testutil.WriteFile(t, gwTokensFile, []byte("# scrapegate callers\n"+oldToken+"\n"))
-	testutil.WriteFile(t, gwHtpasswdFile, []byte(secHtpasswdLine(t, secUser, password)+secHtpasswdLine(t, secProxyUser, proxyPassword)))
+	testutil.WriteFile(t, gwHtpasswdFile, []byte(secUser+":"+testutil.Bcrypt(t, password)+"\n"+secProxyUser+":"+testutil.Bcrypt(t, proxyPassword)+"\n"))
 	testutil.WriteFile(t, promTokenFile, []byte(oldToken+"\n"))
 	testutil.WriteFile(t, promWrongTokenFile, []byte(wrongToken+"\n"))
 	testutil.WriteFile(t, promPasswordFile, []byte(password+"\n"))
@@ -486,17 +484,6 @@ func secRandom(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
-}
-
-// secHtpasswdLine returns an htpasswd line for user with a bcrypt hash of
-// password at the lowest cost, which the race-enabled gateway checks fast.
-func secHtpasswdLine(t *testing.T, user, password string) string {
-	t.Helper()
-	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return user + ":" + string(h) + "\n"
 }
 
 // startSecureGateway starts the gateway with exactly args, learns its

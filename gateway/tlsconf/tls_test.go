@@ -39,11 +39,8 @@ func (r handshakeResult) ok() bool { return r.clientErr == nil && r.serverErr ==
 // and a refusal only shows on the client's next read.
 func tlsHandshake(t *testing.T, serverCfg, clientCfg *tls.Config) handshakeResult {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := testutil.Listen(t, "127.0.0.1")
+	defer ln.Close() // at once: a test makes many handshakes
 	var res handshakeResult
 	done := make(chan struct{})
 	go func() {
