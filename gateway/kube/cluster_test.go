@@ -60,25 +60,23 @@ func newPod(ns, name, ip string, opts ...podOpt) *corev1.Pod {
 }
 
 func annotated(kv ...string) podOpt {
-	return func(p *corev1.Pod) {
-		if p.Annotations == nil {
-			p.Annotations = map[string]string{}
-		}
-		for i := 0; i < len(kv); i += 2 {
-			p.Annotations[kv[i]] = kv[i+1]
-		}
-	}
+	return func(p *corev1.Pod) { p.Annotations = withPairs(p.Annotations, kv) }
 }
 
 func labelled(kv ...string) podOpt {
-	return func(p *corev1.Pod) {
-		if p.Labels == nil {
-			p.Labels = map[string]string{}
-		}
-		for i := 0; i < len(kv); i += 2 {
-			p.Labels[kv[i]] = kv[i+1]
-		}
+	return func(p *corev1.Pod) { p.Labels = withPairs(p.Labels, kv) }
+}
+
+// withPairs returns m, made if nil, with the keys and values alternating in
+// kv set.
+func withPairs(m map[string]string, kv []string) map[string]string {
+	if m == nil {
+		m = map[string]string{}
 	}
+	for i := 0; i < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return m
 }
 
 func phase(ph corev1.PodPhase) podOpt { return func(p *corev1.Pod) { p.Status.Phase = ph } }
