@@ -509,13 +509,8 @@ scrape_configs:
 // targets in both jobs, all up, psystrike ones scraping the gateway's
 // /pods/{ip}/{port}/metrics for their own pod.
 func checkTargets(prom *promProc, gatewayAddr string, pods []*fakePod) error {
-	want := map[string]*fakePod{} // job/instance
-	for _, job := range e2eJobs {
-		for _, p := range pods {
-			want[job+"/"+p.addr] = p
-		}
-	}
-	return checkActiveTargets(prom, want, func(key string, p *fakePod, tg promTarget) []string {
+	return checkActiveTargets(prom, keyedTargets(podTargets(pods)), func(key string, pt podTarget, tg promTarget) []string {
+		p := pt.pod
 		var problems []string
 		if tg.ScrapePool == jobPsystrike {
 			if wantURL := "http://" + gatewayAddr + "/pods/" + p.ip + "/" + p.port + "/metrics"; tg.ScrapeURL != wantURL {
@@ -608,44 +603,30 @@ type promSample struct {
 	value  float64
 }
 
-// checkPerTarget runs an instant query at time at, which must return exactly
-// one sample for each pod in each job, keyed by job and instance, and calls
-// check on each.
-func checkPerTarget(prom *promProc, query string, at time.Time, pods []*fakePod, check func(*fakePod, promSample) error) error {
-	samples, err := promQuery(prom, query, at)
-	if err != nil {
-		return err
-	}
-	byInstance := map[string]*fakePod{}
-	for _, p := range pods {
-		byInstance[p.addr] = p
-	}
-	var problems []string
-	seen := map[string]bool{}
-	for _, s := range samples {
-		job, instance := s.labels["job"], s.labels["instance"]
-		key := job + "/" + instance
-		p, ok := byInstance[instance]
-		switch {
-		case !ok || !slices.Contains(e2eJobs, job):
-			problems = append(problems, fmt.Sprintf("unexpected series %v = %v", s.labels, s.value))
-			continue
-		case seen[key]:
-			problems = append(problems, fmt.Sprintf("more than one series for %s: %v = %v", key, s.labels, s.value))
-		}
-		seen[key] = true
-		if err := check(p, s); err != nil {
-			problems = append(problems, fmt.Sprintf("%s (%s): %v", key, p.name, err))
-		}
-	}
+// podTarget is one pod in one job of TestEndToEndPrometheus.
+type podTarget struct {
+	job string
+	pod *fakePod
+}
+
+func (pt podTarget) key() string { return pt.job + "/" + pt.pod.addr }
+
+func (pt podTarget) String() string { return pt.key() + " (" + pt.pod.name + ")" }
+
+// podTargets returns every pod in every job of e2eJobs.
+func podTargets(pods []*fakePod) []podTarget {
+	var targets []podTarget
 	for _, job := range e2eJobs {
 		for _, p := range pods {
-			if !seen[job+"/"+p.addr] {
-				problems = append(problems, fmt.Sprintf("no series for %s/%s (%s)", job, p.addr, p.name))
-			}
+			targets = append(targets, podTarget{job, p})
 		}
 	}
-	return problemsErr(fmt.Sprintf("query %q: %d series", query, len(samples)), problems)
+	return targets
+}
+
+// checkPerTarget is checkEachTarget for every pod in every job of e2eJobs.
+func checkPerTarget(prom *promProc, query string, at time.Time, pods []*fakePod, check func(*fakePod, promSample) error) error {
+	return checkEachTarget(prom, query, at, podTargets(pods), func(pt podTarget, s promSample) error { return check(pt.pod, s) })
 }
 
 // seriesTarget is a target an end-to-end test expects one series for; key

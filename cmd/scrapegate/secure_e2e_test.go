@@ -60,19 +60,12 @@ const (
 	secMinScrapesPerTarg = 3
 )
 
-// securePod is one pod of this test: plain HTTP or HTTPS on its own address
-// and port, serving a marker series with its number.
+// securePod is one pod of this test: a fakePod, plain HTTP or HTTPS on its
+// own address and port, serving a marker series with its number, that
+// counts the credentials it is sent.
 type securePod struct {
-	n       int
-	name    string
-	https   bool
-	ip      string
-	port    string
-	addr    string // ip:port, its instance label in every job
-	metrics []byte
-
-	requests    atomic.Int64 // for /metrics
-	conns       atomic.Int64 // accepted TCP connections
+	*fakePod
+	https       bool
 	credentials atomic.Int64 // requests that carried Authorization, Proxy-Authorization or Cookie
 }
 
@@ -82,19 +75,7 @@ func (p *securePod) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.credentials.Add(1)
 		}
 	}
-	if r.URL.Path != "/metrics" {
-		http.Error(w, p.name+": only /metrics is served, got "+r.URL.Path, http.StatusNotFound)
-		return
-	}
-	p.requests.Add(1)
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	_, _ = w.Write(p.metrics)
-}
-
-func (p *securePod) connState(_ net.Conn, state http.ConnState) {
-	if state == http.StateNew {
-		p.conns.Add(1)
-	}
+	p.fakePod.ServeHTTP(w, r)
 }
 
 // startSecurePod starts pod n on ip, over TLS with cert when cert is not
@@ -113,15 +94,8 @@ func startSecurePod(t *testing.T, n int, ip string, cert *tls.Certificate, avoid
 		}
 		_ = l.Close()
 	}
-	addr := ln.Addr().(*net.TCPAddr)
-	p := &securePod{
-		n:     n,
-		name:  fmt.Sprintf("secure-pod-%d", n),
-		https: cert != nil,
-		ip:    addr.IP.String(),
-		port:  strconv.Itoa(addr.Port),
-		addr:  addr.String(),
-	}
+	p := &securePod{fakePod: newFakePod(n, ln.Addr().(*net.TCPAddr)), https: cert != nil}
+	p.name = fmt.Sprintf("secure-pod-%d", n)
 	p.metrics = fmt.Appendf(nil, "# HELP secure_pod_marker The pod's number.\n# TYPE secure_pod_marker gauge\nsecure_pod_marker{pod=%q} %d\n", p.name, n)
 	srv := &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second, ConnState: p.connState}
 	if cert != nil {
@@ -612,25 +586,7 @@ func secPsystrikeJob(b *strings.Builder, name, settings, gwAddr string, pods []*
 			fmt.Fprintf(b, "          __meta_kubernetes_pod_annotation_prometheus_io_scheme: \"http\"\n")
 		}
 	}
-	fmt.Fprintf(b, `    relabel_configs:
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_port]
-        action: keep
-        regex: \d+
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path]
-        regex: ""
-        target_label: __meta_kubernetes_pod_annotation_prometheus_io_path
-        replacement: /metrics
-      - source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port, __meta_kubernetes_pod_annotation_prometheus_io_path]
-        action: replace
-        target_label: __metrics_path__
-        regex: (.+);(\d+);(.+)
-        replacement: /pods/$1/$2$3
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scheme, __meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port, __meta_kubernetes_pod_annotation_prometheus_io_path]
-        action: replace
-        target_label: __metrics_path__
-        regex: https;([^;]+);(\d+);(.+)
-        replacement: /pods/https/$1/$2$3
-      - source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port]
+	fmt.Fprintf(b, "    relabel_configs:\n"+relabelAnnotatedPort+relabelPodsPath+`      - source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port]
         target_label: instance
         regex: (.+);(\d+)
         replacement: $1:$2
