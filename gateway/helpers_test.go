@@ -151,6 +151,25 @@ func dialGateway(t *testing.T, gw string) net.Conn {
 	return conn
 }
 
+// getUnread sends GET target to gw on a new connection, closed when the
+// test ends, and returns the response with its body still to be read, for
+// tests that watch the body arrive. There is no deadline: moving a large
+// body may take minutes.
+func getUnread(t *testing.T, gw, target string) *http.Response {
+	t.Helper()
+	conn, err := net.Dial("tcp", gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", target)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
 // get is rawGet for a request that must complete.
 func get(t *testing.T, gw, target string, headerLines ...string) rawResponse {
 	t.Helper()

@@ -68,6 +68,17 @@ func podObject(ns, name string, addr netip.AddrPort, annotations ...string) *cor
 	return p
 }
 
+// checkGet returns a check that GET target, with headerLines, answers want
+// with a body containing wantBody.
+func checkGet(t *testing.T, gw string, headerLines ...string) func(target string, want int, wantBody string) {
+	return func(target string, want int, wantBody string) {
+		t.Helper()
+		if r := get(t, gw, target, headerLines...); r.StatusCode != want || !strings.Contains(r.body, wantBody) {
+			t.Errorf("%s: %d %q, want %d with %q", target, r.StatusCode, r.body, want, wantBody)
+		}
+	}
+}
+
 func okHandler(body string) http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, body) }
 }
@@ -253,12 +264,7 @@ func TestServiceDiscoveryRoutes(t *testing.T) {
 		return r.StatusCode == 200 && r.Header.Get("ETag") != etag && strings.Contains(r.body, "10.0.0.2")
 	})
 
-	f := func(target string, want int, wantBody string) {
-		t.Helper()
-		if r := get(t, gw, target, auth); r.StatusCode != want || !strings.Contains(r.body, wantBody) {
-			t.Errorf("%s: %d %q, want %d with %q", target, r.StatusCode, r.body, want, wantBody)
-		}
-	}
+	f := checkGet(t, gw, auth)
 	f("/sd/pods?role=pod", 400, "unknown parameter")
 	f("/sd/nodes?path=/configz", 400, "path must be one of")
 	f("/sd/services", 404, "/sd/pods or /sd/nodes")
@@ -406,12 +412,7 @@ func TestKubeletProxy(t *testing.T) {
 		return true
 	})
 
-	f := func(target string, want int, wantBody string) {
-		t.Helper()
-		if r := get(t, gw, target, auth); r.StatusCode != want || !strings.Contains(r.body, wantBody) {
-			t.Errorf("%s: %d %q, want %d with %q", target, r.StatusCode, r.body, want, wantBody)
-		}
-	}
+	f := checkGet(t, gw, auth)
 	f("/nodes/node-1/configz", 400, "must be one of")
 	f("/nodes/node-1/pods", 400, "must be one of")
 	f("/nodes/node-1/metrics/../pods", 400, "must be one of")

@@ -56,11 +56,7 @@ func TestStalledCallerIsCutAtTheDeadline(t *testing.T) {
 	g, gw := startGateway(t, cfg)
 
 	// A caller that asks for a 1 s scrape and never reads a byte.
-	conn, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialGateway(t, gw)
 	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nX-Prometheus-Scrape-Timeout-Seconds: 1\r\n\r\n", pod.podPath("/metrics"))
 
 	// Before the fix the write side was bounded only by -scrape-timeout-max

@@ -762,16 +762,7 @@ func TestProxyLargeBodyStreamsWithBoundedMemory(t *testing.T) {
 
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	conn, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", pod.podPath("/metrics"))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := getUnread(t, gw, pod.podPath("/metrics"))
 	if resp.ContentLength != size {
 		t.Fatalf("Content-Length = %d; want the pod's %d", resp.ContentLength, size)
 	}

@@ -356,16 +356,7 @@ func TestMaxResponseBodyBytes(t *testing.T) {
 		t.Fatalf("chunked body over the cap = %d %q; want 502", r.StatusCode, r.body)
 	}
 	// Past the cap after the headers went out: the response is aborted.
-	conn, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", pod.podPath("/growing"))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := getUnread(t, gw, pod.podPath("/growing"))
 	close(release)
 	got, err := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || err == nil || len(got) > 999 {
@@ -399,11 +390,7 @@ func TestSlowClientsAreDisconnected(t *testing.T) {
 	_, gw := startGateway(t, cfg)
 
 	// Slowloris: a request whose headers never end.
-	slow, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Close()
+	slow := dialGateway(t, gw)
 	fmt.Fprintf(slow, "GET %s HTTP/1.1\r\nHost: x\r\nX-Slow: 1", pod.podPath("/metrics"))
 	if answer, ok := answerBeforeClose(t, slow); !ok || !strings.HasPrefix(answer, "HTTP/1.1 408 ") {
 		t.Fatalf("a request whose headers never end got %q (closed: %v); want 408 and the connection closed after -client-read-timeout", answer, ok)
@@ -412,22 +399,14 @@ func TestSlowClientsAreDisconnected(t *testing.T) {
 	// Silence: a connection that never sends a byte, as HTTP clients leave
 	// behind, is closed without an answer, which the client would take for
 	// the response to its next request on it.
-	silent, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
+	silent := dialGateway(t, gw)
 	if answer, ok := answerBeforeClose(t, silent); !ok || answer != "" {
 		t.Fatalf("a silent connection got %q (closed: %v); want it closed after -client-read-timeout without an answer", answer, ok)
 	}
 
 	// An idle keep-alive connection is closed after -client-idle-timeout,
 	// once its response is complete.
-	idle, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idle.Close()
+	idle := dialGateway(t, gw)
 	fmt.Fprintf(idle, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", pod.podPath("/metrics"))
 	br := bufio.NewReader(idle)
 	resp, err := http.ReadResponse(br, nil)

@@ -79,12 +79,7 @@ func TestGatewayServesTLSAndClientCertificates(t *testing.T) {
 		testutil.WaitFor(t, series, func() bool { return metricValue(t, g, series) == 1 })
 	}
 	// A plain-HTTP request to the TLS listener gets no scrape.
-	conn, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	conn := dialGateway(t, gw)
 	fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
 	if line, _ := bufio.NewReader(conn).ReadString('\n'); strings.HasPrefix(line, "HTTP/") {
 		t.Fatalf("plain HTTP on the TLS listener got an HTTP answer %q", line)
