@@ -396,17 +396,32 @@ type gatewayProc struct {
 	addr string // host:port it serves on
 }
 
-// startGateway starts the gateway on a port the kernel picks, learns the port
-// from its "serving" log line, and waits until /readyz answers 200.
+// e2eGatewayArgs are the flags of a plain-HTTP test gateway: on a port the
+// kernel picks, scraping loopback, logging JSON, stopping without delay.
+var e2eGatewayArgs = []string{
+	"--listen=127.0.0.1:0",
+	"--allow-cidrs=127.0.0.0/8",
+	"--drain-delay=0s",
+	"--log-format=json",
+	"--log-level=info",
+}
+
+// startGateway starts the gateway with e2eGatewayArgs and extraArgs, learns
+// its port from its "serving" log line, and waits until /readyz answers 200.
 func startGateway(t *testing.T, bin string, extraArgs ...string) *gatewayProc {
 	t.Helper()
-	proc := startProcess(t, "gateway", bin, append([]string{
-		"--listen=127.0.0.1:0",
-		"--allow-cidrs=127.0.0.0/8",
-		"--drain-delay=0s",
-		"--log-format=json",
-		"--log-level=info",
-	}, extraArgs...), "SCRAPEGATE_")
+	gw := awaitServing(t, startProcess(t, "gateway", bin, slices.Concat(e2eGatewayArgs, extraArgs), "SCRAPEGATE_"))
+	waitFor(t, e2eStartTimeout, "the gateway's /readyz to answer 200", []*process{gw.proc}, func() error {
+		_, err := httpGet("http://" + gw.addr + "/readyz")
+		return err
+	})
+	return gw
+}
+
+// awaitServing waits for the "serving" log line of the gateway proc and
+// returns the gateway at the address it names.
+func awaitServing(t *testing.T, proc *process) *gatewayProc {
+	t.Helper()
 	gw := &gatewayProc{proc: proc}
 	procs := []*process{proc}
 	waitFor(t, e2eStartTimeout, "the gateway's \"serving\" log line", procs, func() error {
@@ -416,10 +431,6 @@ func startGateway(t *testing.T, bin string, extraArgs ...string) *gatewayProc {
 		}
 		gw.addr = addr
 		return nil
-	})
-	waitFor(t, e2eStartTimeout, "the gateway's /readyz to answer 200", procs, func() error {
-		_, err := httpGet("http://" + gw.addr + "/readyz")
-		return err
 	})
 	return gw
 }

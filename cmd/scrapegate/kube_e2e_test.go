@@ -1187,26 +1187,13 @@ func checkGatewayWithoutRBAC(t *testing.T, k *kubeAPI, gatewayBin string, pod *k
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("cannot create ServiceAccount %s/%s: %v", kubeGatewayNamespace, sa, err)
 	}
-	proc := startProcess(t, "gateway without RBAC", gatewayBin, []string{
-		"--listen=127.0.0.1:0",
-		"--allow-cidrs=127.0.0.0/8",
-		"--drain-delay=0s",
-		"--log-format=json",
-		"--log-level=info",
+	gw := awaitServing(t, startProcess(t, "gateway without RBAC", gatewayBin, slices.Concat(e2eGatewayArgs, []string{
 		"--kubernetes",
 		"--kubeconfig=" + k.serviceAccountKubeconfig(t, kubeGatewayNamespace, sa),
 		"--kubelet-token-file=",
-	}, "SCRAPEGATE_")
+	}), "SCRAPEGATE_"))
+	proc, addr := gw.proc, gw.addr
 	procs := []*process{proc}
-	var addr string
-	waitFor(t, e2eStartTimeout, "the gateway's \"serving\" log line", procs, func() error {
-		a, ok := servingAddr(proc.out.String())
-		if !ok {
-			return errors.New(`no JSON log line with "message":"serving" and a "listen" address yet`)
-		}
-		addr = a
-		return nil
-	})
 	// The API server's refusal, logged: from then on, the checks below
 	// cannot pass by being early. client-go lists in watch-list mode first,
 	// a watch request that RBAC refuses as "cannot watch".

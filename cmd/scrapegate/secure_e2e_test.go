@@ -465,18 +465,8 @@ func secRandom(t *testing.T) string {
 // over TLS through client.
 func startSecureGateway(t *testing.T, bin string, client *http.Client, args ...string) *gatewayProc {
 	t.Helper()
-	proc := startProcess(t, "gateway", bin, args, "SCRAPEGATE_")
-	gw := &gatewayProc{proc: proc}
-	procs := []*process{proc}
-	waitFor(t, e2eStartTimeout, "the gateway's \"serving\" log line", procs, func() error {
-		addr, ok := servingAddr(proc.out.String())
-		if !ok {
-			return errors.New(`no JSON log line with "message":"serving" and a "listen" address yet`)
-		}
-		gw.addr = addr
-		return nil
-	})
-	waitFor(t, e2eStartTimeout, "the gateway's /readyz to answer 200 over TLS", procs, func() error {
+	gw := awaitServing(t, startProcess(t, "gateway", bin, args, "SCRAPEGATE_"))
+	waitFor(t, e2eStartTimeout, "the gateway's /readyz to answer 200 over TLS", []*process{gw.proc}, func() error {
 		status, _, body, err := secGet(client, "https://"+gw.addr+"/readyz", "")
 		if err == nil && status != http.StatusOK {
 			err = fmt.Errorf("/readyz: %d %s", status, body)
