@@ -101,6 +101,19 @@ func startPod(t *testing.T, ip string, h http.HandlerFunc) *testPod {
 	return p
 }
 
+// heldPod starts a pod for one scrape, held in the pod: arrived is closed
+// when the scrape comes in, and the pod answers body once release is closed.
+func heldPod(t *testing.T, ip, body string) (pod *testPod, arrived <-chan struct{}, release chan<- struct{}) {
+	t.Helper()
+	came, answer := make(chan struct{}), make(chan struct{})
+	pod = startPod(t, ip, func(w http.ResponseWriter, r *http.Request) {
+		close(came)
+		<-answer
+		fmt.Fprint(w, body)
+	})
+	return pod, came, answer
+}
+
 // podPath is the /pods/ URI of a pod path.
 func (p *testPod) podPath(path string) string {
 	return fmt.Sprintf("/pods/%s/%d%s", p.addr.Addr(), p.addr.Port(), path)

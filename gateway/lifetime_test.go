@@ -352,13 +352,7 @@ func TestPodsClosingIdleConnectionsNeverFailAScrape(t *testing.T) {
 func TestResponsesWhileDrainingCloseTheConnection(t *testing.T) {
 	// A scrape that arrived before the drain began and is answered during
 	// it must also move its caller on.
-	arrived := make(chan struct{})
-	release := make(chan struct{})
-	pod := startPod(t, "127.0.0.67", func(w http.ResponseWriter, r *http.Request) {
-		close(arrived)
-		<-release
-		fmt.Fprint(w, "ok")
-	})
+	pod, arrived, release := heldPod(t, "127.0.0.67", "ok")
 	cfg := testConfig()
 	cfg.DrainDelay = time.Hour
 	g, gw := startGateway(t, cfg)

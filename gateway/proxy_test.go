@@ -832,13 +832,7 @@ func (c *writeCountingConn) Write(p []byte) (int, error) {
 }
 
 func TestGracefulShutdownFinishesInflightScrape(t *testing.T) {
-	inPod := make(chan struct{})
-	release := make(chan struct{})
-	pod := startPod(t, "127.0.0.17", func(w http.ResponseWriter, r *http.Request) {
-		close(inPod)
-		<-release
-		fmt.Fprint(w, "finished")
-	})
+	pod, inPod, release := heldPod(t, "127.0.0.17", "finished")
 	g, gw := startGateway(t, testConfig())
 	scrape := make(chan rawResponse)
 	go func() { scrape <- get(t, gw, pod.podPath("/metrics")) }()

@@ -90,13 +90,20 @@ func clientTrusting(ca *testutil.CA) *tls.Config {
 func mustNewServerTLS(t *testing.T, o ServerOptions) (*tls.Config, []*reload.Files) {
 	t.Helper()
 	cfg, _, rs, err := NewServer(o)
+	mustLoad(t, "NewServer", rs, err)
+	return cfg, rs
+}
+
+// mustLoad fails the test if the constructor named what failed (err) or
+// its files rs do not load.
+func mustLoad(t *testing.T, what string, rs []*reload.Files, err error) {
+	t.Helper()
 	if err == nil {
 		err = reload.LoadAll(rs, zerolog.Nop())
 	}
 	if err != nil {
-		t.Fatalf("NewServer: %s", err)
+		t.Fatalf("%s: %s", what, err)
 	}
-	return cfg, rs
 }
 
 func TestServerTLSHandshake(t *testing.T) {
@@ -536,12 +543,7 @@ func mustNewUpstreamTLS(t *testing.T, o UpstreamOptions) (*Upstream, []*reload.F
 	t.Helper()
 	o.Flags = "target-tls"
 	u, rs, err := NewUpstream(o)
-	if err == nil {
-		err = reload.LoadAll(rs, zerolog.Nop())
-	}
-	if err != nil {
-		t.Fatalf("NewUpstream: %s", err)
-	}
+	mustLoad(t, "NewUpstream", rs, err)
 	return u, rs
 }
 
