@@ -662,20 +662,7 @@ func TestProxyCompleteChunkedBodyFromClosingPod(t *testing.T) {
 }
 
 func TestProxyClientDisconnectClosesUpstream(t *testing.T) {
-	podConnClosed := make(chan struct{})
-	pod := startPod(t, "127.0.0.14", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.RawQuery == "short" {
-			fmt.Fprint(w, "ok")
-			return
-		}
-		chunk := bytes.Repeat([]byte("metric 1\n"), 1000)
-		for {
-			if _, err := w.Write(chunk); err != nil {
-				close(podConnClosed)
-				return
-			}
-		}
-	})
+	pod, podConnClosed := bigBodyPod(t, "127.0.0.14")
 	g, gw := startGateway(t, testConfig())
 	fdsBefore := openFDs(t)
 	conn, err := net.Dial("tcp", gw)

@@ -109,8 +109,7 @@ func mustLoad(t *testing.T, what string, rs []*reload.Files, err error) {
 func TestServerTLSHandshake(t *testing.T) {
 	ca := testutil.NewCA(t, "listener CA")
 	serverCert := ca.IssueServer(t, []string{"localhost"}, tlsLoopback)
-	certFile, keyFile := serverCert.CertFile, serverCert.KeyFile
-	cfg, rs := mustNewServerTLS(t, ServerOptions{CertFile: certFile, KeyFile: keyFile})
+	cfg, rs := mustNewServerTLS(t, ServerOptions{CertFile: serverCert.CertFile, KeyFile: serverCert.KeyFile})
 	if len(rs) != 1 || rs[0].Flag() != "tls-cert-file" {
 		t.Fatalf("reloadables: %+v", rs)
 	}
@@ -135,8 +134,7 @@ func TestServerTLSHandshake(t *testing.T) {
 func TestServerTLSVersionsAndCipherSuites(t *testing.T) {
 	ca := testutil.NewCA(t, "listener CA")
 	serverCert := ca.IssueServer(t, []string{"localhost"}, nil)
-	certFile, keyFile := serverCert.CertFile, serverCert.KeyFile
-	cfg, _ := mustNewServerTLS(t, ServerOptions{CertFile: certFile, KeyFile: keyFile})
+	cfg, _ := mustNewServerTLS(t, ServerOptions{CertFile: serverCert.CertFile, KeyFile: serverCert.KeyFile})
 
 	// f makes a handshake with a client limited to versions minV..maxV and
 	// to suites (if not nil); wantErr is "" for success or a part of the
