@@ -53,13 +53,7 @@ const (
 var e2eJobs = []string{jobPsystrike, jobProxy}
 
 func TestEndToEndPrometheus(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test against a real Prometheus; skipped with -short")
-	}
-	begin := time.Now()
-	promBin := prometheusBinary(t)
-	gatewayBin := buildGateway(t, raceEnabled())
-	t.Logf("built gateway in %s", time.Since(begin).Round(time.Millisecond))
+	begin, promBin, gatewayBin := startPrometheusE2E(t)
 
 	pods := startFakePods(t, e2eNumPods)
 	gw := startGateway(t, gatewayBin)
@@ -165,6 +159,21 @@ func TestEndToEndPrometheus(t *testing.T) {
 
 // prometheusBinary returns the Prometheus to test against: $PROMETHEUS_BIN, or
 // prometheus on $PATH.
+// startPrometheusE2E skips an end-to-end test against a real Prometheus
+// under -short. Otherwise it returns when the test began, the Prometheus
+// binary and the gateway built for the test.
+func startPrometheusE2E(t *testing.T) (begin time.Time, promBin, gatewayBin string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test against a real Prometheus; skipped with -short")
+	}
+	begin = time.Now()
+	promBin = prometheusBinary(t)
+	gatewayBin = buildGateway(t, raceEnabled())
+	t.Logf("built gateway in %s", time.Since(begin).Round(time.Millisecond))
+	return begin, promBin, gatewayBin
+}
+
 func prometheusBinary(t *testing.T) string {
 	t.Helper()
 	if bin := os.Getenv("PROMETHEUS_BIN"); bin != "" {

@@ -121,13 +121,7 @@ func (st secTarget) key() string { return st.job + "/" + st.pod.addr }
 func (st secTarget) String() string { return st.key() + " (" + st.pod.name + ")" }
 
 func TestEndToEndPrometheusSecure(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test against a real Prometheus; skipped with -short")
-	}
-	begin := time.Now()
-	promBin := prometheusBinary(t)
-	gatewayBin := buildGateway(t, raceEnabled())
-	t.Logf("built gateway in %s", time.Since(begin).Round(time.Millisecond))
+	begin, promBin, gatewayBin := startPrometheusE2E(t)
 
 	// PKI: one CA for the gateway's listener, one for the pods.
 	gwCA, podCA := testutil.NewCA(t, "gateway"), testutil.NewCA(t, "pods")
