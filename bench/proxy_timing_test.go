@@ -19,6 +19,7 @@ import (
 	"github.com/scrapegate/scrapegate/bench/baseline"
 	"github.com/scrapegate/scrapegate/gateway"
 	"github.com/scrapegate/scrapegate/gateway/target"
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 // BenchmarkScrape sends the same scrape to a pod directly (the floor),
@@ -152,7 +153,7 @@ func exposition(size int, compress bool) []byte {
 }
 
 func startPod(b testing.TB, payload []byte, gzipped bool) string {
-	ln := listen(b, "127.0.0.40:0")
+	ln := testutil.Listen(b, "127.0.0.40")
 	s := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
 		ctx.SetContentType("text/plain; version=0.0.4")
 		if gzipped {
@@ -181,7 +182,7 @@ func startScrapegate(b testing.TB) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ln := listen(b, "127.0.0.1:0")
+	ln := testutil.Listen(b, "127.0.0.1")
 	go func() { _ = g.Serve(ln) }()
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -193,17 +194,9 @@ func startScrapegate(b testing.TB) string {
 
 // startReverseProxy is the baseline a Go user would write (bench/baseline).
 func startReverseProxy(b *testing.B) string {
-	ln := listen(b, "127.0.0.1:0")
+	ln := testutil.Listen(b, "127.0.0.1")
 	s := &http.Server{Handler: baseline.NewReverseProxy()}
 	go func() { _ = s.Serve(ln) }()
 	b.Cleanup(func() { _ = s.Close() })
 	return ln.Addr().String()
-}
-
-func listen(b testing.TB, addr string) net.Listener {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return ln
 }

@@ -2,35 +2,22 @@ package gateway
 
 import (
 	"bufio"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/scrapegate/scrapegate/gateway/callers"
 	"github.com/scrapegate/scrapegate/internal/testutil"
 )
-
-// writeFile writes a file in dir and returns its path.
-func writeFile(t *testing.T, dir, name, content string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // headerRecordingPod is a pod that remembers the headers of its last request.
 func headerRecordingPod(t *testing.T) (*testPod, func() http.Header) {
@@ -50,18 +37,13 @@ func headerRecordingPod(t *testing.T) (*testPod, func() http.Header) {
 }
 
 func TestAuthBearerAndBasic(t *testing.T) {
-	dir := t.TempDir()
-	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := testConfig()
-	cfg.AuthBearerTokensFile = writeFile(t, dir, "tokens", "# Prometheus A\ntoken-a\n")
-	cfg.AuthHTPasswdFile = writeFile(t, dir, "htpasswd", "prom:"+string(hash)+"\n")
+	cfg.AuthBearerTokensFile = testutil.TempFile(t, "tokens", []byte("# Prometheus A\ntoken-a\n"))
+	cfg.AuthHTPasswdFile = testutil.TempFile(t, "htpasswd", []byte("prom:"+testutil.Bcrypt(t, "s3cret")+"\n"))
 	pod, lastHeaders := headerRecordingPod(t)
 	g, gw := startGateway(t, cfg)
-	basic := "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("prom:s3cret"))
-	proxyBasic := "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("prom:s3cret"))
+	basic := "Authorization: " + testutil.BasicAuth("prom", "s3cret")
+	proxyBasic := "Proxy-Authorization: " + testutil.BasicAuth("prom", "s3cret")
 	absolute := "http://" + pod.addr.String() + "/metrics"
 
 	f := func(target string, wantStatus int, headers ...string) rawResponse {
@@ -87,8 +69,8 @@ func TestAuthBearerAndBasic(t *testing.T) {
 	f(pod.podPath("/metrics"), 401, "Authorization: Bearer token-b")
 	f(pod.podPath("/metrics"), 401, "Authorization: Bearer token-a token-a")
 	f(pod.podPath("/metrics"), 401, "Authorization: Digest x")
-	f(pod.podPath("/metrics"), 401, "Authorization: Basic "+base64.StdEncoding.EncodeToString([]byte("prom:wrong")))
-	r = f(pod.podPath("/metrics"), 401, "Authorization: Basic "+base64.StdEncoding.EncodeToString([]byte("nobody:s3cret")))
+	f(pod.podPath("/metrics"), 401, "Authorization: "+testutil.BasicAuth("prom", "wrong"))
+	r = f(pod.podPath("/metrics"), 401, "Authorization: "+testutil.BasicAuth("nobody", "s3cret"))
 	if !strings.Contains(r.body, "invalid credentials") {
 		t.Fatalf("a wrong user's 401 must look like a wrong password's: %q", r.body)
 	}
@@ -125,7 +107,7 @@ func TestAuthBearerAndBasic(t *testing.T) {
 
 func TestAuthMetricsOpen(t *testing.T) {
 	cfg := testConfig()
-	cfg.AuthBearerTokensFile = writeFile(t, t.TempDir(), "tokens", "token-a\n")
+	cfg.AuthBearerTokensFile = testutil.TempFile(t, "tokens", []byte("token-a\n"))
 	cfg.MetricsRequireAuth = false
 	pod, _ := headerRecordingPod(t)
 	_, gw := startGateway(t, cfg)
@@ -138,10 +120,9 @@ func TestAuthMetricsOpen(t *testing.T) {
 }
 
 func TestAuthTokenRotation(t *testing.T) {
-	dir := t.TempDir()
 	cfg := testConfig()
-	cfg.AuthBearerTokensFile = writeFile(t, dir, "tokens", "old-token\n")
-	log := &syncBuffer{}
+	cfg.AuthBearerTokensFile = testutil.TempFile(t, "tokens", []byte("old-token\n"))
+	log := &testutil.LogBuffer{}
 	logger, err := NewLogger(log, "json", "info")
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +136,7 @@ func TestAuthTokenRotation(t *testing.T) {
 	if status("old-token") != 200 || status("new-token") != 401 {
 		t.Fatal("before rotation: want old-token accepted, new-token refused")
 	}
-	writeFile(t, dir, "tokens", "new-token\n")
+	testutil.WriteFile(t, cfg.AuthBearerTokensFile, []byte("new-token\n"))
 	g.reloadAll()
 	if status("old-token") != 401 || status("new-token") != 200 {
 		t.Fatal("after rotation: want old-token refused, new-token accepted")
@@ -174,7 +155,7 @@ func TestAuthTokenRotation(t *testing.T) {
 	if status("new-token") != 200 {
 		t.Fatal("a vanished token file must keep the last good tokens in force")
 	}
-	writeFile(t, dir, "tokens", "")
+	testutil.WriteFile(t, cfg.AuthBearerTokensFile, nil)
 	g.reloadAll()
 	if status("new-token") != 200 {
 		t.Fatal("an empty token file, as in the middle of a write, must keep the last good tokens in force")
@@ -182,14 +163,14 @@ func TestAuthTokenRotation(t *testing.T) {
 	if got := metricValue(t, g, `scrapegate_file_reloads_total{flag="auth-bearer-tokens-file",result="failure"}`); got != 3 {
 		t.Fatalf("failed reloads = %v; want 3", got)
 	}
-	if got := len(log.lines("cannot reload file")); got != 2 {
-		t.Fatalf("%d reload errors logged; want 2 (one per distinct error): %q", got, log.lines("cannot reload"))
+	if got := len(log.Lines("cannot reload file")); got != 2 {
+		t.Fatalf("%d reload errors logged; want 2 (one per distinct error): %q", got, log.Lines("cannot reload"))
 	}
-	if lines := log.lines("new-token"); len(lines) != 0 {
+	if lines := log.Lines("new-token"); len(lines) != 0 {
 		t.Fatalf("a token reached the log: %q", lines)
 	}
 	// A file with only comments revokes every token.
-	writeFile(t, dir, "tokens", "# all revoked\n")
+	testutil.WriteFile(t, cfg.AuthBearerTokensFile, []byte("# all revoked\n"))
 	g.reloadAll()
 	if status("new-token") != 401 {
 		t.Fatal("a token file with only comments must refuse every caller")
@@ -260,7 +241,7 @@ func getFrom(t *testing.T, src, gw, target string, headerLines ...string) rawRes
 // logs in.
 func TestFailedLoginsGet429ForTheirCallerOnly(t *testing.T) {
 	cfg := testConfig()
-	cfg.AuthHTPasswdFile = writeFile(t, t.TempDir(), "htpasswd", "prom:"+testutil.Bcrypt(t, "right")+"\n")
+	cfg.AuthHTPasswdFile = testutil.TempFile(t, "htpasswd", []byte("prom:"+testutil.Bcrypt(t, "right")+"\n"))
 	g, err := New(cfg, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
@@ -375,22 +356,13 @@ func TestMaxResponseBodyBytes(t *testing.T) {
 		t.Fatalf("chunked body over the cap = %d %q; want 502", r.StatusCode, r.body)
 	}
 	// Past the cap after the headers went out: the response is aborted.
-	conn, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", pod.podPath("/growing"))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := getUnread(t, gw, pod.podPath("/growing"))
 	close(release)
 	got, err := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || err == nil || len(got) > 999 {
 		t.Fatalf("body growing over the cap: %d, %d bytes, error %v; want the response aborted within the cap", resp.StatusCode, len(got), err)
 	}
-	waitFor(t, "body_too_large to be counted", func() bool {
+	testutil.WaitFor(t, "body_too_large to be counted", func() bool {
 		return metricValue(t, g, `scrapegate_upstream_errors_total{reason="body_too_large"}`) == 3
 	})
 	cfg.MaxResponseBodyBytes = 1000
@@ -418,11 +390,7 @@ func TestSlowClientsAreDisconnected(t *testing.T) {
 	_, gw := startGateway(t, cfg)
 
 	// Slowloris: a request whose headers never end.
-	slow, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Close()
+	slow := dialGateway(t, gw)
 	fmt.Fprintf(slow, "GET %s HTTP/1.1\r\nHost: x\r\nX-Slow: 1", pod.podPath("/metrics"))
 	if answer, ok := answerBeforeClose(t, slow); !ok || !strings.HasPrefix(answer, "HTTP/1.1 408 ") {
 		t.Fatalf("a request whose headers never end got %q (closed: %v); want 408 and the connection closed after -client-read-timeout", answer, ok)
@@ -431,22 +399,14 @@ func TestSlowClientsAreDisconnected(t *testing.T) {
 	// Silence: a connection that never sends a byte, as HTTP clients leave
 	// behind, is closed without an answer, which the client would take for
 	// the response to its next request on it.
-	silent, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
+	silent := dialGateway(t, gw)
 	if answer, ok := answerBeforeClose(t, silent); !ok || answer != "" {
 		t.Fatalf("a silent connection got %q (closed: %v); want it closed after -client-read-timeout without an answer", answer, ok)
 	}
 
 	// An idle keep-alive connection is closed after -client-idle-timeout,
 	// once its response is complete.
-	idle, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idle.Close()
+	idle := dialGateway(t, gw)
 	fmt.Fprintf(idle, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", pod.podPath("/metrics"))
 	br := bufio.NewReader(idle)
 	resp, err := http.ReadResponse(br, nil)
@@ -508,7 +468,7 @@ func TestEndpointPoolIsBounded(t *testing.T) {
 	// Scanning closed ports: every endpoint that never answered makes room
 	// for the next, so the pool stays at its bound and scans get 502, not 503.
 	for i := range 30 {
-		port := freePort(t, "127.0.0.3")
+		port := testutil.FreeAddr(t, "127.0.0.3").Port()
 		if r := get(t, gw, fmt.Sprintf("/pods/127.0.0.3/%d/metrics", port)); r.StatusCode != 502 {
 			t.Fatalf("scan %d: %d %q; want 502", i, r.StatusCode, r.body)
 		}
@@ -526,7 +486,7 @@ func TestEndpointPoolIsBounded(t *testing.T) {
 			t.Fatalf("a pod: %d %q", r.StatusCode, r.body)
 		}
 	}
-	r := get(t, gw, fmt.Sprintf("/pods/127.0.0.3/%d/metrics", freePort(t, "127.0.0.3")))
+	r := get(t, gw, fmt.Sprintf("/pods/127.0.0.3/%d/metrics", testutil.FreeAddr(t, "127.0.0.3").Port()))
 	if r.StatusCode != 503 || !strings.Contains(r.body, "max-endpoints") {
 		t.Fatalf("a new endpoint with the pool full of answering pods: %d %q; want 503", r.StatusCode, r.body)
 	}

@@ -12,12 +12,13 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 // testConfig allows loopback, where the tests' pods listen.
@@ -55,16 +56,7 @@ func startGatewayWithLog(t testing.TB, cfg Config, log zerolog.Logger) (*Gateway
 // that address.
 func serveGateway(t testing.TB, g *Gateway) string {
 	t.Helper()
-	return serveGatewayOn(t, g, listenLoopback(t))
-}
-
-func listenLoopback(t testing.TB) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
+	return serveGatewayOn(t, g, testutil.Listen(t, "127.0.0.1"))
 }
 
 // serveGatewayOn serves g on ln until the test ends and returns its address.
@@ -94,10 +86,7 @@ type testPod struct {
 
 func startPod(t *testing.T, ip string, h http.HandlerFunc) *testPod {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := testutil.Listen(t, ip)
 	p := &testPod{addr: netip.MustParseAddrPort(ln.Addr().String())}
 	srv := &http.Server{
 		Handler: h,
@@ -110,6 +99,19 @@ func startPod(t *testing.T, ip string, h http.HandlerFunc) *testPod {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return p
+}
+
+// heldPod starts a pod for one scrape, held in the pod: arrived is closed
+// when the scrape comes in, and the pod answers body once release is closed.
+func heldPod(t *testing.T, ip, body string) (pod *testPod, arrived <-chan struct{}, release chan<- struct{}) {
+	t.Helper()
+	came, answer := make(chan struct{}), make(chan struct{})
+	pod = startPod(t, ip, func(w http.ResponseWriter, r *http.Request) {
+		close(came)
+		<-answer
+		fmt.Fprint(w, body)
+	})
+	return pod, came, answer
 }
 
 // podPath is the /pods/ URI of a pod path.
@@ -162,6 +164,25 @@ func dialGateway(t *testing.T, gw string) net.Conn {
 	return conn
 }
 
+// getUnread sends GET target to gw on a new connection, closed when the
+// test ends, and returns the response with its body still to be read, for
+// tests that watch the body arrive. There is no deadline: moving a large
+// body may take minutes.
+func getUnread(t *testing.T, gw, target string) *http.Response {
+	t.Helper()
+	conn, err := net.Dial("tcp", gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", target)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
 // get is rawGet for a request that must complete.
 func get(t *testing.T, gw, target string, headerLines ...string) rawResponse {
 	t.Helper()
@@ -189,19 +210,6 @@ func metricValue(t *testing.T, g *Gateway, series string) float64 {
 	return 0
 }
 
-// waitFor polls cond until it holds or the test times out: for conditions
-// that have no signal of their own, such as another process's connection state.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // rawListener is a TCP listener that hands each connection to a handler, for
 // pods that misbehave below HTTP, and counts what it accepted.
 type rawListener struct {
@@ -211,11 +219,7 @@ type rawListener struct {
 
 func listenRaw(t *testing.T, ip string, handle func(net.Conn)) *rawListener {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
+	ln := testutil.Listen(t, ip)
 	l := &rawListener{port: ln.Addr().(*net.TCPAddr).Port}
 	go func() {
 		for {
@@ -231,41 +235,6 @@ func listenRaw(t *testing.T, ip string, handle func(net.Conn)) *rawListener {
 		}
 	}()
 	return l
-}
-
-// freePort returns a port nothing listens on at ip.
-func freePort(t *testing.T, ip string) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// syncBuffer is a log sink safe for the gateway's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) lines(substr string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for _, l := range strings.Split(b.b.String(), "\n") {
-		if strings.Contains(l, substr) {
-			out = append(out, l)
-		}
-	}
-	return out
 }
 
 // openFDs counts this process's open file descriptors.

@@ -48,7 +48,7 @@ func startKubeGateway(t *testing.T, cfg Config, client *fake.Clientset) (*Gatewa
 		t.Fatalf("newGateway: %s", err)
 	}
 	addr := serveGateway(t, g)
-	waitFor(t, "the informers to sync", g.kube.cluster.Synced)
+	testutil.WaitFor(t, "the informers to sync", g.kube.cluster.Synced)
 	return g, addr
 }
 
@@ -66,6 +66,17 @@ func podObject(ns, name string, addr netip.AddrPort, annotations ...string) *cor
 		p.Annotations[annotations[i]] = annotations[i+1]
 	}
 	return p
+}
+
+// checkGet returns a check that GET target, with headerLines, answers want
+// with a body containing wantBody.
+func checkGet(t *testing.T, gw string, headerLines ...string) func(target string, want int, wantBody string) {
+	return func(target string, want int, wantBody string) {
+		t.Helper()
+		if r := get(t, gw, target, headerLines...); r.StatusCode != want || !strings.Contains(r.body, wantBody) {
+			t.Errorf("%s: %d %q, want %d with %q", target, r.StatusCode, r.body, want, wantBody)
+		}
+	}
 }
 
 func okHandler(body string) http.HandlerFunc {
@@ -97,7 +108,7 @@ func TestKubernetesPolicyAllowsOnlyLivePods(t *testing.T) {
 	if err := client.CoreV1().Pods("a").Delete(context.Background(), "member", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the deleted pod to be refused", func() bool { return get(t, gw, member.podPath("/metrics")).StatusCode == 403 })
+	testutil.WaitFor(t, "the deleted pod to be refused", func() bool { return get(t, gw, member.podPath("/metrics")).StatusCode == 403 })
 	if v := metricValue(t, g, `scrapegate_rejected_requests_total{reason="forbidden"}`); v < 4 {
 		t.Errorf("forbidden counter = %v, want at least 4", v)
 	}
@@ -122,9 +133,7 @@ func (w *logWatcher) Write(p []byte) (int, error) {
 }
 
 func TestReadyzSaysWhyTheInformersHaveNotSynced(t *testing.T) {
-	ln := listenLoopback(t)
-	apiServer := "http://" + ln.Addr().String()
-	ln.Close() // nothing listens there: every request is refused
+	apiServer := "http://" + testutil.FreeAddr(t, "127.0.0.1").String() // nothing listens there: every request is refused
 	client, err := kubernetes.NewForConfig(&rest.Config{Host: apiServer})
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +197,7 @@ func TestNotReadyUntilInformersSync(t *testing.T) {
 		t.Errorf("scrapegate_kubernetes_synced = %v before sync", v)
 	}
 	once.Do(func() { close(release) })
-	waitFor(t, "/readyz to turn 200", func() bool { return get(t, gw, "/readyz").StatusCode == 200 })
+	testutil.WaitFor(t, "/readyz to turn 200", func() bool { return get(t, gw, "/readyz").StatusCode == 200 })
 	if v := metricValue(t, g, "scrapegate_kubernetes_synced"); v != 1 {
 		t.Errorf("scrapegate_kubernetes_synced = %v after sync", v)
 	}
@@ -250,17 +259,12 @@ func TestServiceDiscoveryRoutes(t *testing.T) {
 		podObject("a", "q", netip.MustParseAddrPort("10.0.0.2:9100"), "prometheus.io/scrape", "true"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the new pod to change the ETag", func() bool {
+	testutil.WaitFor(t, "the new pod to change the ETag", func() bool {
 		r := get(t, gw, "/sd/pods", auth, "If-None-Match: "+etag)
 		return r.StatusCode == 200 && r.Header.Get("ETag") != etag && strings.Contains(r.body, "10.0.0.2")
 	})
 
-	f := func(target string, want int, wantBody string) {
-		t.Helper()
-		if r := get(t, gw, target, auth); r.StatusCode != want || !strings.Contains(r.body, wantBody) {
-			t.Errorf("%s: %d %q, want %d with %q", target, r.StatusCode, r.body, want, wantBody)
-		}
-	}
+	f := checkGet(t, gw, auth)
 	f("/sd/pods?role=pod", 400, "unknown parameter")
 	f("/sd/nodes?path=/configz", 400, "path must be one of")
 	f("/sd/services", 404, "/sd/pods or /sd/nodes")
@@ -408,12 +412,7 @@ func TestKubeletProxy(t *testing.T) {
 		return true
 	})
 
-	f := func(target string, want int, wantBody string) {
-		t.Helper()
-		if r := get(t, gw, target, auth); r.StatusCode != want || !strings.Contains(r.body, wantBody) {
-			t.Errorf("%s: %d %q, want %d with %q", target, r.StatusCode, r.body, want, wantBody)
-		}
-	}
+	f := checkGet(t, gw, auth)
 	f("/nodes/node-1/configz", 400, "must be one of")
 	f("/nodes/node-1/pods", 400, "must be one of")
 	f("/nodes/node-1/metrics/../pods", 400, "must be one of")

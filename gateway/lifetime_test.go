@@ -56,11 +56,7 @@ func TestStalledCallerIsCutAtTheDeadline(t *testing.T) {
 	g, gw := startGateway(t, cfg)
 
 	// A caller that asks for a 1 s scrape and never reads a byte.
-	conn, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialGateway(t, gw)
 	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nX-Prometheus-Scrape-Timeout-Seconds: 1\r\n\r\n", pod.podPath("/metrics"))
 
 	// Before the fix the write side was bounded only by -scrape-timeout-max
@@ -71,7 +67,7 @@ func TestStalledCallerIsCutAtTheDeadline(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the pod connection of a stalled caller stayed open past the scrape deadline")
 	}
-	waitFor(t, "the stalled scrape to be released and counted", func() bool {
+	testutil.WaitFor(t, "the stalled scrape to be released and counted", func() bool {
 		return g.pool.Inflight() == 0 &&
 			metricValue(t, g, `scrapegate_client_aborts_total{reason="caller_stalled"}`) == 1
 	})
@@ -130,7 +126,7 @@ func TestCallerGoneBeforeTheAnswerReleasesThePod(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("%s: the pod connection stayed open after its caller hung up", name)
 		}
-		waitFor(t, name+": the scrape to be released and counted", func() bool {
+		testutil.WaitFor(t, name+": the scrape to be released and counted", func() bool {
 			return g.pool.Inflight() == 0 &&
 				metricValue(t, g, `scrapegate_client_aborts_total{reason="client_gone"}`) == 1
 		})
@@ -185,7 +181,7 @@ func TestPodFailuresAreNeverRetriedByTheCaller(t *testing.T) {
 		if v := metricValue(t, g, `scrapegate_requests_total{route="pods",code="200"}`); v != 1 {
 			t.Fatalf("%s: %v scrapes counted as code 200; want only the good one", name, v)
 		}
-		waitFor(t, name+": the failure to be counted", func() bool {
+		testutil.WaitFor(t, name+": the failure to be counted", func() bool {
 			return metricValue(t, g, `scrapegate_upstream_errors_total{reason="body_failed"}`) == 1
 		})
 	}
@@ -314,10 +310,7 @@ func TestPodsClosingIdleConnectionsNeverFailAScrape(t *testing.T) {
 	// as many exporters and sidecars do between two scrapes.
 	closed := make(chan struct{}, 16)
 	var requests atomic.Int32
-	ln, err := net.Listen("tcp", "127.0.0.66:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := testutil.Listen(t, "127.0.0.66")
 	port := ln.Addr().(*net.TCPAddr).Port
 	srv := &http.Server{
 		IdleTimeout: 50 * time.Millisecond,
@@ -359,13 +352,7 @@ func TestPodsClosingIdleConnectionsNeverFailAScrape(t *testing.T) {
 func TestResponsesWhileDrainingCloseTheConnection(t *testing.T) {
 	// A scrape that arrived before the drain began and is answered during
 	// it must also move its caller on.
-	arrived := make(chan struct{})
-	release := make(chan struct{})
-	pod := startPod(t, "127.0.0.67", func(w http.ResponseWriter, r *http.Request) {
-		close(arrived)
-		<-release
-		fmt.Fprint(w, "ok")
-	})
+	pod, arrived, release := heldPod(t, "127.0.0.67", "ok")
 	cfg := testConfig()
 	cfg.DrainDelay = time.Hour
 	g, gw := startGateway(t, cfg)
@@ -376,7 +363,7 @@ func TestResponsesWhileDrainingCloseTheConnection(t *testing.T) {
 	defer cancel()
 	shutdown := make(chan error)
 	go func() { shutdown <- g.Shutdown(ctx) }()
-	waitFor(t, "draining", func() bool { return g.state.Load() == stateDraining })
+	testutil.WaitFor(t, "draining", func() bool { return g.state.Load() == stateDraining })
 	close(release)
 	if r := <-scrape; r.StatusCode != 200 || !r.Close {
 		t.Fatalf("scrape answered while draining: %d, Connection: close %v; want 200 and close", r.StatusCode, r.Close)
@@ -434,7 +421,7 @@ func TestHTTP10ScrapeEndsWhenTheServerDropsTheConnection(t *testing.T) {
 	close(answer)
 	// Whichever way the gateway saw the caller go, the scrape is over by
 	// its deadline (0.75 s) plus the grace.
-	waitFor(t, "the scrape's slot and endpoint to be released", func() bool {
+	testutil.WaitFor(t, "the scrape's slot and endpoint to be released", func() bool {
 		return endpointState(t, g, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.69"), uint16(port))).Active == 0 &&
 			g.pool.Inflight() == 0
 	})
@@ -460,7 +447,7 @@ func TestShutdownWaitsForHTTP10Scrapes(t *testing.T) {
 		err := g.Shutdown(context.Background())
 		shutdown <- result{err, g.pool.Inflight()}
 	}()
-	waitFor(t, "the listener to close", func() bool {
+	testutil.WaitFor(t, "the listener to close", func() bool {
 		c, err := net.Dial("tcp", gw)
 		if err == nil {
 			c.Close()

@@ -1,26 +1,27 @@
 package gateway
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 func TestUpstreamErrorLogIsRateLimitedPerEndpoint(t *testing.T) {
-	var logs syncBuffer
+	var logs testutil.LogBuffer
 	log, err := NewLogger(&logs, "json", "info")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, gw := startGatewayWithLog(t, testConfig(), log)
-	dead := fmt.Sprintf("127.0.0.30:%d", freePort(t, "127.0.0.30"))
-	other := fmt.Sprintf("127.0.0.31:%d", freePort(t, "127.0.0.31"))
+	dead := testutil.FreeAddr(t, "127.0.0.30").String()
+	other := testutil.FreeAddr(t, "127.0.0.31").String()
 	for range 5 {
 		get(t, gw, "http://"+dead+"/metrics")
 	}
 	get(t, gw, "http://"+other+"/metrics")
-	lines := logs.lines(`"scrape failed"`)
+	lines := logs.Lines(`"scrape failed"`)
 	if len(lines) != 2 || !strings.Contains(lines[0], `"target":"`+dead+`"`) || !strings.Contains(lines[0], `"reason":"connect_refused"`) ||
 		!strings.Contains(lines[1], `"target":"`+other+`"`) {
 		t.Fatalf("5 failures of one dead pod and 1 of another logged:\n%s\nwant one line each, with target and reason", strings.Join(lines, "\n"))
@@ -30,7 +31,7 @@ func TestUpstreamErrorLogIsRateLimitedPerEndpoint(t *testing.T) {
 	timeNow = func() time.Time { return later }
 	t.Cleanup(func() { timeNow = time.Now })
 	get(t, gw, "http://"+dead+"/metrics")
-	lines = logs.lines(`"scrape failed"`)
+	lines = logs.Lines(`"scrape failed"`)
 	if len(lines) != 3 || !strings.Contains(lines[2], `"suppressed_since_last":4`) {
 		t.Fatalf("after the interval:\n%s\nwant a third line reporting 4 suppressed", strings.Join(lines, "\n"))
 	}
@@ -39,7 +40,7 @@ func TestUpstreamErrorLogIsRateLimitedPerEndpoint(t *testing.T) {
 func TestAccessLog(t *testing.T) {
 	f := func(enabled bool, want int) {
 		t.Helper()
-		var logs syncBuffer
+		var logs testutil.LogBuffer
 		log, err := NewLogger(&logs, "json", "info")
 		if err != nil {
 			t.Fatal(err)
@@ -49,7 +50,7 @@ func TestAccessLog(t *testing.T) {
 		_, gw := startGatewayWithLog(t, cfg, log)
 		get(t, gw, "/healthz")
 		get(t, gw, "/pods/8.8.8.8/53/x")
-		lines := logs.lines(`"message":"request"`)
+		lines := logs.Lines(`"message":"request"`)
 		if len(lines) != want {
 			t.Fatalf("access log %v: %d lines; want %d:\n%s", enabled, len(lines), want, strings.Join(lines, "\n"))
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/scrapegate/scrapegate/gateway/upstream"
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 func TestProxyForwardsRawPathAndQuery(t *testing.T) {
@@ -451,7 +452,7 @@ func TestProxyQueuedScrapesGetConnectionsClosedByThePod(t *testing.T) {
 		go func() { results <- get(t, gw, pod.podPath("/metrics")) }()
 	}
 	<-inPod
-	waitFor(t, "every scrape to be in flight", func() bool { return g.pool.Inflight() == scrapes })
+	testutil.WaitFor(t, "every scrape to be in flight", func() bool { return g.pool.Inflight() == scrapes })
 	close(release)
 	for range scrapes {
 		if r := <-results; r.StatusCode != 200 {
@@ -530,7 +531,7 @@ func TestProxyErrors(t *testing.T) {
 	reset := listenRaw(t, "127.0.0.11", func(c net.Conn) {
 		_ = c.(*net.TCPConn).SetLinger(0)
 	})
-	closedPort := freePort(t, "127.0.0.11")
+	closedPort := testutil.FreeAddr(t, "127.0.0.11").Port()
 	g, gw := startGateway(t, testConfig())
 
 	f := func(target string, wantStatus int, wantReason string, wantMetric string) {
@@ -595,7 +596,7 @@ func TestPolicyRefusalOpensNoConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	waitFor(t, "the canary to accept the test's own connection", func() bool { return canary.accepted.Load() > 0 })
+	testutil.WaitFor(t, "the canary to accept the test's own connection", func() bool { return canary.accepted.Load() > 0 })
 	if n := canary.accepted.Load(); n != 1 {
 		t.Fatalf("the canary saw %d connections from the gateway", n-1)
 	}
@@ -628,7 +629,7 @@ func TestProxyMidBodyFailureIsAFailure(t *testing.T) {
 				t.Fatalf("%s: a truncated body read cleanly (%d bytes): Prometheus would store a partial scrape", name, len(body))
 			}
 		}
-		waitFor(t, "body_failed to be counted", func() bool {
+		testutil.WaitFor(t, "body_failed to be counted", func() bool {
 			return metricValue(t, g, `scrapegate_upstream_errors_total{reason="body_failed"}`) == 1
 		})
 	}
@@ -661,20 +662,7 @@ func TestProxyCompleteChunkedBodyFromClosingPod(t *testing.T) {
 }
 
 func TestProxyClientDisconnectClosesUpstream(t *testing.T) {
-	podConnClosed := make(chan struct{})
-	pod := startPod(t, "127.0.0.14", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.RawQuery == "short" {
-			fmt.Fprint(w, "ok")
-			return
-		}
-		chunk := bytes.Repeat([]byte("metric 1\n"), 1000)
-		for {
-			if _, err := w.Write(chunk); err != nil {
-				close(podConnClosed)
-				return
-			}
-		}
-	})
+	pod, podConnClosed := bigBodyPod(t, "127.0.0.14")
 	g, gw := startGateway(t, testConfig())
 	fdsBefore := openFDs(t)
 	conn, err := net.Dial("tcp", gw)
@@ -691,11 +679,11 @@ func TestProxyClientDisconnectClosesUpstream(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the pod's connection stayed open after the caller went away")
 	}
-	waitFor(t, "the scrape to be released", func() bool {
+	testutil.WaitFor(t, "the scrape to be released", func() bool {
 		return g.pool.Inflight() == 0 && metricValue(t, g, `scrapegate_client_aborts_total{reason="client_gone"}`) == 1
 	})
 	// Caller, gateway and pod sockets all closed: no descriptor leaked.
-	waitFor(t, "open file descriptors to return to their count before the scrape", func() bool {
+	testutil.WaitFor(t, "open file descriptors to return to their count before the scrape", func() bool {
 		return openFDs(t) <= fdsBefore
 	})
 	state := endpointState(t, g, pod.addr)
@@ -761,16 +749,7 @@ func TestProxyLargeBodyStreamsWithBoundedMemory(t *testing.T) {
 
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	conn, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", pod.podPath("/metrics"))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := getUnread(t, gw, pod.podPath("/metrics"))
 	if resp.ContentLength != size {
 		t.Fatalf("Content-Length = %d; want the pod's %d", resp.ContentLength, size)
 	}
@@ -804,7 +783,7 @@ func TestProxySendsATypicalScrapeInOneWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := &writeCountingListener{Listener: listenLoopback(t)}
+	ln := &writeCountingListener{Listener: testutil.Listen(t, "127.0.0.1")}
 	gw := serveGatewayOn(t, g, ln)
 	resp := rawGet(t, gw, "GET", pod.podPath("/metrics"))
 	if resp.StatusCode != 200 || resp.body != string(body) || resp.bodyErr != nil {
@@ -840,13 +819,7 @@ func (c *writeCountingConn) Write(p []byte) (int, error) {
 }
 
 func TestGracefulShutdownFinishesInflightScrape(t *testing.T) {
-	inPod := make(chan struct{})
-	release := make(chan struct{})
-	pod := startPod(t, "127.0.0.17", func(w http.ResponseWriter, r *http.Request) {
-		close(inPod)
-		<-release
-		fmt.Fprint(w, "finished")
-	})
+	pod, inPod, release := heldPod(t, "127.0.0.17", "finished")
 	g, gw := startGateway(t, testConfig())
 	scrape := make(chan rawResponse)
 	go func() { scrape <- get(t, gw, pod.podPath("/metrics")) }()
@@ -854,7 +827,7 @@ func TestGracefulShutdownFinishesInflightScrape(t *testing.T) {
 
 	shutdown := make(chan error)
 	go func() { shutdown <- g.Shutdown(context.Background()) }()
-	waitFor(t, "the listener to close", func() bool {
+	testutil.WaitFor(t, "the listener to close", func() bool {
 		c, err := net.Dial("tcp", gw)
 		if err == nil {
 			c.Close()
@@ -886,7 +859,7 @@ func TestDrainingReportsNotReadyAndMovesConnections(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	shutdown := make(chan error)
 	go func() { shutdown <- g.Shutdown(ctx) }()
-	waitFor(t, "draining", func() bool { return g.state.Load() == stateDraining })
+	testutil.WaitFor(t, "draining", func() bool { return g.state.Load() == stateDraining })
 	if r := get(t, gw, "/readyz"); r.StatusCode != 503 {
 		t.Fatalf("/readyz while draining = %d; want 503", r.StatusCode)
 	}
@@ -961,12 +934,8 @@ func TestShutdownBeforeServe(t *testing.T) {
 	if err := g.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	served := make(chan error, 1)
-	go func() { served <- g.Serve(ln) }()
+	go func() { served <- g.Serve(testutil.Listen(t, "127.0.0.1")) }()
 	select {
 	case err := <-served:
 		if err != nil {

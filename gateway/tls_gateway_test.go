@@ -76,15 +76,10 @@ func TestGatewayServesTLSAndClientCertificates(t *testing.T) {
 	}
 	for _, reason := range []string{"client_cert_name_not_allowed", "client_cert_untrusted"} {
 		series := fmt.Sprintf(`scrapegate_rejected_connections_total{reason=%q}`, reason)
-		waitFor(t, series, func() bool { return metricValue(t, g, series) == 1 })
+		testutil.WaitFor(t, series, func() bool { return metricValue(t, g, series) == 1 })
 	}
 	// A plain-HTTP request to the TLS listener gets no scrape.
-	conn, err := net.Dial("tcp", gw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	conn := dialGateway(t, gw)
 	fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
 	if line, _ := bufio.NewReader(conn).ReadString('\n'); strings.HasPrefix(line, "HTTP/") {
 		t.Fatalf("plain HTTP on the TLS listener got an HTTP answer %q", line)
@@ -191,7 +186,7 @@ func TestGatewayHTTPSTargetTruncatedWithCloseNotify(t *testing.T) {
 	if r.StatusCode != 200 || r.bodyErr == nil {
 		t.Fatalf("a body cut off by close_notify: %d, body %q, error %v; want the response aborted", r.StatusCode, r.body, r.bodyErr)
 	}
-	waitFor(t, "body_failed", func() bool {
+	testutil.WaitFor(t, "body_failed", func() bool {
 		return metricValue(t, g, `scrapegate_upstream_errors_total{reason="body_failed"}`) == 1
 	})
 }

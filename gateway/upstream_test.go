@@ -133,11 +133,7 @@ func TestConnectionsThePodEndsAreNotPooled(t *testing.T) {
 // close_notify together with the record before it; a complete chunked body
 // followed by one in the same segment is complete, not truncated.
 func TestTLS12CloseNotifyWithTheLastChunk(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.59:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
+	ln := testutil.Listen(t, "127.0.0.59")
 	line := "some_metric 1\n"
 	chunked := strings.Repeat(fmt.Sprintf("%x\r\n%s\r\n", len(line), line), 10) + "0\r\n\r\n"
 	leaf := testutil.NewCA(t, "pods").IssueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.59")})

@@ -137,12 +137,17 @@ func (h *harness) interval(pods int) time.Duration {
 	return time.Duration(float64(pods) / h.Settings.Rate * float64(time.Second))
 }
 
+// startPhasePods starts n pods for the named phase, saying so in the log.
+func (h *harness) startPhasePods(phase string, n int) (*pods, error) {
+	h.log("%s: starting %d pods", phase, n)
+	return startPods(h.pod, n)
+}
+
 // rateAndSaturation runs the rate and saturation phases through each proxy
 // in turn, each proxy started fresh and warmed up.
 func (h *harness) rateAndSaturation(ctx context.Context) ([]Result, error) {
 	s := h.Settings
-	h.log("rate and saturation: starting %d pods", s.Pods)
-	pods, err := startPods(h.pod, s.Pods)
+	pods, err := h.startPhasePods("rate and saturation", s.Pods)
 	if err != nil {
 		return nil, err
 	}
@@ -316,8 +321,7 @@ func (h *harness) churn(ctx context.Context) (results []Result, err error) {
 	if !slices.Contains(h.Proxies, ProxyScrapegate) {
 		return nil, nil
 	}
-	h.log("churn: starting %d pods", s.ChurnPods)
-	pods, err := startPods(h.pod, s.ChurnPods)
+	pods, err := h.startPhasePods("churn", s.ChurnPods)
 	if err != nil {
 		return nil, err
 	}
@@ -447,8 +451,7 @@ func (ch *churner) scraped() int {
 // large bodies at once, to show what its memory does.
 func (h *harness) large(ctx context.Context) ([]Result, error) {
 	s := h.Settings
-	h.log("large: starting %d pods", s.LargePods)
-	pods, err := startPods(h.pod, s.LargePods)
+	pods, err := h.startPhasePods("large", s.LargePods)
 	if err != nil {
 		return nil, err
 	}

@@ -21,11 +21,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 const (
@@ -52,13 +53,7 @@ const (
 var e2eJobs = []string{jobPsystrike, jobProxy}
 
 func TestEndToEndPrometheus(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test against a real Prometheus; skipped with -short")
-	}
-	begin := time.Now()
-	promBin := prometheusBinary(t)
-	gatewayBin := buildGateway(t, raceEnabled())
-	t.Logf("built gateway in %s", time.Since(begin).Round(time.Millisecond))
+	begin, promBin, gatewayBin := startPrometheusE2E(t)
 
 	pods := startFakePods(t, e2eNumPods)
 	gw := startGateway(t, gatewayBin)
@@ -164,6 +159,21 @@ func TestEndToEndPrometheus(t *testing.T) {
 
 // prometheusBinary returns the Prometheus to test against: $PROMETHEUS_BIN, or
 // prometheus on $PATH.
+// startPrometheusE2E skips an end-to-end test against a real Prometheus
+// under -short. Otherwise it returns when the test began, the Prometheus
+// binary and the gateway built for the test.
+func startPrometheusE2E(t *testing.T) (begin time.Time, promBin, gatewayBin string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test against a real Prometheus; skipped with -short")
+	}
+	begin = time.Now()
+	promBin = prometheusBinary(t)
+	gatewayBin = buildGateway(t, raceEnabled())
+	t.Logf("built gateway in %s", time.Since(begin).Round(time.Millisecond))
+	return begin, promBin, gatewayBin
+}
+
 func prometheusBinary(t *testing.T) string {
 	t.Helper()
 	if bin := os.Getenv("PROMETHEUS_BIN"); bin != "" {
@@ -325,7 +335,7 @@ func (p *fakePod) connState(_ net.Conn, state http.ConnState) {
 type process struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testutil.LogBuffer
 	done chan struct{} // closed once the process has exited
 }
 
@@ -333,7 +343,7 @@ type process struct {
 // of dropEnv are not passed on. The process is killed when the test ends.
 func startProcess(t *testing.T, name, bin string, args []string, dropEnv ...string) *process {
 	t.Helper()
-	p := &process{name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p := &process{name: name, cmd: exec.Command(bin, args...), out: &testutil.LogBuffer{}, done: make(chan struct{})}
 	for _, kv := range os.Environ() {
 		if !slices.ContainsFunc(dropEnv, func(prefix string) bool { return strings.HasPrefix(kv, prefix) }) {
 			p.cmd.Env = append(p.cmd.Env, kv)
@@ -395,17 +405,32 @@ type gatewayProc struct {
 	addr string // host:port it serves on
 }
 
-// startGateway starts the gateway on a port the kernel picks, learns the port
-// from its "serving" log line, and waits until /readyz answers 200.
+// e2eGatewayArgs are the flags of a plain-HTTP test gateway: on a port the
+// kernel picks, scraping loopback, logging JSON, stopping without delay.
+var e2eGatewayArgs = []string{
+	"--listen=127.0.0.1:0",
+	"--allow-cidrs=127.0.0.0/8",
+	"--drain-delay=0s",
+	"--log-format=json",
+	"--log-level=info",
+}
+
+// startGateway starts the gateway with e2eGatewayArgs and extraArgs, learns
+// its port from its "serving" log line, and waits until /readyz answers 200.
 func startGateway(t *testing.T, bin string, extraArgs ...string) *gatewayProc {
 	t.Helper()
-	proc := startProcess(t, "gateway", bin, append([]string{
-		"--listen=127.0.0.1:0",
-		"--allow-cidrs=127.0.0.0/8",
-		"--drain-delay=0s",
-		"--log-format=json",
-		"--log-level=info",
-	}, extraArgs...), "SCRAPEGATE_")
+	gw := awaitServing(t, startProcess(t, "gateway", bin, slices.Concat(e2eGatewayArgs, extraArgs), "SCRAPEGATE_"))
+	waitFor(t, e2eStartTimeout, "the gateway's /readyz to answer 200", []*process{gw.proc}, func() error {
+		_, err := httpGet("http://" + gw.addr + "/readyz")
+		return err
+	})
+	return gw
+}
+
+// awaitServing waits for the "serving" log line of the gateway proc and
+// returns the gateway at the address it names.
+func awaitServing(t *testing.T, proc *process) *gatewayProc {
+	t.Helper()
 	gw := &gatewayProc{proc: proc}
 	procs := []*process{proc}
 	waitFor(t, e2eStartTimeout, "the gateway's \"serving\" log line", procs, func() error {
@@ -415,10 +440,6 @@ func startGateway(t *testing.T, bin string, extraArgs ...string) *gatewayProc {
 		}
 		gw.addr = addr
 		return nil
-	})
-	waitFor(t, e2eStartTimeout, "the gateway's /readyz to answer 200", procs, func() error {
-		_, err := httpGet("http://" + gw.addr + "/readyz")
-		return err
 	})
 	return gw
 }
@@ -448,10 +469,8 @@ func startPrometheus(t *testing.T, bin, config string) *promProc {
 	t.Helper()
 	dir := t.TempDir()
 	cfgFile := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgFile, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	addr := freeLoopbackAddr(t)
+	testutil.WriteFile(t, cfgFile, []byte(config))
+	addr := testutil.FreeAddr(t, "127.0.0.1").String()
 	proc := startProcess(t, "prometheus", bin, []string{
 		"--config.file=" + cfgFile,
 		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
@@ -506,30 +525,12 @@ scrape_configs:
 `, jobPsystrike, jobProxy, list, pods[0].port, gatewayAddr)
 }
 
-// freeLoopbackAddr returns 127.0.0.1:port for a port that was free a moment
-// ago, for a program that cannot be told to listen on port 0.
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
-
 // checkTargets returns an error unless Prometheus has exactly the expected
 // targets in both jobs, all up, psystrike ones scraping the gateway's
 // /pods/{ip}/{port}/metrics for their own pod.
 func checkTargets(prom *promProc, gatewayAddr string, pods []*fakePod) error {
-	want := map[string]*fakePod{} // job/instance
-	for _, job := range e2eJobs {
-		for _, p := range pods {
-			want[job+"/"+p.addr] = p
-		}
-	}
-	return checkActiveTargets(prom, want, func(key string, p *fakePod, tg promTarget) []string {
+	return checkActiveTargets(prom, keyedTargets(podTargets(pods)), func(key string, pt podTarget, tg promTarget) []string {
+		p := pt.pod
 		var problems []string
 		if tg.ScrapePool == jobPsystrike {
 			if wantURL := "http://" + gatewayAddr + "/pods/" + p.ip + "/" + p.port + "/metrics"; tg.ScrapeURL != wantURL {
@@ -622,44 +623,30 @@ type promSample struct {
 	value  float64
 }
 
-// checkPerTarget runs an instant query at time at, which must return exactly
-// one sample for each pod in each job, keyed by job and instance, and calls
-// check on each.
-func checkPerTarget(prom *promProc, query string, at time.Time, pods []*fakePod, check func(*fakePod, promSample) error) error {
-	samples, err := promQuery(prom, query, at)
-	if err != nil {
-		return err
-	}
-	byInstance := map[string]*fakePod{}
-	for _, p := range pods {
-		byInstance[p.addr] = p
-	}
-	var problems []string
-	seen := map[string]bool{}
-	for _, s := range samples {
-		job, instance := s.labels["job"], s.labels["instance"]
-		key := job + "/" + instance
-		p, ok := byInstance[instance]
-		switch {
-		case !ok || !slices.Contains(e2eJobs, job):
-			problems = append(problems, fmt.Sprintf("unexpected series %v = %v", s.labels, s.value))
-			continue
-		case seen[key]:
-			problems = append(problems, fmt.Sprintf("more than one series for %s: %v = %v", key, s.labels, s.value))
-		}
-		seen[key] = true
-		if err := check(p, s); err != nil {
-			problems = append(problems, fmt.Sprintf("%s (%s): %v", key, p.name, err))
-		}
-	}
+// podTarget is one pod in one job of TestEndToEndPrometheus.
+type podTarget struct {
+	job string
+	pod *fakePod
+}
+
+func (pt podTarget) key() string { return pt.job + "/" + pt.pod.addr }
+
+func (pt podTarget) String() string { return pt.key() + " (" + pt.pod.name + ")" }
+
+// podTargets returns every pod in every job of e2eJobs.
+func podTargets(pods []*fakePod) []podTarget {
+	var targets []podTarget
 	for _, job := range e2eJobs {
 		for _, p := range pods {
-			if !seen[job+"/"+p.addr] {
-				problems = append(problems, fmt.Sprintf("no series for %s/%s (%s)", job, p.addr, p.name))
-			}
+			targets = append(targets, podTarget{job, p})
 		}
 	}
-	return problemsErr(fmt.Sprintf("query %q: %d series", query, len(samples)), problems)
+	return targets
+}
+
+// checkPerTarget is checkEachTarget for every pod in every job of e2eJobs.
+func checkPerTarget(prom *promProc, query string, at time.Time, pods []*fakePod, check func(*fakePod, promSample) error) error {
+	return checkEachTarget(prom, query, at, podTargets(pods), func(pt podTarget, s promSample) error { return check(pt.pod, s) })
 }
 
 // seriesTarget is a target an end-to-end test expects one series for; key
@@ -838,22 +825,4 @@ func waitFor(t *testing.T, timeout time.Duration, what string, procs []*process,
 		}
 		time.Sleep(e2ePollInterval)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -725,6 +725,43 @@ func updateKubePodStatus(k *kubeAPI, pod *corev1.Pod, p *kubePod) error {
 	return nil
 }
 
+// Relabelling rules of deploy/prometheus/kubernetes-sd.yml and proxy-url.yml
+// that several jobs of the end-to-end tests share, comments aside.
+const (
+	// relabelAnnotatedPods keeps the pods annotated prometheus.io/scrape,
+	// but not the gateway's own.
+	relabelAnnotatedPods = `      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape]
+        action: keep
+        regex: true
+      - source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_name]
+        action: drop
+        regex: scrapegate
+`
+	// relabelAnnotatedPort keeps the pods that name their port in the
+	// prometheus.io/port annotation.
+	relabelAnnotatedPort = `      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_port]
+        action: keep
+        regex: \d+
+`
+	// relabelPodsPath makes a pod's target the gateway's /pods/ (or
+	// /pods/https/) route to its IP, port and path, /metrics by default.
+	relabelPodsPath = `      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path]
+        regex: ""
+        target_label: __meta_kubernetes_pod_annotation_prometheus_io_path
+        replacement: /metrics
+      - source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port, __meta_kubernetes_pod_annotation_prometheus_io_path]
+        action: replace
+        target_label: __metrics_path__
+        regex: (.+);(\d+);(.+)
+        replacement: /pods/$1/$2$3
+      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scheme, __meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port, __meta_kubernetes_pod_annotation_prometheus_io_path]
+        action: replace
+        target_label: __metrics_path__
+        regex: https;([^;]+);(\d+);(.+)
+        replacement: /pods/https/$1/$2$3
+`
+)
+
 // kubePrometheusConfig returns the Prometheus configuration: every job of
 // deploy/prometheus/ pointed at this test's gateway and API server, the
 // gateway's own discovery (http-sd.yml) and Prometheus's Kubernetes
@@ -787,31 +824,7 @@ func kubePrometheusConfig(gwAddr string, k *kubeAPI) string {
 
 	// kubernetes-sd.yml
 	fmt.Fprintf(&b, "  - job_name: %s\n    follow_redirects: false\n%s", jobKubePsystrike, kubeSD("pod"))
-	fmt.Fprintf(&b, `    relabel_configs:
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape]
-        action: keep
-        regex: true
-      - source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_name]
-        action: drop
-        regex: scrapegate
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_port]
-        action: keep
-        regex: \d+
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path]
-        regex: ""
-        target_label: __meta_kubernetes_pod_annotation_prometheus_io_path
-        replacement: /metrics
-      - source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port, __meta_kubernetes_pod_annotation_prometheus_io_path]
-        action: replace
-        target_label: __metrics_path__
-        regex: (.+);(\d+);(.+)
-        replacement: /pods/$1/$2$3
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scheme, __meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port, __meta_kubernetes_pod_annotation_prometheus_io_path]
-        action: replace
-        target_label: __metrics_path__
-        regex: https;([^;]+);(\d+);(.+)
-        replacement: /pods/https/$1/$2$3
-      - action: labelmap
+	fmt.Fprintf(&b, "    relabel_configs:\n"+relabelAnnotatedPods+relabelAnnotatedPort+relabelPodsPath+`      - action: labelmap
         regex: __meta_kubernetes_pod_label_(.+)
       - source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port]
         target_label: instance
@@ -843,17 +856,7 @@ func kubePrometheusConfig(gwAddr string, k *kubeAPI) string {
 
 	// proxy-url.yml
 	fmt.Fprintf(&b, "  - job_name: %s\n    proxy_url: %q\n%s", jobKubeProxy, "http://"+gwAddr, kubeSD("pod"))
-	b.WriteString(`    relabel_configs:
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape]
-        action: keep
-        regex: true
-      - source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_name]
-        action: drop
-        regex: scrapegate
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_port]
-        action: keep
-        regex: \d+
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path]
+	b.WriteString("    relabel_configs:\n" + relabelAnnotatedPods + relabelAnnotatedPort + `      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path]
         action: replace
         target_label: __metrics_path__
         regex: (.+)
@@ -1184,26 +1187,13 @@ func checkGatewayWithoutRBAC(t *testing.T, k *kubeAPI, gatewayBin string, pod *k
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("cannot create ServiceAccount %s/%s: %v", kubeGatewayNamespace, sa, err)
 	}
-	proc := startProcess(t, "gateway without RBAC", gatewayBin, []string{
-		"--listen=127.0.0.1:0",
-		"--allow-cidrs=127.0.0.0/8",
-		"--drain-delay=0s",
-		"--log-format=json",
-		"--log-level=info",
+	gw := awaitServing(t, startProcess(t, "gateway without RBAC", gatewayBin, slices.Concat(e2eGatewayArgs, []string{
 		"--kubernetes",
 		"--kubeconfig=" + k.serviceAccountKubeconfig(t, kubeGatewayNamespace, sa),
 		"--kubelet-token-file=",
-	}, "SCRAPEGATE_")
+	}), "SCRAPEGATE_"))
+	proc, addr := gw.proc, gw.addr
 	procs := []*process{proc}
-	var addr string
-	waitFor(t, e2eStartTimeout, "the gateway's \"serving\" log line", procs, func() error {
-		a, ok := servingAddr(proc.out.String())
-		if !ok {
-			return errors.New(`no JSON log line with "message":"serving" and a "listen" address yet`)
-		}
-		addr = a
-		return nil
-	})
 	// The API server's refusal, logged: from then on, the checks below
 	// cannot pass by being early. client-go lists in watch-list mode first,
 	// a watch request that RBAC refuses as "cannot watch".

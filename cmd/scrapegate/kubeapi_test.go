@@ -85,8 +85,8 @@ func startKubeAPI(t *testing.T) *kubeAPI {
 	k := &kubeAPI{dir: t.TempDir()}
 
 	// etcd, a single member on loopback, without fsync: its data dies with the test.
-	clientURL := "http://" + freeLoopbackAddr(t)
-	peerURL := "http://" + freeLoopbackAddr(t)
+	clientURL := "http://" + testutil.FreeAddr(t, "127.0.0.1").String()
+	peerURL := "http://" + testutil.FreeAddr(t, "127.0.0.1").String()
 	k.etcd = startProcess(t, "etcd", etcdBin, []string{
 		"--name=test",
 		"--data-dir=" + filepath.Join(k.dir, "etcd"),
@@ -116,7 +116,7 @@ func startKubeAPI(t *testing.T) *kubeAPI {
 	tokenAuthFile := filepath.Join(k.dir, "token-auth.csv")
 	testutil.WriteFile(t, tokenAuthFile, []byte(k.adminToken+`,test-admin,test-admin,"system:masters"`+"\n"))
 
-	addr := freeLoopbackAddr(t)
+	addr := testutil.FreeAddr(t, "127.0.0.1").String()
 	_, port, _ := strings.Cut(addr, ":")
 	k.url = "https://" + addr
 	certDir := filepath.Join(k.dir, "apiserver-certs")

@@ -3,10 +3,11 @@ package main
 import (
 	"bytes"
 	"io"
-	"net"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 func TestRunExitCodes(t *testing.T) {
@@ -58,11 +59,7 @@ func TestRunExitCodes(t *testing.T) {
 	}, `scrapegate: -listen (from SCRAPEGATE_LISTEN): "nonsense" is not host:port with an IP address or DNS name (or nothing) and a port 0-65535; write one such as :8080 or 127.0.0.1:8080`)
 
 	// A valid address that cannot be listened on fails when serving: exit 1.
-	taken, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
+	taken := testutil.Listen(t, "127.0.0.1")
 	f([]string{"--listen=" + taken.Addr().String()}, noEnv, 1, "cannot listen")
 }
 

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 // TestLargeBodyKeepsRSSBounded streams 1 GiB from a pod through the real
@@ -28,10 +30,7 @@ func TestLargeBodyKeepsRSSBounded(t *testing.T) {
 	// (rightly) cut it off.
 	gw := startGateway(t, buildGateway(t, false), "--scrape-timeout-default=10m", "--scrape-timeout-max=10m")
 
-	ln, err := net.Listen("tcp", "127.42.1.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := testutil.Listen(t, "127.42.1.1")
 	chunk := bytes.Repeat([]byte("node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 12345.67\n"), 1000)
 	pod := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(size))

@@ -33,8 +33,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
-
 	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
@@ -62,19 +60,12 @@ const (
 	secMinScrapesPerTarg = 3
 )
 
-// securePod is one pod of this test: plain HTTP or HTTPS on its own address
-// and port, serving a marker series with its number.
+// securePod is one pod of this test: a fakePod, plain HTTP or HTTPS on its
+// own address and port, serving a marker series with its number, that
+// counts the credentials it is sent.
 type securePod struct {
-	n       int
-	name    string
-	https   bool
-	ip      string
-	port    string
-	addr    string // ip:port, its instance label in every job
-	metrics []byte
-
-	requests    atomic.Int64 // for /metrics
-	conns       atomic.Int64 // accepted TCP connections
+	*fakePod
+	https       bool
 	credentials atomic.Int64 // requests that carried Authorization, Proxy-Authorization or Cookie
 }
 
@@ -84,19 +75,7 @@ func (p *securePod) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.credentials.Add(1)
 		}
 	}
-	if r.URL.Path != "/metrics" {
-		http.Error(w, p.name+": only /metrics is served, got "+r.URL.Path, http.StatusNotFound)
-		return
-	}
-	p.requests.Add(1)
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	_, _ = w.Write(p.metrics)
-}
-
-func (p *securePod) connState(_ net.Conn, state http.ConnState) {
-	if state == http.StateNew {
-		p.conns.Add(1)
-	}
+	p.fakePod.ServeHTTP(w, r)
 }
 
 // startSecurePod starts pod n on ip, over TLS with cert when cert is not
@@ -115,15 +94,8 @@ func startSecurePod(t *testing.T, n int, ip string, cert *tls.Certificate, avoid
 		}
 		_ = l.Close()
 	}
-	addr := ln.Addr().(*net.TCPAddr)
-	p := &securePod{
-		n:     n,
-		name:  fmt.Sprintf("secure-pod-%d", n),
-		https: cert != nil,
-		ip:    addr.IP.String(),
-		port:  strconv.Itoa(addr.Port),
-		addr:  addr.String(),
-	}
+	p := &securePod{fakePod: newFakePod(n, ln.Addr().(*net.TCPAddr)), https: cert != nil}
+	p.name = fmt.Sprintf("secure-pod-%d", n)
 	p.metrics = fmt.Appendf(nil, "# HELP secure_pod_marker The pod's number.\n# TYPE secure_pod_marker gauge\nsecure_pod_marker{pod=%q} %d\n", p.name, n)
 	srv := &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second, ConnState: p.connState}
 	if cert != nil {
@@ -149,13 +121,7 @@ func (st secTarget) key() string { return st.job + "/" + st.pod.addr }
 func (st secTarget) String() string { return st.key() + " (" + st.pod.name + ")" }
 
 func TestEndToEndPrometheusSecure(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test against a real Prometheus; skipped with -short")
-	}
-	begin := time.Now()
-	promBin := prometheusBinary(t)
-	gatewayBin := buildGateway(t, raceEnabled())
-	t.Logf("built gateway in %s", time.Since(begin).Round(time.Millisecond))
+	begin, promBin, gatewayBin := startPrometheusE2E(t)
 
 	// PKI: one CA for the gateway's listener, one for the pods.
 	gwCA, podCA := testutil.NewCA(t, "gateway"), testutil.NewCA(t, "pods")
@@ -171,7 +137,7 @@ func TestEndToEndPrometheusSecure(t *testing.T) {
 	promWrongTokenFile := filepath.Join(dir, "prometheus-wrong-token")
 	promPasswordFile := filepath.Join(dir, "prometheus-password")
 	testutil.WriteFile(t, gwTokensFile, []byte("# scrapegate callers\n"+oldToken+"\n"))
-	testutil.WriteFile(t, gwHtpasswdFile, []byte(secHtpasswdLine(t, secUser, password)+secHtpasswdLine(t, secProxyUser, proxyPassword)))
+	testutil.WriteFile(t, gwHtpasswdFile, []byte(secUser+":"+testutil.Bcrypt(t, password)+"\n"+secProxyUser+":"+testutil.Bcrypt(t, proxyPassword)+"\n"))
 	testutil.WriteFile(t, promTokenFile, []byte(oldToken+"\n"))
 	testutil.WriteFile(t, promWrongTokenFile, []byte(wrongToken+"\n"))
 	testutil.WriteFile(t, promPasswordFile, []byte(password+"\n"))
@@ -488,34 +454,13 @@ func secRandom(t *testing.T) string {
 	return hex.EncodeToString(b)
 }
 
-// secHtpasswdLine returns an htpasswd line for user with a bcrypt hash of
-// password at the lowest cost, which the race-enabled gateway checks fast.
-func secHtpasswdLine(t *testing.T, user, password string) string {
-	t.Helper()
-	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return user + ":" + string(h) + "\n"
-}
-
 // startSecureGateway starts the gateway with exactly args, learns its
 // address from its "serving" log line, and waits until /readyz answers 200
 // over TLS through client.
 func startSecureGateway(t *testing.T, bin string, client *http.Client, args ...string) *gatewayProc {
 	t.Helper()
-	proc := startProcess(t, "gateway", bin, args, "SCRAPEGATE_")
-	gw := &gatewayProc{proc: proc}
-	procs := []*process{proc}
-	waitFor(t, e2eStartTimeout, "the gateway's \"serving\" log line", procs, func() error {
-		addr, ok := servingAddr(proc.out.String())
-		if !ok {
-			return errors.New(`no JSON log line with "message":"serving" and a "listen" address yet`)
-		}
-		gw.addr = addr
-		return nil
-	})
-	waitFor(t, e2eStartTimeout, "the gateway's /readyz to answer 200 over TLS", procs, func() error {
+	gw := awaitServing(t, startProcess(t, "gateway", bin, args, "SCRAPEGATE_"))
+	waitFor(t, e2eStartTimeout, "the gateway's /readyz to answer 200 over TLS", []*process{gw.proc}, func() error {
 		status, _, body, err := secGet(client, "https://"+gw.addr+"/readyz", "")
 		if err == nil && status != http.StatusOK {
 			err = fmt.Errorf("/readyz: %d %s", status, body)
@@ -625,25 +570,7 @@ func secPsystrikeJob(b *strings.Builder, name, settings, gwAddr string, pods []*
 			fmt.Fprintf(b, "          __meta_kubernetes_pod_annotation_prometheus_io_scheme: \"http\"\n")
 		}
 	}
-	fmt.Fprintf(b, `    relabel_configs:
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_port]
-        action: keep
-        regex: \d+
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path]
-        regex: ""
-        target_label: __meta_kubernetes_pod_annotation_prometheus_io_path
-        replacement: /metrics
-      - source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port, __meta_kubernetes_pod_annotation_prometheus_io_path]
-        action: replace
-        target_label: __metrics_path__
-        regex: (.+);(\d+);(.+)
-        replacement: /pods/$1/$2$3
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scheme, __meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port, __meta_kubernetes_pod_annotation_prometheus_io_path]
-        action: replace
-        target_label: __metrics_path__
-        regex: https;([^;]+);(\d+);(.+)
-        replacement: /pods/https/$1/$2$3
-      - source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port]
+	fmt.Fprintf(b, "    relabel_configs:\n"+relabelAnnotatedPort+relabelPodsPath+`      - source_labels: [__meta_kubernetes_pod_ip, __meta_kubernetes_pod_annotation_prometheus_io_port]
         target_label: instance
         regex: (.+);(\d+)
         replacement: $1:$2

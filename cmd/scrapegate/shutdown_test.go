@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 // TestSIGTERMLetsAnInflightScrapeFinish sends SIGTERM to the real binary while
@@ -21,10 +23,7 @@ func TestSIGTERMLetsAnInflightScrapeFinish(t *testing.T) {
 
 	inPod := make(chan struct{})
 	release := make(chan struct{})
-	ln, err := net.Listen("tcp", "127.42.2.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := testutil.Listen(t, "127.42.2.1")
 	pod := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(inPod)
 		<-release

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -22,34 +21,16 @@ import (
 	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
-// writeAuthFile writes contents to a file in the test's directory and returns
-// its path.
-func writeAuthFile(t testing.TB, name, contents string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, []byte(contents), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func rewriteAuthFile(t testing.TB, path, contents string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(contents), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // newLoadedAuthenticator returns an authenticator with the given files'
 // contents loaded ("" for no file) and its reloadables.
 func newLoadedAuthenticator(t testing.TB, tokens, htpasswd string) (*Authenticator, []*reload.Files) {
 	t.Helper()
 	var tokensPath, htpasswdPath string
 	if tokens != "" {
-		tokensPath = writeAuthFile(t, "tokens", tokens)
+		tokensPath = testutil.TempFile(t, "tokens", []byte(tokens))
 	}
 	if htpasswd != "" {
-		htpasswdPath = writeAuthFile(t, "htpasswd", htpasswd)
+		htpasswdPath = testutil.TempFile(t, "htpasswd", []byte(htpasswd))
 	}
 	a, rs := New(tokensPath, htpasswdPath)
 	for _, r := range rs {
@@ -731,7 +712,7 @@ func TestBasicRepeatedFailureIsChargedOnce(t *testing.T) {
 
 	// A new file version may make the stale password right: it is
 	// forgotten.
-	rewriteAuthFile(t, rs[0].Paths()[0], "prom:"+testutil.Bcrypt(t, "stale")+"\n")
+	testutil.WriteFile(t, rs[0].Paths()[0], []byte("prom:"+testutil.Bcrypt(t, "stale")+"\n"))
 	if _, err := rs[0].Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -775,7 +756,7 @@ func TestTokenReload(t *testing.T) {
 	f("Bearer token-b", BadToken)
 
 	path := r.Paths()[0]
-	rewriteAuthFile(t, path, "token-b\n")
+	testutil.WriteFile(t, path, []byte("token-b\n"))
 	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload() = %v, %v; want true, nil", changed, err)
 	}
@@ -788,7 +769,7 @@ func TestTokenReload(t *testing.T) {
 	}
 
 	// Invalid contents: an error naming the line, not the token; B stays.
-	rewriteAuthFile(t, path, "token-c\ns3cr3t value\n")
+	testutil.WriteFile(t, path, []byte("token-c\ns3cr3t value\n"))
 	changed, err := r.Reload()
 	if changed || err == nil || !strings.Contains(err.Error(), "line 2") || strings.Contains(err.Error(), "s3cr3t") || !strings.Contains(err.Error(), "auth-bearer-tokens-file") {
 		t.Fatalf("reload() of an invalid file = %v, %v; want an error naming the flag and line 2 only", changed, err)
@@ -797,7 +778,7 @@ func TestTokenReload(t *testing.T) {
 	f("Bearer token-c", BadToken)
 
 	// Empty, as in the middle of a write: an error; B stays.
-	rewriteAuthFile(t, path, "")
+	testutil.WriteFile(t, path, nil)
 	if changed, err := r.Reload(); changed || err == nil || !strings.Contains(err.Error(), "the file is empty") {
 		t.Fatalf("reload() of an empty file = %v, %v; want an error", changed, err)
 	}
@@ -814,14 +795,14 @@ func TestTokenReload(t *testing.T) {
 	f("Bearer token-a", BadToken)
 
 	// Back with a new token.
-	rewriteAuthFile(t, path, "token-d\n")
+	testutil.WriteFile(t, path, []byte("token-d\n"))
 	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload() = %v, %v; want true, nil", changed, err)
 	}
 	f("Bearer token-b", BadToken)
 	f("Bearer token-d", OK)
 	// Only comments: a decision to refuse everyone.
-	rewriteAuthFile(t, path, "# all revoked\n")
+	testutil.WriteFile(t, path, []byte("# all revoked\n"))
 	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload() of a file with only comments = %v, %v; want true, nil", changed, err)
 	}
@@ -848,7 +829,7 @@ func TestHtpasswdReload(t *testing.T) {
 
 	// A new password, and vmagent removed: the remembered credentials are
 	// forgotten at once.
-	rewriteAuthFile(t, r.Paths()[0], "prometheus:"+testutil.Bcrypt(t, "new")+"\n")
+	testutil.WriteFile(t, r.Paths()[0], []byte("prometheus:"+testutil.Bcrypt(t, "new")+"\n"))
 	if changed, err := r.Reload(); !changed || err != nil {
 		t.Fatalf("reload() = %v, %v; want true, nil", changed, err)
 	}
@@ -858,7 +839,7 @@ func TestHtpasswdReload(t *testing.T) {
 
 	// A bad file keeps the last good one, with what it remembers.
 	calls.Store(0)
-	rewriteAuthFile(t, r.Paths()[0], "prometheus:$apr1$xyzxyzxy$3EaDQ9E0G1Y8Y4xQ9nUXb1\n")
+	testutil.WriteFile(t, r.Paths()[0], []byte("prometheus:$apr1$xyzxyzxy$3EaDQ9E0G1Y8Y4xQ9nUXb1\n"))
 	if changed, err := r.Reload(); changed || err == nil || !strings.Contains(err.Error(), "htpasswd -B") {
 		t.Fatalf("reload() of an MD5 file = %v, %v; want an error", changed, err)
 	}
@@ -914,8 +895,8 @@ func TestAuthConcurrentReload(t *testing.T) {
 		if i%2 == 1 {
 			tokens, htpasswd = tokensB, htpasswdB
 		}
-		rewriteAuthFile(t, rs[0].Paths()[0], tokens)
-		rewriteAuthFile(t, rs[1].Paths()[0], htpasswd)
+		testutil.WriteFile(t, rs[0].Paths()[0], []byte(tokens))
+		testutil.WriteFile(t, rs[1].Paths()[0], []byte(htpasswd))
 		for _, r := range rs {
 			if _, err := r.Reload(); err != nil {
 				t.Errorf("reload: %s", err)

@@ -7,14 +7,12 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 func TestCallerListener(t *testing.T) {
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inner.Close()
+	inner := testutil.Listen(t, "127.0.0.1")
 	var rejected [NumRejections]int
 	allow := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("127.0.0.3/32")}
 	l := NewListener(inner, allow, 2, zerolog.Nop(), func(r Rejection) { rejected[r]++ }).(*listener)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +12,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 // logLines is a zerolog writer that hands each line to the test; zerolog
@@ -48,20 +49,8 @@ func (l logLines) next(t *testing.T, resource string) map[string]any {
 	}
 }
 
-// closedLoopbackAddr returns an address nothing listens on.
-func closedLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func TestUnreachableAPIServerIsLoggedAndExplainsReadyz(t *testing.T) {
-	addr := closedLoopbackAddr(t)
+	addr := testutil.FreeAddr(t, "127.0.0.1").String()
 	server := "http://" + addr
 	client, err := kubernetes.NewForConfig(&rest.Config{Host: server})
 	if err != nil {

@@ -18,20 +18,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
-)
 
-// waitUntil polls cond until it holds: informers deliver events
-// asynchronously and offer no signal a test can wait on.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+	"github.com/scrapegate/scrapegate/internal/testutil"
+)
 
 func startCluster(t *testing.T, client kubernetes.Interface, opts Options) *Cluster {
 	t.Helper()
@@ -42,7 +31,7 @@ func startCluster(t *testing.T, client kubernetes.Interface, opts Options) *Clus
 	stop := make(chan struct{})
 	t.Cleanup(func() { close(stop) })
 	go c.Run(stop)
-	waitUntil(t, "the informers synced", c.Synced)
+	testutil.WaitFor(t, "the informers to sync", c.Synced)
 	return c
 }
 
@@ -71,25 +60,23 @@ func newPod(ns, name, ip string, opts ...podOpt) *corev1.Pod {
 }
 
 func annotated(kv ...string) podOpt {
-	return func(p *corev1.Pod) {
-		if p.Annotations == nil {
-			p.Annotations = map[string]string{}
-		}
-		for i := 0; i < len(kv); i += 2 {
-			p.Annotations[kv[i]] = kv[i+1]
-		}
-	}
+	return func(p *corev1.Pod) { p.Annotations = withPairs(p.Annotations, kv) }
 }
 
 func labelled(kv ...string) podOpt {
-	return func(p *corev1.Pod) {
-		if p.Labels == nil {
-			p.Labels = map[string]string{}
-		}
-		for i := 0; i < len(kv); i += 2 {
-			p.Labels[kv[i]] = kv[i+1]
-		}
+	return func(p *corev1.Pod) { p.Labels = withPairs(p.Labels, kv) }
+}
+
+// withPairs returns m, made if nil, with the keys and values alternating in
+// kv set.
+func withPairs(m map[string]string, kv []string) map[string]string {
+	if m == nil {
+		m = map[string]string{}
 	}
+	for i := 0; i < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return m
 }
 
 func phase(ph corev1.PodPhase) podOpt { return func(p *corev1.Pod) { p.Status.Phase = ph } }
@@ -119,7 +106,7 @@ func TestHasEndpointFollowsPods(t *testing.T) {
 	if err := client.CoreV1().Pods("a").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the deleted pod's endpoint is refused", func() bool { return !c.HasEndpoint(netip.MustParseAddrPort("10.0.0.1:9100")) })
+	testutil.WaitFor(t, "the deleted pod's endpoint to be refused", func() bool { return !c.HasEndpoint(netip.MustParseAddrPort("10.0.0.1:9100")) })
 
 	// Its IP moves to a new pod: only the new pod's ports are allowed.
 	moved := newPod("b", "other", "10.0.0.1")
@@ -127,7 +114,7 @@ func TestHasEndpointFollowsPods(t *testing.T) {
 	if _, err := client.CoreV1().Pods("b").Create(ctx, moved, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the new pod's port is allowed", func() bool { return c.HasEndpoint(netip.MustParseAddrPort("10.0.0.1:7000")) })
+	testutil.WaitFor(t, "the new pod's port to be allowed", func() bool { return c.HasEndpoint(netip.MustParseAddrPort("10.0.0.1:7000")) })
 	f("10.0.0.1:9100", false)
 	f("10.0.0.1:8080", false)
 	f("10.0.0.1:53", false) // UDP
@@ -137,7 +124,7 @@ func TestHasEndpointFollowsPods(t *testing.T) {
 	if _, err := client.CoreV1().Pods("b").UpdateStatus(ctx, moved, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the failed pod's endpoint is refused", func() bool { return !c.HasEndpoint(netip.MustParseAddrPort("10.0.0.1:7000")) })
+	testutil.WaitFor(t, "the failed pod's endpoint to be refused", func() bool { return !c.HasEndpoint(netip.MustParseAddrPort("10.0.0.1:7000")) })
 }
 
 func TestHostNetworkPodsShareTheNodeIP(t *testing.T) {
@@ -156,7 +143,7 @@ func TestHostNetworkPodsShareTheNodeIP(t *testing.T) {
 	if err := client.CoreV1().Pods("kube-system").Delete(context.Background(), "proxy", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the deleted pod's port is refused", func() bool { return !c.HasEndpoint(netip.MustParseAddrPort("192.168.0.1:10249")) })
+	testutil.WaitFor(t, "the deleted pod's port to be refused", func() bool { return !c.HasEndpoint(netip.MustParseAddrPort("192.168.0.1:10249")) })
 	if !c.HasEndpoint(netip.MustParseAddrPort("192.168.0.1:9100")) {
 		t.Error("deleting one hostNetwork pod refused another on the same IP")
 	}
@@ -264,7 +251,7 @@ func TestKubeletAddress(t *testing.T) {
 	if err := client.CoreV1().Nodes().Delete(context.Background(), "custom-port", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the deleted node is forgotten", func() bool { _, ok := c.Kubelet("custom-port"); return !ok })
+	testutil.WaitFor(t, "the deleted node to be forgotten", func() bool { _, ok := c.Kubelet("custom-port"); return !ok })
 }
 
 func TestClientGoLogsInTheGatewaysFormat(t *testing.T) {
@@ -300,7 +287,7 @@ func TestReusedIPBelongsToTheNewPod(t *testing.T) {
 	if _, err := client.CoreV1().Pods("b").Create(ctx, fresh, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the new pod's port is allowed", func() bool { return c.HasEndpoint(netip.MustParseAddrPort("10.0.0.1:9100")) })
+	testutil.WaitFor(t, "the new pod's port to be allowed", func() bool { return c.HasEndpoint(netip.MustParseAddrPort("10.0.0.1:9100")) })
 	if c.HasEndpoint(netip.MustParseAddrPort("10.0.0.1:8080")) {
 		t.Error("the terminating pod's port opened on the new pod that now has its IP")
 	}

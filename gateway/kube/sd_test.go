@@ -14,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 var testGateway = Gateway{Address: "gw.example:31000", Scheme: "http"}
@@ -176,7 +178,7 @@ func TestPodsSDETagFollowsChanges(t *testing.T) {
 	if _, err := client.CoreV1().Pods("a").Create(ctx, unrelated, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the new pod is seen", func() bool { return c.PodCount() == 2 })
+	testutil.WaitFor(t, "the new pod to be seen", func() bool { return c.PodCount() == 2 })
 	rebuilt, _ := c.PodsSD("", testGateway)
 	if rebuilt.ETag != first.ETag {
 		t.Errorf("ETag changed from %s to %s though the document did not", first.ETag, rebuilt.ETag)
@@ -185,7 +187,7 @@ func TestPodsSDETagFollowsChanges(t *testing.T) {
 	if err := client.CoreV1().Pods("a").Delete(ctx, "one", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the deleted pod leaves the document", func() bool {
+	testutil.WaitFor(t, "the deleted pod to leave the document", func() bool {
 		doc, _ := c.PodsSD("", testGateway)
 		return doc.Groups == 0
 	})

@@ -39,11 +39,8 @@ func (r handshakeResult) ok() bool { return r.clientErr == nil && r.serverErr ==
 // and a refusal only shows on the client's next read.
 func tlsHandshake(t *testing.T, serverCfg, clientCfg *tls.Config) handshakeResult {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := testutil.Listen(t, "127.0.0.1")
+	defer ln.Close() // at once: a test makes many handshakes
 	var res handshakeResult
 	done := make(chan struct{})
 	go func() {
@@ -93,20 +90,26 @@ func clientTrusting(ca *testutil.CA) *tls.Config {
 func mustNewServerTLS(t *testing.T, o ServerOptions) (*tls.Config, []*reload.Files) {
 	t.Helper()
 	cfg, _, rs, err := NewServer(o)
+	mustLoad(t, "NewServer", rs, err)
+	return cfg, rs
+}
+
+// mustLoad fails the test if the constructor named what failed (err) or
+// its files rs do not load.
+func mustLoad(t *testing.T, what string, rs []*reload.Files, err error) {
+	t.Helper()
 	if err == nil {
 		err = reload.LoadAll(rs, zerolog.Nop())
 	}
 	if err != nil {
-		t.Fatalf("NewServer: %s", err)
+		t.Fatalf("%s: %s", what, err)
 	}
-	return cfg, rs
 }
 
 func TestServerTLSHandshake(t *testing.T) {
 	ca := testutil.NewCA(t, "listener CA")
 	serverCert := ca.IssueServer(t, []string{"localhost"}, tlsLoopback)
-	certFile, keyFile := serverCert.CertFile, serverCert.KeyFile
-	cfg, rs := mustNewServerTLS(t, ServerOptions{CertFile: certFile, KeyFile: keyFile})
+	cfg, rs := mustNewServerTLS(t, ServerOptions{CertFile: serverCert.CertFile, KeyFile: serverCert.KeyFile})
 	if len(rs) != 1 || rs[0].Flag() != "tls-cert-file" {
 		t.Fatalf("reloadables: %+v", rs)
 	}
@@ -131,8 +134,7 @@ func TestServerTLSHandshake(t *testing.T) {
 func TestServerTLSVersionsAndCipherSuites(t *testing.T) {
 	ca := testutil.NewCA(t, "listener CA")
 	serverCert := ca.IssueServer(t, []string{"localhost"}, nil)
-	certFile, keyFile := serverCert.CertFile, serverCert.KeyFile
-	cfg, _ := mustNewServerTLS(t, ServerOptions{CertFile: certFile, KeyFile: keyFile})
+	cfg, _ := mustNewServerTLS(t, ServerOptions{CertFile: serverCert.CertFile, KeyFile: serverCert.KeyFile})
 
 	// f makes a handshake with a client limited to versions minV..maxV and
 	// to suites (if not nil); wantErr is "" for success or a part of the
@@ -539,12 +541,7 @@ func mustNewUpstreamTLS(t *testing.T, o UpstreamOptions) (*Upstream, []*reload.F
 	t.Helper()
 	o.Flags = "target-tls"
 	u, rs, err := NewUpstream(o)
-	if err == nil {
-		err = reload.LoadAll(rs, zerolog.Nop())
-	}
-	if err != nil {
-		t.Fatalf("NewUpstream: %s", err)
-	}
+	mustLoad(t, "NewUpstream", rs, err)
 	return u, rs
 }
 

@@ -1,6 +1,3 @@
-// Package testutil holds what the tests of several packages share, so that
-// there is one copy of each: a test PKI (pki.go), an https pod (tlspod.go)
-// and credentials (credentials.go). Only tests import it.
 package testutil
 
 // Test PKI: CAs, intermediates and leaf certificates made on the fly
@@ -26,7 +23,6 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -276,35 +272,4 @@ func WriteCABundle(t testing.TB, cas ...*CA) string {
 	p := filepath.Join(t.TempDir(), "bundle.pem")
 	WriteFile(t, p, b)
 	return p
-}
-
-// WriteFile writes (or overwrites) a file that only its owner may read, as
-// secrets are; overwriting it is how a test rotates one in place.
-func WriteFile(t testing.TB, path string, data []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// ReplaceFile replaces path's contents atomically (a new file renamed over
-// it), so that a reader polling it never sees it half written, as with a
-// Kubernetes Secret volume, whose files change by a symlink swap.
-func ReplaceFile(t testing.TB, path string, data []byte) {
-	t.Helper()
-	tmp := path + ".new"
-	WriteFile(t, tmp, data)
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// CopyFile overwrites dst with the contents of src.
-func CopyFile(t testing.TB, dst, src string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	WriteFile(t, dst, b)
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -24,15 +23,12 @@ type TLSPod struct {
 	clientSerials []string
 }
 
-// StartTLSPod starts a TLSPod listening on listenAddr (e.g. "127.0.0.1:0")
-// with cert; if clientCAs is not nil it requires client certificates from
-// them. It stops when the test ends.
+// StartTLSPod starts a TLSPod listening on listenAddr, a loopback address
+// such as "127.0.0.1:0", with cert; if clientCAs is not nil it requires
+// client certificates from them. It stops when the test ends.
 func StartTLSPod(t testing.TB, listenAddr string, cert tls.Certificate, clientCAs *x509.CertPool) *TLSPod {
 	t.Helper()
-	ln, err := net.Listen("tcp", listenAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listen(t, listenAddr)
 	p := &TLSPod{Addr: ln.Addr().String()}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(r.TLS.PeerCertificates) > 0 {
