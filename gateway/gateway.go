@@ -247,8 +247,8 @@ func (g *Gateway) setUpSecurity(kubeFiles []*reload.Files) error {
 	var rs []*reload.Files
 	g.auth, rs = auth.New(cfg.AuthBearerTokensFile, cfg.AuthHTPasswdFile)
 	g.reloadables = append(g.reloadables, rs...)
+	var err error
 	if cfg.TLSCertFile != "" {
-		var err error
 		g.serverTLS, g.clientCerts, rs, err = tlsconf.NewServer(tlsconf.ServerOptions{
 			CertFile:             cfg.TLSCertFile,
 			KeyFile:              cfg.TLSKeyFile,
@@ -256,24 +256,22 @@ func (g *Gateway) setUpSecurity(kubeFiles []*reload.Files) error {
 			ClientAllowedNames:   cfg.TLSClientAllowedNames,
 			OnClientCertRejected: g.clientCertRejected,
 		})
-		if err != nil {
-			return err
-		}
 		g.reloadables = append(g.reloadables, rs...)
 	}
-	var err error
-	g.upstreamTLS, rs, err = tlsconf.NewUpstream(tlsconf.UpstreamOptions{
-		Flags:              "target-tls",
-		CAFile:             cfg.TargetTLSCAFile,
-		InsecureSkipVerify: cfg.TargetTLSInsecureSkipVerify,
-		ServerName:         cfg.TargetTLSServerName,
-		CertFile:           cfg.TargetTLSCertFile,
-		KeyFile:            cfg.TargetTLSKeyFile,
-	})
+	if err == nil {
+		g.upstreamTLS, rs, err = tlsconf.NewUpstream(tlsconf.UpstreamOptions{
+			Flags:              "target-tls",
+			CAFile:             cfg.TargetTLSCAFile,
+			InsecureSkipVerify: cfg.TargetTLSInsecureSkipVerify,
+			ServerName:         cfg.TargetTLSServerName,
+			CertFile:           cfg.TargetTLSCertFile,
+			KeyFile:            cfg.TargetTLSKeyFile,
+		})
+		g.reloadables = append(g.reloadables, rs...)
+	}
 	if err != nil {
 		return err
 	}
-	g.reloadables = append(g.reloadables, rs...)
 	return reload.LoadAll(g.reloadables, g.log)
 }
 
@@ -310,7 +308,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	g.listeners = append(g.listeners, ln)
 	g.listenersMu.Unlock()
 	g.loopsOnce.Do(func() {
-		go g.pool.Run(g.stop)
+		go every(upstream.MaintainInterval, g.stop, g.pool.Maintain)
 		go every(g.cfg.ReloadInterval, g.stop, func(time.Time) { g.reloadAll() })
 		if g.kube != nil {
 			go g.kube.cluster.Run(g.stop)

@@ -97,6 +97,8 @@ type Pool struct {
 	opts     Options
 	dialer   *fasthttp.TCPDialer
 	inflight atomic.Int64
+	// nextEviction is when Maintain next evicts idle endpoints.
+	nextEviction time.Time
 
 	mu        sync.RWMutex
 	endpoints map[Key]*endpoint
@@ -192,8 +194,8 @@ func (p *Pool) dropNeverAnswered() bool {
 }
 
 // EvictIdle drops endpoints with no active scrape that were last used more
-// than the TTL before now, closing their idle connections. Run calls it
-// periodically.
+// than the TTL before now, closing their idle connections. Maintain calls
+// it periodically.
 func (p *Pool) EvictIdle(now time.Time) int {
 	cutoff := now.Add(-p.opts.EndpointIdleTTL).UnixNano()
 	var evicted []*endpoint
@@ -212,27 +214,23 @@ func (p *Pool) EvictIdle(now time.Time) int {
 	return len(evicted)
 }
 
-// idleCheckInterval is how often pooled idle connections are checked for
-// having been closed by their pod.
-const idleCheckInterval = time.Second
+// MaintainInterval is how often Maintain must run: how often pooled idle
+// connections are checked for having been closed by their pod.
+const MaintainInterval = time.Second
 
-// Run evicts idle endpoints and closes dead idle connections periodically
-// until stop is closed.
-func (p *Pool) Run(stop <-chan struct{}) {
-	evict := time.NewTicker(min(max(p.opts.EndpointIdleTTL/4, time.Second), time.Minute))
-	defer evict.Stop()
-	idle := time.NewTicker(idleCheckInterval)
-	defer idle.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case now := <-evict.C:
-			p.EvictIdle(now)
-		case <-idle.C:
-			p.CloseDeadIdleConns()
-		}
+// Maintain does the pool's periodic work, and must be called every
+// MaintainInterval: it closes dead idle connections each time, and evicts
+// idle endpoints every quarter of the TTL (at least a second, at most a
+// minute). Only one goroutine may call it.
+func (p *Pool) Maintain(now time.Time) {
+	p.CloseDeadIdleConns()
+	if now.Before(p.nextEviction) {
+		return
 	}
+	if !p.nextEviction.IsZero() {
+		p.EvictIdle(now)
+	}
+	p.nextEviction = now.Add(min(max(p.opts.EndpointIdleTTL/4, time.Second), time.Minute))
 }
 
 // CloseDeadIdleConns closes the idle connections of every endpoint at which
@@ -242,7 +240,7 @@ func (p *Pool) Run(stop <-chan struct{}) {
 // the scrape interval; fasthttp would keep them, half closed (CLOSE-WAIT),
 // until its idle timeout or their next use. One poll(2) call checks them
 // all. The endpoint's other idle connections go too: they idled as long.
-// Run calls it every idleCheckInterval.
+// Maintain calls it every MaintainInterval.
 func (p *Pool) CloseDeadIdleConns() {
 	p.mu.RLock()
 	endpoints := make([]*endpoint, 0, len(p.endpoints))
