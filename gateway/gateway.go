@@ -160,14 +160,14 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 		SecureErrorLogMessage: true, // parse errors must not log requests, credentials included
 		CloseOnShutdown:       true,
 		ReadBufferSize:        cfg.MaxRequestHeaderBytes,
-		// Scrape bodies are read into it (scrape.WriteTo): one write sends
+		// Scrape bodies are read into it (upstream.Scrape.WriteTo): one write sends
 		// the headers and a body of up to about this size.
 		WriteBufferSize: 16 << 10,
 		ReadTimeout:     cfg.ClientReadTimeout,
 		IdleTimeout:     cfg.ClientIdleTimeout,
 		// Bounds writing the gateway's own answers (/sd/ documents, errors,
 		// /metrics) to a caller that stops reading. A scrape's body is
-		// bounded by the scrape's own deadline instead (scrape.WriteTo).
+		// bounded by the scrape's own deadline instead (upstream.Scrape.WriteTo).
 		WriteTimeout:       cfg.ScrapeTimeoutMax + 10*time.Second,
 		MaxRequestBodySize: 64 << 10, // scrapes carry no body
 		HeaderReceived:     closeAfterBody,

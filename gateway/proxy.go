@@ -207,15 +207,14 @@ func (g *Gateway) scrapeTimeout(h *fasthttp.RequestHeader) time.Duration {
 // interval per endpoint (Scrape.TakeLogTurn).
 func (g *Gateway) upstreamFailed(s *upstream.Scrape, r reason, err error) {
 	g.metrics.countFailure(r)
-	suppressed, ok := s.TakeLogTurn(timeNow().UnixNano())
-	if !ok {
+	if !s.TakeLogTurn(timeNow().UnixNano()) {
 		return
 	}
 	// Also sampled across endpoints: one caller scanning many of them must
 	// not flood the log.
 	if e := g.upstreamLog.Warn(); e.Enabled() {
 		e.Str("target", s.Target().String()).Str("reason", r.String()).Err(err).
-			Int64("suppressed_since_last", suppressed).Msg("scrape failed")
+			Int64("suppressed_since_last", s.TakeSuppressed()).Msg("scrape failed")
 	}
 }
 

@@ -24,7 +24,7 @@ const (
 	routeMetrics              // /metrics
 	routeHealthz              // /healthz
 	routeReadyz               // /readyz
-	routeOther                // anything else: 404, or 405 for "*"
+	routeOther                // anything else: 404
 	numRoutes
 )
 
@@ -69,10 +69,7 @@ func routeOf(uri []byte) route {
 	if target.IsAbsoluteForm(uri) {
 		return routeProxy
 	}
-	path := uri
-	if i := bytes.IndexAny(path, "?#"); i >= 0 {
-		path = path[:i]
-	}
+	path, _ := target.SplitQuery(uri)
 	for r := routePods; r < routeOther; r++ {
 		p := routes[r].pattern
 		if strings.HasSuffix(p, "/") && bytes.HasPrefix(uri, []byte(p)) || string(path) == p {
@@ -158,14 +155,10 @@ func init() {
 	notFoundText = "scrapegate: 404 not found: use " + strings.Join(usages[:last], ", ") + " or " + usages[last]
 }
 
-// serveOther answers a request no route matches: 404, or 405 for the
-// asterisk-form target "*", which names no resource (OPTIONS *, and the
-// PRI * of an HTTP/2 connection preface).
+// serveOther answers a request no route matches. (The asterisk-form
+// target "*", of OPTIONS * and HTTP/2's PRI *, is absolute-form to
+// target.IsAbsoluteForm: the proxy route refuses it.)
 func (g *Gateway) serveOther(ctx *fasthttp.RequestCtx) {
-	if string(ctx.Request.Header.RequestURI()) == "*" {
-		g.serveMethodNotAllowed(ctx)
-		return
-	}
 	g.plainText(ctx, routeOther, fasthttp.StatusNotFound, notFoundText)
 }
 

@@ -286,7 +286,7 @@ type pooledConn interface{ Conn() net.Conn }
 // connection type, which C is inferred from.
 func giveBack[C pooledConn](f func(C), cc pooledConn) { f(cc.(C)) }
 
-// releaseConn returns what send took from the endpoint's pool: the
+// releaseConn returns what Send took from the endpoint's pool: the
 // connection goes back for reuse only if keep is set and nothing says it is
 // done, otherwise it is closed.
 func (s *Scrape) releaseConn(keep bool) {
@@ -348,17 +348,22 @@ func (s *Scrape) ConnectFailed() { s.connectFailed = true }
 const errorLogInterval = time.Minute
 
 // TakeLogTurn reports whether a failure of this scrape's endpoint may be
-// logged at now (Unix nanoseconds): at most once per errorLogInterval. It
-// returns how many failures were not logged since the last one that was.
-func (s *Scrape) TakeLogTurn(now int64) (suppressed int64, ok bool) {
+// logged at now (Unix nanoseconds): at most once per errorLogInterval.
+// One that may not is counted for TakeSuppressed.
+func (s *Scrape) TakeLogTurn(now int64) bool {
 	ep := s.ep
 	last := ep.lastErrLog.Load()
 	if now-last < int64(errorLogInterval) || !ep.lastErrLog.CompareAndSwap(last, now) {
 		ep.suppressedErr.Add(1)
-		return 0, false
+		return false
 	}
-	return ep.suppressedErr.Swap(0), true
+	return true
 }
+
+// TakeSuppressed returns how many failures of the endpoint TakeLogTurn
+// held back since the last line that was written, and starts counting
+// again.
+func (s *Scrape) TakeSuppressed() int64 { return s.ep.suppressedErr.Swap(0) }
 
 // copyBufSize is the buffer a body is copied through when it does not fit
 // in the server's write buffer. Large bodies move in pieces of this size: one
@@ -550,10 +555,11 @@ func (s *Scrape) CloseWithError(writeErr error) error {
 func (s *Scrape) Finish() {
 	_ = s.resp.CloseBodyStream()
 	s.releaseConn(s.eof && s.readErr == nil)
+	s.pool.end(s.ep)
 	if s.connectFailed {
+		// After end: an endpoint still active is not dropped to make room.
 		s.pool.failed(s.key, s.ep)
 	}
-	s.pool.end(s.ep)
 	if s.buf != nil {
 		copyBufPool.Put(s.buf)
 	}
