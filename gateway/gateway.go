@@ -3,16 +3,25 @@
 // service discovery inside it. It owns the request path and the server's
 // lifecycle, one file per step:
 //
-//   - gateway.go: Gateway, New, Serve, Shutdown (drain, then stop), Run.
-//   - routes.go: the route table, every path the gateway answers, and
-//     handle, where every request enters.
+//   - gateway.go: Gateway, New, the route table (every path the gateway
+//     answers) and handle, where every request enters; Serve, Shutdown.
 //   - admit.go: every check a request can fail before a pod is asked.
 //   - proxy.go: one scrape of an admitted target, handed to package
 //     upstream; headers.go: which headers cross each way.
 //   - reasons.go: every refusal and failure with its status, text and
 //     metric label; metrics.go: the self-metrics.
+//   - pages.go: the gateway's own answers (/metrics, /healthz, /readyz,
+//     404, 400); conn.go: what is done to each caller connection.
 //   - kubernetes.go: what -kubernetes adds (the live-pod policy, /sd/
 //     documents, the kubelet proxy /nodes/), served from package kube.
+//   - config.go: Config and its validation; reload.go: the loop that
+//     reloads changed files; log.go: the logger.
+//
+// The route table is matched against the raw request target with no
+// router: an absolute-form target must be told apart before any path is
+// looked at, and the scrape routes are prefixes. fasthttp/router only ever
+// matched /metrics, /healthz and /readyz, a second routing step, and was
+// dropped.
 //
 // Jobs of their own are subpackages: target (target forms and the target
 // policy), auth (bearer and basic credentials), tlsconf (listener and
@@ -23,13 +32,13 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -175,67 +184,93 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 	return g, nil
 }
 
-// closeAfterBody makes a request that has a body the last one on its
-// connection. Scrapes have no body; where a request with one ends is what
-// request smuggling plays on (Content-Length against chunked, RFC 9112
-// section 6.3), so nothing after it is read.
-func closeAfterBody(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-	if h.ContentLength() != -2 { // -2: neither Content-Length nor chunked
-		h.SetConnectionClose()
-	}
-	return fasthttp.RequestConfig{}
+// route is one row of the route table: one kind of request, and its label
+// in scrapegate_requests_total.
+type route int
+
+const (
+	routeProxy   route = iota // absolute-form (forward proxy) requests
+	routePods                 // /pods/{ip}/{port}/{path}
+	routeNodes                // /nodes/{node}/{path}
+	routeSD                   // /sd/pods, /sd/nodes
+	routeMetrics              // /metrics
+	routeHealthz              // /healthz
+	routeReadyz               // /readyz
+	routeOther                // anything else: 404
+	numRoutes
+)
+
+// routes is every request the gateway answers, one row per route. A
+// request's route is found from its raw request target (routeOf), before
+// anything else is read of it.
+//
+//   - An absolute-form target (http://ip:port/path, from callers that use
+//     the gateway as their proxy_url) is the proxy route whatever its
+//     path, which could be "/metrics": it is the pod's.
+//   - A pattern ending in '/' matches every target it starts; any other
+//     matches the path exactly, whatever the query.
+//   - open rows are served to anyone: probes come from kubelets and load
+//     balancers. Every other row is served only to admitted callers
+//     (Gateway.admit).
+//   - parse rows scrape: parse reads the target for admit to check and
+//     proxy to scrape. serve answers the other rows.
+//   - usage is what the 404 answer lists.
+var routes = [numRoutes]struct {
+	name    string // the route label
+	pattern string
+	open    bool
+	usage   string
+	parse   func(g *Gateway, uri []byte) (target.Target, error)
+	serve   func(g *Gateway, ctx *fasthttp.RequestCtx)
+}{
+	routeProxy:   {name: "proxy", parse: func(_ *Gateway, uri []byte) (target.Target, error) { return target.ParseAbsoluteURI(uri) }},
+	routePods:    {name: "pods", pattern: target.PodsPrefix, usage: "/pods/{ip}/{port}/{path}", parse: func(_ *Gateway, uri []byte) (target.Target, error) { return target.ParsePodPath(uri) }},
+	routeNodes:   {name: "nodes", pattern: nodesPrefix, usage: "/nodes/{node}/{path}", parse: (*Gateway).parseNodePath},
+	routeSD:      {name: "sd", pattern: sdPrefix, usage: "/sd/pods, /sd/nodes", serve: (*Gateway).serveSD},
+	routeMetrics: {name: "metrics", pattern: "/metrics", usage: "/metrics", serve: page((*Gateway).serveMetrics)},
+	routeHealthz: {name: "healthz", pattern: "/healthz", open: true, usage: "/healthz", serve: page((*Gateway).serveHealthz)},
+	routeReadyz:  {name: "readyz", pattern: "/readyz", open: true, usage: "/readyz", serve: page((*Gateway).serveReadyz)},
+	routeOther:   {name: "other", serve: (*Gateway).serveOther},
 }
 
-// silentTimeoutListener makes a connection that times out before sending a
-// single byte close silently. fasthttp answers a first request that times
-// out like a malformed one, but a connection that never sent anything is
-// usually one an HTTP client opened and then did not need (Go's, and so
-// Prometheus's, dials while it waits for a pooled connection and keeps the
-// loser): an answer to it arrives at the client as a response to nothing,
-// or to its next request on that connection. Idle keep-alive connections are
-// closed silently by fasthttp itself. On a TLS listener it wraps the TLS
-// connection, not the TCP one: a completed handshake is no request.
-type silentTimeoutListener struct{ net.Listener }
-
-func (l silentTimeoutListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+// routeOf tells which route a raw request target is for.
+func routeOf(uri []byte) route {
+	if target.IsAbsoluteForm(uri) {
+		return routeProxy
 	}
-	sc := &silentTimeoutConn{Conn: c}
-	if tc, ok := c.(*tls.Conn); ok {
-		return silentTimeoutTLSConn{sc, tc}, nil
+	path, _ := target.SplitQuery(uri)
+	for r := routePods; r < routeOther; r++ {
+		p := routes[r].pattern
+		if strings.HasSuffix(p, "/") && bytes.HasPrefix(uri, []byte(p)) || string(path) == p {
+			return r
+		}
 	}
-	return sc, nil
+	return routeOther
 }
 
-// silentTimeoutTLSConn is a silentTimeoutConn over TLS. fasthttp tells TLS
-// connections (ctx.IsTLS, ctx.TLSConnectionState) by these two methods.
-type silentTimeoutTLSConn struct {
-	*silentTimeoutConn
-	tls *tls.Conn
-}
-
-func (c silentTimeoutTLSConn) Handshake() error                     { return c.tls.Handshake() }
-func (c silentTimeoutTLSConn) ConnectionState() tls.ConnectionState { return c.tls.ConnectionState() }
-
-type silentTimeoutConn struct {
-	net.Conn
-	spoke bool // a byte has arrived
-}
-
-// NetConn returns the connection underneath, for checking its socket.
-func (c *silentTimeoutConn) NetConn() net.Conn { return c.Conn }
-
-func (c *silentTimeoutConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.spoke = true
-	} else if !c.spoke && errors.Is(err, os.ErrDeadlineExceeded) {
-		// fasthttp closes the connection without an answer on EOF.
-		return 0, io.EOF
+// handle serves one request as its route's row says, once admit has let
+// it in: a scrape of the target admit returns, or the row's own answer.
+func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
+	uri := ctx.Request.Header.RequestURI()
+	rt := routeOf(uri)
+	row := &routes[rt]
+	switch t, ok := g.admit(ctx, rt, uri); {
+	case !ok:
+	case row.parse != nil:
+		g.proxy(ctx, rt, &t)
+	default:
+		row.serve(g, ctx)
 	}
-	return n, err
+	if g.state.Load() != stateServing {
+		// Move keep-alive connections to another replica: also those whose
+		// scrape began before the drain did.
+		ctx.SetConnectionClose()
+	}
+	if g.cfg.AccessLog {
+		g.log.Info().Bytes("method", ctx.Method()).Bytes("uri", truncate(ctx.Request.Header.RequestURI())).
+			Str("caller", ctx.RemoteIP().String()).Int("status", ctx.Response.StatusCode()).
+			Dur("headers_after", time.Since(ctx.Time())).Msg("request")
+	}
 }
 
 // setUpSecurity builds what New needs to admit callers and reach https pods
@@ -415,41 +450,6 @@ func waitGroupContext(ctx context.Context, wg *sync.WaitGroup) error {
 	}
 }
 
-// Run listens on cfg.Listen and serves until ctx is done, then shuts down
-// gracefully. Scrapes cut off by -shutdown-timeout are logged, not returned
-// as an error: the shutdown itself went as configured.
-func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
-	g, err := New(cfg, log)
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %q: %w", cfg.Listen, err)
-	}
-	pprofLn, err := listenPprof(cfg.Pprof)
-	if err != nil {
-		_ = ln.Close()
-		return err
-	}
-	if pprofLn != nil {
-		defer servePprof(pprofLn, log)()
-		log.Warn().Str("pprof", pprofLn.Addr().String()).Msg("serving Go profiles without authentication (-pprof)")
-	}
-	log.Info().Str("listen", ln.Addr().String()).Bool("tls", g.serverTLS != nil).Bool("client_certs", cfg.TLSClientCAFile != "").
-		Bool("auth", g.auth != nil).Str("allow_cidrs", target.FormatCIDRs(cfg.AllowCIDRs)).Msg("serving")
-	if g.auth == nil && cfg.TLSClientCAFile == "" {
-		log.Warn().Msg("no caller authentication configured: anyone who reaches the listener can scrape every target the policy allows; see docs/security.md")
-	}
-	served := make(chan error, 1)
-	go func() { served <- g.Serve(ln) }()
-	select {
-	case err := <-served:
-		return err
-	case <-ctx.Done():
-	}
-	if err := g.Shutdown(context.Background()); err != nil {
-		log.Warn().Err(err).Int64("inflight", g.pool.Inflight()).Msg("exiting with scrapes unfinished")
-	}
-	return <-served
-}
+// Inflight is how many scrapes are in flight: admitted, and not yet done
+// sending their body.
+func (g *Gateway) Inflight() int64 { return g.pool.Inflight() }

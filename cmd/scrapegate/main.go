@@ -1,8 +1,8 @@
 // Command scrapegate serves the scrape gateway. flags.go reads the flags and
 // the environment into one gateway.Config, and is the only code that knows
-// about flags; main.go runs the gateway with it until SIGTERM or SIGINT and
-// turns the outcome into an exit code. Everything else lives in package
-// gateway.
+// about flags; main.go builds the gateway from it, serves it until SIGTERM
+// or SIGINT (with Go's profiles on -pprof, pprof.go) and turns the outcome
+// into an exit code. Everything else lives in package gateway.
 package main
 
 import (
@@ -11,13 +11,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 
+	"github.com/rs/zerolog"
+
 	"github.com/scrapegate/scrapegate/gateway"
 	"github.com/scrapegate/scrapegate/gateway/buildinfo"
+	"github.com/scrapegate/scrapegate/gateway/target"
 )
 
 func main() {
@@ -54,9 +58,50 @@ func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := gateway.Run(ctx, cfg, log); err != nil {
+	if err := serve(ctx, cfg, log); err != nil {
 		log.Error().Err(err).Msg("scrapegate stopped")
 		return 1
 	}
 	return 0
+}
+
+// serve builds the gateway, listens on -listen and serves until ctx is
+// done, then shuts down gracefully (gateway.Shutdown). Scrapes cut off by
+// -shutdown-timeout are logged, not returned as an error: the shutdown
+// itself went as configured.
+func serve(ctx context.Context, cfg gateway.Config, log zerolog.Logger) error {
+	g, err := gateway.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %q: %w", cfg.Listen, err)
+	}
+	pprofLn, err := listenPprof(cfg.Pprof)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	if pprofLn != nil {
+		defer servePprof(pprofLn, log)()
+		log.Warn().Str("pprof", pprofLn.Addr().String()).Msg("serving Go profiles without authentication (-pprof)")
+	}
+	auth := cfg.AuthBearerTokensFile != "" || cfg.AuthHTPasswdFile != ""
+	log.Info().Str("listen", ln.Addr().String()).Bool("tls", cfg.TLSCertFile != "").Bool("client_certs", cfg.TLSClientCAFile != "").
+		Bool("auth", auth).Str("allow_cidrs", target.FormatCIDRs(cfg.AllowCIDRs)).Msg("serving")
+	if !auth && cfg.TLSClientCAFile == "" {
+		log.Warn().Msg("no caller authentication configured: anyone who reaches the listener can scrape every target the policy allows; see docs/security.md")
+	}
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	if err := g.Shutdown(context.Background()); err != nil {
+		log.Warn().Err(err).Int64("inflight", g.Inflight()).Msg("exiting with scrapes unfinished")
+	}
+	return <-served
 }
