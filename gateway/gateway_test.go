@@ -1,6 +1,11 @@
 package gateway
 
-import "testing"
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
 
 // TestRouteOf: every request target finds its row from the raw target, as
 // the server received it, before anything else is read of the request.
@@ -35,4 +40,38 @@ func TestRouteOf(t *testing.T) {
 	f("http://10.0.0.1:9100/healthz", routeProxy)
 	f("*", routeProxy)
 	f("", routeOther)
+}
+
+// TestRoutesDocListsEveryRoute: docs/routes.md's table has a row for each
+// row of the route table, and an open one says anyone may call it.
+func TestRoutesDocListsEveryRoute(t *testing.T) {
+	doc, err := os.ReadFile("../docs/routes.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{} // a documented path's first appearance: its table row
+	for line := range strings.Lines(string(doc)) {
+		if !strings.HasPrefix(line, "| ") {
+			continue
+		}
+		cell, _, _ := strings.Cut(line[2:], " | ")
+		for _, m := range regexp.MustCompile("/[a-z]+/?").FindAllString(cell, -1) {
+			if _, ok := rows[m]; !ok {
+				rows[m] = line
+			}
+		}
+	}
+	for r, row := range routes {
+		if row.pattern == "" {
+			continue
+		}
+		line, ok := rows[row.pattern]
+		if !ok {
+			t.Errorf("docs/routes.md has no row for route %s (%s)", routes[r].name, row.pattern)
+			continue
+		}
+		if row.open && !strings.Contains(line, "anyone") && !strings.Contains(line, "the same as `/healthz`") {
+			t.Errorf("docs/routes.md's row for %s does not say anyone may call it: %s", row.pattern, line)
+		}
+	}
 }

@@ -22,7 +22,7 @@ var metricHelp = map[string]string{
 	"scrapegate_rejected_requests_total":        "Requests refused before reaching a pod, by reason.",
 	"scrapegate_upstream_errors_total":          "Scrapes that failed between the gateway and a pod, by reason.",
 	"scrapegate_client_aborts_total":            "Scrapes cut off on the caller's side, by reason: the caller hung up (client_gone), or stopped reading until the scrape's deadline passed (caller_stalled).",
-	"scrapegate_upstream_response_seconds":      "Time from a scrape taking its in-flight slot until the pod's response headers arrived, of scrapes that got a response: waiting for a busy endpoint's connection, dialling and the TLS handshake included.",
+	"scrapegate_upstream_response_seconds":      "Time from a scrape's admission until the pod's response headers arrived, of scrapes that got a response: waiting for a busy endpoint's connection, dialling and the TLS handshake included.",
 	"scrapegate_response_bytes_total":           "Body bytes read from pods for responses passed on to callers; a caller that hung up mid-body did not receive them all.",
 	"scrapegate_upstream_inflight_requests":     "Scrapes in flight, each holding a slot of -max-inflight from admission until its body is sent or abandoned, waits for a connection included.",
 	"scrapegate_pooled_endpoints":               "Pod endpoints (ip:port) with a connection pool.",
