@@ -430,7 +430,7 @@ func every(interval time.Duration, stop <-chan struct{}, f func(now time.Time)) 
 // endpoint over https, or to a kubelet.
 func (g *Gateway) upstreamTLSConfig(key upstream.Key) *tls.Config {
 	if key.Kubelet {
-		return g.kube.kubeletTLS.ForTarget(key.Addr.String())
+		return g.kube.kubelets.TLSConfig(key.Addr.String())
 	}
 	return g.upstreamTLS.ForTarget(key.Addr.String())
 }

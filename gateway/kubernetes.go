@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync/atomic"
 
 	"github.com/valyala/fasthttp"
 	"k8s.io/client-go/kubernetes"
@@ -13,17 +12,14 @@ import (
 	"github.com/scrapegate/scrapegate/gateway/kube"
 	"github.com/scrapegate/scrapegate/gateway/reload"
 	"github.com/scrapegate/scrapegate/gateway/target"
-	"github.com/scrapegate/scrapegate/gateway/tlsconf"
 )
 
 // kubernetesState is what -kubernetes adds to a Gateway.
 type kubernetesState struct {
 	cluster *kube.Cluster
-	// kubeletTLS verifies kubelets' serving certificates (-kubelet-ca-file).
-	kubeletTLS *tlsconf.Upstream
-	// kubeletAuth is the Authorization header value for kubelets, "Bearer
-	// <token>"; nil without -kubelet-token-file, which turns /nodes/ off.
-	kubeletAuth atomic.Pointer[[]byte]
+	// kubelets are the credentials for /nodes/; nil without
+	// -kubelet-token-file, which turns /nodes/ off.
+	kubelets *kube.KubeletCredentials
 }
 
 // setUpKubernetes watches the cluster through client and prepares the
@@ -57,25 +53,9 @@ func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reload.Files,
 				"or turn the kubelet proxy off with -kubelet-token-file=", flag, err)
 		}
 	}
-	opts := tlsconf.UpstreamOptions{Flags: "kubelet", InsecureSkipVerify: cfg.KubeletInsecureSkipVerify}
-	if !cfg.KubeletInsecureSkipVerify {
-		opts.CAFile = cfg.KubeletCAFile
-	}
 	var rs []*reload.Files
-	k.kubeletTLS, rs, err = tlsconf.NewUpstream(opts)
-	if err != nil {
-		return nil, err
-	}
-	rs = append(rs, reload.New("kubelet-token-file", func(contents [][]byte) error {
-		token := bytes.TrimSpace(contents[0])
-		if len(token) == 0 || bytes.ContainsAny(token, "\r\n\x00") {
-			return fmt.Errorf("want one token, got %d bytes of something else", len(contents[0]))
-		}
-		auth := append([]byte("Bearer "), token...)
-		k.kubeletAuth.Store(&auth)
-		return nil
-	}, cfg.KubeletTokenFile))
-	return rs, nil
+	k.kubelets, rs, err = kube.NewKubeletCredentials(cfg.KubeletTokenFile, cfg.KubeletCAFile, cfg.KubeletInsecureSkipVerify)
+	return rs, err
 }
 
 // Paths the Kubernetes routes serve under.
@@ -174,7 +154,7 @@ func (g *Gateway) parseNodePath(uri []byte) (target.Target, error) {
 	if g.kube == nil {
 		return target.Target{}, errNoKubernetes
 	}
-	if g.kube.kubeletAuth.Load() == nil {
+	if g.kube.kubelets == nil {
 		return target.Target{}, errNoKubeletToken
 	}
 	rest, query := target.SplitQuery(uri)

@@ -40,7 +40,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, t *target.Target) {
 	s.Tag = int(rt)
 	var kubeletAuth []byte
 	if t.Kubelet {
-		kubeletAuth = *g.kube.kubeletAuth.Load()
+		kubeletAuth = g.kube.kubelets.Authorization()
 	}
 	s.Request = g.appendUpstreamRequest(s.Request, &ctx.Request.Header, t, kubeletAuth)
 	err = s.Send(ctx.IsHead())

@@ -1,9 +1,10 @@
 // Package kube is the gateway's view of a Kubernetes cluster: shared
 // informers for pods and nodes, stripped to what the gateway uses, an index
 // of live pod endpoints (ip:port) for the "kubernetes" target policy, each
-// node's kubelet address, and the Prometheus http_sd documents /sd/pods and
-// /sd/nodes. It knows nothing about HTTP serving: the gateway asks it
-// questions and serves the answers.
+// node's kubelet address and the credentials the gateway presents to
+// kubelets (KubeletCredentials), and the Prometheus http_sd documents
+// /sd/pods and /sd/nodes. It knows nothing about HTTP serving: the gateway
+// asks it questions and serves the answers.
 package kube
 
 import (
