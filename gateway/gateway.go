@@ -11,7 +11,8 @@
 //   - reasons.go: every refusal and failure with its status, text and
 //     metric label; metrics.go: the self-metrics.
 //   - pages.go: the gateway's own answers (/metrics, /healthz, /readyz,
-//     404, 400); conn.go: what is done to each caller connection.
+//     404, 405, and 400, 408 or 431 to what cannot be parsed); conn.go:
+//     what is done to each caller connection.
 //   - kubernetes.go: what -kubernetes adds (the live-pod policy, /sd/
 //     documents, the kubelet proxy /nodes/), served from package kube.
 //   - config.go: Config and its validation; reload.go: the loop that
@@ -27,7 +28,8 @@
 // policy), auth (bearer and basic credentials), tlsconf (listener and
 // upstream TLS), callers (per-caller connection and rate limits), reload
 // (files reloaded when they change), upstream (endpoint pools and the
-// scrape stream) and kube (informers and service discovery).
+// scrape stream) and kube (informers, service discovery and the kubelet
+// credentials).
 // docs/architecture.md follows one scrape through them.
 package gateway
 
@@ -327,6 +329,12 @@ func (g *Gateway) clientCertRejected(reason, detail string) {
 // plain TCP listener: Serve adds the caller checks and TLS.
 func (g *Gateway) Serve(ln net.Listener) error {
 	g.policy.AddSelf(ln.Addr())
+	cfg := &g.cfg
+	g.log.Info().Str("listen", ln.Addr().String()).Bool("tls", g.serverTLS != nil).Bool("client_certs", cfg.TLSClientCAFile != "").
+		Bool("auth", g.auth != nil).Str("allow_cidrs", target.FormatCIDRs(cfg.AllowCIDRs)).Msg("serving")
+	if g.auth == nil && cfg.TLSClientCAFile == "" {
+		g.log.Warn().Msg("no caller authentication configured: anyone who reaches the listener can scrape every target the policy allows; see docs/security.md")
+	}
 	if len(g.cfg.AllowCallerCIDRs) > 0 || g.cfg.MaxConnsPerCaller > 0 {
 		ln = callers.NewListener(ln, g.cfg.AllowCallerCIDRs, g.cfg.MaxConnsPerCaller, g.rejectLog,
 			func(r callers.Rejection) { g.metrics.rejectedConnections[r].Inc() })
@@ -450,6 +458,6 @@ func waitGroupContext(ctx context.Context, wg *sync.WaitGroup) error {
 	}
 }
 
-// Inflight is how many scrapes are in flight: admitted, and not yet done
-// sending their body.
+// Inflight is how many scrapes are in flight: holding a slot of
+// -max-inflight, their body not yet sent or abandoned.
 func (g *Gateway) Inflight() int64 { return g.pool.Inflight() }

@@ -18,7 +18,7 @@ import (
 // method, raw path and query, the pod's address as Host, and of the
 // caller's headers only those a scrape needs (scrapeHeaders) and, but for
 // kubelets, those of -forward-request-headers; a kubelet also gets the
-// gateway's kubeletAuth. It is written out directly: copying each header
+// gateway's kubeletAuth (kube.KubeletCredentials). It is written out directly: copying each header
 // into a fasthttp.Request only to serialise it again cost a tenth of the
 // gateway's CPU per scrape. The caller's header names and values were
 // validated when its request was parsed.

@@ -154,7 +154,7 @@ func (g *Gateway) parseNodePath(uri []byte) (target.Target, error) {
 	if g.kube == nil {
 		return target.Target{}, errNoKubernetes
 	}
-	if g.kube.kubelets == nil {
+	if g.kube.kubelets == nil || g.kube.kubelets.Authorization() == nil {
 		return target.Target{}, errNoKubeletToken
 	}
 	rest, query := target.SplitQuery(uri)

@@ -21,7 +21,6 @@ import (
 
 	"github.com/scrapegate/scrapegate/gateway"
 	"github.com/scrapegate/scrapegate/gateway/buildinfo"
-	"github.com/scrapegate/scrapegate/gateway/target"
 )
 
 func main() {
@@ -86,12 +85,6 @@ func serve(ctx context.Context, cfg gateway.Config, log zerolog.Logger) error {
 	if pprofLn != nil {
 		defer servePprof(pprofLn, log)()
 		log.Warn().Str("pprof", pprofLn.Addr().String()).Msg("serving Go profiles without authentication (-pprof)")
-	}
-	auth := cfg.AuthBearerTokensFile != "" || cfg.AuthHTPasswdFile != ""
-	log.Info().Str("listen", ln.Addr().String()).Bool("tls", cfg.TLSCertFile != "").Bool("client_certs", cfg.TLSClientCAFile != "").
-		Bool("auth", auth).Str("allow_cidrs", target.FormatCIDRs(cfg.AllowCIDRs)).Msg("serving")
-	if !auth && cfg.TLSClientCAFile == "" {
-		log.Warn().Msg("no caller authentication configured: anyone who reaches the listener can scrape every target the policy allows; see docs/security.md")
 	}
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(ln) }()

@@ -13,7 +13,8 @@ import (
 // KubeletCredentials are what the gateway presents to kubelets, and to
 // nothing else: the bearer token of -kubelet-token-file, and the TLS
 // configuration that verifies their serving certificates with
-// -kubelet-ca-file. Both files are reloaded when they change.
+// -kubelet-ca-file (none with -kubelet-insecure-skip-verify). The files are
+// reloaded when they change.
 type KubeletCredentials struct {
 	tls *tlsconf.Upstream
 	// auth is the Authorization header value, "Bearer <token>"; set once
@@ -46,9 +47,14 @@ func NewKubeletCredentials(tokenFile, caFile string, insecureSkipVerify bool) (*
 	return k, rs, nil
 }
 
-// Authorization is the Authorization header value for a kubelet. The token
-// file must have been loaded.
-func (k *KubeletCredentials) Authorization() []byte { return *k.auth.Load() }
+// Authorization is the Authorization header value for a kubelet, or nil
+// until the token file has been loaded.
+func (k *KubeletCredentials) Authorization() []byte {
+	if auth := k.auth.Load(); auth != nil {
+		return *auth
+	}
+	return nil
+}
 
 // TLSConfig is the TLS configuration for the kubelet at addr (ip:port).
 func (k *KubeletCredentials) TLSConfig(addr string) *tls.Config { return k.tls.ForTarget(addr) }
