@@ -41,8 +41,9 @@ func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reload.Files,
 		}
 		return 0
 	})
-	g.metrics.set.NewGauge(`scrapegate_kubernetes_objects{resource="pods"}`, func() float64 { return float64(cluster.PodCount()) })
-	g.metrics.set.NewGauge(`scrapegate_kubernetes_objects{resource="nodes"}`, func() float64 { return float64(cluster.NodeCount()) })
+	for _, resource := range kube.Resources {
+		g.metrics.set.NewGauge(`scrapegate_kubernetes_objects{resource="`+resource+`"}`, func() float64 { return float64(cluster.Count(resource)) })
+	}
 
 	if cfg.KubeletTokenFile == "" {
 		return nil, nil

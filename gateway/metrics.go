@@ -31,8 +31,8 @@ var metricHelp = map[string]string{
 	"scrapegate_rejected_connections_total":     "Connections closed before serving a request: caller not allowed, too many from one caller, or a refused client certificate.",
 	"scrapegate_file_reloads_total":             "Reloads of the token, htpasswd, certificate and CA files, by flag and result: success when changed contents were put in force, failure at every -reload-interval check that cannot read or parse them, while the last good contents stay in force.",
 	"scrapegate_rate_limited_callers":           "Callers (IPv4 addresses, IPv6 /64s) answered 429 by -caller-rate-limit within the last minute.",
-	"scrapegate_kubernetes_synced":              "1 once the pod and node informers (-kubernetes) have listed every object, else 0.",
-	"scrapegate_kubernetes_objects":             "Pods and nodes the informers hold, by resource.",
+	"scrapegate_kubernetes_synced":              "1 once the informers (-kubernetes) of pods, nodes, Services and EndpointSlices have listed every object, else 0.",
+	"scrapegate_kubernetes_objects":             "Objects the informers hold, by resource: pods, nodes, services, endpointslices.",
 	"scrapegate_build_info":                     "A metric with a constant '1' value labelled by the version, VCS revision and Go version scrapegate was built from.",
 }
 

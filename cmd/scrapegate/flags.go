@@ -248,11 +248,11 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 	fs.StringVar(&c.TargetTLSCertFile, "target-tls-cert-file", c.TargetTLSCertFile, "PEM client certificate to present to https targets that require mTLS; requires -target-tls-key-file. Re-read when it changes.")
 	fs.StringVar(&c.TargetTLSKeyFile, "target-tls-key-file", c.TargetTLSKeyFile, "PEM private key of -target-tls-cert-file.")
 
-	fs.BoolVar(&c.Kubernetes, "kubernetes", c.Kubernetes, "Watch pods and nodes through the Kubernetes API (the pod's service account, or -kubeconfig). "+
+	fs.BoolVar(&c.Kubernetes, "kubernetes", c.Kubernetes, "Watch pods, nodes, Services and EndpointSlices through the Kubernetes API (the pod's service account, or -kubeconfig). "+
 		"Serves /sd/pods and /sd/nodes (Prometheus http_sd) and /nodes/{node}/{kubelet metrics path}, and makes -target-policy default to kubernetes. "+
-		"/readyz reports 503 until the first list of pods and nodes has arrived.")
+		"/readyz reports 503 until the first list of each has arrived.")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file to reach the API server with, instead of the pod's service account.")
-	fs.Var((*stringList)(&c.KubernetesNamespaces), "kubernetes-namespaces", "Comma-separated namespaces to watch pods in. Empty: every namespace.")
+	fs.Var((*stringList)(&c.KubernetesNamespaces), "kubernetes-namespaces", "Comma-separated namespaces to watch pods, Services and EndpointSlices in. Empty: every namespace.")
 	fs.StringVar(&c.KubernetesPodSelector, "kubernetes-pod-selector", c.KubernetesPodSelector, "Label selector (app=foo,tier!=db) that watched pods must match. Empty: every pod.")
 	fs.StringVar(&c.TargetPolicy, "target-policy", c.TargetPolicy, "cidr: any target the CIDR, port and path rules allow. "+
 		"kubernetes: additionally, a /pods/ or proxy target must be the IP of a pod that exists and has not terminated, and one of its container ports or its prometheus.io/port annotation. "+

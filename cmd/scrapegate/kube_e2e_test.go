@@ -24,6 +24,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -1153,7 +1154,8 @@ func checkGatewayGet(gwAddr, path string, wantStatus int, wantBody string) error
 
 // checkGatewaySynced returns an error unless the gateway's /metrics shows
 // its informers synced: scrapegate_kubernetes_synced is 1 (in each of its
-// series, should it have labels).
+// series, should it have labels), and the Service and EndpointSlice
+// informers hold what the cluster has.
 func checkGatewaySynced(gwAddr string) error {
 	body, err := httpGet("http://" + gwAddr + "/metrics")
 	if err != nil {
@@ -1172,6 +1174,14 @@ func checkGatewaySynced(gwAddr string) error {
 	}
 	if len(series) == 0 {
 		return errors.New("gateway /metrics: no scrapegate_kubernetes_synced")
+	}
+	// Every cluster has the Service default/kubernetes: the Service
+	// informer, running with deploy/base's RBAC, has listed it.
+	if !regexp.MustCompile(`(?m)^scrapegate_kubernetes_objects\{resource="services"\} [1-9]`).Match(body) {
+		return errors.New(`gateway /metrics: scrapegate_kubernetes_objects{resource="services"} is not at least 1 (default/kubernetes)`)
+	}
+	if !regexp.MustCompile(`(?m)^scrapegate_kubernetes_objects\{resource="endpointslices"\} [0-9]`).Match(body) {
+		return errors.New(`gateway /metrics: no scrapegate_kubernetes_objects{resource="endpointslices"}`)
 	}
 	return nil
 }

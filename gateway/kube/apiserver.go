@@ -134,7 +134,7 @@ func (c *Cluster) requestEnded(ctx context.Context, w *resourceWatch, verb strin
 	if c.Synced() {
 		e.Err(cause).Msg(what + " from the Kubernetes API server: serving from the last state seen until it succeeds")
 	} else {
-		e.Err(cause).Msg(what + " from the Kubernetes API server: /readyz answers 503 until the first list of pods and nodes succeeds")
+		e.Err(cause).Msg(what + " from the Kubernetes API server: /readyz answers 503 until the first list of pods, nodes, Services and EndpointSlices succeeds")
 	}
 	return err
 }

@@ -89,7 +89,15 @@ func TestFailedRequestsAreLoggedAtABoundedRate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pods, nodes := c.watches[0], c.watches[1]
+	var pods, nodes *resourceWatch
+	for _, w := range c.watches {
+		switch w.resource {
+		case "pods":
+			pods = w
+		case "nodes":
+			nodes = w
+		}
+	}
 	t0 := time.Now()
 	refused := errors.New("connection refused")
 	f := func(w *resourceWatch, after time.Duration, wantLevel string, wantSuppressed float64) {

@@ -1,5 +1,6 @@
 // Package kube is the gateway's view of a Kubernetes cluster: shared
-// informers for pods and nodes, stripped to what the gateway uses, an index
+// informers for pods, nodes, Services and EndpointSlices, stripped to what
+// the gateway and Prometheus's discovery use, an index
 // of live pod endpoints (ip:port) for the "kubernetes" target policy, each
 // node's kubelet address and the credentials the gateway presents to
 // kubelets (KubeletCredentials), and the Prometheus http_sd documents
@@ -19,6 +20,7 @@ import (
 
 	"github.com/rs/zerolog"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -31,7 +33,8 @@ import (
 
 // Options limits what the cluster view watches.
 type Options struct {
-	// Namespaces to watch pods in; empty means every namespace.
+	// Namespaces to watch pods, Services and EndpointSlices in; empty
+	// means every namespace.
 	Namespaces []string
 	// PodSelector is a label selector pods must match; empty matches all.
 	PodSelector string
@@ -68,7 +71,8 @@ func NewClient(kubeconfig, userAgent string) (kubernetes.Interface, error) {
 	return client, nil
 }
 
-// Cluster watches pods and nodes. Its methods are safe for concurrent use.
+// Cluster watches pods, nodes, Services and EndpointSlices. Its methods are
+// safe for concurrent use.
 type Cluster struct {
 	log zerolog.Logger
 	// server is the API server's URL, for log lines and /readyz.
@@ -76,10 +80,9 @@ type Cluster struct {
 	// failureLogInterval bounds how often one informer's failed requests
 	// are logged at warn level.
 	failureLogInterval time.Duration
-	watches            []*resourceWatch // pods, one per namespace, then nodes
-	podStores          []cache.Store
-	nodeStore          cache.Store
-	synced             atomic.Bool
+	// watches are one per resource and namespace (nodes: one).
+	watches []*resourceWatch
+	synced  atomic.Bool
 
 	mu sync.RWMutex
 	// livePods maps each pod IP to the live pods that have it: usually one;
@@ -150,7 +153,7 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 	}
 	for _, ns := range namespaces {
 		pods := client.CoreV1().Pods(ns)
-		inf, err := c.newInformer(client, &resourceWatch{resource: "pods", namespace: ns}, &corev1.Pod{}, stripPod, podHandler,
+		_, err := c.newInformer(client, &resourceWatch{resource: "pods", namespace: ns}, &corev1.Pod{}, stripPod, podHandler,
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 				o.LabelSelector = opts.PodSelector
 				return pods.List(ctx, o)
@@ -162,7 +165,19 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 		if err != nil {
 			return nil, fmt.Errorf("cannot watch pods: %w", err)
 		}
-		c.podStores = append(c.podStores, inf.GetStore())
+		services, slices := client.CoreV1().Services(ns), client.DiscoveryV1().EndpointSlices(ns)
+		if _, err := c.newInformer(client, &resourceWatch{resource: "services", namespace: ns}, &corev1.Service{}, stripService, cache.ResourceEventHandlerFuncs{},
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return services.List(ctx, o) },
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return services.Watch(ctx, o)
+			}); err != nil {
+			return nil, fmt.Errorf("cannot watch services: %w", err)
+		}
+		if _, err := c.newInformer(client, &resourceWatch{resource: "endpointslices", namespace: ns}, &discoveryv1.EndpointSlice{}, stripEndpointSlice, cache.ResourceEventHandlerFuncs{},
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return slices.List(ctx, o) },
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return slices.Watch(ctx, o) }); err != nil {
+			return nil, fmt.Errorf("cannot watch endpointslices: %w", err)
+		}
 	}
 	nodeHandler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { c.nodeChanged(obj) },
@@ -170,13 +185,11 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 		DeleteFunc: c.nodeDeleted,
 	}
 	nodes := client.CoreV1().Nodes()
-	inf, err := c.newInformer(client, &resourceWatch{resource: "nodes"}, &corev1.Node{}, stripNode, nodeHandler,
+	if _, err := c.newInformer(client, &resourceWatch{resource: "nodes"}, &corev1.Node{}, stripNode, nodeHandler,
 		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return nodes.List(ctx, o) },
-		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return nodes.Watch(ctx, o) })
-	if err != nil {
+		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return nodes.Watch(ctx, o) }); err != nil {
 		return nil, fmt.Errorf("cannot watch nodes: %w", err)
 	}
-	c.nodeStore = inf.GetStore()
 	return c, nil
 }
 
@@ -193,25 +206,40 @@ func (c *Cluster) Run(stop <-chan struct{}) {
 		return
 	}
 	c.synced.Store(true)
-	c.log.Info().Int("pods", c.PodCount()).Int("nodes", c.NodeCount()).Stringer("after", time.Since(begin).Round(time.Millisecond)).
-		Msg("kubernetes informers synced")
+	e := c.log.Info()
+	for _, resource := range Resources {
+		e = e.Int(resource, c.Count(resource))
+	}
+	e.Stringer("after", time.Since(begin).Round(time.Millisecond)).Msg("kubernetes informers synced")
 }
 
 // Synced reports whether every informer has listed its objects: before
 // that, the cluster view is incomplete and the gateway is not ready.
 func (c *Cluster) Synced() bool { return c.synced.Load() }
 
-// PodCount returns how many pods the informers hold.
-func (c *Cluster) PodCount() int {
+// Resources are what the cluster view watches, as the API names them.
+var Resources = []string{"pods", "nodes", "services", "endpointslices"}
+
+// Count returns how many objects of resource (one of Resources) the
+// informers hold.
+func (c *Cluster) Count(resource string) int {
 	n := 0
-	for _, s := range c.podStores {
+	for _, s := range c.stores(resource) {
 		n += len(s.ListKeys())
 	}
 	return n
 }
 
-// NodeCount returns how many nodes the informer holds.
-func (c *Cluster) NodeCount() int { return len(c.nodeStore.ListKeys()) }
+// stores are the informers' stores of resource, one per namespace watched.
+func (c *Cluster) stores(resource string) []cache.Store {
+	var stores []cache.Store
+	for _, w := range c.watches {
+		if w.resource == resource {
+			stores = append(stores, w.informer.GetStore())
+		}
+	}
+	return stores
+}
 
 // HasEndpoint reports whether addr is the IP of a live pod (one with an IP
 // that has not terminated) and one of the ports that pod declares: a
@@ -502,6 +530,47 @@ func stripPod(obj any) (any, error) {
 		}
 	}
 	return out, nil
+}
+
+// stripService keeps what Prometheus's role: service and endpointslice
+// discovery read of a Service: its name, labels and annotations, type,
+// ports and addresses.
+func stripService(obj any) (any, error) {
+	svc, ok := obj.(*corev1.Service)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            svc.Name,
+			Namespace:       svc.Namespace,
+			UID:             svc.UID,
+			ResourceVersion: svc.ResourceVersion,
+			Labels:          svc.Labels,
+			Annotations:     withoutLastApplied(svc.Annotations),
+		},
+		Spec: corev1.ServiceSpec{
+			Type:         svc.Spec.Type,
+			Ports:        svc.Spec.Ports,
+			ClusterIP:    svc.Spec.ClusterIP,
+			ClusterIPs:   svc.Spec.ClusterIPs,
+			ExternalIPs:  svc.Spec.ExternalIPs,
+			ExternalName: svc.Spec.ExternalName,
+		},
+		Status: corev1.ServiceStatus{LoadBalancer: svc.Status.LoadBalancer},
+	}, nil
+}
+
+// stripEndpointSlice keeps a slice as it is, but for its managed fields
+// and last-applied configuration: discovery reads all of the rest.
+func stripEndpointSlice(obj any) (any, error) {
+	slice, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return obj, nil
+	}
+	slice.ManagedFields = nil
+	slice.Annotations = withoutLastApplied(slice.Annotations)
+	return slice, nil
 }
 
 // stripNode keeps what /sd/nodes and the kubelet proxy read; a node's

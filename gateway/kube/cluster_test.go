@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/rs/zerolog"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -167,8 +168,8 @@ func TestNamespacesAndSelectorLimitWhatIsWatched(t *testing.T) {
 	f("10.0.0.2:9100", false)
 	f("10.0.0.3:9100", false)
 	f("10.0.0.4:9100", true)
-	if pods := c.PodCount(); pods != 2 {
-		t.Errorf("PodCount() = %d, want 2", pods)
+	if pods := c.Count("pods"); pods != 2 {
+		t.Errorf("Count(pods) = %d, want 2", pods)
 	}
 	if _, err := New(client, Options{PodSelector: "team in ("}, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "-kubernetes-pod-selector") {
 		t.Errorf("an invalid selector: error %v, want one naming -kubernetes-pod-selector", err)
@@ -295,10 +296,49 @@ func TestReusedIPBelongsToTheNewPod(t *testing.T) {
 
 func TestNamespaceListedTwiceIsWatchedOnce(t *testing.T) {
 	c := startCluster(t, fake.NewClientset(newPod("a", "p", "10.0.0.1", annotated("prometheus.io/scrape", "true"))), Options{Namespaces: []string{"a", "a"}})
-	if pods := c.PodCount(); pods != 1 {
-		t.Errorf("PodCount() = %d, want 1", pods)
+	if pods := c.Count("pods"); pods != 1 {
+		t.Errorf("Count(pods) = %d, want 1", pods)
 	}
 	if doc, _ := c.PodsSD("", testGateway); doc.Groups != 1 {
 		t.Errorf("%d target groups, want 1", doc.Groups)
+	}
+}
+
+// TestServicesAndEndpointSlicesAreWatched: Services and EndpointSlices are
+// watched in the namespaces of -kubernetes-namespaces only, and held
+// without what nobody reads (managed fields, the last-applied annotation).
+func TestServicesAndEndpointSlicesAreWatched(t *testing.T) {
+	managed := []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}}
+	annotations := map[string]string{lastApplied: `{"big":"json"}`, "prometheus.io/scrape": "true"}
+	service := func(ns, name string) *corev1.Service {
+		return &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": name},
+				Annotations: annotations, ManagedFields: managed},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: "10.96.0.10", Selector: map[string]string{"app": name},
+				Ports: []corev1.ServicePort{{Name: "metrics", Port: 8080, Protocol: corev1.ProtocolTCP}}},
+		}
+	}
+	slice := func(ns, name string) *discoveryv1.EndpointSlice {
+		return &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: "ksm"},
+				Annotations: annotations, ManagedFields: managed},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.7"}}},
+		}
+	}
+	client := fake.NewClientset(service("monitoring", "ksm"), service("other", "app"),
+		slice("monitoring", "ksm-abcde"), slice("other", "app-fghij"))
+	c := startCluster(t, client, Options{Namespaces: []string{"monitoring"}})
+	if n, m := c.Count("services"), c.Count("endpointslices"); n != 1 || m != 1 {
+		t.Fatalf("Count(services), Count(endpointslices) = %d, %d; want 1, 1: only -kubernetes-namespaces are watched", n, m)
+	}
+	svc := c.stores("services")[0].List()[0].(*corev1.Service)
+	if svc.Name != "ksm" || svc.ManagedFields != nil || svc.Annotations[lastApplied] != "" || svc.Annotations["prometheus.io/scrape"] != "true" ||
+		svc.Spec.Selector != nil || svc.Spec.Ports[0].Port != 8080 || svc.Labels["app"] != "ksm" {
+		t.Errorf("the Service held: %+v; want its name, labels, annotations but last-applied, ports, and no managed fields or selector", svc)
+	}
+	es := c.stores("endpointslices")[0].List()[0].(*discoveryv1.EndpointSlice)
+	if es.ManagedFields != nil || es.Annotations[lastApplied] != "" || es.Endpoints[0].Addresses[0] != "10.244.1.7" || es.Labels[discoveryv1.LabelServiceName] != "ksm" {
+		t.Errorf("the EndpointSlice held: %+v; want it whole but for managed fields and last-applied", es)
 	}
 }

@@ -247,7 +247,7 @@ const (
 
 func (c *Cluster) podGroups(q podQuery, gw Gateway) []targetGroup {
 	var pods []*corev1.Pod
-	for _, s := range c.podStores {
+	for _, s := range c.stores("pods") {
 		for _, obj := range s.List() {
 			pod, ok := obj.(*corev1.Pod)
 			if !ok || !isLive(pod) || len(podIPs(pod)) == 0 {
@@ -446,7 +446,7 @@ func isLabelName(s string) bool {
 
 func (c *Cluster) nodeGroups(path string, gw Gateway) []targetGroup {
 	var nodes []*corev1.Node
-	for _, obj := range c.nodeStore.List() {
+	for _, obj := range c.stores("nodes")[0].List() {
 		if node, ok := obj.(*corev1.Node); ok {
 			if _, ok := kubeletAddr(node); ok {
 				nodes = append(nodes, node)

@@ -178,7 +178,7 @@ func TestPodsSDETagFollowsChanges(t *testing.T) {
 	if _, err := client.CoreV1().Pods("a").Create(ctx, unrelated, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, "the new pod to be seen", func() bool { return c.PodCount() == 2 })
+	testutil.WaitFor(t, "the new pod to be seen", func() bool { return c.Count("pods") == 2 })
 	rebuilt, _ := c.PodsSD("", testGateway)
 	if rebuilt.ETag != first.ETag {
 		t.Errorf("ETag changed from %s to %s though the document did not", first.ETag, rebuilt.ETag)
