@@ -490,17 +490,7 @@ func stripPod(obj any) (any, error) {
 		return obj, nil
 	}
 	out := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:              pod.Name,
-			Namespace:         pod.Namespace,
-			UID:               pod.UID,
-			ResourceVersion:   pod.ResourceVersion,
-			CreationTimestamp: pod.CreationTimestamp,
-			Labels:            pod.Labels,
-			Annotations:       withoutLastApplied(pod.Annotations),
-			OwnerReferences:   controllerOnly(pod.OwnerReferences),
-			DeletionTimestamp: pod.DeletionTimestamp,
-		},
+		ObjectMeta: keptMeta(&pod.ObjectMeta),
 		Spec: corev1.PodSpec{
 			NodeName:    pod.Spec.NodeName,
 			HostNetwork: pod.Spec.HostNetwork,
@@ -541,14 +531,7 @@ func stripService(obj any) (any, error) {
 		return obj, nil
 	}
 	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:            svc.Name,
-			Namespace:       svc.Namespace,
-			UID:             svc.UID,
-			ResourceVersion: svc.ResourceVersion,
-			Labels:          svc.Labels,
-			Annotations:     withoutLastApplied(svc.Annotations),
-		},
+		ObjectMeta: keptMeta(&svc.ObjectMeta),
 		Spec: corev1.ServiceSpec{
 			Type:         svc.Spec.Type,
 			Ports:        svc.Spec.Ports,
@@ -581,19 +564,31 @@ func stripNode(obj any) (any, error) {
 		return obj, nil
 	}
 	return &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:            node.Name,
-			UID:             node.UID,
-			ResourceVersion: node.ResourceVersion,
-			Labels:          node.Labels,
-			Annotations:     withoutLastApplied(node.Annotations),
-		},
-		Spec: corev1.NodeSpec{ProviderID: node.Spec.ProviderID},
+		ObjectMeta: keptMeta(&node.ObjectMeta),
+		Spec:       corev1.NodeSpec{ProviderID: node.Spec.ProviderID},
 		Status: corev1.NodeStatus{
 			Addresses:       node.Status.Addresses,
 			DaemonEndpoints: node.Status.DaemonEndpoints,
 		},
 	}, nil
+}
+
+// keptMeta is the metadata kept of pods, nodes and Services (EndpointSlices
+// are kept whole): identity, creation and deletion, the controller, labels,
+// and annotations but the last-applied configuration. Only pods use the
+// middle three today; for the others they are empty or a few bytes.
+func keptMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name:              m.Name,
+		Namespace:         m.Namespace,
+		UID:               m.UID,
+		ResourceVersion:   m.ResourceVersion,
+		CreationTimestamp: m.CreationTimestamp,
+		Labels:            m.Labels,
+		Annotations:       withoutLastApplied(m.Annotations),
+		OwnerReferences:   controllerOnly(m.OwnerReferences),
+		DeletionTimestamp: m.DeletionTimestamp,
+	}
 }
 
 func withoutLastApplied(annotations map[string]string) map[string]string {
