@@ -294,7 +294,7 @@ type podEndpoint struct {
 // when a pod has one, otherwise every TCP port its containers declare (as
 // kubernetes_sd_configs lists them).
 func endpointsOf(pod *corev1.Pod) []podEndpoint {
-	annotated, hasAnnotation := annotatedPort(pod)
+	annotated, hasAnnotation := annotatedPort(pod.Annotations)
 	containers := servingContainers(pod)
 	var eps []podEndpoint
 	for i := range containers {
