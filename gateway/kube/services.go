@@ -192,8 +192,20 @@ func (c *Cluster) PodScrapeToken(ip netip.Addr) (namespace string, optedIn, ok b
 // as Prometheus's kubernetes_sd_configs (role: endpointslice) would label
 // it. The query takes namespace, selector (on the Services' labels) and all,
 // as /sd/pods does: by default only Services annotated prometheus.io/scrape: "true".
+//
+// Endpoints of every condition are listed, as Prometheus lists them. Left
+// out: slices of a Service the informer does not hold, FQDN slices, and the
+// extra targets Prometheus adds for a pod's container ports that no slice
+// port covers (they carry no endpointslice port label, and /endpoints/
+// would refuse them).
 func (c *Cluster) EndpointsSD(rawQuery string, gw Gateway) (*Document, error) {
-	return nil, errors.New("not yet")
+	q, canonical, err := parseSDQuery(rawQuery)
+	if err != nil {
+		return nil, err
+	}
+	return c.document(docKey{kind: "endpoints", query: canonical, gateway: gw}, &c.endpointsVersion, func() []targetGroup {
+		return c.endpointGroups(q, gw)
+	})
 }
 
 // objectKey names a namespaced object without building a "namespace/name"
