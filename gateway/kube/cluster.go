@@ -1,11 +1,13 @@
 // Package kube is the gateway's view of a Kubernetes cluster: shared
 // informers for pods, nodes, Services and EndpointSlices, stripped to what
 // the gateway and Prometheus's discovery use, an index
-// of live pod endpoints (ip:port) for the "kubernetes" target policy, each
-// node's kubelet address and the credentials the gateway presents to
-// kubelets (KubeletCredentials), and the Prometheus http_sd documents
-// /sd/pods and /sd/nodes. It knows nothing about HTTP serving: the gateway
-// asks it questions and serves the answers.
+// of live pod endpoints (ip:port) for the "kubernetes" target policy, an
+// index of Services and their EndpointSlices that resolves Service targets
+// to endpoints (services.go), each node's kubelet address and the
+// credentials the gateway presents to kubelets (KubeletCredentials), and
+// the Prometheus http_sd documents /sd/pods, /sd/nodes and /sd/endpoints.
+// It knows nothing about HTTP serving: the gateway asks it questions and
+// serves the answers.
 package kube
 
 import (

@@ -120,14 +120,14 @@ func (c *Cluster) ServiceEndpointAt(namespace, name string, addr netip.AddrPort,
 	if svc == nil {
 		return ServiceEndpoint{}, c.unknownService(key)
 	}
-	var found *sliceEndpoint // an endpoint with ip, for the error when no port matches
+	hasIP := false // then the error is the port's
 	for _, es := range c.serviceSlices[key] {
 		for i := range es.endpoints {
 			ep := &es.endpoints[i]
 			if !slices.Contains(ep.addrs, ip) {
 				continue
 			}
-			found = ep
+			hasIP = true
 			var tls bool
 			if p := es.tcpPort(port); p != nil {
 				tls = svc.tls(p.name, p.appProtocol)
@@ -143,7 +143,7 @@ func (c *Cluster) ServiceEndpointAt(namespace, name string, addr netip.AddrPort,
 			return c.serviceEndpointLocked(svc, ep, netip.AddrPortFrom(ip, port), tls), nil
 		}
 	}
-	if found != nil {
+	if hasIP {
 		return ServiceEndpoint{}, resolveErrorf(ErrUnknownPort, "endpoint %s of Service %s has no TCP port %d (it has: %s)",
 			ip, key, port, c.endpointPortList(svc, key, ip))
 	}
