@@ -1,11 +1,13 @@
 // Package kube is the gateway's view of a Kubernetes cluster: shared
 // informers for pods, nodes, Services and EndpointSlices, stripped to what
 // the gateway and Prometheus's discovery use, an index
-// of live pod endpoints (ip:port) for the "kubernetes" target policy, each
-// node's kubelet address and the credentials the gateway presents to
-// kubelets (KubeletCredentials), and the Prometheus http_sd documents
-// /sd/pods and /sd/nodes. It knows nothing about HTTP serving: the gateway
-// asks it questions and serves the answers.
+// of live pod endpoints (ip:port) for the "kubernetes" target policy, an
+// index of Services and their EndpointSlices that resolves Service targets
+// to endpoints (services.go), each node's kubelet address and the
+// credentials the gateway presents to kubelets (KubeletCredentials), and
+// the Prometheus http_sd documents /sd/pods, /sd/nodes and /sd/endpoints.
+// It knows nothing about HTTP serving: the gateway asks it questions and
+// serves the answers.
 package kube
 
 import (
@@ -83,6 +85,9 @@ type Cluster struct {
 	// watches are one per resource and namespace (nodes: one).
 	watches []*resourceWatch
 	synced  atomic.Bool
+	// namespaces are those watched (-kubernetes-namespaces), nil for all:
+	// an unknown Service's error says when its namespace is not one.
+	namespaces []string
 
 	mu sync.RWMutex
 	// livePods maps each pod IP to the live pods that have it: usually one;
@@ -90,11 +95,20 @@ type Cluster struct {
 	livePods map[netip.Addr][]*livePod
 	byKey    map[string]*livePod // namespace/name -> its entry in livePods
 	kubelets map[string]netip.AddrPort
+	// services and serviceSlices index the Services and EndpointSlices
+	// (services.go); serviceSlices holds a Service's slices whether or not
+	// the Service itself has arrived yet, sliceOf each slice's entry.
+	services      map[objectKey]*service
+	serviceSlices map[objectKey][]*endpointSlice
+	sliceOf       map[objectKey]*endpointSlice
 
 	// podsVersion and nodesVersion change whenever a watched pod or node
-	// does, so the documents built from them know when to rebuild.
-	podsVersion  atomic.Uint64
-	nodesVersion atomic.Uint64
+	// does, and endpointsVersion whenever a Service, an EndpointSlice or a
+	// pod does (/sd/endpoints carries pod labels), so the documents built
+	// from them know when to rebuild.
+	podsVersion      atomic.Uint64
+	nodesVersion     atomic.Uint64
+	endpointsVersion atomic.Uint64
 
 	docsMu    sync.Mutex
 	docs      map[docKey]*document
@@ -102,9 +116,12 @@ type Cluster struct {
 }
 
 // livePod is what the policy needs of a pod: its IPs and the ports it
-// declares, and what decides which pod owns an IP that two pods claim.
+// declares, what decides which pod owns an IP that two pods claim, and
+// what decides whether the scrape token may be sent to it.
 type livePod struct {
 	key         string
+	namespace   string
+	scrapeToken bool // AnnotationScrapeToken: "true"
 	ips         []netip.Addr
 	ports       []uint16
 	hostNetwork bool
@@ -135,6 +152,9 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 		livePods:           make(map[netip.Addr][]*livePod),
 		byKey:              make(map[string]*livePod),
 		kubelets:           make(map[string]netip.AddrPort),
+		services:           make(map[objectKey]*service),
+		serviceSlices:      make(map[objectKey][]*endpointSlice),
+		sliceOf:            make(map[objectKey]*endpointSlice),
 		docs:               make(map[docKey]*document),
 	}
 	var namespaces []string
@@ -143,6 +163,7 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 			namespaces = append(namespaces, ns)
 		}
 	}
+	c.namespaces = slices.Clone(namespaces)
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
@@ -150,6 +171,16 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 		AddFunc:    func(obj any) { c.podChanged(obj) },
 		UpdateFunc: func(_, obj any) { c.podChanged(obj) },
 		DeleteFunc: c.podDeleted,
+	}
+	serviceHandler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.serviceChanged(obj) },
+		UpdateFunc: func(_, obj any) { c.serviceChanged(obj) },
+		DeleteFunc: c.serviceDeleted,
+	}
+	sliceHandler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.sliceChanged(obj) },
+		UpdateFunc: func(_, obj any) { c.sliceChanged(obj) },
+		DeleteFunc: c.sliceDeleted,
 	}
 	for _, ns := range namespaces {
 		pods := client.CoreV1().Pods(ns)
@@ -166,14 +197,14 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 			return nil, fmt.Errorf("cannot watch pods: %w", err)
 		}
 		services, slices := client.CoreV1().Services(ns), client.DiscoveryV1().EndpointSlices(ns)
-		if _, err := c.newInformer(client, &resourceWatch{resource: "services", namespace: ns}, &corev1.Service{}, stripService, cache.ResourceEventHandlerFuncs{},
+		if _, err := c.newInformer(client, &resourceWatch{resource: "services", namespace: ns}, &corev1.Service{}, stripService, serviceHandler,
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return services.List(ctx, o) },
 			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 				return services.Watch(ctx, o)
 			}); err != nil {
 			return nil, fmt.Errorf("cannot watch services: %w", err)
 		}
-		if _, err := c.newInformer(client, &resourceWatch{resource: "endpointslices", namespace: ns}, &discoveryv1.EndpointSlice{}, stripEndpointSlice, cache.ResourceEventHandlerFuncs{},
+		if _, err := c.newInformer(client, &resourceWatch{resource: "endpointslices", namespace: ns}, &discoveryv1.EndpointSlice{}, stripEndpointSlice, sliceHandler,
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return slices.List(ctx, o) },
 			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return slices.Watch(ctx, o) }); err != nil {
 			return nil, fmt.Errorf("cannot watch endpointslices: %w", err)
@@ -250,18 +281,25 @@ func (c *Cluster) HasEndpoint(addr netip.AddrPort) bool {
 	ip, port := addr.Addr().Unmap(), addr.Port()
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	for _, p := range c.livePods[ip] {
+		if p.hostNetwork && slices.Contains(p.ports, port) {
+			return true
+		}
+	}
+	owner := c.ownerLocked(ip)
+	return owner != nil && slices.Contains(owner.ports, port)
+}
+
+// ownerLocked returns the pod that owns ip among the live pods that are
+// not hostNetwork (those share their node's IP), or nil.
+func (c *Cluster) ownerLocked(ip netip.Addr) *livePod {
 	var owner *livePod
 	for _, p := range c.livePods[ip] {
-		switch {
-		case p.hostNetwork:
-			if slices.Contains(p.ports, port) {
-				return true
-			}
-		case owner == nil || p.ownsIPOver(owner):
+		if !p.hostNetwork && (owner == nil || p.ownsIPOver(owner)) {
 			owner = p
 		}
 	}
-	return owner != nil && slices.Contains(owner.ports, port)
+	return owner
 }
 
 // Kubelet returns the kubelet address of a node the informer knows: its
@@ -289,6 +327,7 @@ func (c *Cluster) podChanged(obj any) {
 	}
 	c.mu.Unlock()
 	c.podsVersion.Add(1)
+	c.endpointsVersion.Add(1)
 }
 
 func (c *Cluster) podDeleted(obj any) {
@@ -305,6 +344,7 @@ func (c *Cluster) podDeleted(obj any) {
 	c.removePodLocked(key)
 	c.mu.Unlock()
 	c.podsVersion.Add(1)
+	c.endpointsVersion.Add(1)
 }
 
 func (c *Cluster) removePodLocked(key string) {
@@ -335,7 +375,8 @@ func livePodOf(pod *corev1.Pod, key string) *livePod {
 	if !isLive(pod) {
 		return nil
 	}
-	lp := &livePod{key: key, ips: podIPs(pod), hostNetwork: pod.Spec.HostNetwork,
+	lp := &livePod{key: key, namespace: pod.Namespace, scrapeToken: pod.Annotations[AnnotationScrapeToken] == "true",
+		ips: podIPs(pod), hostNetwork: pod.Spec.HostNetwork,
 		terminating: pod.DeletionTimestamp != nil, created: pod.CreationTimestamp.Time}
 	if len(lp.ips) == 0 {
 		return nil
@@ -347,7 +388,7 @@ func livePodOf(pod *corev1.Pod, key string) *livePod {
 			}
 		}
 	}
-	if port, ok := annotatedPort(pod); ok && !slices.Contains(lp.ports, port) {
+	if port, ok := annotatedPort(pod.Annotations); ok && !slices.Contains(lp.ports, port) {
 		lp.ports = append(lp.ports, port)
 	}
 	return lp
@@ -416,8 +457,10 @@ const (
 	annotationScheme = "prometheus.io/scheme"
 )
 
-func annotatedPort(pod *corev1.Pod) (uint16, bool) {
-	s, ok := pod.Annotations[annotationPort]
+// annotatedPort returns the prometheus.io/port annotation of a pod or a
+// Service, if it is a port number.
+func annotatedPort(annotations map[string]string) (uint16, bool) {
+	s, ok := annotations[annotationPort]
 	if !ok {
 		return 0, false
 	}
@@ -522,9 +565,12 @@ func stripPod(obj any) (any, error) {
 	return out, nil
 }
 
-// stripService keeps what Prometheus's role: service and endpointslice
-// discovery read of a Service: its name, labels and annotations, type,
-// ports and addresses.
+// stripService keeps what the Service index and /sd/endpoints read of a
+// Service: its name, labels and annotations (Prometheus's role:
+// endpointslice labels a Service by nothing else: serviceLabels), its
+// ports, and its IP family policy and families, by which Prometheus skips
+// the secondary slice of a dual-stack Service (nonPrimaryIPFamilySlice).
+// Type and addresses are labels of role: service only.
 func stripService(obj any) (any, error) {
 	svc, ok := obj.(*corev1.Service)
 	if !ok {
@@ -533,14 +579,10 @@ func stripService(obj any) (any, error) {
 	return &corev1.Service{
 		ObjectMeta: keptMeta(&svc.ObjectMeta),
 		Spec: corev1.ServiceSpec{
-			Type:         svc.Spec.Type,
-			Ports:        svc.Spec.Ports,
-			ClusterIP:    svc.Spec.ClusterIP,
-			ClusterIPs:   svc.Spec.ClusterIPs,
-			ExternalIPs:  svc.Spec.ExternalIPs,
-			ExternalName: svc.Spec.ExternalName,
+			Ports:          svc.Spec.Ports,
+			IPFamilyPolicy: svc.Spec.IPFamilyPolicy,
+			IPFamilies:     svc.Spec.IPFamilies,
 		},
-		Status: corev1.ServiceStatus{LoadBalancer: svc.Status.LoadBalancer},
 	}, nil
 }
 

@@ -65,7 +65,7 @@ const (
 )
 
 type docKey struct {
-	kind    string // "pods" or "nodes"
+	kind    string // "pods", "nodes" or "endpoints"
 	query   string // canonical form of the query
 	gateway Gateway
 }
@@ -79,15 +79,16 @@ type document struct {
 	lastUsed atomic.Int64 // a tick of Cluster.docsClock
 }
 
-// podQuery is what /sd/pods?... selects.
-type podQuery struct {
+// sdQuery is what /sd/pods?... and /sd/endpoints?... select: pods, or
+// Services, by namespace and labels.
+type sdQuery struct {
 	namespaces []string // empty: all watched namespaces
 	selector   labels.Selector
-	all        bool // every pod with a port, not only annotated ones
+	all        bool // not only those annotated prometheus.io/scrape: "true"
 }
 
-func parsePodQuery(rawQuery string) (podQuery, string, error) {
-	q := podQuery{selector: labels.Everything()}
+func parseSDQuery(rawQuery string) (sdQuery, string, error) {
+	q := sdQuery{selector: labels.Everything()}
 	values, err := url.ParseQuery(rawQuery)
 	if err != nil {
 		return q, "", fmt.Errorf("cannot parse the query: %w", err)
@@ -128,9 +129,9 @@ func parsePodQuery(rawQuery string) (podQuery, string, error) {
 // PodsSD returns the /sd/pods document for rawQuery: one target group per
 // pod endpoint, pointed at gw, labelled as Prometheus's kubernetes_sd_configs
 // (role: pod) would label it. By default only pods annotated
-// prometheus.io/scrape: "true"; see parsePodQuery for what the query selects.
+// prometheus.io/scrape: "true"; see parseSDQuery for what the query selects.
 func (c *Cluster) PodsSD(rawQuery string, gw Gateway) (*Document, error) {
-	q, canonical, err := parsePodQuery(rawQuery)
+	q, canonical, err := parseSDQuery(rawQuery)
 	if err != nil {
 		return nil, err
 	}
@@ -245,7 +246,7 @@ const (
 	metaNode      = "__meta_kubernetes_node_"
 )
 
-func (c *Cluster) podGroups(q podQuery, gw Gateway) []targetGroup {
+func (c *Cluster) podGroups(q sdQuery, gw Gateway) []targetGroup {
 	var pods []*corev1.Pod
 	for _, s := range c.stores("pods") {
 		for _, obj := range s.List() {
@@ -294,7 +295,7 @@ type podEndpoint struct {
 // when a pod has one, otherwise every TCP port its containers declare (as
 // kubernetes_sd_configs lists them).
 func endpointsOf(pod *corev1.Pod) []podEndpoint {
-	annotated, hasAnnotation := annotatedPort(pod)
+	annotated, hasAnnotation := annotatedPort(pod.Annotations)
 	containers := servingContainers(pod)
 	var eps []podEndpoint
 	for i := range containers {
@@ -391,7 +392,7 @@ func podLabels(pod *corev1.Pod) map[string]string {
 	l := map[string]string{
 		metaNamespace:         pod.Namespace,
 		metaPod + "name":      pod.Name,
-		metaPod + "ip":        podIPs(pod)[0].String(),
+		metaPod + "ip":        primaryIP(pod),
 		metaPod + "uid":       string(pod.UID),
 		metaPod + "phase":     string(pod.Status.Phase),
 		metaPod + "ready":     podReady(pod),
@@ -407,6 +408,15 @@ func podLabels(pod *corev1.Pod) map[string]string {
 		}
 	}
 	return l
+}
+
+// primaryIP is the pod's first IP, as kubernetes_sd_configs labels it, or
+// "" before it has one (an EndpointSlice may still list an evicted pod).
+func primaryIP(pod *corev1.Pod) string {
+	if ips := podIPs(pod); len(ips) > 0 {
+		return ips[0].String()
+	}
+	return ""
 }
 
 func podReady(pod *corev1.Pod) string {

@@ -2,7 +2,16 @@ package kube
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/client-go/tools/cache"
 )
 
 // AnnotationScrapeToken, set to "true" on a pod or a Service, opts its
@@ -52,7 +61,49 @@ type ServiceEndpoint struct {
 // ready endpoints (round robin). With livePodsOnly, endpoints whose
 // targetRef pod is not a live pod with that IP are skipped.
 func (c *Cluster) ResolveService(namespace, name, port string, livePodsOnly bool) (ServiceEndpoint, error) {
-	return ServiceEndpoint{}, ErrUnknownService
+	key := objectKey{namespace, name}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	svc := c.services[key]
+	if svc == nil {
+		return ServiceEndpoint{}, c.unknownService(key)
+	}
+	sp := svc.port(port)
+	if sp == nil {
+		return ServiceEndpoint{}, resolveErrorf(ErrUnknownPort, "Service %s has no TCP port %q (it has: %s)", key, port, svc.portList())
+	}
+	// Two passes over the candidates, counting then picking, so that
+	// nothing is allocated per call.
+	candidates, skipped := 0, 0
+	c.eachReadyEndpoint(key, sp.name, func(ep *sliceEndpoint, _ *slicePort) bool {
+		if livePodsOnly && !c.podBehindLocked(ep, ep.addrs[0]) {
+			skipped++
+		} else {
+			candidates++
+		}
+		return true
+	})
+	if candidates == 0 {
+		if skipped > 0 {
+			return ServiceEndpoint{}, resolveErrorf(ErrNoReadyEndpoint, "Service %s has no ready endpoint for port %s with a live pod behind it (the pods of %d ready endpoints are not live pods with that IP)",
+				key, sp, skipped)
+		}
+		return ServiceEndpoint{}, resolveErrorf(ErrNoReadyEndpoint, "Service %s has no ready endpoint for port %s", key, sp)
+	}
+	pick := int(svc.next.Add(1) % uint64(candidates))
+	var out ServiceEndpoint
+	c.eachReadyEndpoint(key, sp.name, func(ep *sliceEndpoint, p *slicePort) bool {
+		if livePodsOnly && !c.podBehindLocked(ep, ep.addrs[0]) {
+			return true
+		}
+		if pick > 0 {
+			pick--
+			return true
+		}
+		out = c.serviceEndpointLocked(svc, ep, netip.AddrPortFrom(ep.addrs[0], p.port), svc.tls(sp.name, sp.appProtocol))
+		return false
+	})
+	return out, nil
 }
 
 // ServiceEndpointAt returns the endpoint addr of the Service namespace/name:
@@ -61,14 +112,78 @@ func (c *Cluster) ResolveService(namespace, name, port string, livePodsOnly bool
 // prometheus.io/port annotation. With livePodsOnly, an endpoint whose
 // targetRef pod is not a live pod with that IP is ErrPodNotLive.
 func (c *Cluster) ServiceEndpointAt(namespace, name string, addr netip.AddrPort, livePodsOnly bool) (ServiceEndpoint, error) {
-	return ServiceEndpoint{}, ErrUnknownService
+	key := objectKey{namespace, name}
+	ip, port := addr.Addr().Unmap(), addr.Port()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	svc := c.services[key]
+	if svc == nil {
+		return ServiceEndpoint{}, c.unknownService(key)
+	}
+	hasIP := false // then the error is the port's
+	for _, es := range c.serviceSlices[key] {
+		for i := range es.endpoints {
+			ep := &es.endpoints[i]
+			if !slices.Contains(ep.addrs, ip) {
+				continue
+			}
+			hasIP = true
+			var tls bool
+			if p := es.tcpPort(port); p != nil {
+				tls = svc.tls(p.name, p.appProtocol)
+			} else if port == svc.annotatedPort && port != 0 {
+				tls = svc.tls("", "")
+			} else {
+				continue
+			}
+			if livePodsOnly && !c.podBehindLocked(ep, ip) {
+				return ServiceEndpoint{}, resolveErrorf(ErrPodNotLive, "the pod %s behind endpoint %s of Service %s is not a live pod with that IP",
+					ep.pod, netip.AddrPortFrom(ip, port), key)
+			}
+			return c.serviceEndpointLocked(svc, ep, netip.AddrPortFrom(ip, port), tls), nil
+		}
+	}
+	if hasIP {
+		return ServiceEndpoint{}, resolveErrorf(ErrUnknownPort, "endpoint %s of Service %s has no TCP port %d (it has: %s)",
+			ip, key, port, c.endpointPortList(svc, key, ip))
+	}
+	return ServiceEndpoint{}, resolveErrorf(ErrNotAnEndpoint, "%s is not an endpoint address of Service %s", ip, key)
 }
 
 // PodScrapeToken returns the namespace of the live pod that owns ip (as
 // HasEndpoint decides ownership) and whether that pod carries
 // AnnotationScrapeToken: "true"; ok is false when no live pod has ip.
+//
+// The hostNetwork pods of a node all own its IP, and an IP does not say
+// which of them a scrape reaches: then namespace is theirs only if they
+// share one, and optedIn only if every one of them opted in.
 func (c *Cluster) PodScrapeToken(ip netip.Addr) (namespace string, optedIn, ok bool) {
-	return "", false, false
+	ip = ip.Unmap()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	owners := 0
+	optedIn = true
+	add := func(p *livePod) {
+		if owners == 0 {
+			namespace = p.namespace
+		} else if namespace != p.namespace {
+			namespace = ""
+		}
+		owners++
+		optedIn = optedIn && p.scrapeToken
+	}
+	for _, p := range c.livePods[ip] {
+		if p.hostNetwork {
+			add(p)
+		}
+	}
+	if owner := c.ownerLocked(ip); owner != nil {
+		add(owner)
+	}
+	if owners == 0 {
+		return "", false, false
+	}
+	return namespace, optedIn && namespace != "", true
 }
 
 // EndpointsSD returns the /sd/endpoints document for rawQuery: one target
@@ -77,6 +192,370 @@ func (c *Cluster) PodScrapeToken(ip netip.Addr) (namespace string, optedIn, ok b
 // as Prometheus's kubernetes_sd_configs (role: endpointslice) would label
 // it. The query takes namespace, selector (on the Services' labels) and all,
 // as /sd/pods does: by default only Services annotated prometheus.io/scrape: "true".
+//
+// Endpoints of every condition are listed, as Prometheus lists them. Left
+// out: slices of a Service the informer does not hold, FQDN slices, and the
+// extra targets Prometheus adds for a pod's container ports that no slice
+// port covers (they carry no endpointslice port label, and /endpoints/
+// would refuse them).
 func (c *Cluster) EndpointsSD(rawQuery string, gw Gateway) (*Document, error) {
-	return nil, errors.New("not yet")
+	q, canonical, err := parseSDQuery(rawQuery)
+	if err != nil {
+		return nil, err
+	}
+	return c.document(docKey{kind: "endpoints", query: canonical, gateway: gw}, &c.endpointsVersion, func() []targetGroup {
+		return c.endpointGroups(q, gw)
+	})
+}
+
+// objectKey names a namespaced object without building a "namespace/name"
+// string on every lookup.
+type objectKey struct{ namespace, name string }
+
+func (k objectKey) String() string { return k.namespace + "/" + k.name }
+
+// service is what resolution needs of a Service. Its strings share the
+// informer's stored object.
+type service struct {
+	ports         []servicePort
+	scheme        string // prometheus.io/scheme
+	annotatedPort uint16 // prometheus.io/port, 0 when absent
+	scrapeToken   bool   // AnnotationScrapeToken: "true"
+	next          atomic.Uint64
+}
+
+// servicePort is one TCP port of a Service; name links it to the slices'
+// ports (an unnamed single port has name "").
+type servicePort struct {
+	name        string
+	port        uint16
+	protocol    corev1.Protocol
+	appProtocol string
+}
+
+// endpointSlice is what resolution needs of an EndpointSlice: its TCP ports
+// and its endpoints that have an IP address.
+type endpointSlice struct {
+	service   objectKey // by its label kubernetes.io/service-name
+	ports     []slicePort
+	endpoints []sliceEndpoint
+}
+
+type slicePort struct {
+	name        string
+	port        uint16
+	appProtocol string
+}
+
+type sliceEndpoint struct {
+	addrs      []netip.Addr // at least one: the first is the one resolved to
+	ready      bool         // conditions.ready nil or true
+	targetKind string
+	pod        string // namespace/name when targetKind is "Pod"
+}
+
+func serviceOf(svc *corev1.Service) *service {
+	s := &service{scheme: svc.Annotations[annotationScheme], scrapeToken: svc.Annotations[AnnotationScrapeToken] == "true"}
+	s.annotatedPort, _ = annotatedPort(svc.Annotations)
+	for _, p := range svc.Spec.Ports {
+		if p.Port <= 0 || p.Port > 65535 {
+			continue
+		}
+		sp := servicePort{name: p.Name, port: uint16(p.Port), protocol: p.Protocol}
+		if sp.protocol == "" {
+			sp.protocol = corev1.ProtocolTCP
+		}
+		if p.AppProtocol != nil {
+			sp.appProtocol = *p.AppProtocol
+		}
+		s.ports = append(s.ports, sp)
+	}
+	return s
+}
+
+// port returns the TCP port the Service calls port, a number or a name.
+func (s *service) port(port string) *servicePort {
+	number := -1
+	if port != "" && '0' <= port[0] && port[0] <= '9' {
+		n, err := strconv.ParseUint(port, 10, 16)
+		if err != nil {
+			return nil
+		}
+		number = int(n)
+	}
+	for i := range s.ports {
+		p := &s.ports[i]
+		if p.protocol == corev1.ProtocolTCP && (number >= 0 && int(p.port) == number || number < 0 && p.name == port) {
+			return p
+		}
+	}
+	return nil
+}
+
+// portList lists the Service's ports for an error message, e.g.
+// "8080/http-metrics, 53/dns (UDP)".
+func (s *service) portList() string {
+	if len(s.ports) == 0 {
+		return "none"
+	}
+	list := make([]string, len(s.ports))
+	for i, p := range s.ports {
+		list[i] = p.String()
+		if p.protocol != corev1.ProtocolTCP {
+			list[i] += " (" + string(p.protocol) + ")"
+		}
+	}
+	return strings.Join(list, ", ")
+}
+
+// String is the port as error messages name it: "8080/http-metrics", or
+// "8080" when it has no name.
+func (p *servicePort) String() string {
+	if p.name == "" {
+		return strconv.Itoa(int(p.port))
+	}
+	return strconv.Itoa(int(p.port)) + "/" + p.name
+}
+
+// tls decides the scheme to an endpoint port that the Service names
+// portName, with appProtocol: the prometheus.io/scheme annotation, or else
+// the port's appProtocol "https" or a name "https" or "https-*".
+func (s *service) tls(portName, appProtocol string) bool {
+	switch s.scheme {
+	case "https":
+		return true
+	case "http":
+		return false
+	}
+	return appProtocol == "https" || portName == "https" || strings.HasPrefix(portName, "https-")
+}
+
+func sliceOf(es *discoveryv1.EndpointSlice) *endpointSlice {
+	out := &endpointSlice{service: objectKey{es.Namespace, es.Labels[discoveryv1.LabelServiceName]}}
+	if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
+		return out // FQDN: nothing the gateway dials
+	}
+	for _, p := range es.Ports {
+		// A port left out (nil) means every port: nothing to resolve to.
+		if p.Port == nil || *p.Port <= 0 || *p.Port > 65535 || p.Protocol != nil && *p.Protocol != corev1.ProtocolTCP {
+			continue
+		}
+		sp := slicePort{port: uint16(*p.Port)}
+		if p.Name != nil {
+			sp.name = *p.Name
+		}
+		if p.AppProtocol != nil {
+			sp.appProtocol = *p.AppProtocol
+		}
+		out.ports = append(out.ports, sp)
+	}
+	for _, e := range es.Endpoints {
+		ep := sliceEndpoint{ready: e.Conditions.Ready == nil || *e.Conditions.Ready}
+		for _, a := range e.Addresses {
+			if ip, err := netip.ParseAddr(a); err == nil && ip.Zone() == "" {
+				ep.addrs = append(ep.addrs, ip.Unmap())
+			}
+		}
+		if len(ep.addrs) == 0 {
+			continue
+		}
+		if ref := e.TargetRef; ref != nil {
+			ep.targetKind = ref.Kind
+			if ref.Kind == "Pod" {
+				ns := ref.Namespace
+				if ns == "" {
+					ns = es.Namespace
+				}
+				ep.pod = ns + "/" + ref.Name
+			}
+		}
+		out.endpoints = append(out.endpoints, ep)
+	}
+	return out
+}
+
+// tcpPort returns the slice's port with that number.
+func (es *endpointSlice) tcpPort(port uint16) *slicePort {
+	for i := range es.ports {
+		if es.ports[i].port == port {
+			return &es.ports[i]
+		}
+	}
+	return nil
+}
+
+// eachReadyEndpoint calls f with each ready endpoint of the Service key and
+// the port its slice gives the Service port portName, until f returns false.
+func (c *Cluster) eachReadyEndpoint(key objectKey, portName string, f func(*sliceEndpoint, *slicePort) bool) {
+	for _, es := range c.serviceSlices[key] {
+		var port *slicePort
+		for i := range es.ports {
+			if es.ports[i].name == portName {
+				port = &es.ports[i]
+				break
+			}
+		}
+		if port == nil {
+			continue
+		}
+		for i := range es.endpoints {
+			if ep := &es.endpoints[i]; ep.ready && !f(ep, port) {
+				return
+			}
+		}
+	}
+}
+
+// podBehindLocked reports whether ep is not a pod's, or its pod is a live
+// pod that owns ip: a pod network reuses IPs, and a terminated pod may
+// linger in a slice after another pod got its address.
+func (c *Cluster) podBehindLocked(ep *sliceEndpoint, ip netip.Addr) bool {
+	if ep.targetKind != "Pod" {
+		return true
+	}
+	p := c.byKey[ep.pod]
+	return p != nil && slices.Contains(p.ips, ip) && (p.hostNetwork || c.ownerLocked(ip) == p)
+}
+
+func (c *Cluster) serviceEndpointLocked(svc *service, ep *sliceEndpoint, addr netip.AddrPort, tls bool) ServiceEndpoint {
+	out := ServiceEndpoint{Addr: addr, TLS: tls, TargetKind: ep.targetKind, Pod: ep.pod, ScrapeToken: svc.scrapeToken}
+	if p := c.byKey[ep.pod]; p != nil && p.scrapeToken {
+		out.ScrapeToken = true
+	}
+	return out
+}
+
+func (c *Cluster) unknownService(key objectKey) error {
+	if len(c.namespaces) > 0 && !slices.Contains(c.namespaces, key.namespace) {
+		return resolveErrorf(ErrUnknownService, "no Service %s is watched: -kubernetes-namespaces does not list %s", key, key.namespace)
+	}
+	return resolveErrorf(ErrUnknownService, "no Service %s is watched", key)
+}
+
+// resolveError is why a Service target cannot be resolved, worded for the
+// gateway's error body ("no Service kube-system/foo is watched"): its text
+// does not repeat the sentinel it wraps.
+type resolveError struct {
+	reason error
+	text   string
+}
+
+func resolveErrorf(reason error, format string, args ...any) error {
+	return &resolveError{reason: reason, text: fmt.Sprintf(format, args...)}
+}
+
+func (e *resolveError) Error() string { return e.text }
+func (e *resolveError) Unwrap() error { return e.reason }
+
+// endpointPortList lists the ports ServiceEndpointAt accepts at ip, for an
+// error message.
+func (c *Cluster) endpointPortList(svc *service, key objectKey, ip netip.Addr) string {
+	var ports []int
+	if svc.annotatedPort != 0 {
+		ports = append(ports, int(svc.annotatedPort))
+	}
+	for _, es := range c.serviceSlices[key] {
+		if !slices.ContainsFunc(es.endpoints, func(ep sliceEndpoint) bool { return slices.Contains(ep.addrs, ip) }) {
+			continue
+		}
+		for _, p := range es.ports {
+			ports = append(ports, int(p.port))
+		}
+	}
+	slices.Sort(ports)
+	ports = slices.Compact(ports)
+	if len(ports) == 0 {
+		return "none"
+	}
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ", ")
+}
+
+func (c *Cluster) serviceChanged(obj any) {
+	svc, ok := obj.(*corev1.Service)
+	if !ok {
+		return
+	}
+	entry := serviceOf(svc)
+	key := objectKey{svc.Namespace, svc.Name}
+	c.mu.Lock()
+	if old := c.services[key]; old != nil {
+		entry.next.Store(old.next.Load()) // keep spreading where it was
+	}
+	c.services[key] = entry
+	c.mu.Unlock()
+	c.endpointsVersion.Add(1)
+}
+
+func (c *Cluster) serviceDeleted(obj any) {
+	key, ok := deletedKey(obj)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	delete(c.services, key)
+	c.mu.Unlock()
+	c.endpointsVersion.Add(1)
+}
+
+func (c *Cluster) sliceChanged(obj any) {
+	es, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return
+	}
+	entry := sliceOf(es)
+	key := objectKey{es.Namespace, es.Name}
+	c.mu.Lock()
+	c.removeSliceLocked(key)
+	c.sliceOf[key] = entry
+	c.serviceSlices[entry.service] = append(c.serviceSlices[entry.service], entry)
+	c.mu.Unlock()
+	c.endpointsVersion.Add(1)
+}
+
+func (c *Cluster) sliceDeleted(obj any) {
+	key, ok := deletedKey(obj)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	c.removeSliceLocked(key)
+	c.mu.Unlock()
+	c.endpointsVersion.Add(1)
+}
+
+func (c *Cluster) removeSliceLocked(key objectKey) {
+	old := c.sliceOf[key]
+	if old == nil {
+		return
+	}
+	delete(c.sliceOf, key)
+	list := c.serviceSlices[old.service]
+	if i := slices.Index(list, old); i >= 0 {
+		list = slices.Delete(list, i, i+1)
+	}
+	if len(list) == 0 {
+		delete(c.serviceSlices, old.service)
+	} else {
+		c.serviceSlices[old.service] = list
+	}
+}
+
+// deletedKey is the namespace and name of a deleted Service or
+// EndpointSlice, whether the informer saw it go or only its tombstone.
+func deletedKey(obj any) (objectKey, bool) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		ns, name, err := cache.SplitMetaNamespaceKey(d.Key)
+		return objectKey{ns, name}, err == nil
+	}
+	switch o := obj.(type) {
+	case *corev1.Service:
+		return objectKey{o.Namespace, o.Name}, true
+	case *discoveryv1.EndpointSlice:
+		return objectKey{o.Namespace, o.Name}, true
+	}
+	return objectKey{}, false
 }
