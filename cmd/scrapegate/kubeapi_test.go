@@ -142,14 +142,14 @@ func startKubeAPIAt(t *testing.T, ip string) *kubeAPI {
 	k.url = "https://" + addr
 	certDir := filepath.Join(k.dir, "apiserver-certs")
 	k.caFile = filepath.Join(certDir, "apiserver.crt") // the self-signed certificate, then its CA
-	k.apiserver = startProcess(t, "kube-apiserver", apiserverBin, append(listenArgs,
-		"--secure-port="+port,
-		"--cert-dir="+certDir,
-		"--etcd-servers="+clientURL,
-		"--token-auth-file="+tokenAuthFile,
+	k.apiserver = startProcess(t, "kube-apiserver", apiserverBin, slices.Concat(listenArgs, []string{
+		"--secure-port=" + port,
+		"--cert-dir=" + certDir,
+		"--etcd-servers=" + clientURL,
+		"--token-auth-file=" + tokenAuthFile,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+saKeyFile,
-		"--service-account-signing-key-file="+saKeyFile,
+		"--service-account-key-file=" + saKeyFile,
+		"--service-account-signing-key-file=" + saKeyFile,
 		"--service-cluster-ip-range=10.96.0.0/12",
 		"--authorization-mode=RBAC",
 		// No controller manager creates the "default" ServiceAccount of
@@ -159,7 +159,7 @@ func startKubeAPIAt(t *testing.T, ip string) *kubeAPI {
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 		"--v=0",
-	), "KUBECONFIG=")
+	}), "KUBECONFIG=")
 
 	// Ready: the certificate is written and /readyz says 200 (which
 	// includes the RBAC bootstrap policy being in place).
