@@ -51,11 +51,15 @@ unit: ## race-enabled unit tests only (-short): no apt-get, no test binaries, no
 # (~17 minutes the first time on 2 cores); the tests ask .ci/testbin for their paths.
 TESTBINS = etcd kube-apiserver kubectl prometheus promtool
 
-test-deps: bench-deps ## install what the tests need: Debian's prometheus and nginx, and TESTBINS built once
+test-deps: bench-deps ## install what the tests need: Debian's prometheus, nginx and iproute2, and TESTBINS built once
 	@command -v prometheus >/dev/null 2>&1 || { \
 		echo "installing Debian's prometheus package for the end-to-end test"; \
 		$(SUDO) apt-get update && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends prometheus; }
+	@command -v ip >/dev/null 2>&1 || test -x /usr/sbin/ip || test -x /sbin/ip || { \
+		echo "installing Debian's iproute2 package for the network namespace of the Service end-to-end tests"; \
+		$(SUDO) apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends iproute2; }
 	@set -e; for b in $(TESTBINS); do .ci/testbin $$b >/dev/null; done
 
 bench-deps: ## install Debian's nginx, the load harness's third proxy

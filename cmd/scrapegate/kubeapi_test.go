@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,7 +39,7 @@ const kubeAPIStartTimeout = 120 * time.Second
 
 // kubeAPI is a running etcd and kube-apiserver.
 type kubeAPI struct {
-	url string // https://127.0.0.1:port
+	url string // https://127.0.0.1:port, or the address startKubeAPIAt was given
 	// caFile is the PEM bundle to trust for url: the API server's
 	// self-signed certificate (in --cert-dir) with its CA.
 	caFile string
@@ -75,10 +76,21 @@ func kubeTestbin(t *testing.T, name string) string {
 	return bin
 }
 
-// startKubeAPI starts etcd and kube-apiserver, waits until the API server is
-// ready, and stops both when the test ends (showing their output if it
-// failed).
+// startKubeAPI starts etcd and kube-apiserver on loopback, waits until the
+// API server is ready, and stops both when the test ends (showing their
+// output if it failed). default/kubernetes has no endpoints: the API server
+// cannot publish a loopback address.
 func startKubeAPI(t *testing.T) *kubeAPI {
+	t.Helper()
+	return startKubeAPIAt(t, "")
+}
+
+// startKubeAPIAt is startKubeAPI with the API server bound to and advertised
+// at ip, an address of the test's network namespace (netns_test.go), with
+// the default endpoint reconciler: it publishes ip as the endpoint of the
+// Service default/kubernetes, and startKubeAPIAt waits for the
+// EndpointSlice. With ip "", loopback as startKubeAPI.
+func startKubeAPIAt(t *testing.T, ip string) *kubeAPI {
 	t.Helper()
 	etcdBin := kubeTestbin(t, "etcd")
 	apiserverBin := kubeTestbin(t, "kube-apiserver")
@@ -116,13 +128,21 @@ func startKubeAPI(t *testing.T) *kubeAPI {
 	tokenAuthFile := filepath.Join(k.dir, "token-auth.csv")
 	testutil.WriteFile(t, tokenAuthFile, []byte(k.adminToken+`,test-admin,test-admin,"system:masters"`+"\n"))
 
-	addr := testutil.FreeAddr(t, "127.0.0.1").String()
+	// The "kubernetes" Service's endpoint: none on loopback, which
+	// Endpoints and EndpointSlices refuse.
+	listenArgs := []string{"--bind-address=127.0.0.1", "--endpoint-reconciler-type=none"}
+	var addr string
+	if ip == "" {
+		addr = testutil.FreeAddr(t, "127.0.0.1").String()
+	} else {
+		addr = netnsFreeAddr(t, ip)
+		listenArgs = []string{"--bind-address=" + ip, "--advertise-address=" + ip}
+	}
 	_, port, _ := strings.Cut(addr, ":")
 	k.url = "https://" + addr
 	certDir := filepath.Join(k.dir, "apiserver-certs")
 	k.caFile = filepath.Join(certDir, "apiserver.crt") // the self-signed certificate, then its CA
-	k.apiserver = startProcess(t, "kube-apiserver", apiserverBin, []string{
-		"--bind-address=127.0.0.1",
+	k.apiserver = startProcess(t, "kube-apiserver", apiserverBin, slices.Concat(listenArgs, []string{
 		"--secure-port=" + port,
 		"--cert-dir=" + certDir,
 		"--etcd-servers=" + clientURL,
@@ -135,14 +155,11 @@ func startKubeAPI(t *testing.T) *kubeAPI {
 		// No controller manager creates the "default" ServiceAccount of
 		// each namespace, which this plugin requires of every pod.
 		"--disable-admission-plugins=ServiceAccount",
-		// The "kubernetes" Service's endpoint would be 127.0.0.1, which
-		// Endpoints refuse.
-		"--endpoint-reconciler-type=none",
 		// Less work at startup and no throttling of the test's bursts.
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 		"--v=0",
-	}, "KUBECONFIG=")
+	}), "KUBECONFIG=")
 
 	// Ready: the certificate is written and /readyz says 200 (which
 	// includes the RBAC bootstrap policy being in place).
@@ -167,7 +184,30 @@ func startKubeAPI(t *testing.T) *kubeAPI {
 		t.Fatal(err)
 	}
 	k.adminKubeconfig = k.writeKubeconfig(t, "admin", k.adminToken)
+	if ip != "" {
+		waitFor(t, kubeAPIStartTimeout, "the API server to publish its address "+addr+" in the EndpointSlice of default/kubernetes",
+			[]*process{k.etcd, k.apiserver}, func() error { return k.checkOwnEndpointSlice(ip, port) })
+	}
 	return k
+}
+
+// checkOwnEndpointSlice returns an error unless the EndpointSlice
+// default/kubernetes, which the API server's endpoint reconciler writes, has
+// ip as its one ready endpoint, on port "https" port.
+func (k *kubeAPI) checkOwnEndpointSlice(ip, port string) error {
+	slice, err := k.client.DiscoveryV1().EndpointSlices(metav1.NamespaceDefault).Get(context.Background(), "kubernetes", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if len(slice.Endpoints) != 1 || !slices.Equal(slice.Endpoints[0].Addresses, []string{ip}) ||
+		(slice.Endpoints[0].Conditions.Ready != nil && !*slice.Endpoints[0].Conditions.Ready) {
+		return fmt.Errorf("EndpointSlice default/kubernetes has endpoints %+v, want one ready at %s", slice.Endpoints, ip)
+	}
+	if len(slice.Ports) != 1 || slice.Ports[0].Port == nil || strconv.Itoa(int(*slice.Ports[0].Port)) != port ||
+		slice.Ports[0].Name == nil || *slice.Ports[0].Name != "https" {
+		return fmt.Errorf("EndpointSlice default/kubernetes has ports %+v, want https %s", slice.Ports, port)
+	}
+	return nil
 }
 
 // tlsClient returns a client that trusts only the API server's certificate.
