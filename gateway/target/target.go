@@ -60,12 +60,17 @@ type targetError struct{ msg string }
 func (e *targetError) Error() string { return e.msg }
 func (e *targetError) Unwrap() error { return errBadTarget }
 
+// ErrHostNotIP is the error of a target whose host is not a canonical IP
+// literal; the gateway then judges an absolute-form target's host as a
+// Service name, if it is one.
+var ErrHostNotIP = Invalid("target host is not an IP literal")
+
 // Errors are preallocated: a hostile caller must not make the gateway allocate
 // an error per request.
 var (
 	errNoPodsPrefix    = Invalid("path does not start with " + PodsPrefix)
 	errNoPort          = Invalid("want /pods/{ip}/{port}/{path}")
-	errBadIP           = Invalid("target host is not an IP literal")
+	errBadIP           = ErrHostNotIP
 	errZone            = Invalid("IPv6 zone identifiers are not allowed")
 	errBadPort         = Invalid("port must be a decimal number 1-65535 without leading zeros")
 	errFragment        = Invalid("request target must not contain '#'")
@@ -139,7 +144,8 @@ func ParseIPPort(ipPart, portPart []byte) (netip.AddrPort, error) {
 type AbsoluteURI struct {
 	// TLS is set for https.
 	TLS bool
-	// Host is the host without brackets, as the URI spells it.
+	// Host is the host as the URI spells it, an IPv6 literal in its
+	// brackets: a name in brackets is no name.
 	Host []byte
 	// Port is the URI's port, or the scheme's default (80, 443).
 	Port uint16
@@ -183,7 +189,7 @@ func SplitAbsoluteURI(uri []byte) (AbsoluteURI, error) {
 		if end < 0 {
 			return u, errBadIP
 		}
-		host, portPart = host[1:end], host[end+1:]
+		host, portPart = host[:end+1], host[end+1:]
 		if len(portPart) > 0 {
 			if portPart[0] != ':' {
 				return u, errBadIP
@@ -220,13 +226,18 @@ func SplitAbsoluteURI(uri []byte) (AbsoluteURI, error) {
 }
 
 // ParseAbsoluteURI parses an absolute-form request target whose host is an
-// IP literal (SplitAbsoluteURI). The port defaults to the scheme's.
+// IP literal (SplitAbsoluteURI). The port defaults to the scheme's. Any
+// other host is ErrHostNotIP.
 func ParseAbsoluteURI(uri []byte) (Target, error) {
 	u, err := SplitAbsoluteURI(uri)
 	if err != nil {
 		return Target{}, err
 	}
-	ip, err := parseIP(u.Host)
+	host := u.Host
+	if len(host) > 0 && host[0] == '[' {
+		host = host[1 : len(host)-1] // SplitAbsoluteURI found the ']' at the end
+	}
+	ip, err := parseIP(host)
 	if err != nil {
 		return Target{}, err
 	}
@@ -279,6 +290,8 @@ func checkPath(path []byte) error {
 		switch c := path[i]; {
 		case c <= ' ' || c >= 0x7f || c == '\\':
 			return errPathByte
+		case c == '#':
+			return errFragment
 		case c == '%':
 			if i+2 >= len(path) || !isHex(path[i+1]) || !isHex(path[i+2]) {
 				return errBadEscape
@@ -298,6 +311,8 @@ func CheckQuery(query []byte) error {
 		switch c := query[i]; {
 		case c <= ' ' || c >= 0x7f:
 			return errQueryByte
+		case c == '#':
+			return errFragment
 		case c == '%':
 			if i+2 >= len(query) || !isHex(query[i+1]) || !isHex(query[i+2]) {
 				return errBadEscape

@@ -249,7 +249,7 @@ func TestSplitAbsoluteURI(t *testing.T) {
 	ok("http://kube-state-metrics.kube-system.svc.cluster.local:8080/metrics", "kube-state-metrics.kube-system.svc.cluster.local", 8080, false, "/metrics", "")
 	ok("https://node-exporter.monitoring.svc/metrics?x=1", "node-exporter.monitoring.svc", 443, true, "/metrics", "x=1")
 	ok("http://a.b.svc", "a.b.svc", 80, false, "/", "")
-	ok("http://[fd00::1]:9100/m", "fd00::1", 9100, false, "/m", "")
+	ok("http://[fd00::1]:9100/m", "[fd00::1]", 9100, false, "/m", "")
 	ok("http://Upper.Case.SVC./m", "Upper.Case.SVC.", 80, false, "/m", "") // names are the gateway's to judge
 
 	bad := func(uri string) {
