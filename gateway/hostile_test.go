@@ -637,7 +637,9 @@ func TestHostileInputs(t *testing.T) {
 				t.Errorf("%s: %q: the answer %q does not say %q", name, requestTarget, body, wantInBody)
 			}
 		}
-		svc := func(ns, service, port string) string { return "/services/" + ns + "/" + service + "/" + port + "/metrics" }
+		svc := func(ns, service, port string) string {
+			return "/services/" + ns + "/" + service + "/" + port + "/metrics"
+		}
 		ep := func(ns, service, ip, port string) string {
 			return "/endpoints/" + ns + "/" + service + "/" + ip + "/" + port + "/metrics"
 		}

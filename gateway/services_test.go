@@ -46,7 +46,7 @@ func sliceObject(ns, service, name, portName string, addr netip.AddrPort, ready 
 		ep.TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: podNS, Name: podName}
 	}
 	return &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: service}},
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: service}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Ports:       []discoveryv1.EndpointPort{{Name: &portName, Port: &port, Protocol: &proto}},
 		Endpoints:   []discoveryv1.Endpoint{ep},

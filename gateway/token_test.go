@@ -80,7 +80,9 @@ func TestScrapeTokenRules(t *testing.T) {
 			t.Errorf("%s: the target got Authorization %q, want %q", target, got, wantAuth)
 		}
 	}
-	pods := func(addr netip.AddrPort) string { return fmt.Sprintf("/pods/https/%s/%d/metrics", addr.Addr(), addr.Port()) }
+	pods := func(addr netip.AddrPort) string {
+		return fmt.Sprintf("/pods/https/%s/%d/metrics", addr.Addr(), addr.Port())
+	}
 	f(pods(optedInAddr), optedIn, "Bearer scraper-token-1")
 	f(fmt.Sprintf("https://%s/metrics", optedInAddr), optedIn, "Bearer scraper-token-1")
 	f(pods(elsewhereAddr), elsewhere, "") // not in -target-token-namespaces
