@@ -20,10 +20,11 @@ import (
 // credentials, and the request target's length. For a scrape then: a loop
 // through a scrapegate, the method, the target as the route parses it, the
 // target policy, and whether the gateway still takes scrapes; a scrape's
-// target is returned. Connection-level limits (-allow-caller-cidrs,
+// target is returned. A Service target is resolved to its endpoint as it
+// is parsed, and that endpoint is what the policy judges. Connection-level limits (-allow-caller-cidrs,
 // -max-conns-per-caller) are applied earlier, as the connection is
 // accepted (callers.NewListener).
-func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) (t target.Target, ok bool) {
+func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) (t scrapeTarget, ok bool) {
 	if routes[rt].open {
 		return t, true // probes come from kubelets and load balancers
 	}
@@ -68,7 +69,11 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) (t targe
 	}
 	t, err := parse(g, uri)
 	if err != nil {
-		g.reject(ctx, rt, reasonBadTarget, uri, err.Error())
+		r := refusalOf(err)
+		if r == reasonNotSynced || r == reasonNoReadyEndpoint {
+			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "5")
+		}
+		g.reject(ctx, rt, r, uri, err.Error())
 		return t, false
 	}
 	// A kubelet target is a known node's kubelet metrics endpoint by
@@ -77,7 +82,7 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) (t targe
 	if t.Kubelet {
 		v = g.policy.CheckKubelet(t.Addr)
 	} else {
-		v = g.policy.Check(&t)
+		v = g.policy.Check(&t.Target)
 	}
 	switch v {
 	case target.VerdictAllowed:
@@ -92,6 +97,9 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) (t targe
 	if g.state.Load() == stateStopping {
 		g.reject(ctx, rt, reasonDraining, uri, "the gateway is shutting down; retry on another replica")
 		return t, false
+	}
+	if t.Service {
+		g.metrics.serviceScrapes[targetKindOf(t.endpoint.TargetKind)].Inc()
 	}
 	return t, true
 }

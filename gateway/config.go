@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -69,6 +70,9 @@ type Config struct {
 	KubeletCAFile             string   // -kubelet-ca-file
 	KubeletTokenFile          string   // -kubelet-token-file
 	KubeletInsecureSkipVerify bool     // -kubelet-insecure-skip-verify
+	KubernetesClusterDomain   string   // -kubernetes-cluster-domain
+	TargetTokenFile           string   // -target-token-file
+	TargetTokenNamespaces     []string // -target-token-namespaces
 
 	MaxInflight             int           // -max-inflight
 	MaxConnsPerEndpoint     int           // -max-conns-per-endpoint
@@ -128,6 +132,7 @@ func DefaultConfig() Config {
 		LogLevel:                "info",
 		KubeletCAFile:           serviceAccountDir + "/ca.crt",
 		KubeletTokenFile:        serviceAccountDir + "/token",
+		KubernetesClusterDomain: "cluster.local",
 	}
 }
 
@@ -302,12 +307,18 @@ func (c *Config) Validate() error {
 	if c.Kubernetes && c.KubeletTokenFile != "" && c.KubeletCAFile == "" && !c.KubeletInsecureSkipVerify {
 		bad("kubelet-ca-file", "is empty: set it to the cluster CA, or set -kubelet-insecure-skip-verify, or turn /nodes/ off with -kubelet-token-file=")
 	}
+	if !isDNSName(c.KubernetesClusterDomain) {
+		bad("kubernetes-cluster-domain", "want a DNS name in lower case without a trailing dot, such as cluster.local, got %q", c.KubernetesClusterDomain)
+	}
+	c.validateTargetToken(bad)
 	if !c.Kubernetes {
 		for _, f := range []struct{ flag, value string }{
 			{"kubeconfig", c.Kubeconfig},
 			{"kubernetes-namespaces", strings.Join(c.KubernetesNamespaces, ",")},
 			{"kubernetes-pod-selector", c.KubernetesPodSelector},
 			{"advertise-address", c.AdvertiseAddress},
+			{"target-token-file", c.TargetTokenFile},
+			{"target-token-namespaces", strings.Join(c.TargetTokenNamespaces, ",")},
 		} {
 			if f.value != "" {
 				bad(f.flag, "%q has no effect without -kubernetes; add -kubernetes", f.value)
@@ -318,6 +329,45 @@ func (c *Config) Validate() error {
 		bad("kubelet-insecure-skip-verify", "contradicts -kubelet-ca-file, which only matters when verifying")
 	}
 	return errors.Join(errs...)
+}
+
+// validateTargetToken checks -target-token-file and -target-token-namespaces:
+// the token must be sendable somewhere, and must not be the gateway's own,
+// which can list pods and read nodes/metrics.
+func (c *Config) validateTargetToken(bad func(flagName, format string, args ...any)) {
+	switch {
+	case len(c.TargetTokenNamespaces) > 0 && c.TargetTokenFile == "":
+		bad("target-token-namespaces", "%q needs -target-token-file, the token to send there", strings.Join(c.TargetTokenNamespaces, ","))
+	case c.TargetTokenFile != "" && len(c.TargetTokenNamespaces) == 0:
+		bad("target-token-file", "the token would never be sent: list the namespaces of the targets that may get it in -target-token-namespaces")
+	}
+	for _, ns := range c.TargetTokenNamespaces {
+		if err := checkLabel("namespace", ns, false); err != nil {
+			bad("target-token-namespaces", "%s", err)
+		}
+	}
+	if c.TargetTokenFile == "" {
+		return
+	}
+	file := filepath.Clean(c.TargetTokenFile)
+	if c.KubeletTokenFile != "" && file == filepath.Clean(c.KubeletTokenFile) || file == serviceAccountDir+"/token" {
+		bad("target-token-file", "%q must not be the gateway's own ServiceAccount token, which can list pods and read nodes/metrics; "+
+			"give the scraper ServiceAccount's token (deploy/base)", c.TargetTokenFile)
+	}
+}
+
+// isDNSName reports whether s is a DNS name of RFC 1123 labels in lower
+// case, without a trailing dot: what a cluster domain is.
+func isDNSName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if checkLabel("label", label, false) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // isHostPort reports whether s is host:port with a DNS name or an IP

@@ -1,6 +1,6 @@
 // Package gateway is scrapegate: the HTTP server through which a Prometheus
 // outside a Kubernetes cluster scrapes pods, kubelets and the gateway's own
-// service discovery inside it. It owns the request path and the server's
+// service discovery inside it, and the Services in front of them. It owns the request path and the server's
 // lifecycle, one file per step:
 //
 //   - gateway.go: Gateway, New, the route table (every path the gateway
@@ -14,7 +14,10 @@
 //     404, 405, and 400, 408 or 431 to what cannot be parsed); conn.go:
 //     what is done to each caller connection.
 //   - kubernetes.go: what -kubernetes adds (the live-pod policy, /sd/
-//     documents, the kubelet proxy /nodes/), served from package kube.
+//     documents, the kubelet proxy /nodes/), served from package kube;
+//     services.go: Service targets (/services/, /endpoints/ and .svc names
+//     in absolute form), resolved from the cluster's EndpointSlices;
+//     token.go: the scrape token some https targets get.
 //   - config.go: Config and its validation; reload.go: the loop that
 //     reloads changed files; log.go: the logger.
 //
@@ -83,6 +86,7 @@ type Gateway struct {
 	clientCerts    *tlsconf.ClientCertVerifier // nil: no client certificates required
 	upstreamTLS    *tlsconf.Upstream           // configures https pod endpoints
 	kube           *kubernetesState            // nil without -kubernetes
+	scrapeToken    *scrapeToken                // nil without -target-token-file
 	reloadables    []*reload.Files
 	pool           *upstream.Pool
 	metrics        *gatewayMetrics
@@ -191,14 +195,16 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 type route int
 
 const (
-	routeProxy   route = iota // absolute-form (forward proxy) requests
-	routePods                 // /pods/{ip}/{port}/{path}
-	routeNodes                // /nodes/{node}/{path}
-	routeSD                   // /sd/pods, /sd/nodes
-	routeMetrics              // /metrics
-	routeHealthz              // /healthz
-	routeReadyz               // /readyz
-	routeOther                // anything else: 404
+	routeProxy     route = iota // absolute-form (forward proxy) requests
+	routePods                   // /pods/{ip}/{port}/{path}
+	routeNodes                  // /nodes/{node}/{path}
+	routeServices               // /services/{namespace}/{service}/{port}/{path}
+	routeEndpoints              // /endpoints/{namespace}/{service}/{ip}/{port}/{path}
+	routeSD                     // /sd/pods, /sd/nodes, /sd/endpoints
+	routeMetrics                // /metrics
+	routeHealthz                // /healthz
+	routeReadyz                 // /readyz
+	routeOther                  // anything else: 404
 	numRoutes
 )
 
@@ -222,17 +228,22 @@ var routes = [numRoutes]struct {
 	pattern string
 	open    bool
 	usage   string
-	parse   func(g *Gateway, uri []byte) (target.Target, error)
+	parse   func(g *Gateway, uri []byte) (scrapeTarget, error)
 	serve   func(g *Gateway, ctx *fasthttp.RequestCtx)
 }{
-	routeProxy:   {name: "proxy", parse: func(_ *Gateway, uri []byte) (target.Target, error) { return target.ParseAbsoluteURI(uri) }},
-	routePods:    {name: "pods", pattern: target.PodsPrefix, usage: "/pods/{ip}/{port}/{path}", parse: func(_ *Gateway, uri []byte) (target.Target, error) { return target.ParsePodPath(uri) }},
-	routeNodes:   {name: "nodes", pattern: nodesPrefix, usage: "/nodes/{node}/{path}", parse: (*Gateway).parseNodePath},
-	routeSD:      {name: "sd", pattern: sdPrefix, usage: "/sd/pods, /sd/nodes", serve: (*Gateway).serveSD},
-	routeMetrics: {name: "metrics", pattern: "/metrics", usage: "/metrics", serve: page((*Gateway).serveMetrics)},
-	routeHealthz: {name: "healthz", pattern: "/healthz", open: true, usage: "/healthz", serve: page((*Gateway).serveHealthz)},
-	routeReadyz:  {name: "readyz", pattern: "/readyz", open: true, usage: "/readyz", serve: page((*Gateway).serveReadyz)},
-	routeOther:   {name: "other", serve: (*Gateway).serveOther},
+	routeProxy: {name: "proxy", parse: (*Gateway).parseProxyURI},
+	routePods: {name: "pods", pattern: target.PodsPrefix, usage: "/pods/{ip}/{port}/{path}", parse: func(_ *Gateway, uri []byte) (scrapeTarget, error) {
+		t, err := target.ParsePodPath(uri)
+		return scrapeTarget{Target: t}, err
+	}},
+	routeNodes:     {name: "nodes", pattern: nodesPrefix, usage: "/nodes/{node}/{path}", parse: (*Gateway).parseNodePath},
+	routeServices:  {name: "services", pattern: servicesPrefix, usage: "/services/{namespace}/{service}/{port}/{path}", parse: (*Gateway).parseServicePath},
+	routeEndpoints: {name: "endpoints", pattern: endpointsPrefix, usage: "/endpoints/{namespace}/{service}/{ip}/{port}/{path}", parse: (*Gateway).parseEndpointsPath},
+	routeSD:        {name: "sd", pattern: sdPrefix, usage: "/sd/pods, /sd/nodes, /sd/endpoints", serve: (*Gateway).serveSD},
+	routeMetrics:   {name: "metrics", pattern: "/metrics", usage: "/metrics", serve: page((*Gateway).serveMetrics)},
+	routeHealthz:   {name: "healthz", pattern: "/healthz", open: true, usage: "/healthz", serve: page((*Gateway).serveHealthz)},
+	routeReadyz:    {name: "readyz", pattern: "/readyz", open: true, usage: "/readyz", serve: page((*Gateway).serveReadyz)},
+	routeOther:     {name: "other", serve: (*Gateway).serveOther},
 }
 
 // routeOf tells which route a raw request target is for.
@@ -281,6 +292,13 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 func (g *Gateway) setUpSecurity(kubeFiles []*reload.Files) error {
 	cfg := &g.cfg
 	g.reloadables = append(g.reloadables, kubeFiles...)
+	if g.kube != nil {
+		// After the kubelet token, which it is compared with.
+		var tokenFile *reload.Files
+		if g.scrapeToken, tokenFile = newScrapeToken(cfg, g.kube.kubelets); tokenFile != nil {
+			g.reloadables = append(g.reloadables, tokenFile)
+		}
+	}
 	var rs []*reload.Files
 	g.auth, rs = auth.New(cfg.AuthBearerTokensFile, cfg.AuthHTPasswdFile)
 	g.reloadables = append(g.reloadables, rs...)

@@ -17,12 +17,13 @@ import (
 // appendUpstreamRequest appends the request to the pod to dst: the caller's
 // method, raw path and query, the pod's address as Host, and of the
 // caller's headers only those a scrape needs (scrapeHeaders) and, but for
-// kubelets, those of -forward-request-headers; a kubelet also gets the
-// gateway's kubeletAuth (kube.KubeletCredentials). It is written out directly: copying each header
+// kubelets, those of -forward-request-headers; and authorization, if not
+// nil, as the Authorization header (a kubelet's token, or the scrape
+// token: Gateway.authorization). It is written out directly: copying each header
 // into a fasthttp.Request only to serialise it again cost a tenth of the
 // gateway's CPU per scrape. The caller's header names and values were
 // validated when its request was parsed.
-func (g *Gateway) appendUpstreamRequest(dst []byte, in *fasthttp.RequestHeader, t *target.Target, kubeletAuth []byte) []byte {
+func (g *Gateway) appendUpstreamRequest(dst []byte, in *fasthttp.RequestHeader, t *target.Target, authorization []byte) []byte {
 	dst = append(dst, in.Method()...)
 	dst = append(dst, ' ')
 	dst = append(dst, t.Path...)
@@ -40,8 +41,8 @@ func (g *Gateway) appendUpstreamRequest(dst []byte, in *fasthttp.RequestHeader, 
 		}
 		dst = appendHeader(dst, k, v)
 	}
-	if t.Kubelet {
-		dst = appendHeader(dst, []byte(fasthttp.HeaderAuthorization), kubeletAuth)
+	if authorization != nil {
+		dst = appendHeader(dst, []byte(fasthttp.HeaderAuthorization), authorization)
 	}
 	// Marks the request as having passed through a scrapegate: one that
 	// arrives back at any scrapegate is a loop (see Gateway.admit).
@@ -139,6 +140,8 @@ func neverForwarded(k string) bool {
 
 func dropResponseHeader(k []byte) bool {
 	return isHopByHop(k) ||
+		// The gateway's own, about a Service target: a pod cannot forge it.
+		bytes.EqualFold(k, []byte(endpointHeader)) ||
 		bytes.EqualFold(k, []byte("Content-Length")) ||
 		// The server sets its own Date; copying the pod's would send two.
 		bytes.EqualFold(k, []byte("Date"))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/scrapegate/scrapegate/gateway/target"
 )
@@ -264,8 +265,9 @@ func TestHostileInputs(t *testing.T) {
 		}
 	}
 	// send sends one raw request and checks the status of the first response
-	// (or statusClosed), and that nothing reached a canary or the pool.
-	send := func(t *testing.T, g *Gateway, gw, name, method, raw string, want int) {
+	// (or statusClosed), and that nothing reached a canary or the pool; it
+	// returns the response's body.
+	send := func(t *testing.T, g *Gateway, gw, name, method, raw string, want int) string {
 		t.Helper()
 		cases++
 		if want == http.StatusOK || want == http.StatusBadGateway || want == http.StatusGatewayTimeout {
@@ -281,6 +283,7 @@ func TestHostileInputs(t *testing.T) {
 		who, _, _ := strings.Cut(strings.TrimPrefix(body, "scrapegate: "), ":")
 		t.Logf("%-55s -> %d (%s)", name, got, who)
 		nothingReached(t, g, name)
+		return body
 	}
 	request := func(gw, method, target string, headers []string) string {
 		var sb strings.Builder
@@ -615,6 +618,106 @@ func TestHostileInputs(t *testing.T) {
 			t.Logf("CL.TE smuggling: statuses %v", got)
 		}
 		nothingReached(t, gB, "CL.TE smuggling")
+	})
+
+	// Gateway D watches a cluster with no Services: a name Kubernetes
+	// could have is unknown (404), any other is refused with the rule it
+	// breaks (400). Either way nothing is looked up by DNS or dialled.
+	cfgD := DefaultConfig()
+	cfgD.DrainDelay = 0
+	cfgD.Kubernetes = true
+	cfgD.KubeletTokenFile, cfgD.KubeletCAFile = "", ""
+	cfgD.AllowCIDRs = mustParsePrefixes("127.0.0.9/32")
+	gD, addrD := startKubeGateway(t, cfgD, fake.NewClientset())
+	t.Run("D-service-names", func(t *testing.T) {
+		f := func(name, requestTarget string, wantStatus int, wantInBody string) {
+			t.Helper()
+			body := send(t, gD, addrD, name, "GET", request(addrD, "GET", requestTarget, nil), wantStatus)
+			if !strings.Contains(body, wantInBody) {
+				t.Errorf("%s: %q: the answer %q does not say %q", name, requestTarget, body, wantInBody)
+			}
+		}
+		svc := func(ns, service, port string) string {
+			return "/services/" + ns + "/" + service + "/" + port + "/metrics"
+		}
+		ep := func(ns, service, ip, port string) string {
+			return "/endpoints/" + ns + "/" + service + "/" + ip + "/" + port + "/metrics"
+		}
+		abs := func(host string) string { return "http://" + host + ":" + P + "/metrics" }
+
+		f("services unknown by number", svc("mon", "kube-dns", P), 404, "unknown service")
+		f("services unknown by name", svc("mon", "kube-dns", "metrics"), 404, "unknown service")
+		f("services upper-case service", svc("mon", "Kube-DNS", P), 400, "upper case")
+		f("services upper-case namespace", svc("Mon", "kube-dns", P), 400, "upper case")
+		f("services trailing dot", svc("mon", "kube-dns.", P), 400, "contains '.'")
+		f("services dotted name", svc("mon", "kube-dns.mon", P), 400, "contains '.'")
+		f("services ..", svc("mon", "..", P), 400, "dot segment")
+		f("services .", svc("mon", ".", P), 400, "dot segment")
+		f("services .. namespace", svc("..", "kube-dns", P), 400, "dot segment")
+		f("services percent-encoded", svc("mon", "kube%2ddns", P), 400, "percent-encoded")
+		f("services percent-encoded slash", svc("mon", "kube-dns%2f..%2fx", P), 400, "percent-encoded")
+		f("services underscore", svc("mon", "kube_dns", P), 400, "only have a-z, 0-9 and '-'")
+		f("services 64 characters", svc("mon", strings.Repeat("a", 64), P), 400, "longer than 63")
+		f("services digit first", svc("mon", "1dns", P), 400, "start with a letter")
+		f("services dash last", svc("mon", "dns-", P), 400, "start and end with a letter or digit")
+		f("services empty service", svc("mon", "", P), 400, "the service is empty")
+		f("services empty namespace", svc("", "kube-dns", P), 400, "the namespace is empty")
+		f("services no port", "/services/mon/kube-dns", 400, "want /services/{namespace}/{service}/{port}/{path}")
+		f("services port 0", svc("mon", "kube-dns", "0"), 400, "out of range")
+		f("services port 65536", svc("mon", "kube-dns", "65536"), 400, "out of range")
+		f("services port 2^32+P", svc("mon", "kube-dns", strconv.Itoa(1<<32+port)), 400, "out of range")
+		f("services port leading zero", svc("mon", "kube-dns", "0"+P), 400, "out of range")
+		f("services port -P", svc("mon", "kube-dns", "-"+P), 400, "must not start or end with '-'")
+		f("services port +P", svc("mon", "kube-dns", "+"+P), 400, "only have a-z, 0-9 and '-'")
+		f("services port name upper case", svc("mon", "kube-dns", "METRICS"), 400, "upper case")
+		f("services port name 16 characters", svc("mon", "kube-dns", "abcdefghijklmnop"), 400, "longer than 15")
+		f("services port name --", svc("mon", "kube-dns", "dns--tcp"), 400, "two in a row")
+		f("services port percent-encoded", svc("mon", "kube-dns", "%3"+P), 400, "percent-encoded")
+		f("services path traversal", "/services/mon/kube-dns/"+P+"/metrics/../admin", 400, "'..' segment")
+		f("services encoded traversal", "/services/mon/kube-dns/"+P+"/metrics/%2e%2e/admin", 400, "encoded")
+		f("services fragment", "/services/mon/kube-dns/"+P+"/metrics#x", 400, "'#'")
+		f("Services upper-case prefix", "/Services/mon/kube-dns/"+P+"/metrics", 404, "not found")
+
+		f("endpoints unknown", ep("mon", "kube-dns", "127.0.0.9", P), 404, "unknown service")
+		f("endpoints metadata address", ep("mon", "kube-dns", "169.254.169.254", "80"), 404, "unknown service")
+		f("endpoints upper case", ep("mon", "Kube-DNS", "127.0.0.9", P), 400, "upper case")
+		f("endpoints ..", ep("mon", "..", "127.0.0.9", P), 400, "dot segment")
+		f("endpoints percent-encoded", ep("mon", "kube%2ddns", "127.0.0.9", P), 400, "percent-encoded")
+		f("endpoints 127.1", ep("mon", "kube-dns", "127.1", P), 400, "not an IP literal")
+		f("endpoints localhost", ep("mon", "kube-dns", "localhost", P), 400, "not an IP literal")
+		f("endpoints a Service name as ip", ep("mon", "kube-dns", "kube-dns.mon.svc", P), 400, "not an IP literal")
+		f("endpoints zone", ep("mon", "kube-dns", "[::1%25lo]", P), 400, "zone")
+		f("endpoints port 65536", ep("mon", "kube-dns", "127.0.0.9", "65536"), 400, "port must be")
+		f("endpoints port name", ep("mon", "kube-dns", "127.0.0.9", "metrics"), 400, "port must be")
+		f("endpoints no port", "/endpoints/mon/kube-dns/127.0.0.9", 400, "want /endpoints/")
+
+		f("abs .svc unknown", abs("kube-dns.mon.svc"), 404, "unknown service")
+		f("abs .svc.cluster.local unknown", abs("kube-dns.mon.svc.cluster.local"), 404, "unknown service")
+		f("abs .svc default port", "http://kube-dns.mon.svc/metrics", 404, "unknown service")
+		f("abs .svc.evil.example", abs("kube-dns.mon.svc.evil.example"), 400, "is not a Service name: it must be {service}.{namespace}.svc")
+		f("abs .svc.cluster.local.evil.example", abs("kube-dns.mon.svc.cluster.local.evil.example"), 400, "-kubernetes-cluster-domain=cluster.local")
+		f("abs .svc.other.domain", abs("kube-dns.mon.svc.cluster.example"), 400, "is not a Service name")
+		f("abs .svc trailing dot", abs("kube-dns.mon.svc."), 400, "trailing dot")
+		f("abs .svc.cluster.local trailing dot", abs("kube-dns.mon.svc.cluster.local."), 400, "trailing dot")
+		f("abs .svc upper case", abs("Kube-DNS.mon.svc"), 400, "upper case")
+		f("abs .SVC upper case", abs("kube-dns.mon.SVC"), 400, "upper case")
+		f("abs .svc empty label", abs("kube-dns..svc"), 400, "empty label")
+		f("abs .svc ..", abs("...svc"), 400, "empty label")
+		// fasthttp parses an absolute-form host itself and refuses this one
+		// before the handler runs.
+		f("abs .svc percent-encoded", abs("kube%2ddns.mon.svc"), 400, "cannot parse")
+		f("abs .svc underscore", abs("kube_dns.mon.svc"), 400, "only have a-z, 0-9 and '-'")
+		f("abs .svc digit first", abs("1dns.mon.svc"), 400, "start with a letter")
+		f("abs .svc too many labels", abs("a.kube-dns.mon.svc"), 400, "is not a Service name")
+		f("abs svc.cluster.local", abs("svc.cluster.local"), 400, "is not a Service name")
+		f("abs ip.svc", abs("127.0.0.9.svc"), 400, "is not a Service name")
+		f("abs .svc port 0", "http://kube-dns.mon.svc:0/metrics", 400, "port must be")
+		f("abs .svc port 65536", "http://kube-dns.mon.svc:65536/metrics", 400, "port must be")
+		f("abs .svc in brackets", "http://[kube-dns.mon.svc]:"+P+"/metrics", 400, "")
+		f("abs .svc userinfo", "http://user@kube-dns.mon.svc:"+P+"/metrics", 400, "userinfo")
+		f("abs .svc traversal", abs("kube-dns.mon.svc")+"/../admin", 400, "'..' segment")
+		f("abs other name", abs("kube-dns.mon.example"), 400, "target host is not an IP literal")
+		f("abs localhost", abs("localhost"), 400, "target host is not an IP literal")
 	})
 
 	// The kernel-level check: a marker connection made now must be the first

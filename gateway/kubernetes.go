@@ -65,7 +65,8 @@ const (
 	nodesPrefix = "/nodes/"
 )
 
-// serveSD serves the http_sd documents /sd/pods and /sd/nodes. Until the
+// serveSD serves the http_sd documents /sd/pods, /sd/nodes and
+// /sd/endpoints. Until the
 // informers have synced the answer is 503, not an empty list: Prometheus
 // keeps its last targets when a refresh fails, but would drop them all on
 // an empty list.
@@ -86,8 +87,10 @@ func (g *Gateway) serveSD(ctx *fasthttp.RequestCtx) {
 		sd = g.kube.cluster.PodsSD
 	case "/sd/nodes":
 		sd = g.kube.cluster.NodesSD
+	case "/sd/endpoints":
+		sd = g.kube.cluster.EndpointsSD
 	default:
-		g.plainText(ctx, routeSD, fasthttp.StatusNotFound, "scrapegate: 404 not found: use /sd/pods or /sd/nodes")
+		g.plainText(ctx, routeSD, fasthttp.StatusNotFound, "scrapegate: 404 not found: use /sd/pods, /sd/nodes or /sd/endpoints")
 		return
 	}
 	if !g.kube.cluster.Synced() {
@@ -151,31 +154,31 @@ func etagMatches(ifNoneMatch []byte, etag string) bool {
 // parseNodePath parses /nodes/{node}/{path}: the node must be one the
 // informer knows and the path one of the kubelet's metrics endpoints. The
 // target is that node's kubelet, over https, with the gateway's token.
-func (g *Gateway) parseNodePath(uri []byte) (target.Target, error) {
+func (g *Gateway) parseNodePath(uri []byte) (scrapeTarget, error) {
 	if g.kube == nil {
-		return target.Target{}, errNoKubernetes
+		return scrapeTarget{}, errNoKubernetes
 	}
 	if g.kube.kubelets == nil || g.kube.kubelets.Authorization() == nil {
-		return target.Target{}, errNoKubeletToken
+		return scrapeTarget{}, errNoKubeletToken
 	}
 	rest, query := target.SplitQuery(uri)
 	rest = rest[len(nodesPrefix):]
 	slash := bytes.IndexByte(rest, '/')
 	if slash <= 0 {
-		return target.Target{}, errNoNodePath
+		return scrapeTarget{}, errNoNodePath
 	}
 	node, path := rest[:slash], rest[slash:]
 	if !kube.IsKubeletPath(string(path)) {
-		return target.Target{}, errKubeletPath
+		return scrapeTarget{}, errKubeletPath
 	}
 	if err := target.CheckQuery(query); err != nil {
-		return target.Target{}, err
+		return scrapeTarget{}, err
 	}
 	addr, ok := g.kube.cluster.Kubelet(string(node))
 	if !ok {
-		return target.Target{}, target.Invalid(fmt.Sprintf("no node %q with an InternalIP is known", truncate(node)))
+		return scrapeTarget{}, target.Invalid(fmt.Sprintf("no node %q with an InternalIP is known", truncate(node)))
 	}
-	return target.Target{Addr: addr, Path: path, Query: query, TLS: true, Kubelet: true}, nil
+	return scrapeTarget{Target: target.Target{Addr: addr, Path: path, Query: query, TLS: true, Kubelet: true}}, nil
 }
 
 var (

@@ -33,6 +33,7 @@ var metricHelp = map[string]string{
 	"scrapegate_rate_limited_callers":           "Callers (IPv4 addresses, IPv6 /64s) answered 429 by -caller-rate-limit within the last minute.",
 	"scrapegate_kubernetes_synced":              "1 once the informers (-kubernetes) of pods, nodes, Services and EndpointSlices have listed every object, else 0.",
 	"scrapegate_kubernetes_objects":             "Objects the informers hold, by resource: pods, nodes, services, endpointslices.",
+	"scrapegate_service_scrapes_total":          "Service targets admitted (/services/, /endpoints/ and .svc names in absolute form), by the kind of the endpoint's targetRef: pod, node, none (no targetRef), other; never by Service.",
 	"scrapegate_build_info":                     "A metric with a constant '1' value labelled by the version, VCS revision and Go version scrapegate was built from.",
 }
 
@@ -52,6 +53,7 @@ type gatewayMetrics struct {
 	responseBytes  *metrics.Counter
 	evicted        *metrics.Counter
 
+	serviceScrapes      [numTargetKinds]*metrics.Counter
 	authFailures        [auth.NumResults]*metrics.Counter
 	rejectedConnections [callers.NumRejections]*metrics.Counter
 }
@@ -79,6 +81,9 @@ func newGatewayMetrics(inflight, pooled func() float64) *gatewayMetrics {
 		[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60})
 	m.responseBytes = m.set.NewCounter("scrapegate_response_bytes_total")
 	m.evicted = m.set.NewCounter("scrapegate_pooled_endpoints_evicted_total")
+	for k, name := range targetKindNames {
+		m.serviceScrapes[k] = m.set.NewCounter(fmt.Sprintf(`scrapegate_service_scrapes_total{target_kind=%q}`, name))
+	}
 	for r := auth.Result(1); r < auth.NumResults; r++ {
 		m.authFailures[r] = m.set.NewCounter(fmt.Sprintf(`scrapegate_auth_failures_total{reason=%q}`, r))
 	}

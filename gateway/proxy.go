@@ -13,7 +13,6 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/scrapegate/scrapegate/gateway/target"
 	"github.com/scrapegate/scrapegate/gateway/upstream"
 )
 
@@ -22,9 +21,15 @@ import (
 // on the pod's response headers, and hand the body stream to the server,
 // which writes it to the caller (upstream.Scrape.WriteTo) and then closes
 // it, which releases the scrape (upstream.Scrape.CloseWithError). Every
-// route that scrapes (/pods/, /nodes/, absolute-form) ends here.
-func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, t *target.Target) {
+// route that scrapes (/pods/, /nodes/, /services/, /endpoints/,
+// absolute-form) ends here.
+func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, t *scrapeTarget) {
 	uri := ctx.Request.Header.RequestURI()
+	if t.Service {
+		// On every answer, the gateway's own errors too: which endpoint
+		// a Service scrape went to is what its caller cannot tell.
+		ctx.Response.Header.Set(endpointHeader, endpointHeaderValue(&t.endpoint))
+	}
 	timeout := g.scrapeTimeout(&ctx.Request.Header)
 	start := time.Now()
 	s, err := g.pool.Begin(upstream.Key{Addr: t.Addr, TLS: t.TLS, Kubelet: t.Kubelet}, ctx.Conn(), start.Add(timeout))
@@ -38,11 +43,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, t *target.Target) {
 		return
 	}
 	s.Tag = int(rt)
-	var kubeletAuth []byte
-	if t.Kubelet {
-		kubeletAuth = g.kube.kubelets.Authorization()
-	}
-	s.Request = g.appendUpstreamRequest(s.Request, &ctx.Request.Header, t, kubeletAuth)
+	s.Request = g.appendUpstreamRequest(s.Request, &ctx.Request.Header, &t.Target, g.authorization(t))
 	err = s.Send(ctx.IsHead())
 	if err == upstream.ErrCallerGone {
 		g.callerGone(ctx, s, uri, "the caller hung up before the pod answered")

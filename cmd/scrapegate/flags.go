@@ -249,14 +249,15 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 	fs.StringVar(&c.TargetTLSKeyFile, "target-tls-key-file", c.TargetTLSKeyFile, "PEM private key of -target-tls-cert-file.")
 
 	fs.BoolVar(&c.Kubernetes, "kubernetes", c.Kubernetes, "Watch pods, nodes, Services and EndpointSlices through the Kubernetes API (the pod's service account, or -kubeconfig). "+
-		"Serves /sd/pods and /sd/nodes (Prometheus http_sd) and /nodes/{node}/{kubelet metrics path}, and makes -target-policy default to kubernetes. "+
+		"Serves /sd/pods, /sd/nodes and /sd/endpoints (Prometheus http_sd), /nodes/{node}/{kubelet metrics path}, /services/ and /endpoints/, "+
+		"and makes -target-policy default to kubernetes. "+
 		"/readyz reports 503 until the first list of each has arrived.")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file to reach the API server with, instead of the pod's service account.")
 	fs.Var((*stringList)(&c.KubernetesNamespaces), "kubernetes-namespaces", "Comma-separated namespaces to watch pods, Services and EndpointSlices in. Empty: every namespace.")
 	fs.StringVar(&c.KubernetesPodSelector, "kubernetes-pod-selector", c.KubernetesPodSelector, "Label selector (app=foo,tier!=db) that watched pods must match. Empty: every pod.")
 	fs.StringVar(&c.TargetPolicy, "target-policy", c.TargetPolicy, "cidr: any target the CIDR, port and path rules allow. "+
-		"kubernetes: additionally, a /pods/ or proxy target must be the IP of a pod that exists and has not terminated, and one of its container ports or its prometheus.io/port annotation. "+
-		"Empty: kubernetes with -kubernetes, else cidr; kubernetes needs -kubernetes.")
+		"kubernetes: additionally, a /pods/ or proxy target must be the IP of a pod that exists and has not terminated, and one of its container ports or its prometheus.io/port annotation, "+
+		"and a Service target's endpoint whose targetRef is a pod must be that live pod's. Empty: kubernetes with -kubernetes, else cidr; kubernetes needs -kubernetes.")
 	fs.StringVar(&c.AdvertiseAddress, "advertise-address", c.AdvertiseAddress, "host:port Prometheus reaches the gateway at, put in /sd/ documents as __address__ (a node's address and the NodePort, or the load balancer's). "+
 		"Empty: the Host the /sd/ request was sent to.")
 	fs.StringVar(&c.KubeletCAFile, "kubelet-ca-file", c.KubeletCAFile, "PEM CA bundle to verify kubelets' serving certificates with (the cluster CA). Re-read when it changes.")
@@ -264,6 +265,14 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 		"Empty: no /nodes/ proxy (and no kubelet CA loaded).")
 	fs.BoolVar(&c.KubeletInsecureSkipVerify, "kubelet-insecure-skip-verify", c.KubeletInsecureSkipVerify, "Do not verify kubelets' certificates: needed when kubelets serve self-signed ones (no serverTLSBootstrap), "+
 		"but then whoever can intercept node traffic gets the token. Cannot be combined with a -kubelet-ca-file other than the default.")
+	fs.StringVar(&c.KubernetesClusterDomain, "kubernetes-cluster-domain", c.KubernetesClusterDomain, "The cluster's DNS domain: absolute-form (proxy_url) targets "+
+		"{service}.{namespace}.svc:{port} and {service}.{namespace}.svc.{domain}:{port} are Services, resolved to a ready endpoint from the EndpointSlices, never by DNS; "+
+		"any other name is refused.")
+	fs.StringVar(&c.TargetTokenFile, "target-token-file", c.TargetTokenFile, "Bearer token sent to https targets behind kube-rbac-proxy (node-exporter, kube-state-metrics in kube-prometheus), "+
+		"only to those in -target-token-namespaces whose pod or Service is annotated scrapegate.io/scrape-token: \"true\", never over http and never to kubelets; "+
+		"re-read when it changes. It must be a token that can only get /metrics (deploy/base's scrapegate-scraper), never the gateway's own. Empty: no token is sent.")
+	fs.Var((*stringList)(&c.TargetTokenNamespaces), "target-token-namespaces", "Comma-separated namespaces whose opted-in https targets get -target-token-file. "+
+		"Empty: the token is sent nowhere.")
 
 	fs.IntVar(&c.MaxInflight, "max-inflight", c.MaxInflight, "Maximum upstream scrapes in flight at once, bodies included. "+
 		"Past it the gateway answers 503 with Retry-After at once instead of queueing.")
@@ -305,9 +314,11 @@ var flagGroups = []struct {
 	{"HTTPS to pods", "See [HTTPS to pods](routes.md#https-to-pods).", []string{"target-tls-ca-file", "target-tls-server-name",
 		"target-tls-insecure-skip-verify", "target-tls-cert-file", "target-tls-key-file"}},
 	{"Kubernetes", "See [kubernetes.md](kubernetes.md). `--kubeconfig`, `--kubernetes-namespaces`, `--kubernetes-pod-selector`, " +
-		"`--advertise-address` and `--target-policy=kubernetes` need `--kubernetes`; the kubelet flags take effect only with it.",
+		"`--advertise-address`, `--target-token-file`, `--target-token-namespaces` and `--target-policy=kubernetes` need `--kubernetes`; " +
+		"the kubelet flags and `--kubernetes-cluster-domain` take effect only with it.",
 		[]string{"kubernetes", "kubeconfig", "kubernetes-namespaces", "kubernetes-pod-selector", "target-policy", "advertise-address",
-			"kubelet-ca-file", "kubelet-token-file", "kubelet-insecure-skip-verify"}},
+			"kubelet-ca-file", "kubelet-token-file", "kubelet-insecure-skip-verify", "kubernetes-cluster-domain",
+			"target-token-file", "target-token-namespaces"}},
 	{"Upstream connections and deadlines", "", []string{"max-inflight", "max-endpoints", "max-conns-per-endpoint", "max-response-body-bytes",
 		"endpoint-idle-ttl", "upstream-idle-conn-timeout", "dial-timeout", "scrape-timeout-default", "scrape-timeout-max", "scrape-timeout-margin"}},
 	{"Lifecycle and logging", "See [operations.md](operations.md).", []string{"drain-delay", "shutdown-timeout", "log-format", "log-level",

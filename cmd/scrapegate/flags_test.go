@@ -104,6 +104,14 @@ func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 	f([]string{}, envOf("SCRAPEGATE_PPROF", "127.0.0.1"), "-pprof")
 	f([]string{"--kubernetes", "--kubelet-ca-file="}, envOf(), "-kubelet-ca-file", "-kubelet-insecure-skip-verify")
 	f([]string{"--kubernetes", "--kubelet-insecure-skip-verify", "--kubelet-ca-file=ca.pem"}, envOf(), "-kubelet-insecure-skip-verify")
+	for _, domain := range []string{"", "Cluster.Local", "cluster..local", "-cluster.local", "cluster_local", "cluster.local."} {
+		f([]string{"--kubernetes", "--kubernetes-cluster-domain=" + domain}, envOf(), "-kubernetes-cluster-domain")
+	}
+	f([]string{"--kubernetes", "--target-token-file=t"}, envOf(), "-target-token-file", "-target-token-namespaces")
+	f([]string{"--kubernetes", "--target-token-namespaces=a"}, envOf(), "-target-token-namespaces", "-target-token-file")
+	f([]string{"--target-token-file=t", "--target-token-namespaces=a"}, envOf(), "-target-token-file", "-kubernetes")
+	f([]string{"--kubernetes", "--target-token-file=/var/run/secrets/kubernetes.io/serviceaccount/token", "--target-token-namespaces=a"}, envOf(),
+		"-target-token-file", "gateway's own ServiceAccount token")
 	f([]string{"--no-such-flag"}, envOf(), "no-such-flag")
 	f([]string{"stray"}, envOf(), "stray")
 	f(nil, envOf("SCRAPEGATE_ALLOW_CIDRS", "bogus"), "-allow-cidrs", "SCRAPEGATE_ALLOW_CIDRS")
@@ -131,6 +139,8 @@ func TestParseFlagsKubernetes(t *testing.T) {
 	f([]string{"--kubernetes", "--advertise-address=scrapegate.example.com:31000"}, gateway.TargetPolicyKubernetes)
 	f([]string{"--kubernetes", "--advertise-address=[fd00::1]:31000", "--kubelet-insecure-skip-verify"}, gateway.TargetPolicyKubernetes)
 	f([]string{"--kubernetes", "--advertise-address=10.0.0.1:31000", "--kubelet-token-file=", "--kubelet-ca-file="}, gateway.TargetPolicyKubernetes)
+	f([]string{"--kubernetes", "--kubernetes-cluster-domain=k8s.example.org", "--target-token-file=/var/run/secrets/scrapegate/scraper/token",
+		"--target-token-namespaces=kube-system,monitoring"}, gateway.TargetPolicyKubernetes)
 }
 
 func TestParseFlagsSecurity(t *testing.T) {

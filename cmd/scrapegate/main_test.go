@@ -51,6 +51,24 @@ func TestRunExitCodes(t *testing.T) {
 	badFlag([]string{"-advertise-address=gw:31000"}, noEnv, `scrapegate: -advertise-address: "gw:31000" has no effect without -kubernetes; add -kubernetes`)
 	badFlag([]string{"-tls-cert-file=c.pem"}, noEnv, `scrapegate: -tls-cert-file: "c.pem" needs -tls-key-file, its private key`)
 	badFlag([]string{"-target-tls-key-file=k.pem"}, noEnv, `scrapegate: -target-tls-key-file: "k.pem" needs -target-tls-cert-file, the certificate it is the key of`)
+	badFlag([]string{"-kubernetes", "-kubelet-token-file=", "-target-token-namespaces=kube-system"}, noEnv,
+		`scrapegate: -target-token-namespaces: "kube-system" needs -target-token-file, the token to send there`)
+	badFlag([]string{"-kubernetes", "-target-token-file=/var/run/secrets/scrapegate/scraper/token"}, noEnv,
+		`scrapegate: -target-token-file: the token would never be sent: list the namespaces of the targets that may get it in -target-token-namespaces`)
+	badFlag([]string{"-target-token-file=t", "-target-token-namespaces=monitoring"}, noEnv,
+		"scrapegate: -target-token-file: \"t\" has no effect without -kubernetes; add -kubernetes\n"+
+			`scrapegate: -target-token-namespaces: "monitoring" has no effect without -kubernetes; add -kubernetes`)
+	badFlag([]string{"-kubernetes", "-target-token-file=/var/run/secrets/kubernetes.io/serviceaccount/token", "-target-token-namespaces=monitoring"}, noEnv,
+		`scrapegate: -target-token-file: "/var/run/secrets/kubernetes.io/serviceaccount/token" must not be the gateway's own ServiceAccount token, `+
+			`which can list pods and read nodes/metrics; give the scraper ServiceAccount's token (deploy/base)`)
+	badFlag([]string{"-kubernetes", "-kubelet-token-file=/etc/kubelet-token", "-kubelet-insecure-skip-verify", "-kubelet-ca-file=",
+		"-target-token-file=/etc/./kubelet-token", "-target-token-namespaces=monitoring"}, noEnv,
+		`scrapegate: -target-token-file: "/etc/./kubelet-token" must not be the gateway's own ServiceAccount token, `+
+			`which can list pods and read nodes/metrics; give the scraper ServiceAccount's token (deploy/base)`)
+	badFlag([]string{"-kubernetes", "-kubelet-token-file=", "-target-token-file=t", "-target-token-namespaces=Monitoring"}, noEnv,
+		`scrapegate: -target-token-namespaces: namespace "Monitoring" is not a DNS label (RFC 1123): it has upper case letters; Kubernetes names are lower case`)
+	badFlag([]string{"-kubernetes", "-kubernetes-cluster-domain=cluster.local."}, noEnv,
+		`scrapegate: -kubernetes-cluster-domain: want a DNS name in lower case without a trailing dot, such as cluster.local, got "cluster.local."`)
 	badFlag(nil, func(k string) (string, bool) {
 		return "3", k == "SCRAPEGATE_DIAL_TIMEOUT"
 	}, `scrapegate: -dial-timeout (from SCRAPEGATE_DIAL_TIMEOUT): "3" is not a duration; write 3s`)

@@ -205,7 +205,8 @@ var verdictText = [...]string{
 func (v Verdict) String() string { return verdictText[v] }
 
 // Check judges a parsed target: its address, its path, and with the
-// kubernetes policy whether a live pod has that address.
+// kubernetes policy whether a live pod has that address, unless it is a
+// Service target (Target.Service), whose endpoint the Service vouches for.
 func (p *Policy) Check(t *Target) Verdict {
 	if v := p.checkAddr(t.Addr); v != VerdictAllowed {
 		return v
@@ -217,7 +218,7 @@ func (p *Policy) Check(t *Target) Verdict {
 		switch {
 		case !p.pods.Synced():
 			return VerdictNotSynced
-		case !p.pods.HasEndpoint(t.Addr):
+		case !t.Service && !p.pods.HasEndpoint(t.Addr):
 			return verdictNotPod
 		}
 	}
@@ -470,10 +471,10 @@ func (r *PortRanges) Set(s string) error {
 			continue
 		}
 		lo, hi, isRange := strings.Cut(f, "-")
-		a, err := parsePort([]byte(strings.TrimSpace(lo)))
+		a, err := ParsePort([]byte(strings.TrimSpace(lo)))
 		b := a
 		if err == nil && isRange {
-			b, err = parsePort([]byte(strings.TrimSpace(hi)))
+			b, err = ParsePort([]byte(strings.TrimSpace(hi)))
 		}
 		if err != nil {
 			return fmt.Errorf("%q is not a port 1-65535 or a range of them; write one such as 9100 or 8080-8090", f)

@@ -554,3 +554,28 @@ func FuzzPathPrefixes(f *testing.F) {
 		}
 	})
 }
+
+// noLivePods is a synced cluster with no live pod at all.
+type noLivePods struct{}
+
+func (noLivePods) Synced() bool                    { return true }
+func (noLivePods) HasEndpoint(netip.AddrPort) bool { return false }
+
+// TestServiceTargetSkipsLivePodRule: with the kubernetes policy a Service
+// target's endpoint need not be a live pod's container port (its
+// EndpointSlice vouches for it), but every other rule still applies.
+func TestServiceTargetSkipsLivePodRule(t *testing.T) {
+	p := NewPolicy(Rules{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, DenyPorts: PortRanges{{10250, 10250}}})
+	p.SetLivePods(noLivePods{})
+	f := func(addr string, service bool, want Verdict) {
+		t.Helper()
+		tg := Target{Addr: netip.MustParseAddrPort(addr), Path: []byte("/metrics"), Service: service}
+		if got := p.Check(&tg); got != want {
+			t.Errorf("Check(%s, service=%v) = %q; want %q", addr, service, got, want)
+		}
+	}
+	f("10.244.1.5:8080", false, verdictNotPod)
+	f("10.244.1.5:8080", true, VerdictAllowed)
+	f("10.244.1.5:10250", true, verdictPortDenied)
+	f("192.168.1.5:8080", true, verdictIPNotAllowed)
+}

@@ -1,6 +1,8 @@
 // Package target owns what a scrape may reach: parsing every target form
 // (/pods/[{scheme}/]{ip}/{port}/{path} and absolute-form proxy URIs such as
-// http://{ip}:{port}/{path}) into a Target with a canonical IP, and the Policy
+// http://{ip}:{port}/{path}; for a proxy URI naming a host, SplitAbsoluteURI
+// hands the name to the gateway, which resolves Service names itself) into a
+// Target with a canonical IP, and the Policy
 // that judges it: -allow-cidrs and -deny-cidrs over the table of special
 // address ranges, -allow-ports and -deny-ports, -allow-path-prefixes and
 // -deny-path-prefixes, the gateway's own addresses, and optionally the live
@@ -30,6 +32,11 @@ type Target struct {
 	// Kubelet is set for a node's kubelet (/nodes/): only the gateway's
 	// parseNodePath sets it, for a node the informer knows and a kubelet metrics path.
 	Kubelet bool
+	// Service is set for the endpoint a Service target resolved to: the
+	// gateway set it from the cluster's EndpointSlices, which already
+	// decided whether a pod must be behind it, so the policy does not ask
+	// the live pods again (Policy.Check).
+	Service bool
 }
 
 // PodsPrefix is the psystrike contract: /pods/{ip}/{port}/{path...}. An
@@ -53,12 +60,17 @@ type targetError struct{ msg string }
 func (e *targetError) Error() string { return e.msg }
 func (e *targetError) Unwrap() error { return errBadTarget }
 
+// ErrHostNotIP is the error of a target whose host is not a canonical IP
+// literal; the gateway then judges an absolute-form target's host as a
+// Service name, if it is one.
+var ErrHostNotIP = Invalid("target host is not an IP literal")
+
 // Errors are preallocated: a hostile caller must not make the gateway allocate
 // an error per request.
 var (
 	errNoPodsPrefix    = Invalid("path does not start with " + PodsPrefix)
 	errNoPort          = Invalid("want /pods/{ip}/{port}/{path}")
-	errBadIP           = Invalid("target host is not an IP literal")
+	errBadIP           = ErrHostNotIP
 	errZone            = Invalid("IPv6 zone identifiers are not allowed")
 	errBadPort         = Invalid("port must be a decimal number 1-65535 without leading zeros")
 	errFragment        = Invalid("request target must not contain '#'")
@@ -99,109 +111,165 @@ func ParsePodPath(uri []byte) (Target, error) {
 	if i := bytes.IndexByte(rest, '/'); i >= 0 {
 		portPart, path = rest[:i], rest[i:]
 	}
+	addr, err := ParseIPPort(ipPart, portPart)
+	if err != nil {
+		return t, err
+	}
+	return newTarget(addr, path, query, useTLS)
+}
+
+// ParseIPPort parses the {ip} and {port} segments of a path such as
+// /pods/{ip}/{port}/: a canonical IP literal, bare or in brackets, and a
+// port as ParsePort reads it. An IPv4-mapped IPv6 address becomes the IPv4
+// address it maps to: that is where the connection goes, and
+// ::ffff:10.1.2.3 and 10.1.2.3 are one endpoint with one pool.
+func ParseIPPort(ipPart, portPart []byte) (netip.AddrPort, error) {
 	if len(ipPart) > 2 && ipPart[0] == '[' && ipPart[len(ipPart)-1] == ']' {
 		ipPart = ipPart[1 : len(ipPart)-1]
 	}
 	ip, err := parseIP(ipPart)
 	if err != nil {
-		return t, err
+		return netip.AddrPort{}, err
 	}
-	port, err := parsePort(portPart)
+	port, err := ParsePort(portPart)
 	if err != nil {
-		return t, err
+		return netip.AddrPort{}, err
 	}
-	return newTarget(ip, port, path, query, useTLS)
+	return netip.AddrPortFrom(ip.Unmap(), port), nil
 }
 
-// ParseAbsoluteURI parses an absolute-form request target, what an HTTP client
-// configured with a proxy sends: http://{ip}:{port}/{path}, or https://... for
-// a target the gateway reaches over TLS. The port defaults to the scheme's.
-func ParseAbsoluteURI(uri []byte) (Target, error) {
-	var t Target
+// AbsoluteURI is an absolute-form request target taken apart, its host not
+// yet judged: an IP literal for ParseAbsoluteURI, or a name the gateway may
+// resolve itself (a Service's). Host and Path alias the request's bytes.
+type AbsoluteURI struct {
+	// TLS is set for https.
+	TLS bool
+	// Host is the host as the URI spells it, an IPv6 literal in its
+	// brackets: a name in brackets is no name.
+	Host []byte
+	// Port is the URI's port, or the scheme's default (80, 443).
+	Port uint16
+	// Path is the raw path, checked as every target's is; "/" if the URI
+	// has none.
+	Path []byte
+	// Query is the raw query without the '?', checked as every target's is.
+	Query []byte
+}
+
+// SplitAbsoluteURI takes apart an absolute-form request target, what an HTTP
+// client configured with a proxy sends: http://{host}:{port}/{path}, or
+// https://... for a target the gateway reaches over TLS. It checks
+// everything but what the host names.
+func SplitAbsoluteURI(uri []byte) (AbsoluteURI, error) {
+	var u AbsoluteURI
 	scheme, rest, ok := bytes.Cut(uri, []byte("://"))
 	if !ok {
-		return t, errNotAbsolute
+		return u, errNotAbsolute
 	}
-	useTLS := false
 	switch {
 	case bytes.EqualFold(scheme, []byte("http")):
 	case bytes.EqualFold(scheme, []byte("https")):
-		useTLS = true
+		u.TLS = true
 	default:
-		return t, errNotAbsolute
+		return u, errNotAbsolute
 	}
 	if bytes.IndexByte(rest, '#') >= 0 {
-		return t, errFragment
+		return u, errFragment
 	}
 	authority, pathAndQuery := rest, []byte(nil)
 	if i := bytes.IndexAny(rest, "/?"); i >= 0 {
 		authority, pathAndQuery = rest[:i], rest[i:]
 	}
 	if bytes.IndexByte(authority, '@') >= 0 {
-		return t, errUserinfo
+		return u, errUserinfo
 	}
 	host, portPart := authority, []byte(nil)
 	if len(host) > 0 && host[0] == '[' {
 		end := bytes.IndexByte(host, ']')
 		if end < 0 {
-			return t, errBadIP
+			return u, errBadIP
 		}
-		host, portPart = host[1:end], host[end+1:]
+		host, portPart = host[:end+1], host[end+1:]
 		if len(portPart) > 0 {
 			if portPart[0] != ':' {
-				return t, errBadIP
+				return u, errBadIP
 			}
 			portPart = portPart[1:]
 			if len(portPart) == 0 {
-				return t, errBadPort
+				return u, errBadPort
 			}
 		} else {
 			portPart = nil
 		}
 	} else if c := bytes.IndexByte(host, ':'); c >= 0 {
 		if bytes.IndexByte(host[c+1:], ':') >= 0 {
-			return t, errMissingBrackets
+			return u, errMissingBrackets
 		}
 		host, portPart = host[:c], host[c+1:]
 		if len(portPart) == 0 {
-			return t, errBadPort
+			return u, errBadPort
 		}
+	}
+	u.Host, u.Port = host, 80
+	if u.TLS {
+		u.Port = 443
+	}
+	var err error
+	if portPart != nil {
+		if u.Port, err = ParsePort(portPart); err != nil {
+			return u, err
+		}
+	}
+	u.Path, u.Query = SplitQuery(pathAndQuery)
+	u.Path, err = CheckPathAndQuery(u.Path, u.Query)
+	return u, err
+}
+
+// ParseAbsoluteURI parses an absolute-form request target whose host is an
+// IP literal (SplitAbsoluteURI). The port defaults to the scheme's. Any
+// other host is ErrHostNotIP.
+func ParseAbsoluteURI(uri []byte) (Target, error) {
+	u, err := SplitAbsoluteURI(uri)
+	if err != nil {
+		return Target{}, err
+	}
+	host := u.Host
+	if len(host) > 0 && host[0] == '[' {
+		host = host[1 : len(host)-1] // SplitAbsoluteURI found the ']' at the end
 	}
 	ip, err := parseIP(host)
 	if err != nil {
-		return t, err
+		return Target{}, err
 	}
-	port := uint16(80)
-	if useTLS {
-		port = 443
-	}
-	if portPart != nil {
-		if port, err = parsePort(portPart); err != nil {
-			return t, err
-		}
-	}
-	path, query := SplitQuery(pathAndQuery)
-	return newTarget(ip, port, path, query, useTLS)
+	return Target{Addr: netip.AddrPortFrom(ip.Unmap(), u.Port), Path: u.Path, Query: u.Query, TLS: u.TLS}, nil
 }
 
 // rootPath is shared by every target without a path; nothing writes to it.
 var rootPath = []byte("/")
 
-// newTarget checks the path and query and builds a Target. An IPv4-mapped
-// IPv6 address becomes the IPv4 address it maps to: that is where the
-// connection goes, and ::ffff:10.1.2.3 and 10.1.2.3 are one endpoint with one
-// pool.
-func newTarget(ip netip.Addr, port uint16, path, query []byte, useTLS bool) (Target, error) {
+// newTarget checks the path and query and builds a Target.
+func newTarget(addr netip.AddrPort, path, query []byte, useTLS bool) (Target, error) {
+	path, err := CheckPathAndQuery(path, query)
+	if err != nil {
+		return Target{}, err
+	}
+	return Target{Addr: addr, Path: path, Query: query, TLS: useTLS}, nil
+}
+
+// CheckPathAndQuery checks a target's raw path and query as every target
+// form's are checked (checkPath, CheckQuery) and returns the path to send:
+// "/" for an empty one.
+func CheckPathAndQuery(path, query []byte) ([]byte, error) {
 	if len(path) == 0 {
 		path = rootPath
 	}
 	if err := checkPath(path); err != nil {
-		return Target{}, err
+		return nil, err
 	}
 	if err := CheckQuery(query); err != nil {
-		return Target{}, err
+		return nil, err
 	}
-	return Target{Addr: netip.AddrPortFrom(ip.Unmap(), port), Path: path, Query: query, TLS: useTLS}, nil
+	return path, nil
 }
 
 // checkPath refuses paths that a pod's server could read differently from
@@ -222,6 +290,8 @@ func checkPath(path []byte) error {
 		switch c := path[i]; {
 		case c <= ' ' || c >= 0x7f || c == '\\':
 			return errPathByte
+		case c == '#':
+			return errFragment
 		case c == '%':
 			if i+2 >= len(path) || !isHex(path[i+1]) || !isHex(path[i+2]) {
 				return errBadEscape
@@ -241,6 +311,8 @@ func CheckQuery(query []byte) error {
 		switch c := query[i]; {
 		case c <= ' ' || c >= 0x7f:
 			return errQueryByte
+		case c == '#':
+			return errFragment
 		case c == '%':
 			if i+2 >= len(query) || !isHex(query[i+1]) || !isHex(query[i+2]) {
 				return errBadEscape
@@ -291,7 +363,9 @@ func parseIP(b []byte) (netip.Addr, error) {
 	return ip, nil
 }
 
-func parsePort(b []byte) (uint16, error) {
+// ParsePort parses a port: a decimal number 1-65535 without leading zeros
+// or sign.
+func ParsePort(b []byte) (uint16, error) {
 	if len(b) == 0 || len(b) > 5 || b[0] == '0' {
 		return 0, errBadPort
 	}

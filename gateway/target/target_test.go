@@ -230,3 +230,63 @@ func FuzzParseAbsoluteURI(f *testing.F) {
 		checkParsedTarget(t, uri, tg, err)
 	})
 }
+
+// TestSplitAbsoluteURI: the host of an absolute-form target is handed over
+// as written, for the gateway to judge; everything else is checked as
+// ParseAbsoluteURI checks it, since ParseAbsoluteURI is built on it.
+func TestSplitAbsoluteURI(t *testing.T) {
+	ok := func(uri, wantHost string, wantPort uint16, wantTLS bool, wantPath, wantQuery string) {
+		t.Helper()
+		u, err := SplitAbsoluteURI([]byte(uri))
+		if err != nil {
+			t.Fatalf("SplitAbsoluteURI(%q): unexpected error: %s", uri, err)
+		}
+		if string(u.Host) != wantHost || u.Port != wantPort || u.TLS != wantTLS || string(u.Path) != wantPath || string(u.Query) != wantQuery {
+			t.Fatalf("SplitAbsoluteURI(%q) = %q %d tls=%v %q %q; want %q %d tls=%v %q %q", uri,
+				u.Host, u.Port, u.TLS, u.Path, u.Query, wantHost, wantPort, wantTLS, wantPath, wantQuery)
+		}
+	}
+	ok("http://kube-state-metrics.kube-system.svc.cluster.local:8080/metrics", "kube-state-metrics.kube-system.svc.cluster.local", 8080, false, "/metrics", "")
+	ok("https://node-exporter.monitoring.svc/metrics?x=1", "node-exporter.monitoring.svc", 443, true, "/metrics", "x=1")
+	ok("http://a.b.svc", "a.b.svc", 80, false, "/", "")
+	ok("http://[fd00::1]:9100/m", "[fd00::1]", 9100, false, "/m", "")
+	ok("http://Upper.Case.SVC./m", "Upper.Case.SVC.", 80, false, "/m", "") // names are the gateway's to judge
+
+	bad := func(uri string) {
+		t.Helper()
+		if u, err := SplitAbsoluteURI([]byte(uri)); !errors.Is(err, errBadTarget) {
+			t.Fatalf("SplitAbsoluteURI(%q) = %q, %v; want a bad-target error", uri, u.Host, err)
+		}
+	}
+	bad("http://a.b.svc:0/metrics")
+	bad("http://a.b.svc:65536/metrics")
+	bad("http://a.b.svc:/metrics")
+	bad("http://a.b.svc:80/m/../x")
+	bad("http://a.b.svc:80/m?x=%0a")
+	bad("http://user@a.b.svc/m")
+	bad("http://a.b.svc/m#f")
+	bad("ftp://a.b.svc/m")
+}
+
+func TestParseIPPort(t *testing.T) {
+	f := func(ip, port, want string) {
+		t.Helper()
+		got, err := ParseIPPort([]byte(ip), []byte(port))
+		switch {
+		case want == "" && !errors.Is(err, errBadTarget):
+			t.Errorf("ParseIPPort(%q, %q) = %s, %v; want a bad-target error", ip, port, got, err)
+		case want != "" && (err != nil || got.String() != want):
+			t.Errorf("ParseIPPort(%q, %q) = %s, %v; want %s", ip, port, got, err, want)
+		}
+	}
+	f("10.244.1.5", "8080", "10.244.1.5:8080")
+	f("[fd00::5]", "8080", "[fd00::5]:8080")
+	f("fd00::5", "8080", "[fd00::5]:8080")
+	f("::ffff:10.244.1.5", "8080", "10.244.1.5:8080")
+	f("10.244.1.5", "08080", "")
+	f("10.244.1.5", "65536", "")
+	f("10.244.1.5", "", "")
+	f("10.244.01.5", "8080", "")
+	f("fe80::1%25eth0", "8080", "")
+	f("pod.ns.svc", "8080", "")
+}

@@ -12,7 +12,8 @@ import (
 )
 
 // TLSPod is an https server standing for a pod: it answers every request
-// "up 1\n" and records the SNI and client certificate of its callers.
+// "up 1\n" and records the SNI, client certificate and Authorization header
+// of its callers.
 type TLSPod struct {
 	// Addr is the pod's address, "ip:port".
 	Addr string
@@ -21,6 +22,9 @@ type TLSPod struct {
 	// clientSerials are the serial numbers (hex) of the client
 	// certificates the pod saw, one per request.
 	clientSerials []string
+	// authorizations are the Authorization headers of the requests, one
+	// per request, "" for none.
+	authorizations []string
 }
 
 // StartTLSPod starts a TLSPod listening on listenAddr, a loopback address
@@ -31,6 +35,9 @@ func StartTLSPod(t testing.TB, listenAddr string, cert tls.Certificate, clientCA
 	ln := listen(t, listenAddr)
 	p := &TLSPod{Addr: ln.Addr().String()}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		p.authorizations = append(p.authorizations, r.Header.Get("Authorization"))
+		p.mu.Unlock()
 		if len(r.TLS.PeerCertificates) > 0 {
 			p.mu.Lock()
 			p.clientSerials = append(p.clientSerials, r.TLS.PeerCertificates[0].SerialNumber.Text(16))
@@ -79,4 +86,24 @@ func (p *TLSPod) LastClientSerial() string {
 		return ""
 	}
 	return p.clientSerials[len(p.clientSerials)-1]
+}
+
+// LastAuthorization returns the Authorization header of the last request
+// the pod answered, "" if it had none; it fails the test if there was no
+// request.
+func (p *TLSPod) LastAuthorization(t testing.TB) string {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.authorizations) == 0 {
+		t.Fatal("the pod saw no request")
+	}
+	return p.authorizations[len(p.authorizations)-1]
+}
+
+// Requests returns how many requests the pod answered.
+func (p *TLSPod) Requests() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.authorizations)
 }

@@ -1,0 +1,81 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"sync/atomic"
+
+	"github.com/scrapegate/scrapegate/gateway/kube"
+	"github.com/scrapegate/scrapegate/gateway/reload"
+)
+
+// scrapeToken is -target-token-file in force: the bearer token some https
+// targets get, those behind kube-rbac-proxy that check the caller's token
+// by TokenReview and SubjectAccessReview. It goes only where all of
+// forTarget's rules hold. It must be a token that can do nothing but get
+// /metrics: never the gateway's own, which can list pods and read
+// nodes/metrics (Config.Validate refuses its path, load its contents).
+type scrapeToken struct {
+	namespaces []string // -target-token-namespaces
+	// auth is the Authorization header value, "Bearer <token>"; set once
+	// the file has been loaded.
+	auth atomic.Pointer[[]byte]
+}
+
+// newScrapeToken returns the scrape token of cfg, and the file to load it
+// from; nil without -target-token-file. kubelets, if not nil, are the
+// kubelet credentials, loaded before it: a token equal to theirs is
+// refused.
+func newScrapeToken(cfg *Config, kubelets *kube.KubeletCredentials) (*scrapeToken, *reload.Files) {
+	if cfg.TargetTokenFile == "" {
+		return nil, nil
+	}
+	st := &scrapeToken{namespaces: cfg.TargetTokenNamespaces}
+	return st, reload.New("target-token-file", func(contents [][]byte) error {
+		token := bytes.TrimSpace(contents[0])
+		if len(token) == 0 || bytes.ContainsAny(token, "\r\n\x00") {
+			return fmt.Errorf("want one token, got %d bytes of something else", len(contents[0]))
+		}
+		auth := append([]byte("Bearer "), token...)
+		if kubelets != nil && bytes.Equal(auth, kubelets.Authorization()) {
+			return fmt.Errorf("it holds the token of -kubelet-token-file, the gateway's own, which can list pods and read nodes/metrics; " +
+				"-target-token-file must hold the scraper ServiceAccount's token (deploy/base)")
+		}
+		st.auth.Store(&auth)
+		return nil
+	}, cfg.TargetTokenFile)
+}
+
+// forTarget is the Authorization header value for an https target in
+// namespace, or nil: the token goes only to a listed namespace, and only to
+// a target that opted in (kube.AnnotationScrapeToken).
+func (st *scrapeToken) forTarget(namespace string, optedIn bool) []byte {
+	if !optedIn || !slices.Contains(st.namespaces, namespace) {
+		return nil
+	}
+	if auth := st.auth.Load(); auth != nil {
+		return *auth
+	}
+	return nil
+}
+
+// authorization is the Authorization header the gateway adds to a scrape
+// of t, or nil: a kubelet's token, or the scrape token where it may go,
+// never over http and never to a kubelet. Only https targets cost a
+// look-up.
+func (g *Gateway) authorization(t *scrapeTarget) []byte {
+	switch {
+	case t.Kubelet:
+		return g.kube.kubelets.Authorization()
+	case g.scrapeToken == nil || !t.TLS:
+		return nil
+	case t.Service:
+		return g.scrapeToken.forTarget(t.namespace, t.endpoint.ScrapeToken)
+	}
+	namespace, optedIn, ok := g.kube.cluster.PodScrapeToken(t.Addr.Addr())
+	if !ok {
+		return nil
+	}
+	return g.scrapeToken.forTarget(namespace, optedIn)
+}
