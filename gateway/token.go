@@ -73,7 +73,7 @@ func (g *Gateway) authorization(t *scrapeTarget) []byte {
 	case t.Service:
 		return g.scrapeToken.forTarget(t.namespace, t.endpoint.ScrapeToken)
 	}
-	namespace, optedIn, ok := g.kube.cluster.PodScrapeToken(t.Addr.Addr())
+	namespace, optedIn, ok := g.kube.cluster.PodScrapeToken(t.Addr)
 	if !ok {
 		return nil
 	}

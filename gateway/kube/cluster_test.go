@@ -80,6 +80,11 @@ func withPairs(m map[string]string, kv []string) map[string]string {
 	return m
 }
 
+// declaring makes the pod's container declare port instead of 9100.
+func declaring(port int32) podOpt {
+	return func(p *corev1.Pod) { p.Spec.Containers[0].Ports[0].ContainerPort = port }
+}
+
 func phase(ph corev1.PodPhase) podOpt { return func(p *corev1.Pod) { p.Status.Phase = ph } }
 
 func TestHasEndpointFollowsPods(t *testing.T) {

@@ -150,15 +150,15 @@ func (c *Cluster) ServiceEndpointAt(namespace, name string, addr netip.AddrPort,
 	return ServiceEndpoint{}, resolveErrorf(ErrNotAnEndpoint, "%s is not an endpoint address of Service %s", ip, key)
 }
 
-// PodScrapeToken returns the namespace of the live pod that owns ip (as
-// HasEndpoint decides ownership) and whether that pod carries
-// AnnotationScrapeToken: "true"; ok is false when no live pod has ip.
-//
-// The hostNetwork pods of a node all own its IP, and an IP does not say
-// which of them a scrape reaches: then namespace is theirs only if they
-// share one, and optedIn only if every one of them opted in.
-func (c *Cluster) PodScrapeToken(ip netip.Addr) (namespace string, optedIn, ok bool) {
-	ip = ip.Unmap()
+// PodScrapeToken returns the namespace of the live pod that serves addr
+// and whether that pod carries AnnotationScrapeToken: "true"; ok is false
+// when no live pod serves addr. On a node's IP, shared by its hostNetwork
+// pods, that is the pod declaring addr's port (as HasEndpoint decides), so
+// node-exporter can opt in while kube-proxy beside it does not; should
+// several declare it (a DaemonSet's old and new pod in a rollout), the
+// token goes only if every one opted in, in one namespace.
+func (c *Cluster) PodScrapeToken(addr netip.AddrPort) (namespace string, optedIn, ok bool) {
+	ip, port := addr.Addr().Unmap(), addr.Port()
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	owners := 0
@@ -173,12 +173,14 @@ func (c *Cluster) PodScrapeToken(ip netip.Addr) (namespace string, optedIn, ok b
 		optedIn = optedIn && p.scrapeToken
 	}
 	for _, p := range c.livePods[ip] {
-		if p.hostNetwork {
+		if p.hostNetwork && slices.Contains(p.ports, port) {
 			add(p)
 		}
 	}
-	if owner := c.ownerLocked(ip); owner != nil {
-		add(owner)
+	if owners == 0 {
+		if owner := c.ownerLocked(ip); owner != nil {
+			add(owner)
+		}
 	}
 	if owners == 0 {
 		return "", false, false

@@ -360,9 +360,13 @@ func TestScrapeTokenOptIn(t *testing.T) {
 		newPod("monitoring", "opted-in", "10.244.1.5", optIn),
 		newPod("monitoring", "not-opted-in", "10.244.1.6", annotated(AnnotationScrapeToken, "yes")),
 		newPod("monitoring", "node-exporter", "10.250.0.1", hostNet, optIn),
-		newPod("kube-system", "kube-proxy", "10.250.0.1", hostNet),
+		newPod("kube-system", "kube-proxy", "10.250.0.1", hostNet, declaring(10249)),
 		newPod("monitoring", "node-exporter-2", "10.250.0.2", hostNet, optIn),
-		newPod("monitoring", "sidecar-2", "10.250.0.2", hostNet, optIn),
+		newPod("monitoring", "node-exporter-2-next", "10.250.0.2", hostNet, optIn), // a rollout
+		newPod("monitoring", "node-exporter-3", "10.250.0.3", hostNet, optIn),
+		newPod("monitoring", "node-exporter-3-next", "10.250.0.3", hostNet),
+		newPod("kube-system", "node-exporter-4", "10.250.0.4", hostNet, optIn),
+		newPod("monitoring", "node-exporter-4-next", "10.250.0.4", hostNet, optIn),
 		newPod("monitoring", "done", "10.244.1.7", optIn, phase(corev1.PodSucceeded)),
 		newService("monitoring", "opted", []corev1.ServicePort{tcpServicePort("https", 443)}, AnnotationScrapeToken, "true"),
 		newService("monitoring", "plain", []corev1.ServicePort{tcpServicePort("https", 443)}),
@@ -371,20 +375,25 @@ func TestScrapeTokenOptIn(t *testing.T) {
 			newEndpoint("10.244.1.5", ofPod("monitoring", "opted-in")), newEndpoint("10.244.1.6", ofPod("monitoring", "not-opted-in"))),
 	)
 	c := startCluster(t, client, Options{})
-	f := func(ip, wantNamespace string, wantOptedIn, wantOK bool) {
+	f := func(addr, wantNamespace string, wantOptedIn, wantOK bool) {
 		t.Helper()
-		ns, optedIn, ok := c.PodScrapeToken(netip.MustParseAddr(ip))
+		ns, optedIn, ok := c.PodScrapeToken(netip.MustParseAddrPort(addr))
 		if ns != wantNamespace || optedIn != wantOptedIn || ok != wantOK {
-			t.Errorf("PodScrapeToken(%s) = %q, %v, %v; want %q, %v, %v", ip, ns, optedIn, ok, wantNamespace, wantOptedIn, wantOK)
+			t.Errorf("PodScrapeToken(%s) = %q, %v, %v; want %q, %v, %v", addr, ns, optedIn, ok, wantNamespace, wantOptedIn, wantOK)
 		}
 	}
-	f("10.244.1.5", "monitoring", true, true)
-	f("::ffff:10.244.1.5", "monitoring", true, true)
-	f("10.244.1.6", "monitoring", false, true) // only "true" opts in
-	f("10.250.0.1", "", false, true)           // node IP shared with a pod of another namespace that did not opt in
-	f("10.250.0.2", "monitoring", true, true)  // every hostNetwork pod on it opted in, in one namespace
-	f("10.244.1.7", "", false, false)          // terminated
-	f("10.244.9.9", "", false, false)
+	f("10.244.1.5:8443", "monitoring", true, true)
+	f("[::ffff:10.244.1.5]:8443", "monitoring", true, true) // any port of a pod IP is that pod's
+	f("10.244.1.6:8443", "monitoring", false, true)         // only "true" opts in
+	// A node's IP: the hostNetwork pod declaring the port.
+	f("10.250.0.1:9100", "monitoring", true, true)
+	f("10.250.0.1:10249", "kube-system", false, true)
+	f("10.250.0.1:8443", "", false, false)          // no pod declares it
+	f("10.250.0.2:9100", "monitoring", true, true)  // both pods of a rollout opted in, in one namespace
+	f("10.250.0.3:9100", "monitoring", false, true) // one of them did not
+	f("10.250.0.4:9100", "", false, true)           // two namespaces claim the port
+	f("10.244.1.7:9100", "", false, false)          // terminated
+	f("10.244.9.9:9100", "", false, false)
 
 	g := func(svc, addr string, want bool) {
 		t.Helper()
