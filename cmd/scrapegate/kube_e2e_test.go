@@ -287,15 +287,7 @@ func TestEndToEndKubernetes(t *testing.T) {
 		}); err != nil {
 			return err
 		}
-		return checkEachTarget(prom, "sum_over_time(up[1h])", now, targets, func(kt kubeTarget, s promSample) error {
-			if kt.wantErr == "" && s.value < e2eMinScrapes {
-				return fmt.Errorf("%v successful scrapes so far", s.value)
-			}
-			if kt.wantErr != "" && s.value != 0 {
-				return fmt.Errorf("%v successful scrapes, want none", s.value)
-			}
-			return nil
-		})
+		return checkScrapeCounts(prom, now, targets)
 	})
 	t.Logf("%d scrapes of every target after %s", e2eMinScrapes, since())
 
@@ -529,6 +521,20 @@ func checkGatewayDiscovery(t *testing.T, gw *gatewayProc, procs []*process, pods
 	}
 
 	return etag
+}
+
+// checkScrapeCounts checks that each target that must be up was scraped
+// successfully at least e2eMinScrapes times by at, and the others never.
+func checkScrapeCounts(prom *promProc, at time.Time, targets []kubeTarget) error {
+	return checkEachTarget(prom, "sum_over_time(up[1h])", at, targets, func(kt kubeTarget, s promSample) error {
+		if kt.wantErr == "" && s.value < e2eMinScrapes {
+			return fmt.Errorf("%v successful scrapes so far", s.value)
+		}
+		if kt.wantErr != "" && s.value != 0 {
+			return fmt.Errorf("%v successful scrapes, want none", s.value)
+		}
+		return nil
+	})
 }
 
 // kubeScrapeTimeout bounds every target of every job being up, then scraped
