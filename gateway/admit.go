@@ -76,6 +76,11 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) (t scrap
 		g.reject(ctx, rt, r, uri, err.Error())
 		return t, false
 	}
+	if t.Service {
+		// On every answer from here on, refusals too: which endpoint a
+		// Service scrape went to is what its caller cannot tell.
+		ctx.Response.Header.Set(endpointHeader, endpointHeaderValue(&t.endpoint))
+	}
 	// A kubelet target is a known node's kubelet metrics endpoint by
 	// construction (parseNodePath): only its address is checked.
 	var v target.Verdict

@@ -25,11 +25,6 @@ import (
 // absolute-form) ends here.
 func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, t *scrapeTarget) {
 	uri := ctx.Request.Header.RequestURI()
-	if t.Service {
-		// On every answer, the gateway's own errors too: which endpoint
-		// a Service scrape went to is what its caller cannot tell.
-		ctx.Response.Header.Set(endpointHeader, endpointHeaderValue(&t.endpoint))
-	}
 	timeout := g.scrapeTimeout(&ctx.Request.Header)
 	start := time.Now()
 	s, err := g.pool.Begin(upstream.Key{Addr: t.Addr, TLS: t.TLS, Kubelet: t.Kubelet}, ctx.Conn(), start.Add(timeout))

@@ -62,8 +62,6 @@ func podHandler(name string) http.HandlerFunc {
 	}
 }
 
-// TestServiceRoutes needs kube.Cluster.ResolveService and ServiceEndpointAt
-// (gateway/kube/services.go): it fails while they are stubs.
 func TestServiceRoutes(t *testing.T) {
 	podA := startPod(t, "127.0.0.1", podHandler("a"))
 	podB := startPod(t, "127.0.0.2", podHandler("b"))
@@ -141,6 +139,9 @@ func TestServiceRoutes(t *testing.T) {
 	f("http://nosuch.mon.svc:8080/metrics", 404, "unknown_service")
 	f(fmt.Sprintf("/endpoints/mon/exporter/127.0.0.9/%d/metrics", podA.addr.Port()), 404, "unknown_service")
 	f("/services/mon/denied/9100/metrics", 403, "-deny-cidrs")
+	if r := get(t, gw, "/services/mon/denied/9100/metrics"); r.Header.Get("Scrapegate-Endpoint") != denied.addr.String() {
+		t.Errorf("a refused endpoint: Scrapegate-Endpoint %q, want %s", r.Header.Get("Scrapegate-Endpoint"), denied.addr)
+	}
 	if n := denied.conns.Load(); n != 0 {
 		t.Errorf("the gateway connected to an endpoint in -deny-cidrs %d times", n)
 	}
@@ -164,9 +165,7 @@ func TestServiceRoutes(t *testing.T) {
 	}
 }
 
-// TestServiceTargetsOfDeadPods needs kube.Cluster.ResolveService and
-// ServiceEndpointAt (gateway/kube/services.go): it fails while they are
-// stubs. With -target-policy=kubernetes an endpoint whose targetRef pod is
+// TestServiceTargetsOfDeadPods: with -target-policy=kubernetes an endpoint whose targetRef pod is
 // gone is not scraped; with cidr it is.
 func TestServiceTargetsOfDeadPods(t *testing.T) {
 	pod := startPod(t, "127.0.0.1", podHandler("ghost"))

@@ -38,9 +38,7 @@ func startTLSPodAt(t *testing.T, ca *testutil.CA, ip string) (*testutil.TLSPod, 
 	return pod, netip.MustParseAddrPort(pod.Addr)
 }
 
-// TestScrapeTokenRules needs kube.Cluster.PodScrapeToken and ResolveService
-// (gateway/kube/services.go): it fails while they are stubs. The token goes
-// to an https target only when its namespace is listed and it opted in,
+// TestScrapeTokenRules: the token goes to an https target only when its namespace is listed and it opted in,
 // through its pod or its Service; never over http; and the file is re-read.
 func TestScrapeTokenRules(t *testing.T) {
 	ca := testutil.NewCA(t, "cluster CA")
