@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -344,6 +345,8 @@ func (c *Config) validateTargetToken(bad func(flagName, format string, args ...a
 	for _, ns := range c.TargetTokenNamespaces {
 		if err := checkLabel("namespace", ns, false); err != nil {
 			bad("target-token-namespaces", "%s", err)
+		} else if len(c.KubernetesNamespaces) > 0 && !slices.Contains(c.KubernetesNamespaces, ns) {
+			bad("target-token-namespaces", "%q is not watched (-kubernetes-namespaces=%s), so the token could never go there", ns, strings.Join(c.KubernetesNamespaces, ","))
 		}
 	}
 	if c.TargetTokenFile == "" {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"slices"
 	"sync/atomic"
 
@@ -42,10 +43,20 @@ func newScrapeToken(cfg *Config, kubelets *kube.KubeletCredentials) (*scrapeToke
 			return fmt.Errorf("it holds the token of -kubelet-token-file, the gateway's own, which can list pods and read nodes/metrics; " +
 				"-target-token-file must hold the scraper ServiceAccount's token (deploy/base)")
 		}
+		// Config.Validate refuses the path; the same file reached another
+		// way (the kubelet's ..data/token symlink) is caught here.
+		if own, err := os.ReadFile(ownServiceAccountToken); err == nil && bytes.Equal(bytes.TrimSpace(own), token) {
+			return fmt.Errorf("it holds the gateway's own ServiceAccount token (%s), which can list pods; "+
+				"-target-token-file must hold the scraper ServiceAccount's token (deploy/base)", ownServiceAccountToken)
+		}
 		st.auth.Store(&auth)
 		return nil
 	}, cfg.TargetTokenFile)
 }
+
+// ownServiceAccountToken is the gateway pod's own token, which
+// -target-token-file must never hold; a variable for tests.
+var ownServiceAccountToken = serviceAccountDir + "/token"
 
 // forTarget is the Authorization header value for an https target in
 // namespace, or nil: the token goes only to a listed namespace, and only to

@@ -146,3 +146,26 @@ func TestScrapeTokenEqualToKubeletTokenRefused(t *testing.T) {
 		t.Errorf("after a refused reload the token in force is %q, want the last good one", got)
 	}
 }
+
+// The gateway's own ServiceAccount token is refused by its contents too:
+// Config.Validate sees only the path, and the kubelet's ..data/token
+// symlink is the same file by another name.
+func TestScrapeTokenEqualToOwnServiceAccountTokenRefused(t *testing.T) {
+	dir := t.TempDir()
+	own := filepath.Join(dir, "own-token")
+	testutil.WriteFile(t, own, []byte("own-token\n"))
+	defer func(old string) { ownServiceAccountToken = old }(ownServiceAccountToken)
+	ownServiceAccountToken = own
+
+	ca := testutil.NewCA(t, "cluster CA")
+	tokenFile := filepath.Join(dir, "token")
+	testutil.WriteFile(t, tokenFile, []byte("own-token"))
+	_, err := newGateway(tokenConfig(t, ca, tokenFile), zerolog.Nop(), fake.NewClientset())
+	if err == nil || !strings.Contains(err.Error(), "own ServiceAccount token") {
+		t.Fatalf("a scrape token equal to the gateway's own: %v, want an error saying so", err)
+	}
+	testutil.WriteFile(t, tokenFile, []byte("scraper-token"))
+	if _, err := newGateway(tokenConfig(t, ca, tokenFile), zerolog.Nop(), fake.NewClientset()); err != nil {
+		t.Fatalf("another token: %v", err)
+	}
+}

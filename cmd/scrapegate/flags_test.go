@@ -112,6 +112,8 @@ func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 	f([]string{"--target-token-file=t", "--target-token-namespaces=a"}, envOf(), "-target-token-file", "-kubernetes")
 	f([]string{"--kubernetes", "--target-token-file=/var/run/secrets/kubernetes.io/serviceaccount/token", "--target-token-namespaces=a"}, envOf(),
 		"-target-token-file", "gateway's own ServiceAccount token")
+	f([]string{"--kubernetes", "--kubernetes-namespaces=apps", "--target-token-file=t", "--target-token-namespaces=monitoring"}, envOf(),
+		"-target-token-namespaces", `"monitoring" is not watched`)
 	f([]string{"--no-such-flag"}, envOf(), "no-such-flag")
 	f([]string{"stray"}, envOf(), "stray")
 	f(nil, envOf("SCRAPEGATE_ALLOW_CIDRS", "bogus"), "-allow-cidrs", "SCRAPEGATE_ALLOW_CIDRS")
