@@ -25,12 +25,10 @@ const (
 )
 
 // scrapeTarget is what admit lets through to proxy: the target, and for a
-// Service target (Target.Service) the endpoint it resolved to and the
-// Service's namespace.
+// Service target (Target.Service) the endpoint it resolved to.
 type scrapeTarget struct {
 	target.Target
-	endpoint  kube.ServiceEndpoint
-	namespace string
+	endpoint kube.ServiceEndpoint
 }
 
 var (
@@ -72,7 +70,7 @@ func (g *Gateway) parseServicePath(uri []byte) (scrapeTarget, error) {
 	if err != nil {
 		return scrapeTarget{}, err
 	}
-	return serviceTarget(ep, ns, path, query, ep.TLS), nil
+	return serviceTarget(ep, path, query, ep.TLS), nil
 }
 
 // parseEndpointsPath parses /endpoints/{namespace}/{service}/{ip}/{port}/{path},
@@ -105,7 +103,7 @@ func (g *Gateway) parseEndpointsPath(uri []byte) (scrapeTarget, error) {
 	if err != nil {
 		return scrapeTarget{}, err
 	}
-	return serviceTarget(ep, ns, path, query, ep.TLS), nil
+	return serviceTarget(ep, path, query, ep.TLS), nil
 }
 
 // parseProxyURI parses an absolute-form target: an IP literal host is a pod
@@ -136,7 +134,7 @@ func (g *Gateway) parseProxyURI(uri []byte) (scrapeTarget, error) {
 	if err != nil {
 		return scrapeTarget{}, err
 	}
-	return serviceTarget(ep, ns, u.Path, u.Query, u.TLS), nil
+	return serviceTarget(ep, u.Path, u.Query, u.TLS), nil
 }
 
 // serviceHost splits a Service's DNS name, {service}.{namespace}.svc or
@@ -171,12 +169,12 @@ func (g *Gateway) livePodsOnly() bool {
 	return g.cfg.EffectiveTargetPolicy() == TargetPolicyKubernetes
 }
 
-// serviceTarget is the target of endpoint ep of a Service in namespace.
-func serviceTarget(ep kube.ServiceEndpoint, namespace string, path, query []byte, useTLS bool) scrapeTarget {
+// serviceTarget is the target of endpoint ep of a Service. useTLS is
+// ep.TLS but in proxy form, where the URI's scheme decides.
+func serviceTarget(ep kube.ServiceEndpoint, path, query []byte, useTLS bool) scrapeTarget {
 	return scrapeTarget{
-		Target:    target.Target{Addr: ep.Addr, Path: path, Query: query, TLS: useTLS, Service: true},
-		endpoint:  ep,
-		namespace: namespace,
+		Target:   target.Target{Addr: ep.Addr, Path: path, Query: query, TLS: useTLS, Service: true},
+		endpoint: ep,
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/scrapegate/scrapegate/gateway/kube"
@@ -82,7 +83,10 @@ func (g *Gateway) authorization(t *scrapeTarget) []byte {
 	case g.scrapeToken == nil || !t.TLS:
 		return nil
 	case t.Service:
-		return g.scrapeToken.forTarget(t.namespace, t.endpoint.ScrapeToken)
+		// The pod's namespace, not the Service's: a slice may name a pod
+		// of any namespace. No pod behind the endpoint: no token.
+		namespace, _, _ := strings.Cut(t.endpoint.Pod, "/")
+		return g.scrapeToken.forTarget(namespace, t.endpoint.ScrapeToken)
 	}
 	namespace, optedIn, ok := g.kube.cluster.PodScrapeToken(t.Addr)
 	if !ok {

@@ -169,3 +169,48 @@ func TestScrapeTokenEqualToOwnServiceAccountTokenRefused(t *testing.T) {
 		t.Fatalf("another token: %v", err)
 	}
 }
+
+// EndpointSlices are written by whoever may write them in a Service's
+// namespace: an opted-in Service's token must not follow them to another
+// namespace's pod, to an address with no pod behind it, or to an address
+// whose targetRef names an opted-in pod that does not have it.
+func TestScrapeTokenNeverFollowsASliceElsewhere(t *testing.T) {
+	ca := testutil.NewCA(t, "cluster CA")
+	other, otherAddr := startTLSPodAt(t, ca, "127.0.0.21")
+	bare, bareAddr := startTLSPodAt(t, ca, "127.0.0.22")
+	forged, forgedAddr := startTLSPodAt(t, ca, "127.0.0.23")
+	_, optedAddr := startTLSPodAt(t, ca, "127.0.0.24")
+	optIn := []string{"prometheus.io/scheme", "https", kube.AnnotationScrapeToken, "true"}
+	client := fake.NewClientset(
+		podObject("elsewhere", "victim", otherAddr),
+		podObject("elsewhere", "forged", forgedAddr),
+		podObject("monitoring", "node-exporter", optedAddr, kube.AnnotationScrapeToken, "true"),
+		serviceObject("monitoring", "other", "https-main", 8443, optIn...),
+		sliceObject("monitoring", "other", "other-1", "https-main", otherAddr, true, "elsewhere/victim"),
+		serviceObject("monitoring", "bare", "https-main", 8443, optIn...),
+		sliceObject("monitoring", "bare", "bare-1", "https-main", bareAddr, true, ""),
+		serviceObject("monitoring", "quiet", "https-main", 8443, "prometheus.io/scheme", "https"),
+		sliceObject("monitoring", "quiet", "quiet-1", "https-main", forgedAddr, true, "monitoring/node-exporter"),
+	)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	testutil.WriteFile(t, tokenFile, []byte("scraper-token\n"))
+	cfg := tokenConfig(t, ca, tokenFile)
+	cfg.TargetPolicy = TargetPolicyCIDR // or the forged and bare slices are refused outright
+	_, gw := startKubeGateway(t, cfg, client)
+	for _, c := range []struct {
+		target, endpoint string
+		pod              *testutil.TLSPod
+	}{
+		{"/services/monitoring/other/https-main/metrics", otherAddr.String() + "; pod=elsewhere/victim", other},
+		{"/services/monitoring/bare/https-main/metrics", bareAddr.String(), bare},
+		{"/services/monitoring/quiet/https-main/metrics", forgedAddr.String(), forged},
+	} {
+		r := get(t, gw, c.target)
+		if r.StatusCode != 200 || r.Header.Get("Scrapegate-Endpoint") != c.endpoint {
+			t.Errorf("%s: %d, Scrapegate-Endpoint %q; want 200 from %q", c.target, r.StatusCode, r.Header.Get("Scrapegate-Endpoint"), c.endpoint)
+		}
+		if got := c.pod.LastAuthorization(t); got != "" {
+			t.Errorf("%s: the target got Authorization %q, want none", c.target, got)
+		}
+	}
+}

@@ -48,11 +48,15 @@ type ServiceEndpoint struct {
 	// TargetKind is the endpoint's targetRef kind as the API gives it
 	// ("Pod", "Node", ...), or "" for an endpoint with no targetRef.
 	TargetKind string
-	// Pod is namespace/name of the pod behind the endpoint (targetRef kind
-	// Pod), else "".
+	// Pod is namespace/name of the pod behind the endpoint, else "": the
+	// targetRef pod, when it is a live pod that serves Addr (it owns the
+	// IP, or on its node's IP declares the port). Anyone who may write
+	// EndpointSlices can name any pod in a targetRef.
 	Pod string
-	// ScrapeToken is set when the Service or that pod carries
-	// AnnotationScrapeToken: "true".
+	// ScrapeToken is set when that pod carries AnnotationScrapeToken:
+	// "true", or the Service does and the pod is in the Service's
+	// namespace: a Service's opt-in never reaches another namespace's pod,
+	// nor an address with no pod behind it.
 	ScrapeToken bool
 }
 
@@ -100,7 +104,7 @@ func (c *Cluster) ResolveService(namespace, name, port string, livePodsOnly bool
 			pick--
 			return true
 		}
-		out = c.serviceEndpointLocked(svc, ep, netip.AddrPortFrom(ep.addrs[0], p.port), svc.tls(sp.name, sp.appProtocol))
+		out = c.serviceEndpointLocked(svc, namespace, ep, netip.AddrPortFrom(ep.addrs[0], p.port), svc.tls(sp.name, sp.appProtocol))
 		return false
 	})
 	return out, nil
@@ -140,7 +144,7 @@ func (c *Cluster) ServiceEndpointAt(namespace, name string, addr netip.AddrPort,
 				return ServiceEndpoint{}, resolveErrorf(ErrPodNotLive, "the pod %s behind endpoint %s of Service %s is not a live pod with that IP",
 					ep.pod, netip.AddrPortFrom(ip, port), key)
 			}
-			return c.serviceEndpointLocked(svc, ep, netip.AddrPortFrom(ip, port), tls), nil
+			return c.serviceEndpointLocked(svc, namespace, ep, netip.AddrPortFrom(ip, port), tls), nil
 		}
 	}
 	if hasIP {
@@ -419,12 +423,33 @@ func (c *Cluster) podBehindLocked(ep *sliceEndpoint, ip netip.Addr) bool {
 	return p != nil && slices.Contains(p.ips, ip) && (p.hostNetwork || c.ownerLocked(ip) == p)
 }
 
-func (c *Cluster) serviceEndpointLocked(svc *service, ep *sliceEndpoint, addr netip.AddrPort, tls bool) ServiceEndpoint {
-	out := ServiceEndpoint{Addr: addr, TLS: tls, TargetKind: ep.targetKind, Pod: ep.pod, ScrapeToken: svc.scrapeToken}
-	if p := c.byKey[ep.pod]; p != nil && p.scrapeToken {
-		out.ScrapeToken = true
+// serviceEndpointLocked is endpoint ep at addr of the Service svc in
+// namespace.
+func (c *Cluster) serviceEndpointLocked(svc *service, namespace string, ep *sliceEndpoint, addr netip.AddrPort, tls bool) ServiceEndpoint {
+	out := ServiceEndpoint{Addr: addr, TLS: tls, TargetKind: ep.targetKind}
+	if p := c.servingPodLocked(ep, addr); p != nil {
+		out.Pod = ep.pod
+		out.ScrapeToken = p.scrapeToken || svc.scrapeToken && p.namespace == namespace
 	}
 	return out
+}
+
+// servingPodLocked returns ep's targetRef pod if it is a live pod serving
+// addr: it owns addr's IP, or it is on its node's network and declares
+// addr's port (a node's IP is every hostNetwork pod's); else nil.
+func (c *Cluster) servingPodLocked(ep *sliceEndpoint, addr netip.AddrPort) *livePod {
+	if ep.targetKind != "Pod" {
+		return nil
+	}
+	p := c.byKey[ep.pod]
+	ip := addr.Addr()
+	if p == nil || !slices.Contains(p.ips, ip) {
+		return nil
+	}
+	if p.hostNetwork && slices.Contains(p.ports, addr.Port()) || !p.hostNetwork && c.ownerLocked(ip) == p {
+		return p
+	}
+	return nil
 }
 
 func (c *Cluster) unknownService(key objectKey) error {

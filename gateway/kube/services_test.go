@@ -75,7 +75,7 @@ func ksm() (*corev1.Service, []discoveryv1.EndpointPort) {
 
 func TestResolveServiceByNumberAndNameSpreadsOverReadyEndpoints(t *testing.T) {
 	svc, ports := ksm()
-	client := fake.NewClientset(svc,
+	client := fake.NewClientset(svc, newPod("kube-system", "ksm-0", "10.244.1.5"),
 		newSlice("kube-system", "ksm-a", "ksm", ports,
 			newEndpoint("10.244.1.5", ofPod("kube-system", "ksm-0")),
 			newEndpoint("10.244.1.6", conditions(false, true, true)), // terminating: not ready
@@ -373,6 +373,16 @@ func TestScrapeTokenOptIn(t *testing.T) {
 		newSlice("monitoring", "opted-a", "opted", []discoveryv1.EndpointPort{slicePortOf("https", 8443)}, newEndpoint("10.244.1.6", ofPod("monitoring", "not-opted-in"))),
 		newSlice("monitoring", "plain-a", "plain", []discoveryv1.EndpointPort{slicePortOf("https", 8443)},
 			newEndpoint("10.244.1.5", ofPod("monitoring", "opted-in")), newEndpoint("10.244.1.6", ofPod("monitoring", "not-opted-in"))),
+		// Slices anyone who may write them could make: the opted-in
+		// Service's token must reach no pod of another namespace, no
+		// address without a pod, no pod a targetRef merely names, and
+		// no port of a node that its hostNetwork pod does not declare.
+		newPod("elsewhere", "victim", "10.244.5.5"),
+		newSlice("monitoring", "opted-b", "opted", []discoveryv1.EndpointPort{slicePortOf("https", 8443), slicePortOf("proxy", 10249), slicePortOf("node", 9100)},
+			newEndpoint("10.244.5.5", ofPod("elsewhere", "victim")),
+			newEndpoint("10.244.5.6"),
+			newEndpoint("10.244.5.7", ofPod("monitoring", "opted-in")),
+			newEndpoint("10.250.0.1", ofPod("monitoring", "node-exporter"))),
 	)
 	c := startCluster(t, client, Options{})
 	f := func(addr, wantNamespace string, wantOptedIn, wantOK bool) {
@@ -395,16 +405,23 @@ func TestScrapeTokenOptIn(t *testing.T) {
 	f("10.244.1.7:9100", "", false, false)          // terminated
 	f("10.244.9.9:9100", "", false, false)
 
-	g := func(svc, addr string, want bool) {
+	g := func(svc, addr, wantPod string, want bool) {
 		t.Helper()
 		ep, err := c.ServiceEndpointAt("monitoring", svc, netip.MustParseAddrPort(addr), false)
-		if err != nil || ep.ScrapeToken != want {
-			t.Errorf("ServiceEndpointAt(%s, %s) = %+v, %v; want ScrapeToken %v", svc, addr, ep, err, want)
+		if err != nil || ep.Pod != wantPod || ep.ScrapeToken != want {
+			t.Errorf("ServiceEndpointAt(%s, %s) = %+v, %v; want Pod %q, ScrapeToken %v", svc, addr, ep, err, wantPod, want)
 		}
 	}
-	g("opted", "10.244.1.6:8443", true) // the Service opted in
-	g("plain", "10.244.1.5:8443", true) // the pod did
-	g("plain", "10.244.1.6:8443", false)
+	g("opted", "10.244.1.6:8443", "monitoring/not-opted-in", true) // the Service opted in
+	g("plain", "10.244.1.5:8443", "monitoring/opted-in", true)     // the pod did
+	g("plain", "10.244.1.6:8443", "monitoring/not-opted-in", false)
+	g("opted", "10.244.5.5:8443", "elsewhere/victim", false)        // another namespace's pod
+	g("opted", "10.244.5.6:8443", "", false)                        // no pod behind it
+	g("opted", "10.244.5.7:8443", "", false)                        // a targetRef to a pod that does not have the IP
+	g("opted", "10.250.0.1:10249", "", false)                       // kube-proxy's port on node-exporter's node
+	g("opted", "10.250.0.1:8443", "", false)                        // a port node-exporter does not declare
+	g("opted", "10.250.0.1:9100", "monitoring/node-exporter", true) // the port it declares
+
 }
 
 func TestServicesOfUnwatchedNamespaces(t *testing.T) {
