@@ -645,8 +645,8 @@ func TestHostileInputs(t *testing.T) {
 		}
 		abs := func(host string) string { return "http://" + host + ":" + P + "/metrics" }
 
-		f("services unknown by number", svc("mon", "kube-dns", P), 404, "no Service mon/kube-dns is watched")
-		f("services unknown by name", svc("mon", "kube-dns", "metrics"), 404, "no Service mon/kube-dns is watched")
+		f("services unknown by number", svc("mon", "kube-dns", P), 404, "no Service mon/kube-dns in the watched namespaces")
+		f("services unknown by name", svc("mon", "kube-dns", "metrics"), 404, "no Service mon/kube-dns in the watched namespaces")
 		f("services upper-case service", svc("mon", "Kube-DNS", P), 400, "upper case")
 		f("services upper-case namespace", svc("Mon", "kube-dns", P), 400, "upper case")
 		f("services trailing dot", svc("mon", "kube-dns.", P), 400, "contains '.'")
@@ -678,8 +678,8 @@ func TestHostileInputs(t *testing.T) {
 		f("services fragment", "/services/mon/kube-dns/"+P+"/metrics#x", 400, "'#'")
 		f("Services upper-case prefix", "/Services/mon/kube-dns/"+P+"/metrics", 404, "not found")
 
-		f("endpoints unknown", ep("mon", "kube-dns", "127.0.0.9", P), 404, "no Service mon/kube-dns is watched")
-		f("endpoints metadata address", ep("mon", "kube-dns", "169.254.169.254", "80"), 404, "no Service mon/kube-dns is watched")
+		f("endpoints unknown", ep("mon", "kube-dns", "127.0.0.9", P), 404, "no Service mon/kube-dns in the watched namespaces")
+		f("endpoints metadata address", ep("mon", "kube-dns", "169.254.169.254", "80"), 404, "no Service mon/kube-dns in the watched namespaces")
 		f("endpoints upper case", ep("mon", "Kube-DNS", "127.0.0.9", P), 400, "upper case")
 		f("endpoints ..", ep("mon", "..", "127.0.0.9", P), 400, "dot segment")
 		f("endpoints percent-encoded", ep("mon", "kube%2ddns", "127.0.0.9", P), 400, "percent-encoded")
@@ -691,9 +691,9 @@ func TestHostileInputs(t *testing.T) {
 		f("endpoints port name", ep("mon", "kube-dns", "127.0.0.9", "metrics"), 400, "port must be")
 		f("endpoints no port", "/endpoints/mon/kube-dns/127.0.0.9", 400, "want /endpoints/")
 
-		f("abs .svc unknown", abs("kube-dns.mon.svc"), 404, "no Service mon/kube-dns is watched")
-		f("abs .svc.cluster.local unknown", abs("kube-dns.mon.svc.cluster.local"), 404, "no Service mon/kube-dns is watched")
-		f("abs .svc default port", "http://kube-dns.mon.svc/metrics", 404, "no Service mon/kube-dns is watched")
+		f("abs .svc unknown", abs("kube-dns.mon.svc"), 404, "no Service mon/kube-dns in the watched namespaces")
+		f("abs .svc.cluster.local unknown", abs("kube-dns.mon.svc.cluster.local"), 404, "no Service mon/kube-dns in the watched namespaces")
+		f("abs .svc default port", "http://kube-dns.mon.svc/metrics", 404, "no Service mon/kube-dns in the watched namespaces")
 		f("abs .svc.evil.example", abs("kube-dns.mon.svc.evil.example"), 400, "is not a Service name: it must be {service}.{namespace}.svc")
 		f("abs .svc.cluster.local.evil.example", abs("kube-dns.mon.svc.cluster.local.evil.example"), 400, "-kubernetes-cluster-domain=cluster.local")
 		f("abs .svc.other.domain", abs("kube-dns.mon.svc.cluster.example"), 400, "is not a Service name")

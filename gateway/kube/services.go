@@ -79,7 +79,7 @@ func (c *Cluster) ResolveService(namespace, name, port string, livePodsOnly bool
 	// Two passes over the candidates, counting then picking, so that
 	// nothing is allocated per call.
 	candidates, skipped := 0, 0
-	c.eachReadyEndpoint(key, sp.name, func(ep *sliceEndpoint, _ *slicePort) bool {
+	c.eachReadyEndpoint(svc, key, sp.name, func(ep *sliceEndpoint, _ *slicePort) bool {
 		if livePodsOnly && !c.podBehindLocked(ep, ep.addrs[0]) {
 			skipped++
 		} else {
@@ -96,7 +96,7 @@ func (c *Cluster) ResolveService(namespace, name, port string, livePodsOnly bool
 	}
 	pick := int(svc.next.Add(1) % uint64(candidates))
 	var out ServiceEndpoint
-	c.eachReadyEndpoint(key, sp.name, func(ep *sliceEndpoint, p *slicePort) bool {
+	c.eachReadyEndpoint(svc, key, sp.name, func(ep *sliceEndpoint, p *slicePort) bool {
 		if livePodsOnly && !c.podBehindLocked(ep, ep.addrs[0]) {
 			return true
 		}
@@ -126,6 +126,9 @@ func (c *Cluster) ServiceEndpointAt(namespace, name string, addr netip.AddrPort,
 	}
 	hasIP := false // then the error is the port's
 	for _, es := range c.serviceSlices[key] {
+		if !svc.counts(es) {
+			continue
+		}
 		for i := range es.endpoints {
 			ep := &es.endpoints[i]
 			if !slices.Contains(ep.addrs, ip) {
@@ -227,6 +230,10 @@ type service struct {
 	scheme        string // prometheus.io/scheme
 	annotatedPort uint16 // prometheus.io/port, 0 when absent
 	scrapeToken   bool   // AnnotationScrapeToken: "true"
+	// primaryFamily is the address type of a dual-stack Service's slices
+	// that count, "" for a single-stack one: one pod is one target, as on
+	// /sd/endpoints (nonPrimaryIPFamilySlice), not one per address family.
+	primaryFamily discoveryv1.AddressType
 	next          atomic.Uint64
 }
 
@@ -242,9 +249,10 @@ type servicePort struct {
 // endpointSlice is what resolution needs of an EndpointSlice: its TCP ports
 // and its endpoints that have an IP address.
 type endpointSlice struct {
-	service   objectKey // by its label kubernetes.io/service-name
-	ports     []slicePort
-	endpoints []sliceEndpoint
+	service     objectKey // by its label kubernetes.io/service-name
+	addressType discoveryv1.AddressType
+	ports       []slicePort
+	endpoints   []sliceEndpoint
 }
 
 type slicePort struct {
@@ -263,6 +271,9 @@ type sliceEndpoint struct {
 func serviceOf(svc *corev1.Service) *service {
 	s := &service{scheme: svc.Annotations[annotationScheme], scrapeToken: svc.Annotations[AnnotationScrapeToken] == "true"}
 	s.annotatedPort, _ = annotatedPort(svc.Annotations)
+	if p := svc.Spec.IPFamilyPolicy; p != nil && (*p == corev1.IPFamilyPolicyPreferDualStack || *p == corev1.IPFamilyPolicyRequireDualStack) && len(svc.Spec.IPFamilies) > 0 {
+		s.primaryFamily = discoveryv1.AddressType(svc.Spec.IPFamilies[0])
+	}
 	for _, p := range svc.Spec.Ports {
 		if p.Port <= 0 || p.Port > 65535 {
 			continue
@@ -279,10 +290,16 @@ func serviceOf(svc *corev1.Service) *service {
 	return s
 }
 
+// counts reports whether es is one of the Service's slices that count: not
+// the secondary address family's of a dual-stack Service.
+func (s *service) counts(es *endpointSlice) bool {
+	return s.primaryFamily == "" || es.addressType == s.primaryFamily
+}
+
 // port returns the TCP port the Service calls port, a number or a name.
 func (s *service) port(port string) *servicePort {
-	number := -1
-	if port != "" && '0' <= port[0] && port[0] <= '9' {
+	number := -1 // a name, unless every character is a digit: "9p" is a name
+	if strings.Trim(port, "0123456789") == "" {
 		n, err := strconv.ParseUint(port, 10, 16)
 		if err != nil {
 			return nil
@@ -337,7 +354,7 @@ func (s *service) tls(portName, appProtocol string) bool {
 }
 
 func sliceOf(es *discoveryv1.EndpointSlice) *endpointSlice {
-	out := &endpointSlice{service: objectKey{es.Namespace, es.Labels[discoveryv1.LabelServiceName]}}
+	out := &endpointSlice{service: objectKey{es.Namespace, es.Labels[discoveryv1.LabelServiceName]}, addressType: es.AddressType}
 	if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
 		return out // FQDN: nothing the gateway dials
 	}
@@ -390,10 +407,14 @@ func (es *endpointSlice) tcpPort(port uint16) *slicePort {
 	return nil
 }
 
-// eachReadyEndpoint calls f with each ready endpoint of the Service key and
-// the port its slice gives the Service port portName, until f returns false.
-func (c *Cluster) eachReadyEndpoint(key objectKey, portName string, f func(*sliceEndpoint, *slicePort) bool) {
+// eachReadyEndpoint calls f with each ready endpoint of the Service svc,
+// whose key is key, in the slices that count, and the port its slice gives
+// the Service port portName, until f returns false.
+func (c *Cluster) eachReadyEndpoint(svc *service, key objectKey, portName string, f func(*sliceEndpoint, *slicePort) bool) {
 	for _, es := range c.serviceSlices[key] {
+		if !svc.counts(es) {
+			continue
+		}
 		var port *slicePort
 		for i := range es.ports {
 			if es.ports[i].name == portName {
@@ -454,13 +475,13 @@ func (c *Cluster) servingPodLocked(ep *sliceEndpoint, addr netip.AddrPort) *live
 
 func (c *Cluster) unknownService(key objectKey) error {
 	if len(c.namespaces) > 0 && !slices.Contains(c.namespaces, key.namespace) {
-		return resolveErrorf(ErrUnknownService, "no Service %s is watched: -kubernetes-namespaces does not list %s", key, key.namespace)
+		return resolveErrorf(ErrUnknownService, "no Service %s in the watched namespaces: -kubernetes-namespaces does not list %s", key, key.namespace)
 	}
-	return resolveErrorf(ErrUnknownService, "no Service %s is watched", key)
+	return resolveErrorf(ErrUnknownService, "no Service %s in the watched namespaces", key)
 }
 
 // resolveError is why a Service target cannot be resolved, worded for the
-// gateway's error body ("no Service kube-system/foo is watched"): its text
+// gateway's error body ("no Service kube-system/foo in the watched namespaces"): its text
 // does not repeat the sentinel it wraps.
 type resolveError struct {
 	reason error

@@ -131,8 +131,8 @@ func TestResolveServiceErrors(t *testing.T) {
 			t.Errorf("ResolveService(%s/%s, %q) = %+v, %v\nwant error %q (%v)", ns, name, port, ep, err, wantText, want)
 		}
 	}
-	f("kube-system", "foo", "80", ErrUnknownService, "no Service kube-system/foo is watched")
-	f("default", "ksm", "80", ErrUnknownService, "no Service default/ksm is watched")
+	f("kube-system", "foo", "80", ErrUnknownService, "no Service kube-system/foo in the watched namespaces")
+	f("default", "ksm", "80", ErrUnknownService, "no Service default/ksm in the watched namespaces")
 	f("kube-system", "ksm", "http", ErrUnknownPort, `Service kube-system/ksm has no TCP port "http" (it has: 80/http-metrics, 8081/telemetry, 53/dns (UDP))`)
 	f("kube-system", "ksm", "8080", ErrUnknownPort, `Service kube-system/ksm has no TCP port "8080" (it has: 80/http-metrics, 8081/telemetry, 53/dns (UDP))`)
 	f("kube-system", "ksm", "53", ErrUnknownPort, `Service kube-system/ksm has no TCP port "53" (it has: 80/http-metrics, 8081/telemetry, 53/dns (UDP))`)
@@ -429,11 +429,53 @@ func TestServicesOfUnwatchedNamespaces(t *testing.T) {
 	client := fake.NewClientset(svc, newSlice("kube-system", "ksm-a", "ksm", ports, newEndpoint("10.244.1.5")))
 	c := startCluster(t, client, Options{Namespaces: []string{"monitoring", "default"}})
 	_, err := c.ResolveService("kube-system", "ksm", "80", false)
-	if want := "no Service kube-system/ksm is watched: -kubernetes-namespaces does not list kube-system"; !errors.Is(err, ErrUnknownService) || err.Error() != want {
+	if want := "no Service kube-system/ksm in the watched namespaces: -kubernetes-namespaces does not list kube-system"; !errors.Is(err, ErrUnknownService) || err.Error() != want {
 		t.Errorf("error %v, want %q", err, want)
 	}
 	_, err = c.ResolveService("monitoring", "ksm", "80", false)
-	if want := "no Service monitoring/ksm is watched"; !errors.Is(err, ErrUnknownService) || err.Error() != want {
+	if want := "no Service monitoring/ksm in the watched namespaces"; !errors.Is(err, ErrUnknownService) || err.Error() != want {
 		t.Errorf("error %v, want %q", err, want)
 	}
+}
+
+// A dual-stack Service resolves through its primary family's slices only,
+// as /sd/endpoints lists them: one pod is one endpoint, not one per family.
+func TestResolveDualStackServiceUsesThePrimaryFamily(t *testing.T) {
+	svc := newService("default", "dual", []corev1.ServicePort{tcpServicePort("http", 8080)})
+	preferDual := corev1.IPFamilyPolicyPreferDualStack
+	svc.Spec.IPFamilyPolicy = &preferDual
+	svc.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
+	v4 := newSlice("default", "dual-v4", "dual", []discoveryv1.EndpointPort{slicePortOf("http", 8080)}, newEndpoint("10.244.1.5"))
+	v6 := newSlice("default", "dual-v6", "dual", []discoveryv1.EndpointPort{slicePortOf("http", 8080)}, newEndpoint("fd00::5"))
+	v6.AddressType = discoveryv1.AddressTypeIPv6
+	c := startCluster(t, fake.NewClientset(svc, v4, v6), Options{})
+	for range 4 {
+		if ep, err := c.ResolveService("default", "dual", "http", false); err != nil || ep.Addr.String() != "10.244.1.5:8080" {
+			t.Fatalf("ResolveService = %+v, %v; want the IPv4 endpoint every time", ep, err)
+		}
+	}
+	if _, err := c.ServiceEndpointAt("default", "dual", netip.MustParseAddrPort("[fd00::5]:8080"), false); !errors.Is(err, ErrNotAnEndpoint) {
+		t.Errorf("ServiceEndpointAt the secondary family's address: %v, want ErrNotAnEndpoint", err)
+	}
+}
+
+// A port name may start with a digit (IANA_SVC_NAME: "9p"); only a port of
+// digits alone is a number.
+func TestResolvePortNameStartingWithADigit(t *testing.T) {
+	svc := newService("ns", "files", []corev1.ServicePort{tcpServicePort("9p", 564)})
+	c := startCluster(t, fake.NewClientset(svc, newSlice("ns", "files-a", "files", []discoveryv1.EndpointPort{slicePortOf("9p", 5640)}, newEndpoint("10.244.1.5"))), Options{})
+	f := func(port, want string) {
+		t.Helper()
+		ep, err := c.ResolveService("ns", "files", port, false)
+		if got := ep.Addr.String(); err != nil && want != "" || err == nil && got != want {
+			t.Errorf("ResolveService(%q) = %s, %v; want %q", port, got, err, want)
+		}
+		if want == "" && !errors.Is(err, ErrUnknownPort) {
+			t.Errorf("ResolveService(%q): %v, want ErrUnknownPort", port, err)
+		}
+	}
+	f("9p", "10.244.1.5:5640")
+	f("564", "10.244.1.5:5640")
+	f("99999", "")
+	f("9", "")
 }
