@@ -77,14 +77,17 @@ func runInNetworkNamespace(t *testing.T, env []string) {
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(append(os.Environ(), netnsChildEnv+"="+t.Name()), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
+		// A PID namespace too: the child is its init, so when it dies,
+		// killed or timed out before its cleanups ran, the kernel kills
+		// every process it started (etcd, kube-apiserver, Prometheus).
+		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET | syscall.CLONE_NEWPID,
 		// Ourselves as root of the user namespace, which owns the
 		// network namespace: root there may configure it, and nothing
 		// else on the machine.
 		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
 		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
 		GidMappingsEnableSetgroups: false,
-		// The child and everything it started die with the test.
+		// The child dies with the test, and with it everything it started.
 		Pdeathsig: syscall.SIGKILL,
 	}
 	out, w := io.Pipe()

@@ -79,7 +79,7 @@ type svcNode struct{ name, ip string }
 type sliceEndpoint struct {
 	ip       string
 	pod      *svcPod
-	notReady bool
+	notReady bool // terminating: not ready, still serving
 }
 
 func TestEndToEndServices(t *testing.T) {
@@ -355,6 +355,12 @@ func TestEndToEndServices(t *testing.T) {
 	if used := serviceEndpointsUsed(t, gw.addr, webService, 12); len(used) != 3 || used[webPods[1].ip+":"+svcWebPort+"; pod=e2e-apps/web-2"] != 0 {
 		t.Errorf("12 scrapes of e2e-apps/web with web-2 not ready used %v, want web-1, web-3 and web-4 only", used)
 	}
+	// Its conditions (not ready, serving, terminating) are labelled as
+	// Prometheus's own discovery labels them, once that has seen them too.
+	waitFor(t, e2eStartTimeout, "/sd/endpoints' labels to equal Prometheus's own discovery's with web-2 terminating", procs, func() error {
+		_, err := compareEndpointLabels(prom, gw.addr)
+		return err
+	})
 	// ... and web-3 leaves: gone from /sd/endpoints, refused at once.
 	webEndpoints = slices.Delete(webEndpoints, 2, 3)
 	updateSlice(t, k, webSvc, "web-pqrst", []discoveryv1.EndpointPort{slicePort("metrics", 8080)}, webEndpoints)
@@ -740,7 +746,7 @@ func sliceObject(svc *corev1.Service, name string, ports []discoveryv1.EndpointP
 	}
 	for _, e := range eps {
 		ep := discoveryv1.Endpoint{Addresses: []string{e.ip}, Conditions: discoveryv1.EndpointConditions{
-			Ready: new(!e.notReady), Serving: new(!e.notReady), Terminating: new(false)}}
+			Ready: new(!e.notReady), Serving: new(true), Terminating: new(e.notReady)}}
 		if e.pod != nil {
 			ep.NodeName = &e.pod.node.name
 			ep.TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: e.pod.namespace, Name: e.pod.name}
