@@ -524,7 +524,7 @@ func kubeletAddr(node *corev1.Node) (netip.AddrPort, bool) {
 // biggest annotation, and never useful to relabelling.
 const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
-// stripPod keeps only what the policy and /sd/pods read, so that 10,000
+// stripPod keeps only what the policy, /sd/pods and /sd/endpoints read, so that 10,000
 // cached pods cost a few megabytes: no managed fields, volumes,
 // environment, probes or status beyond phase, IPs and readiness.
 func stripPod(obj any) (any, error) {
@@ -551,11 +551,13 @@ func stripPod(obj any) (any, error) {
 			out.Spec.Containers[i] = corev1.Container{Name: ctr.Name, Image: ctr.Image, Ports: ctr.Ports}
 		}
 	}
+	// Every init container: /sd/endpoints labels a slice port with the
+	// container declaring it, init containers included, as Prometheus does;
+	// the policy and /sd/pods take only the native sidecars among them
+	// (servingContainers).
 	for _, ctr := range pod.Spec.InitContainers {
-		if isSidecar(&ctr) {
-			out.Spec.InitContainers = append(out.Spec.InitContainers,
-				corev1.Container{Name: ctr.Name, Image: ctr.Image, Ports: ctr.Ports, RestartPolicy: ctr.RestartPolicy})
-		}
+		out.Spec.InitContainers = append(out.Spec.InitContainers,
+			corev1.Container{Name: ctr.Name, Image: ctr.Image, Ports: ctr.Ports, RestartPolicy: ctr.RestartPolicy})
 	}
 	for _, cond := range pod.Status.Conditions {
 		if cond.Type == corev1.PodReady {

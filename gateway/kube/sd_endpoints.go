@@ -205,8 +205,7 @@ func addEndpointLabels(l map[string]string, ep discoveryv1.Endpoint, port discov
 
 // addContainerLabels adds the labels of the container declaring port's
 // number, as buildEndpointSlice does: of containers then init containers,
-// the last that declares it. The informer keeps only the init containers
-// that are native sidecars; the others have finished before the pod serves.
+// the last that declares it.
 func addContainerLabels(l map[string]string, pod *corev1.Pod, port discoveryv1.EndpointPort) {
 	if port.Port == nil {
 		return

@@ -341,3 +341,37 @@ func TestEndpointsSDETagFollowsChanges(t *testing.T) {
 	},
 		func(d *Document) bool { return d.Groups == 0 }, true)
 }
+
+// A slice port that only an ordinary init container declares gets that
+// container's labels, as buildEndpointSlice gives them (containers, then
+// init containers, the last declaring the port): the informer keeps every
+// init container's name, image and ports, though only sidecars serve.
+func TestEndpointsSDLabelsAnInitContainersPort(t *testing.T) {
+	pod := newPod("monitoring", "app-0", "10.244.1.5")
+	pod.Spec.InitContainers = []corev1.Container{{Name: "setup", Image: "example/setup:1",
+		Ports: []corev1.ContainerPort{{Name: "warmup", ContainerPort: 7000, Protocol: corev1.ProtocolTCP}}}}
+	svc := newService("monitoring", "app", []corev1.ServicePort{tcpServicePort("warmup", 7000)}, "prometheus.io/scrape", "true")
+	slice := newSlice("monitoring", "app-a", "app", []discoveryv1.EndpointPort{slicePortOf("warmup", 7000)},
+		newEndpoint("10.244.1.5", ofPod("monitoring", "app-0")))
+	c := startCluster(t, fake.NewClientset(pod, svc, slice), Options{})
+	doc, err := c.EndpointsSD("", testGateway)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := decode(t, doc)
+	if len(groups) != 1 {
+		t.Fatalf("%d groups, want 1", len(groups))
+	}
+	for name, want := range map[string]string{
+		metaPod + "container_name":          "setup",
+		metaPod + "container_image":         "example/setup:1",
+		metaPod + "container_init":          "true",
+		metaPod + "container_port_name":     "warmup",
+		metaPod + "container_port_number":   "7000",
+		metaPod + "container_port_protocol": "TCP",
+	} {
+		if got := groups[0].Labels[name]; got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+}
