@@ -524,8 +524,8 @@ func kubeletAddr(node *corev1.Node) (netip.AddrPort, bool) {
 // biggest annotation, and never useful to relabelling.
 const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
-// stripPod keeps only what the policy, /sd/pods and /sd/endpoints read, so that 10,000
-// cached pods cost a few megabytes: no managed fields, volumes,
+// stripPod keeps only what the policy, /sd/pods and /sd/endpoints read, so
+// that 10,000 cached pods cost a few megabytes: no managed fields, volumes,
 // environment, probes or status beyond phase, IPs and readiness.
 func stripPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
