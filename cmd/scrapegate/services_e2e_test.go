@@ -313,6 +313,11 @@ func TestEndToEndServices(t *testing.T) {
 	if ksm.gzipReqs.Load() == 0 {
 		t.Errorf("kube-state-metrics answered %d requests, none asking for gzip: Prometheus's Accept-Encoding did not reach it", ksm.requests.Load())
 	}
+	if samples, err := promQuery(prom, "max_over_time(scrape_duration_seconds"+ksmJobs+"[1h])", at); err == nil {
+		for _, s := range samples {
+			t.Logf("kube-state-metrics' %d-byte body (%d gzipped) through the gateway, job %s: slowest scrape %.3fs", len(ksm.plain), len(ksm.gzipped), s.labels["job"], s.value)
+		}
+	}
 
 	// 10. The gateway's labels for each endpoint are those of Prometheus's
 	// own role: endpointslice.
