@@ -177,7 +177,9 @@ func (c *Cluster) PodScrapeToken(addr netip.AddrPort) (namespace string, optedIn
 			namespace = ""
 		}
 		owners++
-		optedIn = optedIn && p.scrapeToken
+		// A terminating pod may already have lost its IP to a pod the
+		// informers have not shown yet, or never will (unwatched).
+		optedIn = optedIn && p.scrapeToken && !p.terminating
 	}
 	for _, p := range c.livePods[ip] {
 		if p.hostNetwork && slices.Contains(p.ports, port) {
@@ -450,7 +452,19 @@ func (c *Cluster) serviceEndpointLocked(svc *service, namespace string, ep *slic
 	out := ServiceEndpoint{Addr: addr, TLS: tls, TargetKind: ep.targetKind}
 	if p := c.servingPodLocked(ep, addr); p != nil {
 		out.Pod = ep.pod
-		out.ScrapeToken = p.scrapeToken || svc.scrapeToken && p.namespace == namespace
+		optedIn := func(q *livePod) bool {
+			return !q.terminating && q.namespace == p.namespace && (q.scrapeToken || svc.scrapeToken && q.namespace == namespace)
+		}
+		out.ScrapeToken = optedIn(p)
+		if p.hostNetwork {
+			// As PodScrapeToken: every hostNetwork pod declaring the
+			// port on the node's IP may be the one listening on it.
+			for _, q := range c.livePods[addr.Addr()] {
+				if q.hostNetwork && slices.Contains(q.ports, addr.Port()) && !optedIn(q) {
+					out.ScrapeToken = false
+				}
+			}
+		}
 	}
 	return out
 }

@@ -479,3 +479,43 @@ func TestResolvePortNameStartingWithADigit(t *testing.T) {
 	f("99999", "")
 	f("9", "")
 }
+
+// The token's opt-in on a node's IP, or on a reused pod IP, through the
+// Service routes as through /pods/ (PodScrapeToken): every hostNetwork pod
+// declaring the port may be the one listening, so all must qualify; and a
+// terminating pod may have lost its IP to a pod the gateway cannot see
+// (another namespace than it watches), so it never qualifies.
+func TestScrapeTokenOnSharedAndReusedAddresses(t *testing.T) {
+	hostNet := func(p *corev1.Pod) { p.Spec.HostNetwork = true }
+	terminating := func(p *corev1.Pod) {
+		now := metav1.Now()
+		p.DeletionTimestamp = &now
+	}
+	optIn := annotated(AnnotationScrapeToken, "true")
+	ports := []discoveryv1.EndpointPort{slicePortOf("https", 9100)}
+	client := fake.NewClientset(
+		newPod("monitoring", "node-exporter", "10.250.0.1", hostNet, optIn),
+		newPod("other", "squatter", "10.250.0.1", hostNet), // declares 9100 too
+		newService("monitoring", "node-exporter", []corev1.ServicePort{tcpServicePort("https", 9100)}),
+		newSlice("monitoring", "node-exporter-a", "node-exporter", ports, newEndpoint("10.250.0.1", ofPod("monitoring", "node-exporter"))),
+		newPod("monitoring", "old", "10.244.1.5", terminating, optIn),
+		newService("monitoring", "old", []corev1.ServicePort{tcpServicePort("https", 9100)}),
+		newSlice("monitoring", "old-a", "old", ports, newEndpoint("10.244.1.5", ofPod("monitoring", "old"))),
+	)
+	c := startCluster(t, client, Options{})
+	f := func(service, addr string) {
+		t.Helper()
+		a := netip.MustParseAddrPort(addr)
+		if _, optedIn, _ := c.PodScrapeToken(a); optedIn {
+			t.Errorf("PodScrapeToken(%s) opted in", addr)
+		}
+		if ep, err := c.ServiceEndpointAt("monitoring", service, a, false); err != nil || ep.ScrapeToken {
+			t.Errorf("ServiceEndpointAt(%s, %s) = %+v, %v; want no scrape token", service, addr, ep, err)
+		}
+		if ep, err := c.ResolveService("monitoring", service, "https", false); err != nil || ep.ScrapeToken {
+			t.Errorf("ResolveService(%s) = %+v, %v; want no scrape token", service, ep, err)
+		}
+	}
+	f("node-exporter", "10.250.0.1:9100")
+	f("old", "10.244.1.5:9100")
+}
