@@ -627,6 +627,7 @@ func TestHostileInputs(t *testing.T) {
 	cfgD.DrainDelay = 0
 	cfgD.Kubernetes = true
 	cfgD.KubeletTokenFile, cfgD.KubeletCAFile = "", ""
+	cfgD.ControlPlaneTokenFile, cfgD.ControlPlaneCAFile = "", ""
 	cfgD.AllowCIDRs = mustParsePrefixes("127.0.0.9/32")
 	gD, addrD := startKubeGateway(t, cfgD, fake.NewClientset())
 	t.Run("D-service-names", func(t *testing.T) {
