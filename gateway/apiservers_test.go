@@ -163,11 +163,20 @@ func TestAPIServerProxy(t *testing.T) {
 func itoa(port uint16) string { return strconv.Itoa(int(port)) }
 
 // TestAPIServerProxyOffWithoutToken: -control-plane-token-file= turns the
-// route off, and says so.
+// route off, and says so; nor are the API servers' slices watched then, so
+// a gateway whose RBAC covers only its own namespaces still gets ready.
 func TestAPIServerProxyOffWithoutToken(t *testing.T) {
 	addr := netip.MustParseAddrPort("127.0.0.7:6443")
-	_, gw := startKubeGateway(t, kubeConfig(), fake.NewClientset(apiServerSlice("default", "kubernetes", "kubernetes", addr)))
+	cfg := kubeConfig()
+	cfg.KubernetesNamespaces = []string{"apps"}
+	client := fake.NewClientset(apiServerSlice("default", "kubernetes", "kubernetes", addr))
+	_, gw := startKubeGateway(t, cfg, client)
 	checkGet(t, gw)("/apiservers/127.0.0.7/6443/metrics", 400, "/apiservers/ is off: -control-plane-token-file is empty")
+	for _, a := range client.Actions() {
+		if a.GetNamespace() == "default" {
+			t.Errorf("with /apiservers/ off, the gateway asked the API server to %s %s in namespace default", a.GetVerb(), a.GetResource().Resource)
+		}
+	}
 	_, plain := startGateway(t, testConfig())
 	checkGet(t, plain)("/apiservers/127.0.0.7/6443/metrics", 400, "/apiservers/ needs -kubernetes")
 }

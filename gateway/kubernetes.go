@@ -30,7 +30,8 @@ type kubernetesState struct {
 // others.
 func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reload.Files, error) {
 	cfg := &g.cfg
-	cluster, err := kube.New(client, kube.Options{Namespaces: cfg.KubernetesNamespaces, PodSelector: cfg.KubernetesPodSelector}, g.log)
+	cluster, err := kube.New(client, kube.Options{Namespaces: cfg.KubernetesNamespaces, PodSelector: cfg.KubernetesPodSelector,
+		APIServers: cfg.ControlPlaneTokenFile != ""}, g.log)
 	if err != nil {
 		return nil, err
 	}

@@ -46,7 +46,8 @@ func (c *Cluster) watchAPIServers(client kubernetes.Interface) error {
 }
 
 // IsAPIServer reports whether addr is an endpoint (an address and a TCP
-// port) of one of the default/kubernetes Service's EndpointSlices.
+// port) of one of the default/kubernetes Service's EndpointSlices; always
+// false unless Options.APIServers is set.
 func (c *Cluster) IsAPIServer(addr netip.AddrPort) bool {
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	c.mu.RLock()

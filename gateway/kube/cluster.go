@@ -41,6 +41,9 @@ type Options struct {
 	Namespaces []string
 	// PodSelector is a label selector pods must match; empty matches all.
 	PodSelector string
+	// APIServers watches the EndpointSlices of default/kubernetes too,
+	// whatever Namespaces lists, for IsAPIServer.
+	APIServers bool
 }
 
 // defaultKubeletPort is where a kubelet serves when its node does not say.
@@ -226,8 +229,10 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return nodes.Watch(ctx, o) }); err != nil {
 		return nil, fmt.Errorf("cannot watch nodes: %w", err)
 	}
-	if err := c.watchAPIServers(client); err != nil {
-		return nil, fmt.Errorf("cannot watch the EndpointSlices of default/kubernetes: %w", err)
+	if opts.APIServers {
+		if err := c.watchAPIServers(client); err != nil {
+			return nil, fmt.Errorf("cannot watch the EndpointSlices of default/kubernetes: %w", err)
+		}
 	}
 	return c, nil
 }
@@ -273,7 +278,8 @@ func (c *Cluster) Count(resource string) int {
 func (c *Cluster) stores(resource string) []cache.Store {
 	var stores []cache.Store
 	for _, w := range c.watches {
-		// The API servers' slices are counted once, where every slice is.
+		// Not the API servers' own informer: its slices are also in the
+		// informer of every slice wherever default is watched.
 		if w.resource == resource && w.selector == "" {
 			stores = append(stores, w.informer.GetStore())
 		}
