@@ -72,6 +72,9 @@ func TestAPIServerProxy(t *testing.T) {
 
 	tokenFile := testutil.TempFile(t, "control-plane-token", []byte("cp-token-1\n"))
 	cfg := apiServerConfig(t, ca, tokenFile)
+	// Neither the CIDR nor the port rules judge an API server.
+	cfg.DenyCIDRs = mustParsePrefixes("127.0.0.7/32")
+	cfg.DenyPorts = append(cfg.DenyPorts, [2]uint16{apiAddr.Port(), apiAddr.Port()})
 	client := fake.NewClientset(
 		apiServerSlice("default", "kubernetes", "kubernetes", apiAddr, secondAddr),
 		apiServerSlice("default", "kubernetes", "kubernetes-misnamed", misnamedAddr),

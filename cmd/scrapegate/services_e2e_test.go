@@ -228,6 +228,9 @@ func TestEndToEndServices(t *testing.T) {
 		"--target-tls-ca-file=" + proxyCA.CertFile,
 		"--control-plane-ca-file=" + k.caFile,
 		"--control-plane-token-file=" + controlPlaneTokenFile,
+		// The API server's port, denied as 6443 is by default: /apiservers/
+		// is not judged by the port rules.
+		"--deny-ports=2379-2380,6443,10250,10255," + k.url[strings.LastIndexByte(k.url, ':')+1:],
 	}, "SCRAPEGATE_"))
 	procs := []*process{gw.proc, k.apiserver, k.etcd}
 	waitFor(t, e2eStartTimeout, "the gateway's /readyz to answer 200", procs, func() error {
