@@ -82,11 +82,16 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) (t scrap
 		ctx.Response.Header.Set(endpointHeader, endpointHeaderValue(&t.endpoint))
 	}
 	// A kubelet target is a known node's kubelet metrics endpoint by
-	// construction (parseNodePath): only its address is checked.
+	// construction (parseNodePath): only its address is checked. An API
+	// server target is an endpoint of default/kubernetes by construction
+	// (parseAPIServerPath), whatever the CIDR and port rules say.
 	var v target.Verdict
-	if t.Kubelet {
+	switch {
+	case t.Kubelet:
 		v = g.policy.CheckKubelet(t.Addr)
-	} else {
+	case t.APIServer:
+		v = g.policy.CheckAPIServer(t.Addr)
+	default:
 		v = g.policy.Check(&t.Target)
 	}
 	switch v {

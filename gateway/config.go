@@ -61,7 +61,8 @@ type Config struct {
 	TargetTLSCertFile           string // -target-tls-cert-file
 	TargetTLSKeyFile            string // -target-tls-key-file
 
-	// Kubernetes: discovery, the live-pod policy and the kubelet proxy.
+	// Kubernetes: discovery, the live-pod policy, the kubelet proxy and the
+	// API server proxy.
 	Kubernetes                bool     // -kubernetes
 	Kubeconfig                string   // -kubeconfig
 	KubernetesNamespaces      []string // -kubernetes-namespaces
@@ -71,6 +72,8 @@ type Config struct {
 	KubeletCAFile             string   // -kubelet-ca-file
 	KubeletTokenFile          string   // -kubelet-token-file
 	KubeletInsecureSkipVerify bool     // -kubelet-insecure-skip-verify
+	ControlPlaneCAFile        string   // -control-plane-ca-file
+	ControlPlaneTokenFile     string   // -control-plane-token-file
 	KubernetesClusterDomain   string   // -kubernetes-cluster-domain
 	TargetTokenFile           string   // -target-token-file
 	TargetTokenNamespaces     []string // -target-token-namespaces
@@ -133,6 +136,8 @@ func DefaultConfig() Config {
 		LogLevel:                "info",
 		KubeletCAFile:           serviceAccountDir + "/ca.crt",
 		KubeletTokenFile:        serviceAccountDir + "/token",
+		ControlPlaneCAFile:      serviceAccountDir + "/ca.crt",
+		ControlPlaneTokenFile:   serviceAccountDir + "/token",
 		KubernetesClusterDomain: "cluster.local",
 	}
 }
@@ -308,6 +313,9 @@ func (c *Config) Validate() error {
 	if c.Kubernetes && c.KubeletTokenFile != "" && c.KubeletCAFile == "" && !c.KubeletInsecureSkipVerify {
 		bad("kubelet-ca-file", "is empty: set it to the cluster CA, or set -kubelet-insecure-skip-verify, or turn /nodes/ off with -kubelet-token-file=")
 	}
+	if c.Kubernetes && c.ControlPlaneTokenFile != "" && c.ControlPlaneCAFile == "" {
+		bad("control-plane-ca-file", "is empty: set it to the cluster CA, or turn /apiservers/ off with -control-plane-token-file=")
+	}
 	if !isDNSName(c.KubernetesClusterDomain) {
 		bad("kubernetes-cluster-domain", "want a DNS name in lower case without a trailing dot, such as cluster.local, got %q", c.KubernetesClusterDomain)
 	}
@@ -355,6 +363,9 @@ func (c *Config) validateTargetToken(bad func(flagName, format string, args ...a
 	file := filepath.Clean(c.TargetTokenFile)
 	if c.KubeletTokenFile != "" && file == filepath.Clean(c.KubeletTokenFile) || file == serviceAccountDir+"/token" {
 		bad("target-token-file", "%q must not be the gateway's own ServiceAccount token, which can list pods and read nodes/metrics; "+
+			"give the scraper ServiceAccount's token (deploy/base)", c.TargetTokenFile)
+	} else if c.ControlPlaneTokenFile != "" && file == filepath.Clean(c.ControlPlaneTokenFile) {
+		bad("target-token-file", "%q must not be -control-plane-token-file, which the API servers accept; "+
 			"give the scraper ServiceAccount's token (deploy/base)", c.TargetTokenFile)
 	}
 }

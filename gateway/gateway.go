@@ -195,16 +195,17 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 type route int
 
 const (
-	routeProxy     route = iota // absolute-form (forward proxy) requests
-	routePods                   // /pods/{ip}/{port}/{path}
-	routeNodes                  // /nodes/{node}/{path}
-	routeServices               // /services/{namespace}/{service}/{port}/{path}
-	routeEndpoints              // /endpoints/{namespace}/{service}/{ip}/{port}/{path}
-	routeSD                     // /sd/pods, /sd/nodes, /sd/endpoints
-	routeMetrics                // /metrics
-	routeHealthz                // /healthz
-	routeReadyz                 // /readyz
-	routeOther                  // anything else: 404
+	routeProxy      route = iota // absolute-form (forward proxy) requests
+	routePods                    // /pods/{ip}/{port}/{path}
+	routeNodes                   // /nodes/{node}/{path}
+	routeAPIServers              // /apiservers/{ip}/{port}/{path}
+	routeServices                // /services/{namespace}/{service}/{port}/{path}
+	routeEndpoints               // /endpoints/{namespace}/{service}/{ip}/{port}/{path}
+	routeSD                      // /sd/pods, /sd/nodes, /sd/endpoints
+	routeMetrics                 // /metrics
+	routeHealthz                 // /healthz
+	routeReadyz                  // /readyz
+	routeOther                   // anything else: 404
 	numRoutes
 )
 
@@ -236,14 +237,15 @@ var routes = [numRoutes]struct {
 		t, err := target.ParsePodPath(uri)
 		return scrapeTarget{Target: t}, err
 	}},
-	routeNodes:     {name: "nodes", pattern: nodesPrefix, usage: "/nodes/{node}/{path}", parse: (*Gateway).parseNodePath},
-	routeServices:  {name: "services", pattern: servicesPrefix, usage: "/services/{namespace}/{service}/{port}/{path}", parse: (*Gateway).parseServicePath},
-	routeEndpoints: {name: "endpoints", pattern: endpointsPrefix, usage: "/endpoints/{namespace}/{service}/{ip}/{port}/{path}", parse: (*Gateway).parseEndpointsPath},
-	routeSD:        {name: "sd", pattern: sdPrefix, usage: "/sd/pods, /sd/nodes, /sd/endpoints", serve: (*Gateway).serveSD},
-	routeMetrics:   {name: "metrics", pattern: "/metrics", usage: "/metrics", serve: page((*Gateway).serveMetrics)},
-	routeHealthz:   {name: "healthz", pattern: "/healthz", open: true, usage: "/healthz", serve: page((*Gateway).serveHealthz)},
-	routeReadyz:    {name: "readyz", pattern: "/readyz", open: true, usage: "/readyz", serve: page((*Gateway).serveReadyz)},
-	routeOther:     {name: "other", serve: (*Gateway).serveOther},
+	routeNodes:      {name: "nodes", pattern: nodesPrefix, usage: "/nodes/{node}/{path}", parse: (*Gateway).parseNodePath},
+	routeAPIServers: {name: "apiservers", pattern: apiServersPrefix, usage: "/apiservers/{ip}/{port}/{path}", parse: (*Gateway).parseAPIServerPath},
+	routeServices:   {name: "services", pattern: servicesPrefix, usage: "/services/{namespace}/{service}/{port}/{path}", parse: (*Gateway).parseServicePath},
+	routeEndpoints:  {name: "endpoints", pattern: endpointsPrefix, usage: "/endpoints/{namespace}/{service}/{ip}/{port}/{path}", parse: (*Gateway).parseEndpointsPath},
+	routeSD:         {name: "sd", pattern: sdPrefix, usage: "/sd/pods, /sd/nodes, /sd/endpoints", serve: (*Gateway).serveSD},
+	routeMetrics:    {name: "metrics", pattern: "/metrics", usage: "/metrics", serve: page((*Gateway).serveMetrics)},
+	routeHealthz:    {name: "healthz", pattern: "/healthz", open: true, usage: "/healthz", serve: page((*Gateway).serveHealthz)},
+	routeReadyz:     {name: "readyz", pattern: "/readyz", open: true, usage: "/readyz", serve: page((*Gateway).serveReadyz)},
+	routeOther:      {name: "other", serve: (*Gateway).serveOther},
 }
 
 // routeOf tells which route a raw request target is for.
@@ -293,9 +295,9 @@ func (g *Gateway) setUpSecurity(kubeFiles []*reload.Files) error {
 	cfg := &g.cfg
 	g.reloadables = append(g.reloadables, kubeFiles...)
 	if g.kube != nil {
-		// After the kubelet token, which it is compared with.
+		// After the kubelet and control-plane tokens, which it is compared with.
 		var tokenFile *reload.Files
-		if g.scrapeToken, tokenFile = newScrapeToken(cfg, g.kube.kubelets); tokenFile != nil {
+		if g.scrapeToken, tokenFile = newScrapeToken(cfg, g.kube); tokenFile != nil {
 			g.reloadables = append(g.reloadables, tokenFile)
 		}
 	}
@@ -453,10 +455,13 @@ func every(interval time.Duration, stop <-chan struct{}, f func(now time.Time)) 
 }
 
 // upstreamTLSConfig is the TLS configuration for connections to a pod
-// endpoint over https, or to a kubelet.
+// endpoint over https, to a kubelet, or to an API server.
 func (g *Gateway) upstreamTLSConfig(key upstream.Key) *tls.Config {
-	if key.Kubelet {
+	switch {
+	case key.Kubelet:
 		return g.kube.kubelets.TLSConfig(key.Addr.String())
+	case key.APIServer:
+		return g.kube.apiServers.TLSConfig(key.Addr.String())
 	}
 	return g.upstreamTLS.ForTarget(key.Addr.String())
 }

@@ -17,9 +17,10 @@ import (
 // appendUpstreamRequest appends the request to the pod to dst: the caller's
 // method, raw path and query, the pod's address as Host, and of the
 // caller's headers only those a scrape needs (scrapeHeaders) and, but for
-// kubelets, those of -forward-request-headers; and authorization, if not
-// nil, as the Authorization header (a kubelet's token, or the scrape
-// token: Gateway.authorization). It is written out directly: copying each header
+// kubelets and API servers, those of -forward-request-headers; and
+// authorization, if not nil, as the Authorization header (a kubelet's
+// token, the control-plane token, or the scrape token:
+// Gateway.authorization). It is written out directly: copying each header
 // into a fasthttp.Request only to serialise it again cost a tenth of the
 // gateway's CPU per scrape. The caller's header names and values were
 // validated when its request was parsed.
@@ -36,7 +37,7 @@ func (g *Gateway) appendUpstreamRequest(dst []byte, in *fasthttp.RequestHeader, 
 	dst = append(dst, "\r\n"...)
 	connection := in.PeekAll(fasthttp.HeaderConnection)
 	for k, v := range in.All() {
-		if !isListedHeader(scrapeHeaders, k) && (t.Kubelet || !isListedHeader(g.forwardHeaders, k)) || upstream.ListsToken(connection, k) {
+		if !isListedHeader(scrapeHeaders, k) && (t.Kubelet || t.APIServer || !isListedHeader(g.forwardHeaders, k)) || upstream.ListsToken(connection, k) {
 			continue
 		}
 		dst = appendHeader(dst, k, v)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/scrapegate/scrapegate/gateway/target"
+	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 // This file throws hostile request targets and headers at the gateway and
@@ -627,6 +629,7 @@ func TestHostileInputs(t *testing.T) {
 	cfgD.DrainDelay = 0
 	cfgD.Kubernetes = true
 	cfgD.KubeletTokenFile, cfgD.KubeletCAFile = "", ""
+	cfgD.ControlPlaneTokenFile, cfgD.ControlPlaneCAFile = "", ""
 	cfgD.AllowCIDRs = mustParsePrefixes("127.0.0.9/32")
 	gD, addrD := startKubeGateway(t, cfgD, fake.NewClientset())
 	t.Run("D-service-names", func(t *testing.T) {
@@ -718,6 +721,59 @@ func TestHostileInputs(t *testing.T) {
 		f("abs .svc traversal", abs("kube-dns.mon.svc")+"/../admin", 400, "'..' segment")
 		f("abs other name", abs("kube-dns.mon.example"), 400, "target host is not an IP literal")
 		f("abs localhost", abs("localhost"), 400, "target host is not an IP literal")
+	})
+
+	// Gateway E scrapes the API servers: the one endpoint of
+	// default/kubernetes, 127.0.0.20:6443, has no listener, and every case
+	// aims the control-plane token elsewhere or at another path.
+	cfgE := testConfig()
+	cfgE.Kubernetes = true
+	cfgE.KubeletTokenFile, cfgE.KubeletCAFile = "", ""
+	cfgE.ControlPlaneTokenFile = testutil.TempFile(t, "control-plane-token", []byte("cp-token\n"))
+	cfgE.ControlPlaneCAFile = testutil.WriteCABundle(t, testutil.NewCA(t, "cluster CA"))
+	apiServer := netip.MustParseAddrPort("127.0.0.20:6443")
+	canary9 := netip.MustParseAddrPort("127.0.0.9:" + P)
+	gE, addrE := startKubeGateway(t, cfgE, fake.NewClientset(
+		apiServerSlice("default", "kubernetes", "kubernetes", apiServer),
+		apiServerSlice("mon", "kubernetes", "kubernetes", canary9),
+		apiServerSlice("default", "web", "web", canary9),
+		podObject("mon", "pod", canary9)))
+	t.Run("E-apiservers", func(t *testing.T) {
+		f := func(name, requestTarget string, wantStatus int, wantInBody string) {
+			t.Helper()
+			body := send(t, gE, addrE, name, "GET", request(addrE, "GET", requestTarget, nil), wantStatus)
+			if !strings.Contains(body, wantInBody) {
+				t.Errorf("%s: %q: the answer %q does not say %q", name, requestTarget, body, wantInBody)
+			}
+		}
+		api := func(ip, port, path string) string { return "/apiservers/" + ip + "/" + port + path }
+		const notAPIServer = "is not an endpoint of the default/kubernetes Service"
+		f("apiservers a pod", api("127.0.0.9", P, "/metrics"), 403, notAPIServer)
+		f("apiservers loopback", api("127.0.0.1", P, "/metrics"), 403, notAPIServer)
+		f("apiservers ::1", api("[::1]", P, "/metrics"), 403, notAPIServer)
+		f("apiservers ::1 unbracketed", api("::1", P, "/metrics"), 403, notAPIServer)
+		f("apiservers mapped", api("[::ffff:127.0.0.9]", P, "/metrics"), 403, notAPIServer)
+		f("apiservers metadata", api("169.254.169.254", "80", "/metrics"), 403, notAPIServer)
+		f("apiservers another port", api("127.0.0.20", P, "/metrics"), 403, notAPIServer)
+		f("apiservers 0.0.0.0", api("0.0.0.0", "6443", "/metrics"), 403, notAPIServer)
+		f("apiservers 127.1", api("127.1", "6443", "/metrics"), 400, "not an IP literal")
+		f("apiservers a name", api("kubernetes.default.svc", "443", "/metrics"), 400, "not an IP literal")
+		f("apiservers zone", api("[fe80::1%25lo]", "6443", "/metrics"), 400, "zone")
+		f("apiservers port leading zero", api("127.0.0.20", "06443", "/metrics"), 400, "port must be")
+		f("apiservers port 65536", api("127.0.0.20", "65536", "/metrics"), 400, "port must be")
+		f("apiservers port name", api("127.0.0.20", "https", "/metrics"), 400, "port must be")
+		f("apiservers the API", api("127.0.0.20", "6443", "/api/v1/secrets"), 400, "must be one of /metrics, /metrics/slis")
+		f("apiservers traversal", api("127.0.0.20", "6443", "/metrics/../api/v1/secrets"), 400, "must be one of")
+		f("apiservers encoded traversal", api("127.0.0.20", "6443", "/metrics/%2e%2e/api"), 400, "must be one of")
+		f("apiservers encoded path", api("127.0.0.20", "6443", "/%6detrics"), 400, "must be one of")
+		f("apiservers upper case", api("127.0.0.20", "6443", "/METRICS"), 400, "must be one of")
+		f("apiservers trailing slash", api("127.0.0.20", "6443", "/metrics/slis/"), 400, "must be one of")
+		f("apiservers double slash", api("127.0.0.20", "6443", "//metrics"), 400, "must be one of")
+		f("apiservers params", api("127.0.0.20", "6443", "/metrics;x"), 400, "must be one of")
+		f("apiservers no path", api("127.0.0.20", "6443", ""), 400, "want /apiservers/{ip}/{port}/{path}")
+		f("apiservers no port", "/apiservers/127.0.0.20", 400, "want /apiservers/{ip}/{port}/{path}")
+		f("apiservers fragment", api("127.0.0.20", "6443", "/metrics#x"), 400, "")
+		f("Apiservers upper-case prefix", "/Apiservers/127.0.0.20/6443/metrics", 404, "not found")
 	})
 
 	// The kernel-level check: a marker connection made now must be the first

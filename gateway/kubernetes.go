@@ -19,14 +19,19 @@ type kubernetesState struct {
 	cluster *kube.Cluster
 	// kubelets are the credentials for /nodes/; nil without
 	// -kubelet-token-file, which turns /nodes/ off.
-	kubelets *kube.KubeletCredentials
+	kubelets *kube.Credentials
+	// apiServers are the credentials for /apiservers/; nil without
+	// -control-plane-token-file, which turns /apiservers/ off.
+	apiServers *kube.Credentials
 }
 
 // setUpKubernetes watches the cluster through client and prepares the
-// kubelet proxy; it returns the files to load with the others.
+// kubelet and API server proxies; it returns the files to load with the
+// others.
 func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reload.Files, error) {
 	cfg := &g.cfg
-	cluster, err := kube.New(client, kube.Options{Namespaces: cfg.KubernetesNamespaces, PodSelector: cfg.KubernetesPodSelector}, g.log)
+	cluster, err := kube.New(client, kube.Options{Namespaces: cfg.KubernetesNamespaces, PodSelector: cfg.KubernetesPodSelector,
+		APIServers: cfg.ControlPlaneTokenFile != ""}, g.log)
 	if err != nil {
 		return nil, err
 	}
@@ -45,18 +50,45 @@ func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reload.Files,
 		g.metrics.set.NewGauge(`scrapegate_kubernetes_objects{resource="`+resource+`"}`, func() float64 { return float64(cluster.Count(resource)) })
 	}
 
-	if cfg.KubeletTokenFile == "" {
-		return nil, nil
+	var files []*reload.Files
+	if cfg.KubeletTokenFile != "" {
+		if err := serviceAccountFilesExist("kubelet", "the kubelet proxy", cfg.KubeletTokenFile, cfg.KubeletCAFile); err != nil {
+			return nil, err
+		}
+		rs := []*reload.Files(nil)
+		if k.kubelets, rs, err = kube.NewCredentials("kubelet", cfg.KubeletTokenFile, cfg.KubeletCAFile, "", cfg.KubeletInsecureSkipVerify); err != nil {
+			return nil, err
+		}
+		files = append(files, rs...)
 	}
-	for flag, path := range map[string]string{"kubelet-token-file": cfg.KubeletTokenFile, "kubelet-ca-file": cfg.KubeletCAFile} {
+	if cfg.ControlPlaneTokenFile != "" {
+		if err := serviceAccountFilesExist("control-plane", "the API server proxy", cfg.ControlPlaneTokenFile, cfg.ControlPlaneCAFile); err != nil {
+			return nil, err
+		}
+		rs := []*reload.Files(nil)
+		if k.apiServers, rs, err = kube.NewCredentials("control-plane", cfg.ControlPlaneTokenFile, cfg.ControlPlaneCAFile, apiServerName, false); err != nil {
+			return nil, err
+		}
+		files = append(files, rs...)
+	}
+	return files, nil
+}
+
+// apiServerName is the name every API server's serving certificate is
+// valid for: the default/kubernetes Service's in-cluster name.
+const apiServerName = "kubernetes.default.svc"
+
+// serviceAccountFilesExist tells what to set when the -{flags}-token-file
+// or -{flags}-ca-file defaults, the pod's ServiceAccount files, are missing:
+// outside a pod, what serves is turned off or given other files.
+func serviceAccountFilesExist(flags, what, tokenFile, caFile string) error {
+	for flag, path := range map[string]string{flags + "-token-file": tokenFile, flags + "-ca-file": caFile} {
 		if _, err := os.Stat(path); err != nil && strings.HasPrefix(path, serviceAccountDir) {
-			return nil, fmt.Errorf("cannot read -%s (%w): outside a pod, set -kubelet-token-file and -kubelet-ca-file, "+
-				"or turn the kubelet proxy off with -kubelet-token-file=", flag, err)
+			return fmt.Errorf("cannot read -%s (%w): outside a pod, set -%s-token-file and -%s-ca-file, "+
+				"or turn %s off with -%s-token-file=", flag, err, flags, flags, what, flags)
 		}
 	}
-	var rs []*reload.Files
-	k.kubelets, rs, err = kube.NewKubeletCredentials(cfg.KubeletTokenFile, cfg.KubeletCAFile, cfg.KubeletInsecureSkipVerify)
-	return rs, err
+	return nil
 }
 
 // Paths the Kubernetes routes serve under.

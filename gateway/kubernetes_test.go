@@ -30,12 +30,15 @@ import (
 	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
-// kubeConfig is testConfig with -kubernetes and no kubelet proxy.
+// kubeConfig is testConfig with -kubernetes and neither the kubelet proxy
+// nor the API server proxy.
 func kubeConfig() Config {
 	cfg := testConfig()
 	cfg.Kubernetes = true
 	cfg.KubeletTokenFile = ""
 	cfg.KubeletCAFile = ""
+	cfg.ControlPlaneTokenFile = ""
+	cfg.ControlPlaneCAFile = ""
 	return cfg
 }
 

@@ -21,13 +21,13 @@ import (
 // on the pod's response headers, and hand the body stream to the server,
 // which writes it to the caller (upstream.Scrape.WriteTo) and then closes
 // it, which releases the scrape (upstream.Scrape.CloseWithError). Every
-// route that scrapes (/pods/, /nodes/, /services/, /endpoints/,
-// absolute-form) ends here.
+// route that scrapes (/pods/, /nodes/, /apiservers/, /services/,
+// /endpoints/, absolute-form) ends here.
 func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, t *scrapeTarget) {
 	uri := ctx.Request.Header.RequestURI()
 	timeout := g.scrapeTimeout(&ctx.Request.Header)
 	start := time.Now()
-	s, err := g.pool.Begin(upstream.Key{Addr: t.Addr, TLS: t.TLS, Kubelet: t.Kubelet}, ctx.Conn(), start.Add(timeout))
+	s, err := g.pool.Begin(upstream.Key{Addr: t.Addr, TLS: t.TLS, Kubelet: t.Kubelet, APIServer: t.APIServer}, ctx.Conn(), start.Add(timeout))
 	if err != nil {
 		retryAfter := "1"
 		if err == upstream.ErrTooManyEndpoints {

@@ -292,7 +292,7 @@ func refusalOf(err error) reason {
 		return reasonUnknownService
 	case errors.Is(err, kube.ErrNoReadyEndpoint):
 		return reasonNoReadyEndpoint
-	case errors.Is(err, kube.ErrPodNotLive):
+	case errors.Is(err, kube.ErrPodNotLive), errors.Is(err, errNotAPIServer):
 		return reasonForbidden
 	case err == errNotSynced:
 		return reasonNotSynced

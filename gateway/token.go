@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/scrapegate/scrapegate/gateway/kube"
 	"github.com/scrapegate/scrapegate/gateway/reload"
 )
 
@@ -26,10 +25,10 @@ type scrapeToken struct {
 }
 
 // newScrapeToken returns the scrape token of cfg, and the file to load it
-// from; nil without -target-token-file. kubelets, if not nil, are the
-// kubelet credentials, loaded before it: a token equal to theirs is
+// from; nil without -target-token-file. k's kubelet and control-plane
+// credentials, where set, are loaded before it: a token equal to theirs is
 // refused.
-func newScrapeToken(cfg *Config, kubelets *kube.KubeletCredentials) (*scrapeToken, *reload.Files) {
+func newScrapeToken(cfg *Config, k *kubernetesState) (*scrapeToken, *reload.Files) {
 	if cfg.TargetTokenFile == "" {
 		return nil, nil
 	}
@@ -40,8 +39,12 @@ func newScrapeToken(cfg *Config, kubelets *kube.KubeletCredentials) (*scrapeToke
 			return fmt.Errorf("want one token, got %d bytes of something else", len(contents[0]))
 		}
 		auth := append([]byte("Bearer "), token...)
-		if kubelets != nil && bytes.Equal(auth, kubelets.Authorization()) {
+		if k.kubelets != nil && bytes.Equal(auth, k.kubelets.Authorization()) {
 			return fmt.Errorf("it holds the token of -kubelet-token-file, the gateway's own, which can list pods and read nodes/metrics; " +
+				"-target-token-file must hold the scraper ServiceAccount's token (deploy/base)")
+		}
+		if k.apiServers != nil && bytes.Equal(auth, k.apiServers.Authorization()) {
+			return fmt.Errorf("it holds the token of -control-plane-token-file, which the API servers accept; " +
 				"-target-token-file must hold the scraper ServiceAccount's token (deploy/base)")
 		}
 		// Config.Validate refuses the path; the same file reached another
@@ -73,13 +76,16 @@ func (st *scrapeToken) forTarget(namespace string, optedIn bool) []byte {
 }
 
 // authorization is the Authorization header the gateway adds to a scrape
-// of t, or nil: a kubelet's token, or the scrape token where it may go,
-// never over http and never to a kubelet. Only https targets cost a
+// of t, or nil: a kubelet's token, the control-plane token to an API
+// server, or the scrape token where it may go, never over http and never
+// to a kubelet or an API server. Only https targets cost a
 // look-up.
 func (g *Gateway) authorization(t *scrapeTarget) []byte {
 	switch {
 	case t.Kubelet:
 		return g.kube.kubelets.Authorization()
+	case t.APIServer:
+		return g.kube.apiServers.Authorization()
 	case g.scrapeToken == nil || !t.TLS:
 		return nil
 	case t.Service:

@@ -249,7 +249,7 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 	fs.StringVar(&c.TargetTLSKeyFile, "target-tls-key-file", c.TargetTLSKeyFile, "PEM private key of -target-tls-cert-file.")
 
 	fs.BoolVar(&c.Kubernetes, "kubernetes", c.Kubernetes, "Watch pods, nodes, Services and EndpointSlices through the Kubernetes API (the pod's service account, or -kubeconfig). "+
-		"Serves /sd/pods, /sd/nodes and /sd/endpoints (Prometheus http_sd), /nodes/{node}/{kubelet metrics path}, /services/ and /endpoints/, "+
+		"Serves /sd/pods, /sd/nodes and /sd/endpoints (Prometheus http_sd), /nodes/{node}/{kubelet metrics path}, /apiservers/{ip}/{port}/{path}, /services/ and /endpoints/, "+
 		"and makes -target-policy default to kubernetes. "+
 		"/readyz reports 503 until the first list of each has arrived.")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file to reach the API server with, instead of the pod's service account.")
@@ -265,6 +265,11 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 		"Empty: no /nodes/ proxy (and no kubelet CA loaded).")
 	fs.BoolVar(&c.KubeletInsecureSkipVerify, "kubelet-insecure-skip-verify", c.KubeletInsecureSkipVerify, "Do not verify kubelets' certificates: needed when kubelets serve self-signed ones (no serverTLSBootstrap), "+
 		"but then whoever can intercept node traffic gets the token. Cannot be combined with a -kubelet-ca-file other than the default.")
+	fs.StringVar(&c.ControlPlaneCAFile, "control-plane-ca-file", c.ControlPlaneCAFile, "PEM CA bundle to verify the API servers' serving certificates with for /apiservers/, "+
+		"as valid for kubernetes.default.svc. Re-read when it changes.")
+	fs.StringVar(&c.ControlPlaneTokenFile, "control-plane-token-file", c.ControlPlaneTokenFile, "Bearer token sent for /apiservers/ scrapes to the endpoints of the default/kubernetes Service, "+
+		"and to nothing else; it needs RBAC get on the non-resource URLs /metrics and /metrics/slis (deploy/base grants the gateway's ServiceAccount that). "+
+		"Re-read when it changes. Empty: no /apiservers/ proxy (and no control-plane CA loaded).")
 	fs.StringVar(&c.KubernetesClusterDomain, "kubernetes-cluster-domain", c.KubernetesClusterDomain, "The cluster's DNS domain: absolute-form (proxy_url) targets "+
 		"{service}.{namespace}.svc:{port} and {service}.{namespace}.svc.{domain}:{port} are Services, resolved to a ready endpoint from the EndpointSlices, never by DNS; "+
 		"any other name is refused.")
@@ -315,9 +320,9 @@ var flagGroups = []struct {
 		"target-tls-insecure-skip-verify", "target-tls-cert-file", "target-tls-key-file"}},
 	{"Kubernetes", "See [kubernetes.md](kubernetes.md). `--kubeconfig`, `--kubernetes-namespaces`, `--kubernetes-pod-selector`, " +
 		"`--advertise-address`, `--target-token-file`, `--target-token-namespaces` and `--target-policy=kubernetes` need `--kubernetes`; " +
-		"the kubelet flags and `--kubernetes-cluster-domain` take effect only with it.",
+		"the kubelet flags, the control-plane flags and `--kubernetes-cluster-domain` take effect only with it.",
 		[]string{"kubernetes", "kubeconfig", "kubernetes-namespaces", "kubernetes-pod-selector", "target-policy", "advertise-address",
-			"kubelet-ca-file", "kubelet-token-file", "kubelet-insecure-skip-verify", "kubernetes-cluster-domain",
+			"kubelet-ca-file", "kubelet-token-file", "kubelet-insecure-skip-verify", "control-plane-ca-file", "control-plane-token-file", "kubernetes-cluster-domain",
 			"target-token-file", "target-token-namespaces"}},
 	{"Upstream connections and deadlines", "", []string{"max-inflight", "max-endpoints", "max-conns-per-endpoint", "max-response-body-bytes",
 		"endpoint-idle-ttl", "upstream-idle-conn-timeout", "dial-timeout", "scrape-timeout-default", "scrape-timeout-max", "scrape-timeout-margin"}},

@@ -104,6 +104,9 @@ func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 	f([]string{}, envOf("SCRAPEGATE_PPROF", "127.0.0.1"), "-pprof")
 	f([]string{"--kubernetes", "--kubelet-ca-file="}, envOf(), "-kubelet-ca-file", "-kubelet-insecure-skip-verify")
 	f([]string{"--kubernetes", "--kubelet-insecure-skip-verify", "--kubelet-ca-file=ca.pem"}, envOf(), "-kubelet-insecure-skip-verify")
+	f([]string{"--kubernetes", "--control-plane-ca-file="}, envOf(), "-control-plane-ca-file", "-control-plane-token-file=")
+	f([]string{"--kubernetes", "--control-plane-token-file=/etc/cp/token", "--target-token-file=/etc/cp/./token", "--target-token-namespaces=a"}, envOf(),
+		"-target-token-file", "must not be -control-plane-token-file")
 	for _, domain := range []string{"", "Cluster.Local", "cluster..local", "-cluster.local", "cluster_local", "cluster.local."} {
 		f([]string{"--kubernetes", "--kubernetes-cluster-domain=" + domain}, envOf(), "-kubernetes-cluster-domain")
 	}
@@ -141,6 +144,7 @@ func TestParseFlagsKubernetes(t *testing.T) {
 	f([]string{"--kubernetes", "--advertise-address=scrapegate.example.com:31000"}, gateway.TargetPolicyKubernetes)
 	f([]string{"--kubernetes", "--advertise-address=[fd00::1]:31000", "--kubelet-insecure-skip-verify"}, gateway.TargetPolicyKubernetes)
 	f([]string{"--kubernetes", "--advertise-address=10.0.0.1:31000", "--kubelet-token-file=", "--kubelet-ca-file="}, gateway.TargetPolicyKubernetes)
+	f([]string{"--kubernetes", "--control-plane-token-file=", "--control-plane-ca-file="}, gateway.TargetPolicyKubernetes)
 	f([]string{"--kubernetes", "--kubernetes-cluster-domain=k8s.example.org", "--target-token-file=/var/run/secrets/scrapegate/scraper/token",
 		"--target-token-namespaces=kube-system,monitoring"}, gateway.TargetPolicyKubernetes)
 }

@@ -245,6 +245,7 @@ func TestEndToEndKubernetes(t *testing.T) {
 		"--kubeconfig="+gwKubeconfig,
 		"--kubelet-ca-file="+kubeletCA.CertFile,
 		"--kubelet-token-file="+kubeletTokenFile,
+		"--control-plane-token-file=",
 	)
 	procs := []*process{gw.proc, k.apiserver, k.etcd}
 	t.Logf("gateway ready on %s after %s", gw.addr, since())
@@ -1207,6 +1208,7 @@ func checkGatewayWithoutRBAC(t *testing.T, k *kubeAPI, gatewayBin string, pod *k
 		"--kubernetes",
 		"--kubeconfig=" + k.serviceAccountKubeconfig(t, kubeGatewayNamespace, sa),
 		"--kubelet-token-file=",
+		"--control-plane-token-file=",
 	}), "SCRAPEGATE_"))
 	proc, addr := gw.proc, gw.addr
 	procs := []*process{proc}

@@ -5,9 +5,10 @@ package main
 // 10.250.0.1, Services and EndpointSlices created through it pointing at
 // fake exporters on 10.244.x.y, the gateway with deploy/base's
 // ServiceAccount and RBAC and its default -allow-cidrs, and a real
-// Prometheus with the jobs of deploy/prometheus/endpoints-sd.yml and
-// kube-state-metrics.yml, plus its own role: endpointslice discovery to
-// compare labels with.
+// Prometheus with the jobs of deploy/prometheus/endpoints-sd.yml,
+// kube-state-metrics.yml and apiservers.yml, plus its own role:
+// endpointslice discovery to compare labels with. The API server itself is
+// scraped through /apiservers/ with the gateway's ServiceAccount token.
 //
 // No controller runs: the test writes the EndpointSlices the EndpointSlice
 // controller would, and sets pods' status as a kubelet would.
@@ -54,6 +55,7 @@ const (
 	jobSvcKSM         = "kube-state-metrics-cluster-a"
 	jobSvcKSMProxyURL = "kube-state-metrics-proxy-url-cluster-a"
 	jobSvcOwnSD       = "kube-sd-endpointslice"
+	jobAPIServers     = "kubernetes-apiservers-cluster-a"
 
 	// deployGatewayHost is the gateway's address in deploy/prometheus/.
 	deployGatewayHost = "scrapegate.cluster-a.example.com:31000"
@@ -207,9 +209,12 @@ func TestEndToEndServices(t *testing.T) {
 	t.Logf("Services, EndpointSlices and pods created after %s", since())
 
 	// 5. The gateway, as deploy/base's account, its default -allow-cidrs,
-	// and the scraper's token for the monitoring namespace.
+	// the scraper's token for the monitoring namespace, and its own
+	// account's token for the API servers, as in a pod.
 	scraperTokenFile := filepath.Join(t.TempDir(), "scraper-token")
 	testutil.WriteFile(t, scraperTokenFile, []byte(k.serviceAccountToken(t, kubeGatewayNamespace, kubeScraperSA)+"\n"))
+	controlPlaneTokenFile := filepath.Join(t.TempDir(), "control-plane-token")
+	testutil.WriteFile(t, controlPlaneTokenFile, []byte(k.serviceAccountToken(t, kubeGatewayNamespace, kubeGatewaySA)+"\n"))
 	gw := awaitServing(t, startProcess(t, "gateway", gatewayBin, []string{
 		"--listen=127.0.0.1:0",
 		"--drain-delay=0s",
@@ -221,6 +226,11 @@ func TestEndToEndServices(t *testing.T) {
 		"--target-token-file=" + scraperTokenFile,
 		"--target-token-namespaces=" + kubeMonitoringNamespace,
 		"--target-tls-ca-file=" + proxyCA.CertFile,
+		"--control-plane-ca-file=" + k.caFile,
+		"--control-plane-token-file=" + controlPlaneTokenFile,
+		// The API server's port, denied as 6443 is by default: /apiservers/
+		// is not judged by the port rules.
+		"--deny-ports=2379-2380,6443,10250,10255," + k.url[strings.LastIndexByte(k.url, ':')+1:],
 	}, "SCRAPEGATE_"))
 	procs := []*process{gw.proc, k.apiserver, k.etcd}
 	waitFor(t, e2eStartTimeout, "the gateway's /readyz to answer 200", procs, func() error {
@@ -272,11 +282,36 @@ func TestEndToEndServices(t *testing.T) {
 		}
 	}
 
+	// 7b. The API server through /apiservers/: only at its endpoint of
+	// default/kubernetes, whatever -allow-cidrs and -deny-ports (6443...)
+	// say, and only on its two metrics paths.
+	apiServerAddr := strings.TrimPrefix(k.url, "https://")
+	apiServerIP, apiServerPort, _ := strings.Cut(apiServerAddr, ":")
+	for _, c := range []struct {
+		path       string
+		wantStatus int
+		wantBody   string
+	}{
+		{"/apiservers/" + apiServerIP + "/" + apiServerPort + "/metrics", http.StatusOK, "apiserver_request_total"},
+		{"/apiservers/" + apiServerIP + "/" + apiServerPort + "/metrics/slis", http.StatusOK, "kubernetes_healthcheck"},
+		{"/apiservers/" + webPods[0].ip + "/" + apiServerPort + "/metrics", http.StatusForbidden, "is not an endpoint of the default/kubernetes Service"},
+		{"/apiservers/" + webPods[0].ip + "/" + svcWebPort + "/metrics", http.StatusForbidden, "is not an endpoint of the default/kubernetes Service"},
+		{"/apiservers/" + apiServerIP + "/" + apiServerPort + "/api/v1/secrets", http.StatusBadRequest, "must be one of /metrics, /metrics/slis"},
+	} {
+		if err := checkServiceGet(gw.addr, "http://"+gw.addr+c.path, c.wantStatus, "", c.wantBody); err != nil {
+			t.Error(err)
+		}
+	}
+	if n := webServers[0].requests.Load(); n != 0 {
+		t.Errorf("web-1 got %d requests from /apiservers/, want none", n)
+	}
+
 	// 8. Prometheus: the jobs of deploy/prometheus/ and its own discovery.
 	prom := startPrometheus(t, promBin, servicesPrometheusConfig(t, gw.addr, k))
 	procs = append(procs, prom.proc)
 	t.Logf("Prometheus ready on %s after %s", prom.addr, since())
-	targets := servicesTargets(gw.addr, wantSD)
+	targets := append(servicesTargets(gw.addr, wantSD), kubeTarget{job: jobAPIServers, instance: apiServerAddr,
+		scrapeURL: "http://" + gw.addr + "/apiservers/" + apiServerIP + "/" + apiServerPort + "/metrics"})
 	waitFor(t, kubeScrapeTimeout, "every Service target up, but node-exporter down with 401", procs, func() error {
 		return checkKubeTargets(prom, targets)
 	})
@@ -284,6 +319,9 @@ func TestEndToEndServices(t *testing.T) {
 		return checkScrapeCounts(prom, time.Now(), targets)
 	})
 	t.Logf("every target scraped %d times after %s", e2eMinScrapes, since())
+	if samples, err := promQuery(prom, `count(apiserver_request_total{job="`+jobAPIServers+`"})`, time.Now()); err != nil || len(samples) != 1 || samples[0].value == 0 {
+		t.Errorf("Prometheus has no apiserver_request_total series of job %s: %v (%v)", jobAPIServers, samples, err)
+	}
 
 	// 9. kube-state-metrics' whole body, every time: each successful
 	// scrape stored the marker at its end, and counted every series.
@@ -291,7 +329,7 @@ func TestEndToEndServices(t *testing.T) {
 	// Only the kube-state-metrics jobs: the stand-in's marker carries an
 	// exporter label, which on(job, instance) ignores.
 	const ksmJobs = `{job=~"kube-state-metrics.*"}`
-	ksmTargets := slices.DeleteFunc(slices.Clone(targets), func(kt kubeTarget) bool { return kt.job == jobSvcEndpoints })
+	ksmTargets := slices.DeleteFunc(slices.Clone(targets), func(kt kubeTarget) bool { return kt.job == jobSvcEndpoints || kt.job == jobAPIServers })
 	if err := checkEachTarget(prom, "sum_over_time(up"+ksmJobs+"[1h]) - on(job, instance) count_over_time("+ksmEndMarker+ksmJobs+"[1h])", at, ksmTargets, func(_ kubeTarget, s promSample) error {
 		if s.value != 0 {
 			return fmt.Errorf("%v successful scrapes lack the body's last series", s.value)
@@ -376,7 +414,7 @@ func TestEndToEndServices(t *testing.T) {
 		t.Errorf("web-3, removed from the slice: %v", err)
 	}
 	before := webServers[2].requests.Load()
-	targets = servicesTargets(gw.addr, wantSD)
+	targets = append(servicesTargets(gw.addr, wantSD), targets[len(targets)-1])
 	waitFor(t, kubeScrapeTimeout, "Prometheus's targets to follow the churn", procs, func() error {
 		return checkKubeTargets(prom, targets)
 	})
@@ -521,15 +559,20 @@ func serviceEndpointsUsed(t *testing.T, gwAddr, u string, n int) map[string]int 
 }
 
 // servicesPrometheusConfig returns the jobs of deploy/prometheus/
-// endpoints-sd.yml and kube-state-metrics.yml pointed at the gateway, with
-// intervals for a test, and a role: endpointslice job of Prometheus's own
-// that drops every target it discovers, for their labels.
+// endpoints-sd.yml, kube-state-metrics.yml and apiservers.yml pointed at the
+// gateway (and apiservers.yml's discovery at k), with intervals for a test,
+// and a role: endpointslice job of Prometheus's own that drops every target
+// it discovers, for their labels.
 func servicesPrometheusConfig(t *testing.T, gwAddr string, k *kubeAPI) string {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\nscrape_configs:\n")
-	for _, file := range []string{"endpoints-sd.yml", "kube-state-metrics.yml"} {
-		b.WriteString(deployPrometheusJobs(t, file, gwAddr))
+	for _, file := range []string{"endpoints-sd.yml", "kube-state-metrics.yml", "apiservers.yml"} {
+		b.WriteString(strings.NewReplacer(
+			"https://k8s-api.cluster-a.example.com:6443", k.url,
+			"/etc/prometheus/cluster-a/token", k.adminTokenFile,
+			"/etc/prometheus/cluster-a/ca.crt", k.caFile,
+		).Replace(deployPrometheusJobs(t, file, gwAddr)))
 	}
 	fmt.Fprintf(&b, `  - job_name: %s
     kubernetes_sd_configs:

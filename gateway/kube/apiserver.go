@@ -22,8 +22,9 @@ import (
 // at klog verbosity 2, so the informer's own requests are where a failure
 // can be seen and logged.
 type resourceWatch struct {
-	resource  string // "pods" or "nodes"
-	namespace string // of pods; "" is every namespace
+	resource  string // "pods", "nodes", "services" or "endpointslices"
+	namespace string // "" is every namespace
+	selector  string // a label selector, for the API servers' slices only
 	informer  cache.SharedIndexInformer
 	// synced is the event handler's HasSynced: true once the cluster's
 	// index has seen every object of the first list, not only the
@@ -106,6 +107,9 @@ func (c *Cluster) requestEnded(ctx context.Context, w *resourceWatch, verb strin
 	what := "cannot " + verb + " " + w.resource
 	if w.namespace != "" {
 		what += " in namespace " + w.namespace
+	}
+	if w.selector != "" {
+		what += " labelled " + w.selector
 	}
 	cause := err
 	if ue := (*url.Error)(nil); errors.As(err, &ue) {

@@ -3,9 +3,10 @@
 // the gateway and Prometheus's discovery use, an index
 // of live pod endpoints (ip:port) for the "kubernetes" target policy, an
 // index of Services and their EndpointSlices that resolves Service targets
-// to endpoints (services.go), each node's kubelet address and the
-// credentials the gateway presents to kubelets (KubeletCredentials), and
-// the Prometheus http_sd documents /sd/pods, /sd/nodes and /sd/endpoints.
+// to endpoints (services.go), each node's kubelet address, the API
+// servers (the endpoints of default/kubernetes), the credentials the
+// gateway presents to kubelets and API servers (Credentials), and the
+// Prometheus http_sd documents /sd/pods, /sd/nodes and /sd/endpoints.
 // It knows nothing about HTTP serving: the gateway asks it questions and
 // serves the answers.
 package kube
@@ -40,6 +41,9 @@ type Options struct {
 	Namespaces []string
 	// PodSelector is a label selector pods must match; empty matches all.
 	PodSelector string
+	// APIServers watches the EndpointSlices of default/kubernetes too,
+	// whatever Namespaces lists, for IsAPIServer.
+	APIServers bool
 }
 
 // defaultKubeletPort is where a kubelet serves when its node does not say.
@@ -101,6 +105,9 @@ type Cluster struct {
 	services      map[objectKey]*service
 	serviceSlices map[objectKey][]*endpointSlice
 	sliceOf       map[objectKey]*endpointSlice
+	// apiServers are the endpoints of each EndpointSlice of
+	// default/kubernetes (apiserver_endpoints.go).
+	apiServers map[objectKey][]netip.AddrPort
 
 	// podsVersion and nodesVersion change whenever a watched pod or node
 	// does, and endpointsVersion whenever a Service, an EndpointSlice or a
@@ -155,6 +162,7 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 		services:           make(map[objectKey]*service),
 		serviceSlices:      make(map[objectKey][]*endpointSlice),
 		sliceOf:            make(map[objectKey]*endpointSlice),
+		apiServers:         make(map[objectKey][]netip.AddrPort),
 		docs:               make(map[docKey]*document),
 	}
 	var namespaces []string
@@ -221,6 +229,11 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return nodes.Watch(ctx, o) }); err != nil {
 		return nil, fmt.Errorf("cannot watch nodes: %w", err)
 	}
+	if opts.APIServers {
+		if err := c.watchAPIServers(client); err != nil {
+			return nil, fmt.Errorf("cannot watch the EndpointSlices of default/kubernetes: %w", err)
+		}
+	}
 	return c, nil
 }
 
@@ -265,7 +278,9 @@ func (c *Cluster) Count(resource string) int {
 func (c *Cluster) stores(resource string) []cache.Store {
 	var stores []cache.Store
 	for _, w := range c.watches {
-		if w.resource == resource {
+		// Not the API servers' own informer: its slices are also in the
+		// informer of every slice wherever default is watched.
+		if w.resource == resource && w.selector == "" {
 			stores = append(stores, w.informer.GetStore())
 		}
 	}

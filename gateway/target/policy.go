@@ -182,6 +182,7 @@ const (
 	verdictPathDenied
 	verdictPathNotPlain
 	verdictSelf
+	verdictSpecial
 	verdictNotPod
 	// VerdictNotSynced refuses for now: the live pods are not known yet.
 	VerdictNotSynced
@@ -197,6 +198,7 @@ var verdictText = [...]string{
 	verdictPathDenied:     "the target path is denied by -deny-path-prefixes",
 	verdictPathNotPlain:   "with path rules the target path may only have letters, digits, '-._~' and single '/' separators, and no segment ending in '.'",
 	verdictSelf:           "the target is the gateway itself",
+	verdictSpecial:        "the target IP is in a special address range that -allow-cidrs does not name on purpose",
 	verdictNotPod:         "the target is not a container port of a live pod (-target-policy=kubernetes)",
 	VerdictNotSynced:      "the Kubernetes informers have not synced yet (-target-policy=kubernetes); retry",
 }
@@ -231,6 +233,30 @@ func (p *Policy) Check(t *Target) Verdict {
 // port rules do not: the kubelet's port is denied to /pods/ targets.
 func (p *Policy) CheckKubelet(addr netip.AddrPort) Verdict {
 	return p.checkIP(addr.Addr().Unmap())
+}
+
+// CheckAPIServer judges an endpoint of the default/kubernetes Service,
+// which the API servers write (and only writers with RBAC on EndpointSlices
+// in namespace default can). The port rules and the CIDR rules do not
+// apply: -deny-ports holds 6443, and -allow-cidrs must not widen where the
+// control-plane token goes, which is those endpoints and nothing else.
+// Still refused are the gateway itself and an address in a special range,
+// unless an allowed CIDR inside that range names it on purpose, as for
+// pods. That breaks no cluster: the API server refuses loopback and
+// link-local addresses in EndpointSlices, and the other special ranges are
+// never where an API server is advertised.
+func (p *Policy) CheckAPIServer(addr netip.AddrPort) Verdict {
+	ip := addr.Addr().Unmap()
+	if !ip.IsValid() || ip.Zone() != "" || addr.Port() == 0 {
+		return verdictIPNotAllowed
+	}
+	if _, special := specialRangeOf(ip); special && !p.ipAllowed(ip) {
+		return verdictSpecial
+	}
+	if p.isSelf(ip, addr.Port()) {
+		return verdictSelf
+	}
+	return VerdictAllowed
 }
 
 // checkIP judges an address against -deny-cidrs, then -allow-cidrs over the
@@ -322,14 +348,22 @@ func (p *Policy) checkAddr(addr netip.AddrPort) Verdict {
 	if len(p.allowPorts) > 0 && !p.allowPorts.Contains(port) {
 		return verdictPortNotAllowed
 	}
+	if p.isSelf(ip, port) {
+		return verdictSelf
+	}
+	return VerdictAllowed
+}
+
+// isSelf reports whether ip:port is where the gateway serves.
+func (p *Policy) isSelf(ip netip.Addr, port uint16) bool {
 	if self := p.self.Load(); self != nil {
 		for _, s := range *self {
 			if s.port == port && s.ips.Contains(ip) {
-				return verdictSelf
+				return true
 			}
 		}
 	}
-	return VerdictAllowed
+	return false
 }
 
 func (p *Policy) ipAllowed(ip netip.Addr) bool {

@@ -579,3 +579,36 @@ func TestServiceTargetSkipsLivePodRule(t *testing.T) {
 	f("10.244.1.5:10250", true, verdictPortDenied)
 	f("192.168.1.5:8080", true, verdictIPNotAllowed)
 }
+
+// TestCheckAPIServer: an API server endpoint is judged by neither the CIDR
+// nor the port rules, but is never the gateway itself nor in a special
+// range that -allow-cidrs does not name.
+func TestCheckAPIServer(t *testing.T) {
+	var denyPorts PortRanges
+	if err := denyPorts.Set(DefaultDenyPorts); err != nil {
+		t.Fatal(err)
+	}
+	p := NewPolicy(Rules{
+		AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("127.0.0.0/8")},
+		DenyCIDRs:  []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")},
+		DenyPorts:  denyPorts,
+		AllowPorts: PortRanges{{9100, 9100}},
+	})
+	p.AddSelf(&net.TCPAddr{IP: net.IPv4(10, 244, 0, 9), Port: 8080})
+	f := func(addr string, want Verdict) {
+		t.Helper()
+		if v := p.CheckAPIServer(netip.MustParseAddrPort(addr)); v != want {
+			t.Errorf("CheckAPIServer(%s) = %q, want %q", addr, v, want)
+		}
+	}
+	f("10.250.0.1:6443", VerdictAllowed) // outside -allow-cidrs, a -deny-ports port
+	f("10.96.0.1:443", VerdictAllowed)   // inside -deny-cidrs
+	f("203.0.113.7:443", VerdictAllowed) // a managed cluster's public endpoint
+	f("[fd00::1]:6443", VerdictAllowed)
+	f("127.0.0.5:6443", VerdictAllowed) // loopback named by -allow-cidrs
+	f("[::1]:6443", verdictSpecial)
+	f("169.254.169.254:80", verdictSpecial)
+	f("168.63.129.16:443", verdictSpecial)
+	f("10.244.0.9:8080", verdictSelf)
+	f("10.244.0.9:6443", VerdictAllowed)
+}

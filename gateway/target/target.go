@@ -32,6 +32,10 @@ type Target struct {
 	// Kubelet is set for a node's kubelet (/nodes/): only the gateway's
 	// parseNodePath sets it, for a node the informer knows and a kubelet metrics path.
 	Kubelet bool
+	// APIServer is set for an API server (/apiservers/): only the
+	// gateway's parseAPIServerPath sets it, for an endpoint of the
+	// default/kubernetes Service and an API server metrics path.
+	APIServer bool
 	// Service is set for the endpoint a Service target resolved to: the
 	// gateway set it from the cluster's EndpointSlices, which already
 	// decided whether a pod must be behind it, so the policy does not ask

@@ -17,7 +17,7 @@ import (
 func (p *Pool) newHostClient(key Key, ep *endpoint) *fasthttp.HostClient {
 	addr := key.Addr.String()
 	var tlsConfig *tls.Config
-	if key.TLS || key.Kubelet {
+	if key.TLS || key.Kubelet || key.APIServer {
 		tlsConfig = p.opts.TLSConfig(key)
 	}
 	o := &p.opts

@@ -34,7 +34,7 @@ type Options struct {
 	MaxResponseBodyBytes int64 // -max-response-body-bytes; 0: none
 
 	// TLSConfig returns the TLS configuration for an endpoint whose Key
-	// has TLS or Kubelet set.
+	// has TLS, Kubelet or APIServer set.
 	TLSConfig func(Key) *tls.Config
 	// Reporter is told how each streamed body ended.
 	Reporter Reporter
@@ -51,13 +51,15 @@ type Reporter interface {
 	BodyEnded(s *Scrape, readErr, writeErr error)
 }
 
-// Key names one pool: a pod ip:port, reached over TLS or not, or a
-// kubelet. A kubelet's pool is its own even where a hostNetwork pod serves
-// on the same address: only kubelet connections carry the kubelet token.
+// Key names one pool: a pod ip:port, reached over TLS or not, a kubelet,
+// or an API server. A kubelet's or an API server's pool is its own even
+// where a hostNetwork pod serves on the same address: only its connections
+// carry its token, and verify its certificate as its own.
 type Key struct {
-	Addr    netip.AddrPort
-	TLS     bool
-	Kubelet bool
+	Addr      netip.AddrPort
+	TLS       bool
+	Kubelet   bool
+	APIServer bool
 }
 
 // endpoint is one pod ip:port and its connection pool.

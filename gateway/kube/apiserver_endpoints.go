@@ -1,0 +1,104 @@
+package kube
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// The default/kubernetes Service's EndpointSlices list the API servers:
+// each API server's endpoint reconciler writes its own advertised address
+// and secure port there.
+const (
+	apiServerNamespace = metav1.NamespaceDefault
+	apiServerService   = "kubernetes"
+	apiServerSelector  = discoveryv1.LabelServiceName + "=" + apiServerService
+)
+
+// watchAPIServers watches the EndpointSlices of default/kubernetes with an
+// informer of their own, so the API servers are known whatever
+// -kubernetes-namespaces says; it counts in Synced like the others.
+func (c *Cluster) watchAPIServers(client kubernetes.Interface) error {
+	slices := client.DiscoveryV1().EndpointSlices(apiServerNamespace)
+	_, err := c.newInformer(client, &resourceWatch{resource: "endpointslices", namespace: apiServerNamespace, selector: apiServerSelector},
+		&discoveryv1.EndpointSlice{}, stripEndpointSlice,
+		cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { c.apiServerSliceChanged(obj) },
+			UpdateFunc: func(_, obj any) { c.apiServerSliceChanged(obj) },
+			DeleteFunc: c.apiServerSliceDeleted,
+		},
+		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = apiServerSelector
+			return slices.List(ctx, o)
+		},
+		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = apiServerSelector
+			return slices.Watch(ctx, o)
+		})
+	return err
+}
+
+// IsAPIServer reports whether addr is an endpoint (an address and a TCP
+// port) of one of the default/kubernetes Service's EndpointSlices; always
+// false unless Options.APIServers is set.
+func (c *Cluster) IsAPIServer(addr netip.AddrPort) bool {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, endpoints := range c.apiServers {
+		if slices.Contains(endpoints, addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Cluster) apiServerSliceChanged(obj any) {
+	es, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return
+	}
+	key := objectKey{es.Namespace, es.Name}
+	// The selector already asked for these; checked again, since only
+	// this Service's slices may name where the token goes.
+	if es.Namespace != apiServerNamespace || es.Labels[discoveryv1.LabelServiceName] != apiServerService ||
+		(es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6) {
+		c.mu.Lock()
+		delete(c.apiServers, key)
+		c.mu.Unlock()
+		return
+	}
+	var endpoints []netip.AddrPort
+	for _, p := range es.Ports {
+		if p.Port == nil || *p.Port <= 0 || *p.Port > 65535 || p.Protocol != nil && *p.Protocol != "TCP" {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			for _, a := range ep.Addresses {
+				if ip, err := netip.ParseAddr(a); err == nil && ip.Zone() == "" {
+					endpoints = append(endpoints, netip.AddrPortFrom(ip.Unmap(), uint16(*p.Port)))
+				}
+			}
+		}
+	}
+	c.mu.Lock()
+	c.apiServers[key] = endpoints
+	c.mu.Unlock()
+}
+
+func (c *Cluster) apiServerSliceDeleted(obj any) {
+	key, ok := deletedKey(obj)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	delete(c.apiServers, key)
+	c.mu.Unlock()
+}
