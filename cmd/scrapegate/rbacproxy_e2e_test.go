@@ -92,19 +92,22 @@ func TestEndToEndRBACProxy(t *testing.T) {
 	f("/metrics", "Bearer wrong-"+secRandom(t), http.StatusUnauthorized, "Unauthorized")
 	f("/metrics", "Basic "+testutil.BasicAuth("prometheus", scraper), http.StatusUnauthorized, "Unauthorized")
 	f("/metrics", "Bearer "+k.adminToken[:len(k.adminToken)-1], http.StatusUnauthorized, "Unauthorized")
-	// The gateway's own token, and the kubelet token, are not for targets.
-	f("/metrics", "Bearer "+gateway, http.StatusForbidden, forbidden(kubeGatewaySA))
+	// The kubelet token may read kubelets' metrics only. The gateway's own
+	// token may get /metrics (deploy/base grants it for /apiservers/), so
+	// the real RBAC lets it through; the gateway never sends it to a
+	// target, and refuses it as -target-token-file.
 	f("/metrics", "Bearer "+kubelet, http.StatusForbidden, forbidden("scrapegate-kubelet"))
+	f("/metrics", "Bearer "+gateway, http.StatusOK, ksmEndMarker)
 
 	if got := ksm.authorization.Load().(string); got != "" {
 		t.Errorf("kube-state-metrics behind the proxy got Authorization %.20q, want none: the proxy removes it", got)
 	}
-	if got, want := ksm.requests.Load(), int64(2); got != want {
+	if got, want := ksm.requests.Load(), int64(3); got != want {
 		t.Errorf("kube-state-metrics got %d requests, want %d (only those allowed on /metrics)", got, want)
 	}
 	users := proxy.allowedUsers()
-	if len(users) != 1 || users["system:serviceaccount:scrapegate:scrapegate-scraper"] != 3 {
-		t.Errorf("the proxy let through %v, want system:serviceaccount:scrapegate:scrapegate-scraper 3 times", users)
+	if len(users) != 2 || users["system:serviceaccount:scrapegate:scrapegate-scraper"] != 3 || users["system:serviceaccount:scrapegate:scrapegate"] != 1 {
+		t.Errorf("the proxy let through %v, want system:serviceaccount:scrapegate:scrapegate-scraper 3 times and system:serviceaccount:scrapegate:scrapegate once", users)
 	}
 	t.Logf("the proxy answered %d allowed, %d 401, %d 403", proxy.allowed.Load(), proxy.unauthorized.Load(), proxy.forbidden.Load())
 }
