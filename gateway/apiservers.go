@@ -47,6 +47,12 @@ func (g *Gateway) parseAPIServerPath(uri []byte) (scrapeTarget, error) {
 	if !g.kube.cluster.Synced() {
 		return scrapeTarget{}, errNotSynced
 	}
+	if !g.kube.cluster.APIServersSynced() {
+		if err := g.kube.cluster.APIServersFailure(); err != nil {
+			return scrapeTarget{}, fmt.Errorf("%w: %w", errAPIServersNotSynced, err)
+		}
+		return scrapeTarget{}, errAPIServersNotSynced
+	}
 	if !g.kube.cluster.IsAPIServer(addr) {
 		return scrapeTarget{}, fmt.Errorf("%s %w", addr, errNotAPIServer)
 	}
@@ -58,6 +64,9 @@ var (
 	errNoControlPlaneToken      = target.Invalid("/apiservers/ is off: -control-plane-token-file is empty")
 	errNoAPIServerPath          = target.Invalid("want /apiservers/{ip}/{port}/{path}")
 	errAPIServerPath            = target.Invalid("the API server path must be one of " + strings.Join(apiServerPaths, ", "))
+	// errAPIServersNotSynced refuses for now (503 not_synced): the
+	// gateway's other routes need no access to namespace default.
+	errAPIServersNotSynced = fmt.Errorf("%w: the EndpointSlices of default/kubernetes have not been listed yet", errNotSynced)
 	// errNotAPIServer refuses an address the control-plane token must not
 	// reach (403 forbidden).
 	errNotAPIServer = errors.New("is not an endpoint of the default/kubernetes Service")

@@ -1,12 +1,13 @@
 package gateway
 
 import (
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -185,18 +186,19 @@ func TestAPIServerProxyOffWithoutToken(t *testing.T) {
 }
 
 // TestAPIServerProxyBeforeSync: until the API servers' slices are listed,
-// no address is known to be one (503, not 403).
+// no address is known to be one (503, not 403); nothing else waits for
+// them.
 func TestAPIServerProxyBeforeSync(t *testing.T) {
 	ca := testutil.NewCA(t, "cluster CA")
 	apiserver, apiAddr := startAPIServer(t, ca, "127.0.0.7:0", "kubernetes.default.svc")
 	client := fake.NewClientset(apiServerSlice("default", "kubernetes", "kubernetes", apiAddr))
-	held := make(chan struct{})
-	var once sync.Once
-	release := func() { once.Do(func() { close(held) }) }
-	t.Cleanup(release)
+	// Failed, not held: the fake clientset answers one request at a time,
+	// so a held one would hold the other informers too.
+	var released atomic.Bool
+	release := func() { released.Store(true) }
 	client.PrependReactor("list", "endpointslices", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if a.GetNamespace() == "default" {
-			<-held
+		if a.GetNamespace() == "default" && !released.Load() {
+			return true, nil, errors.New("not yet")
 		}
 		return false, nil, nil
 	})
@@ -209,11 +211,16 @@ func TestAPIServerProxyBeforeSync(t *testing.T) {
 	if r := get(t, gw, target, "Authorization: Bearer caller-token"); r.StatusCode != 503 || r.Header.Get("Retry-After") == "" || !strings.Contains(r.body, "not_synced") {
 		t.Errorf("before sync: %d %q, want 503 not_synced with Retry-After", r.StatusCode, r.body)
 	}
-	if r := get(t, gw, "/readyz"); r.StatusCode != 503 {
-		t.Errorf("/readyz before the API servers' slices are listed: %d, want 503", r.StatusCode)
+	// The rest of the gateway does not wait for them.
+	testutil.WaitFor(t, "the other informers to sync", g.kube.cluster.Synced)
+	if r := get(t, gw, "/readyz"); r.StatusCode != 200 {
+		t.Errorf("/readyz while only the API servers' slices are not listed: %d, want 200", r.StatusCode)
+	}
+	if r := get(t, gw, target, "Authorization: Bearer caller-token"); r.StatusCode != 503 || !strings.Contains(r.body, "default/kubernetes have not been listed") {
+		t.Errorf("before the API servers' slices are listed: %d %q, want 503 saying so", r.StatusCode, r.body)
 	}
 	release()
-	testutil.WaitFor(t, "the informers to sync", g.kube.cluster.Synced)
+	testutil.WaitFor(t, "the API servers' slices to be listed", g.kube.cluster.APIServersSynced)
 	checkGet(t, gw, "Authorization: Bearer caller-token")(target, 200, "up 1")
 	if apiserver.Requests() != 1 {
 		t.Errorf("the API server got %d requests, want 1", apiserver.Requests())
@@ -234,4 +241,32 @@ func TestAPIServerProxyOutsideAPod(t *testing.T) {
 		!strings.Contains(err.Error(), "-control-plane-token-file=") {
 		t.Errorf("newGateway outside a pod: %v, want an error saying what to set", err)
 	}
+	// With the kubelet's defaults too, one error names both pairs.
+	cfg.KubeletTokenFile, cfg.KubeletCAFile = def.KubeletTokenFile, def.KubeletCAFile
+	_, err = newGateway(cfg, zerolog.Nop(), fake.NewClientset())
+	if err == nil || !strings.Contains(err.Error(), "-kubelet-token-file=") || !strings.Contains(err.Error(), "-control-plane-token-file=") {
+		t.Errorf("newGateway outside a pod with every default: %v, want one error naming both token flags", err)
+	}
+}
+
+// TestAPIServerProxyWithoutAccessToDefault: a gateway whose RBAC does not
+// reach namespace default is ready and serves everything else; only
+// /apiservers/ is refused, saying why.
+func TestAPIServerProxyWithoutAccessToDefault(t *testing.T) {
+	ca := testutil.NewCA(t, "cluster CA")
+	_, apiAddr := startAPIServer(t, ca, "127.0.0.7:0", "kubernetes.default.svc")
+	client := fake.NewClientset()
+	client.PrependReactor("list", "endpointslices", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetNamespace() == "default" {
+			return true, nil, errors.New(`endpointslices.discovery.k8s.io is forbidden: User "system:serviceaccount:apps:scrapegate" cannot list resource "endpointslices" in API group "discovery.k8s.io" in the namespace "default"`)
+		}
+		return false, nil, nil
+	})
+	g, gw := startKubeGateway(t, apiServerConfig(t, ca, testutil.TempFile(t, "token", []byte("cp-token\n"))), client)
+	if r := get(t, gw, "/readyz"); r.StatusCode != 200 {
+		t.Errorf("/readyz: %d %q, want 200", r.StatusCode, r.body)
+	}
+	target := "/apiservers/127.0.0.7/" + itoa(apiAddr.Port()) + "/metrics"
+	testutil.WaitFor(t, "the refusal to be known", func() bool { return g.kube.cluster.APIServersFailure() != nil })
+	checkGet(t, gw, "Authorization: Bearer caller-token")(target, 503, `cannot list resource "endpointslices"`)
 }

@@ -294,7 +294,7 @@ func refusalOf(err error) reason {
 		return reasonNoReadyEndpoint
 	case errors.Is(err, kube.ErrPodNotLive), errors.Is(err, errNotAPIServer):
 		return reasonForbidden
-	case err == errNotSynced:
+	case errors.Is(err, errNotSynced):
 		return reasonNotSynced
 	}
 	return reasonBadTarget

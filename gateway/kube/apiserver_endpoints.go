@@ -24,10 +24,13 @@ const (
 
 // watchAPIServers watches the EndpointSlices of default/kubernetes with an
 // informer of their own, so the API servers are known whatever
-// -kubernetes-namespaces says; it counts in Synced like the others.
+// -kubernetes-namespaces says. It does not count in Synced: a gateway
+// whose RBAC does not reach namespace default still serves everything but
+// /apiservers/, which waits for APIServersSynced.
 func (c *Cluster) watchAPIServers(client kubernetes.Interface) error {
-	slices := client.DiscoveryV1().EndpointSlices(apiServerNamespace)
-	_, err := c.newInformer(client, &resourceWatch{resource: "endpointslices", namespace: apiServerNamespace, selector: apiServerSelector},
+	apiSlices := client.DiscoveryV1().EndpointSlices(apiServerNamespace)
+	c.apiServersWatch = &resourceWatch{resource: "endpointslices", namespace: apiServerNamespace, selector: apiServerSelector}
+	_, err := c.newInformer(client, c.apiServersWatch,
 		&discoveryv1.EndpointSlice{}, stripEndpointSlice,
 		cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(obj any) { c.apiServerSliceChanged(obj) },
@@ -36,13 +39,31 @@ func (c *Cluster) watchAPIServers(client kubernetes.Interface) error {
 		},
 		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = apiServerSelector
-			return slices.List(ctx, o)
+			return apiSlices.List(ctx, o)
 		},
 		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = apiServerSelector
-			return slices.Watch(ctx, o)
+			return apiSlices.Watch(ctx, o)
 		})
 	return err
+}
+
+// APIServersSynced reports whether the EndpointSlices of default/kubernetes
+// have been listed; always false unless Options.APIServers is set.
+func (c *Cluster) APIServersSynced() bool {
+	return c.apiServersWatch != nil && c.apiServersWatch.synced()
+}
+
+// APIServersFailure is the last failed request of the API servers'
+// informer while it has not synced, else nil: what to say when
+// /apiservers/ cannot be served yet.
+func (c *Cluster) APIServersFailure() error {
+	if w := c.apiServersWatch; w != nil && !w.synced() {
+		if f := w.failure.Load(); f != nil {
+			return f
+		}
+	}
+	return nil
 }
 
 // IsAPIServer reports whether addr is an endpoint (an address and a TCP

@@ -106,8 +106,9 @@ type Cluster struct {
 	serviceSlices map[objectKey][]*endpointSlice
 	sliceOf       map[objectKey]*endpointSlice
 	// apiServers are the endpoints of each EndpointSlice of
-	// default/kubernetes (apiserver_endpoints.go).
-	apiServers map[objectKey][]netip.AddrPort
+	// default/kubernetes (apiserver_endpoints.go), from apiServersWatch.
+	apiServers      map[objectKey][]netip.AddrPort
+	apiServersWatch *resourceWatch
 
 	// podsVersion and nodesVersion change whenever a watched pod or node
 	// does, and endpointsVersion whenever a Service, an EndpointSlice or a
@@ -240,10 +241,12 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 // Run watches until stop is closed. Synced turns true once every informer
 // has listed its objects.
 func (c *Cluster) Run(stop <-chan struct{}) {
-	synced := make([]cache.InformerSynced, len(c.watches))
-	for i, w := range c.watches {
+	var synced []cache.InformerSynced
+	for _, w := range c.watches {
 		go w.informer.Run(stop)
-		synced[i] = w.synced
+		if w != c.apiServersWatch { // see watchAPIServers
+			synced = append(synced, w.synced)
+		}
 	}
 	begin := time.Now()
 	if !cache.WaitForCacheSync(stop, synced...) {
