@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -50,11 +51,20 @@ func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reload.Files,
 		g.metrics.set.NewGauge(`scrapegate_kubernetes_objects{resource="`+resource+`"}`, func() float64 { return float64(cluster.Count(resource)) })
 	}
 
+	// Both pairs checked before either is loaded: outside a pod, one error
+	// names every flag to set.
+	var missing []error
+	if cfg.KubeletTokenFile != "" {
+		missing = append(missing, serviceAccountFilesExist("kubelet", "the kubelet proxy", cfg.KubeletTokenFile, cfg.KubeletCAFile))
+	}
+	if cfg.ControlPlaneTokenFile != "" {
+		missing = append(missing, serviceAccountFilesExist("control-plane", "the API server proxy", cfg.ControlPlaneTokenFile, cfg.ControlPlaneCAFile))
+	}
+	if err := errors.Join(missing...); err != nil {
+		return nil, err
+	}
 	var files []*reload.Files
 	if cfg.KubeletTokenFile != "" {
-		if err := serviceAccountFilesExist("kubelet", "the kubelet proxy", cfg.KubeletTokenFile, cfg.KubeletCAFile); err != nil {
-			return nil, err
-		}
 		rs := []*reload.Files(nil)
 		if k.kubelets, rs, err = kube.NewCredentials("kubelet", cfg.KubeletTokenFile, cfg.KubeletCAFile, "", cfg.KubeletInsecureSkipVerify); err != nil {
 			return nil, err
@@ -62,9 +72,6 @@ func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reload.Files,
 		files = append(files, rs...)
 	}
 	if cfg.ControlPlaneTokenFile != "" {
-		if err := serviceAccountFilesExist("control-plane", "the API server proxy", cfg.ControlPlaneTokenFile, cfg.ControlPlaneCAFile); err != nil {
-			return nil, err
-		}
 		rs := []*reload.Files(nil)
 		if k.apiServers, rs, err = kube.NewCredentials("control-plane", cfg.ControlPlaneTokenFile, cfg.ControlPlaneCAFile, apiServerName, false); err != nil {
 			return nil, err

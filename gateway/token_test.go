@@ -214,3 +214,16 @@ func TestScrapeTokenNeverFollowsASliceElsewhere(t *testing.T) {
 		}
 	}
 }
+
+// The scrape token must not be the control-plane token either, which the
+// API servers accept: an error at startup.
+func TestScrapeTokenEqualToControlPlaneTokenRefused(t *testing.T) {
+	ca := testutil.NewCA(t, "cluster CA")
+	cfg := tokenConfig(t, ca, testutil.TempFile(t, "token", []byte("cp-token\n")))
+	cfg.ControlPlaneTokenFile = testutil.TempFile(t, "control-plane-token", []byte("cp-token"))
+	cfg.ControlPlaneCAFile = testutil.WriteCABundle(t, ca)
+	_, err := newGateway(cfg, zerolog.Nop(), fake.NewClientset())
+	if err == nil || !strings.Contains(err.Error(), "-target-token-file") || !strings.Contains(err.Error(), "-control-plane-token-file") {
+		t.Fatalf("a scrape token equal to the control-plane token: %v, want an error naming both flags", err)
+	}
+}

@@ -274,11 +274,12 @@ func certHasName(c *x509.Certificate, names map[string]struct{}) bool {
 	return false
 }
 
-// UpstreamOptions configure TLS towards pods scraped over https, or
-// towards kubelets.
+// UpstreamOptions configure TLS towards pods scraped over https, towards
+// kubelets, or towards API servers; "pods" below means whichever.
 type UpstreamOptions struct {
-	// Flags is the prefix of the flags that set these options ("target-tls"
-	// or "kubelet"), which name the files in logs and metrics.
+	// Flags is the prefix of the flags that set these options
+	// ("target-tls", "kubelet" or "control-plane"), which name the files
+	// in logs and metrics.
 	Flags string
 	// CAFile is a PEM bundle of the CAs pods' certificates must chain to;
 	// empty means the system roots.
