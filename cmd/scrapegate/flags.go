@@ -199,7 +199,8 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 		"loopback, link-local (169.254.0.0/16, fe80::/10), cloud metadata and platform addresses (Alibaba 100.100.100.200, Azure 168.63.129.16, "+
 		"192.0.0.0/24 with Oracle's 192.0.0.192, AWS fd00:ec2::/32, GCP fd20:ce::254, Oracle fd00:c1::a9fe:a9fe, Scaleway fd00:42::42, Akamai fd00:a9fe:a9fe::1), "+
 		"unspecified, broadcast, multicast, NAT64 and SIIT addresses; docs/security.md lists them with their sources. Narrow it to your pod CIDR(s).")
-	fs.Var((*cidrList)(&c.DenyCIDRs), "deny-cidrs", "Comma-separated CIDRs that targets must never fall into, whatever -allow-cidrs says: e.g. the nodes' and the API server's addresses.")
+	fs.Var((*cidrList)(&c.DenyCIDRs), "deny-cidrs", "Comma-separated CIDRs that targets must never fall into, whatever -allow-cidrs says: e.g. the nodes' and the API server's addresses. "+
+		"/apiservers/ is not judged by it: its targets are the default/kubernetes endpoints and nothing else.")
 	fs.Var(&c.AllowPorts, "allow-ports", "Comma-separated target ports or ranges (9100,8080-8090) that targets must use. Empty: any port.")
 	fs.Var(&c.DenyPorts, "deny-ports", "Comma-separated target ports or ranges that are always refused, whatever -allow-ports says. "+
 		"The default holds etcd's, the API server's and the kubelet's ports; setting it replaces the default, and \"\" allows them.")
