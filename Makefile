@@ -48,8 +48,8 @@ unit: ## race-enabled unit tests only (-short): no apt-get, no test binaries, no
 	$(GO) test -short -count=1 -run '$(ALLOC_TESTS)' ./bench/
 
 # Built from the module proxy by .ci/testbin and cached outside the repository
-# (~17 minutes the first time on 2 cores); the tests ask .ci/testbin for their paths.
-TESTBINS = etcd kube-apiserver kubectl prometheus promtool
+# (~27 minutes the first time on 2 cores); the tests ask .ci/testbin for their paths.
+TESTBINS = etcd kube-apiserver kube-scheduler kube-controller-manager kubectl prometheus promtool
 
 test-deps: bench-deps ## install what the tests need: Debian's prometheus, nginx and iproute2, and TESTBINS built once
 	@command -v prometheus >/dev/null 2>&1 || { \
