@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/scrapegate/scrapegate/gateway/kube"
 	"github.com/scrapegate/scrapegate/gateway/reload"
 )
 
@@ -34,11 +35,10 @@ func newScrapeToken(cfg *Config, k *kubernetesState) (*scrapeToken, *reload.File
 	}
 	st := &scrapeToken{namespaces: cfg.TargetTokenNamespaces}
 	return st, reload.New("target-token-file", func(contents [][]byte) error {
-		token := bytes.TrimSpace(contents[0])
-		if len(token) == 0 || bytes.ContainsAny(token, "\r\n\x00") {
-			return fmt.Errorf("want one token, got %d bytes of something else", len(contents[0]))
+		auth, err := kube.BearerAuthorization(contents[0])
+		if err != nil {
+			return err
 		}
-		auth := append([]byte("Bearer "), token...)
 		if k.kubelets != nil && bytes.Equal(auth, k.kubelets.Authorization()) {
 			return fmt.Errorf("it holds the token of -kubelet-token-file, the gateway's own, which can list pods and read nodes/metrics; " +
 				"-target-token-file must hold the scraper ServiceAccount's token (deploy/base)")
@@ -49,7 +49,7 @@ func newScrapeToken(cfg *Config, k *kubernetesState) (*scrapeToken, *reload.File
 		}
 		// Config.Validate refuses the path; the same file reached another
 		// way (the kubelet's ..data/token symlink) is caught here.
-		if own, err := os.ReadFile(ownServiceAccountToken); err == nil && bytes.Equal(bytes.TrimSpace(own), token) {
+		if own, err := os.ReadFile(ownServiceAccountToken); err == nil && bytes.Equal(bytes.TrimSpace(own), auth[len("Bearer "):]) {
 			return fmt.Errorf("it holds the gateway's own ServiceAccount token (%s), which can list pods; "+
 				"-target-token-file must hold the scraper ServiceAccount's token (deploy/base)", ownServiceAccountToken)
 		}

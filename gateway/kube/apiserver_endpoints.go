@@ -89,23 +89,20 @@ func (c *Cluster) apiServerSliceChanged(obj any) {
 	key := objectKey{es.Namespace, es.Name}
 	// The selector already asked for these; checked again, since only
 	// this Service's slices may name where the token goes.
-	if es.Namespace != apiServerNamespace || es.Labels[discoveryv1.LabelServiceName] != apiServerService ||
-		(es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6) {
+	if es.Namespace != apiServerNamespace || es.Labels[discoveryv1.LabelServiceName] != apiServerService {
 		c.mu.Lock()
 		delete(c.apiServers, key)
 		c.mu.Unlock()
 		return
 	}
+	// Read as Service targets read slices (sliceOf): TCP ports, IP
+	// addresses without a zone, none of an FQDN slice.
+	parsed := sliceOf(es)
 	var endpoints []netip.AddrPort
-	for _, p := range es.Ports {
-		if p.Port == nil || *p.Port <= 0 || *p.Port > 65535 || p.Protocol != nil && *p.Protocol != "TCP" {
-			continue
-		}
-		for _, ep := range es.Endpoints {
-			for _, a := range ep.Addresses {
-				if ip, err := netip.ParseAddr(a); err == nil && ip.Zone() == "" {
-					endpoints = append(endpoints, netip.AddrPortFrom(ip.Unmap(), uint16(*p.Port)))
-				}
+	for _, p := range parsed.ports {
+		for _, ep := range parsed.endpoints {
+			for _, ip := range ep.addrs {
+				endpoints = append(endpoints, netip.AddrPortFrom(ip, p.port))
 			}
 		}
 	}

@@ -40,15 +40,24 @@ func NewCredentials(flags, tokenFile, caFile, serverName string, insecureSkipVer
 		return nil, nil, err
 	}
 	rs = append(rs, reload.New(flags+"-token-file", func(contents [][]byte) error {
-		token := bytes.TrimSpace(contents[0])
-		if len(token) == 0 || bytes.ContainsAny(token, "\r\n\x00") {
-			return fmt.Errorf("want one token, got %d bytes of something else", len(contents[0]))
+		auth, err := BearerAuthorization(contents[0])
+		if err == nil {
+			k.auth.Store(&auth)
 		}
-		auth := append([]byte("Bearer "), token...)
-		k.auth.Store(&auth)
-		return nil
+		return err
 	}, tokenFile))
 	return k, rs, nil
+}
+
+// BearerAuthorization is the Authorization header value, "Bearer <token>",
+// of a token file's contents: one token, with surrounding white space (a
+// trailing newline) trimmed.
+func BearerAuthorization(contents []byte) ([]byte, error) {
+	token := bytes.TrimSpace(contents)
+	if len(token) == 0 || bytes.ContainsAny(token, "\r\n\x00") {
+		return nil, fmt.Errorf("want one token, got %d bytes of something else", len(contents))
+	}
+	return append([]byte("Bearer "), token...), nil
 }
 
 // Authorization is the Authorization header value, or nil until the token
