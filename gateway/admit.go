@@ -87,9 +87,9 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) (t scrap
 	// (parseAPIServerPath), whatever the CIDR and port rules say.
 	var v target.Verdict
 	switch {
-	case t.Kubelet:
+	case t.Kind == target.KindKubelet:
 		v = g.policy.CheckKubelet(t.Addr)
-	case t.APIServer:
+	case t.Kind == target.KindAPIServer:
 		v = g.policy.CheckAPIServer(t.Addr)
 	default:
 		v = g.policy.Check(&t.Target)

@@ -56,7 +56,7 @@ func (g *Gateway) parseAPIServerPath(uri []byte) (scrapeTarget, error) {
 	if !g.kube.cluster.IsAPIServer(addr) {
 		return scrapeTarget{}, fmt.Errorf("%s %w", addr, errNotAPIServer)
 	}
-	return scrapeTarget{Target: target.Target{Addr: addr, Path: path, Query: query, TLS: true, APIServer: true}}, nil
+	return scrapeTarget{Target: target.Target{Addr: addr, Path: path, Query: query, TLS: true, Kind: target.KindAPIServer}}, nil
 }
 
 var (

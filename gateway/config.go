@@ -78,6 +78,28 @@ type Config struct {
 	TargetTokenFile           string   // -target-token-file
 	TargetTokenNamespaces     []string // -target-token-namespaces
 
+	// The control-plane components (/components/, components.go) and the
+	// node agents that reach those bound to 127.0.0.1.
+	KubeSchedulerSelector          string // -kube-scheduler-selector
+	KubeSchedulerPort              uint16 // -kube-scheduler-port
+	KubeControllerManagerSelector  string // -kube-controller-manager-selector
+	KubeControllerManagerPort      uint16 // -kube-controller-manager-port
+	EtcdSelector                   string // -etcd-selector
+	EtcdPort                       uint16 // -etcd-port
+	KubeProxySelector              string // -kube-proxy-selector
+	KubeProxyPort                  uint16 // -kube-proxy-port
+	ControlPlaneInsecureSkipVerify bool   // -control-plane-insecure-skip-verify
+	NodeAgentPort                  uint16 // -node-agent-port; 0: components are dialled directly
+	NodeAgentTokenFile             string // -node-agent-token-file
+	NodeAgentCAFile                string // -node-agent-ca-file
+	NodeAgentCertFile              string // -node-agent-cert-file
+	NodeAgentKeyFile               string // -node-agent-key-file
+
+	// NodeAgent, set only by `scrapegate agent`, makes the gateway a node
+	// agent (agent.go): it then serves only /{component}/{path} for the
+	// components on 127.0.0.1, /metrics, /healthz and /readyz.
+	NodeAgent *NodeAgentConfig
+
 	MaxInflight             int           // -max-inflight
 	MaxConnsPerEndpoint     int           // -max-conns-per-endpoint
 	MaxEndpoints            int           // -max-endpoints

@@ -199,12 +199,14 @@ const (
 	routePods                    // /pods/{ip}/{port}/{path}
 	routeNodes                   // /nodes/{node}/{path}
 	routeAPIServers              // /apiservers/{ip}/{port}/{path}
+	routeComponents              // /components/{component}/{node}/{path}
 	routeServices                // /services/{namespace}/{service}/{port}/{path}
 	routeEndpoints               // /endpoints/{namespace}/{service}/{ip}/{port}/{path}
 	routeSD                      // /sd/pods, /sd/nodes, /sd/endpoints
 	routeMetrics                 // /metrics
 	routeHealthz                 // /healthz
 	routeReadyz                  // /readyz
+	routeAgent                   // the node agent's /{component}/{path} (agent.go)
 	routeOther                   // anything else: 404
 	numRoutes
 )
@@ -239,12 +241,14 @@ var routes = [numRoutes]struct {
 	}},
 	routeNodes:      {name: "nodes", pattern: nodesPrefix, usage: "/nodes/{node}/{path}", parse: (*Gateway).parseNodePath},
 	routeAPIServers: {name: "apiservers", pattern: apiServersPrefix, usage: "/apiservers/{ip}/{port}/{path}", parse: (*Gateway).parseAPIServerPath},
+	routeComponents: {name: "components", pattern: componentsPrefix, usage: "/components/{component}/{node}/{path}", parse: (*Gateway).parseComponentPath},
 	routeServices:   {name: "services", pattern: servicesPrefix, usage: "/services/{namespace}/{service}/{port}/{path}", parse: (*Gateway).parseServicePath},
 	routeEndpoints:  {name: "endpoints", pattern: endpointsPrefix, usage: "/endpoints/{namespace}/{service}/{ip}/{port}/{path}", parse: (*Gateway).parseEndpointsPath},
 	routeSD:         {name: "sd", pattern: sdPrefix, usage: "/sd/pods, /sd/nodes, /sd/endpoints", serve: (*Gateway).serveSD},
 	routeMetrics:    {name: "metrics", pattern: "/metrics", usage: "/metrics", serve: page((*Gateway).serveMetrics)},
 	routeHealthz:    {name: "healthz", pattern: "/healthz", open: true, usage: "/healthz", serve: page((*Gateway).serveHealthz)},
 	routeReadyz:     {name: "readyz", pattern: "/readyz", open: true, usage: "/readyz", serve: page((*Gateway).serveReadyz)},
+	routeAgent:      {name: "agent", parse: (*Gateway).parseAgentPath},
 	routeOther:      {name: "other", serve: (*Gateway).serveOther},
 }
 
@@ -256,6 +260,9 @@ func routeOf(uri []byte) route {
 	path, _ := target.SplitQuery(uri)
 	for r := routePods; r < routeOther; r++ {
 		p := routes[r].pattern
+		if p == "" {
+			continue // routeAgent: only a node agent's routeOf finds it
+		}
 		if strings.HasSuffix(p, "/") && bytes.HasPrefix(uri, []byte(p)) || string(path) == p {
 			return r
 		}
@@ -458,9 +465,9 @@ func every(interval time.Duration, stop <-chan struct{}, f func(now time.Time)) 
 // endpoint over https, to a kubelet, or to an API server.
 func (g *Gateway) upstreamTLSConfig(key upstream.Key) *tls.Config {
 	switch {
-	case key.Kubelet:
+	case key.Kind == target.KindKubelet:
 		return g.kube.kubelets.TLSConfig(key.Addr.String())
-	case key.APIServer:
+	case key.Kind == target.KindAPIServer:
 		return g.kube.apiServers.TLSConfig(key.Addr.String())
 	}
 	return g.upstreamTLS.ForTarget(key.Addr.String())

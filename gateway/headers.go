@@ -37,7 +37,7 @@ func (g *Gateway) appendUpstreamRequest(dst []byte, in *fasthttp.RequestHeader, 
 	dst = append(dst, "\r\n"...)
 	connection := in.PeekAll(fasthttp.HeaderConnection)
 	for k, v := range in.All() {
-		if !isListedHeader(scrapeHeaders, k) && (t.Kubelet || t.APIServer || !isListedHeader(g.forwardHeaders, k)) || upstream.ListsToken(connection, k) {
+		if !isListedHeader(scrapeHeaders, k) && (t.Kind != target.KindPod || !isListedHeader(g.forwardHeaders, k)) || upstream.ListsToken(connection, k) {
 			continue
 		}
 		dst = appendHeader(dst, k, v)

@@ -217,7 +217,7 @@ func (g *Gateway) parseNodePath(uri []byte) (scrapeTarget, error) {
 	if !ok {
 		return scrapeTarget{}, target.Invalid(fmt.Sprintf("no node %q with an InternalIP is known", truncate(node)))
 	}
-	return scrapeTarget{Target: target.Target{Addr: addr, Path: path, Query: query, TLS: true, Kubelet: true}}, nil
+	return scrapeTarget{Target: target.Target{Addr: addr, Path: path, Query: query, TLS: true, Kind: target.KindKubelet}}, nil
 }
 
 var (

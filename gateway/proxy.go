@@ -27,7 +27,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, t *scrapeTarget) {
 	uri := ctx.Request.Header.RequestURI()
 	timeout := g.scrapeTimeout(&ctx.Request.Header)
 	start := time.Now()
-	s, err := g.pool.Begin(upstream.Key{Addr: t.Addr, TLS: t.TLS, Kubelet: t.Kubelet, APIServer: t.APIServer}, ctx.Conn(), start.Add(timeout))
+	s, err := g.pool.Begin(upstream.Key{Addr: t.Addr, TLS: t.TLS, Kind: t.Kind}, ctx.Conn(), start.Add(timeout))
 	if err != nil {
 		retryAfter := "1"
 		if err == upstream.ErrTooManyEndpoints {

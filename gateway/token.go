@@ -10,6 +10,7 @@ import (
 
 	"github.com/scrapegate/scrapegate/gateway/kube"
 	"github.com/scrapegate/scrapegate/gateway/reload"
+	"github.com/scrapegate/scrapegate/gateway/target"
 )
 
 // scrapeToken is -target-token-file in force: the bearer token some https
@@ -82,9 +83,9 @@ func (st *scrapeToken) forTarget(namespace string, optedIn bool) []byte {
 // look-up.
 func (g *Gateway) authorization(t *scrapeTarget) []byte {
 	switch {
-	case t.Kubelet:
+	case t.Kind == target.KindKubelet:
 		return g.kube.kubelets.Authorization()
-	case t.APIServer:
+	case t.Kind == target.KindAPIServer:
 		return g.kube.apiServers.Authorization()
 	case g.scrapeToken == nil || !t.TLS:
 		return nil

@@ -31,6 +31,9 @@ func main() {
 // -help-markdown, 2 for a bad flag or environment value, 1 when serving
 // fails.
 func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "agent" {
+		return runAgent(args[1:], lookupEnv, stdout, stderr)
+	}
 	cfg, err := parseFlags("scrapegate", args, lookupEnv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

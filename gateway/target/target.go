@@ -29,19 +29,43 @@ type Target struct {
 	Query []byte
 	// TLS is set for an https target.
 	TLS bool
-	// Kubelet is set for a node's kubelet (/nodes/): only the gateway's
-	// parseNodePath sets it, for a node the informer knows and a kubelet metrics path.
-	Kubelet bool
-	// APIServer is set for an API server (/apiservers/): only the
-	// gateway's parseAPIServerPath sets it, for an endpoint of the
-	// default/kubernetes Service and an API server metrics path.
-	APIServer bool
+	// Kind is what the target is, which decides the credentials it gets
+	// and how the policy judges it. Only the gateway's parsers of
+	// /nodes/, /apiservers/ and /components/ set a kind other than
+	// KindPod, each for a target its cluster's objects vouch for.
+	Kind Kind
 	// Service is set for the endpoint a Service target resolved to: the
 	// gateway set it from the cluster's EndpointSlices, which already
 	// decided whether a pod must be behind it, so the policy does not ask
 	// the live pods again (Policy.Check).
 	Service bool
 }
+
+// Kind is what a target is: a pod endpoint or one of the cluster's own
+// components, each of which gets credentials no other target gets.
+type Kind uint8
+
+const (
+	// KindPod is a pod endpoint: /pods/, absolute-form proxy URIs,
+	// /services/ and /endpoints/.
+	KindPod Kind = iota
+	// KindKubelet is a node's kubelet (/nodes/): a node the informer
+	// knows, a kubelet metrics path; the kubelet token.
+	KindKubelet
+	// KindAPIServer is an API server (/apiservers/): an endpoint of the
+	// default/kubernetes Service, an API server metrics path; the
+	// control-plane token.
+	KindAPIServer
+	// KindComponent is a control-plane component (/components/): the
+	// pod of a kube-scheduler, kube-controller-manager, etcd or kube-proxy
+	// on a watched node, at that component's port; the control-plane
+	// token to the https ones only.
+	KindComponent
+	// KindNodeAgent is a component reached through its node's agent
+	// (/components/ with -node-agent-port): the agent on the component's
+	// node; the node-agent token.
+	KindNodeAgent
+)
 
 // PodsPrefix is the psystrike contract: /pods/{ip}/{port}/{path...}. An
 // optional scheme segment chooses https: /pods/https/{ip}/{port}/{path...};

@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/scrapegate/scrapegate/gateway/target"
 	"github.com/valyala/fasthttp"
 )
 
@@ -17,7 +18,7 @@ import (
 func (p *Pool) newHostClient(key Key, ep *endpoint) *fasthttp.HostClient {
 	addr := key.Addr.String()
 	var tlsConfig *tls.Config
-	if key.TLS || key.Kubelet || key.APIServer {
+	if key.TLS || key.Kind != target.KindPod {
 		tlsConfig = p.opts.TLSConfig(key)
 	}
 	o := &p.opts

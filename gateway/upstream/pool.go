@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/scrapegate/scrapegate/gateway/target"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
 )
@@ -34,7 +35,7 @@ type Options struct {
 	MaxResponseBodyBytes int64 // -max-response-body-bytes; 0: none
 
 	// TLSConfig returns the TLS configuration for an endpoint whose Key
-	// has TLS, Kubelet or APIServer set.
+	// has TLS set or a Kind other than target.KindPod.
 	TLSConfig func(Key) *tls.Config
 	// Reporter is told how each streamed body ended.
 	Reporter Reporter
@@ -56,10 +57,9 @@ type Reporter interface {
 // where a hostNetwork pod serves on the same address: only its connections
 // carry its token, and verify its certificate as its own.
 type Key struct {
-	Addr      netip.AddrPort
-	TLS       bool
-	Kubelet   bool
-	APIServer bool
+	Addr netip.AddrPort
+	TLS  bool
+	Kind target.Kind
 }
 
 // endpoint is one pod ip:port and its connection pool.
