@@ -270,7 +270,7 @@ func TestServiceDiscoveryRoutes(t *testing.T) {
 	f := checkGet(t, gw, auth)
 	f("/sd/pods?role=pod", 400, "unknown parameter")
 	f("/sd/nodes?path=/configz", 400, "path must be one of")
-	f("/sd/services", 404, "/sd/pods, /sd/nodes or /sd/endpoints")
+	f("/sd/services", 404, "/sd/pods, /sd/nodes, /sd/endpoints or /sd/control-plane")
 	f("/sd/nodes", 200, "[]")
 	if r := rawGet(t, gw, "POST", "/sd/pods", auth, "Content-Length: 0"); r.StatusCode != 405 {
 		t.Errorf("POST /sd/pods: %d, want 405", r.StatusCode)
