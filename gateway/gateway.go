@@ -15,7 +15,8 @@
 //     what is done to each caller connection.
 //   - kubernetes.go: what -kubernetes adds (the live-pod policy, /sd/
 //     documents, the kubelet proxy /nodes/), served from package kube;
-//     services.go: Service targets (/services/, /endpoints/ and .svc names
+//     apiservers.go and components.go: the control plane (/apiservers/,
+//     /components/); services.go: Service targets (/services/, /endpoints/ and .svc names
 //     in absolute form), resolved from the cluster's EndpointSlices;
 //     token.go: the scrape token some https targets get.
 //   - config.go: Config and its validation; reload.go: the loop that

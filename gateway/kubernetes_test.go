@@ -141,7 +141,10 @@ func TestReadyzSaysWhyTheInformersHaveNotSynced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	failed := &logWatcher{want: [][]byte{[]byte(`"level":"warn"`), []byte(`"resource":"pods"`)}, seen: make(chan struct{})}
+	// The pods of every namespace, not those of kube-system that the
+	// components' informer lists.
+	failed := &logWatcher{want: [][]byte{[]byte(`"level":"warn"`), []byte(`"resource":"pods"`), []byte(`cannot list pods from the Kubernetes API server`)},
+		seen: make(chan struct{})}
 	g, err := newGateway(kubeConfig(), zerolog.New(failed), client)
 	if err != nil {
 		t.Fatal(err)
