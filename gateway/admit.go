@@ -84,11 +84,15 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) (t scrap
 	// A kubelet target is a known node's kubelet metrics endpoint by
 	// construction (parseNodePath): only its address is checked. An API
 	// server target is an endpoint of default/kubernetes by construction
-	// (parseAPIServerPath), whatever the CIDR and port rules say.
+	// (parseAPIServerPath), whatever the CIDR and port rules say. A
+	// component or node agent target is a component's pod, or its node, by
+	// construction (parseComponentPath): only its address is checked.
 	var v target.Verdict
 	switch {
 	case t.Kind == target.KindKubelet:
 		v = g.policy.CheckKubelet(t.Addr)
+	case t.Kind == target.KindComponent, t.Kind == target.KindNodeAgent:
+		v = g.policy.CheckComponent(t.Addr)
 	case t.Kind == target.KindAPIServer:
 		v = g.policy.CheckAPIServer(t.Addr)
 	default:

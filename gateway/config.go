@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/scrapegate/scrapegate/gateway/kube"
 	"github.com/scrapegate/scrapegate/gateway/target"
 )
 
@@ -130,6 +133,7 @@ func DefaultConfig() Config {
 	if err := denyPorts.Set(target.DefaultDenyPorts); err != nil {
 		panic("BUG: cannot parse DefaultDenyPorts: " + err.Error())
 	}
+	comps := kube.DefaultComponents()
 	return Config{
 		Listen:                  ":8080",
 		AllowCIDRs:              allow,
@@ -161,7 +165,31 @@ func DefaultConfig() Config {
 		ControlPlaneCAFile:      serviceAccountDir + "/ca.crt",
 		ControlPlaneTokenFile:   serviceAccountDir + "/token",
 		KubernetesClusterDomain: "cluster.local",
+
+		KubeSchedulerSelector:         comps[0].Selector,
+		KubeSchedulerPort:             comps[0].Port,
+		KubeControllerManagerSelector: comps[1].Selector,
+		KubeControllerManagerPort:     comps[1].Port,
+		EtcdSelector:                  comps[2].Selector,
+		EtcdPort:                      comps[2].Port,
+		KubeProxySelector:             comps[3].Selector,
+		KubeProxyPort:                 comps[3].Port,
 	}
+}
+
+// components are kube.DefaultComponents with the selectors and ports of
+// -kube-scheduler-selector, -kube-scheduler-port and the like: each
+// component's name is the prefix of its flags.
+func (c *Config) components() []kube.Component {
+	comps := kube.DefaultComponents()
+	for i, f := range []struct {
+		selector string
+		port     uint16
+	}{{c.KubeSchedulerSelector, c.KubeSchedulerPort}, {c.KubeControllerManagerSelector, c.KubeControllerManagerPort},
+		{c.EtcdSelector, c.EtcdPort}, {c.KubeProxySelector, c.KubeProxyPort}} {
+		comps[i].Selector, comps[i].Port = f.selector, f.port
+	}
+	return comps
 }
 
 // targetRules are the target flags, as the target policy takes them.
@@ -277,22 +305,14 @@ func (c *Config) Validate() error {
 			bad("forward-request-headers", "%s cannot be forwarded: it is hop-by-hop, set by the gateway, or a credential for it", h)
 		}
 	}
-	certAndKey := func(certFlag, cert, keyFlag, key string) {
-		switch {
-		case cert != "" && key == "":
-			bad(certFlag, "%q needs -%s, its private key", cert, keyFlag)
-		case key != "" && cert == "":
-			bad(keyFlag, "%q needs -%s, the certificate it is the key of", key, certFlag)
-		}
-	}
-	certAndKey("tls-cert-file", c.TLSCertFile, "tls-key-file", c.TLSKeyFile)
+	certAndKey(bad, "tls-cert-file", c.TLSCertFile, "tls-key-file", c.TLSKeyFile)
 	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
 		bad("tls-client-ca-file", "client certificates need TLS on the listener: set -tls-cert-file and -tls-key-file")
 	}
 	if len(c.TLSClientAllowedNames) > 0 && c.TLSClientCAFile == "" {
 		bad("tls-client-allowed-names", "requires -tls-client-ca-file")
 	}
-	certAndKey("target-tls-cert-file", c.TargetTLSCertFile, "target-tls-key-file", c.TargetTLSKeyFile)
+	certAndKey(bad, "target-tls-cert-file", c.TargetTLSCertFile, "target-tls-key-file", c.TargetTLSKeyFile)
 	if c.TargetTLSInsecureSkipVerify && (c.TargetTLSCAFile != "" || c.TargetTLSServerName != "") {
 		bad("target-tls-insecure-skip-verify", "contradicts -target-tls-ca-file and -target-tls-server-name, which only matter when verifying")
 	}
@@ -342,6 +362,7 @@ func (c *Config) Validate() error {
 		bad("kubernetes-cluster-domain", "want a DNS name in lower case without a trailing dot, such as cluster.local, got %q", c.KubernetesClusterDomain)
 	}
 	c.validateTargetToken(bad)
+	c.validateComponents(bad)
 	if !c.Kubernetes {
 		for _, f := range []struct{ flag, value string }{
 			{"kubeconfig", c.Kubeconfig},
@@ -350,6 +371,8 @@ func (c *Config) Validate() error {
 			{"advertise-address", c.AdvertiseAddress},
 			{"target-token-file", c.TargetTokenFile},
 			{"target-token-namespaces", strings.Join(c.TargetTokenNamespaces, ",")},
+			{"node-agent-port", nonZero(c.NodeAgentPort)},
+			{"control-plane-insecure-skip-verify", nonZero(c.ControlPlaneInsecureSkipVerify)},
 		} {
 			if f.value != "" {
 				bad(f.flag, "%q has no effect without -kubernetes; add -kubernetes", f.value)
@@ -390,6 +413,68 @@ func (c *Config) validateTargetToken(bad func(flagName, format string, args ...a
 		bad("target-token-file", "%q must not be -control-plane-token-file, which the API servers accept; "+
 			"give the scraper ServiceAccount's token (deploy/base)", c.TargetTokenFile)
 	}
+}
+
+// validateComponents checks the components' selectors and ports, and the
+// node agents' flags.
+func (c *Config) validateComponents(bad func(flagName, format string, args ...any)) {
+	for _, comp := range c.components() {
+		if sel, err := labels.Parse(comp.Selector); err != nil {
+			bad(comp.Name+"-selector", "cannot parse %q: %s", comp.Selector, err)
+		} else if sel.Empty() {
+			bad(comp.Name+"-selector", "must not be empty: it would make every pod in %s a %s", kube.ComponentsNamespace, comp.Name)
+		}
+		if comp.Port == 0 {
+			bad(comp.Name+"-port", "must be a port 1-65535, got 0")
+		}
+	}
+	switch {
+	case c.ControlPlaneInsecureSkipVerify && c.ControlPlaneTokenFile == "":
+		bad("control-plane-insecure-skip-verify", "has no effect without -control-plane-token-file: without the token no https component is scraped")
+	case c.ControlPlaneInsecureSkipVerify && c.NodeAgentPort != 0:
+		bad("control-plane-insecure-skip-verify", "has no effect with -node-agent-port: the node agents, not the gateway, connect to the components")
+	}
+	if c.NodeAgentPort == 0 {
+		for _, f := range []struct{ flag, value string }{
+			{"node-agent-token-file", c.NodeAgentTokenFile},
+			{"node-agent-ca-file", c.NodeAgentCAFile},
+			{"node-agent-cert-file", c.NodeAgentCertFile},
+			{"node-agent-key-file", c.NodeAgentKeyFile},
+		} {
+			if f.value != "" {
+				bad(f.flag, "%q has no effect without -node-agent-port; set it to the node agents' port (10271)", f.value)
+			}
+		}
+		return
+	}
+	if c.NodeAgentTokenFile == "" && c.NodeAgentCertFile == "" {
+		bad("node-agent-port", "the node agents accept only authenticated callers: set -node-agent-token-file, or -node-agent-cert-file and -node-agent-key-file with -node-agent-ca-file")
+	}
+	certAndKey(bad, "node-agent-cert-file", c.NodeAgentCertFile, "node-agent-key-file", c.NodeAgentKeyFile)
+	if c.NodeAgentCertFile != "" && c.NodeAgentCAFile == "" {
+		bad("node-agent-cert-file", "a client certificate needs TLS to the node agents: set -node-agent-ca-file to the CA of their serving certificates")
+	}
+}
+
+// certAndKey checks that a client or serving certificate's flags come as
+// a pair.
+func certAndKey(bad func(flagName, format string, args ...any), certFlag, cert, keyFlag, key string) {
+	switch {
+	case cert != "" && key == "":
+		bad(certFlag, "%q needs -%s, its private key", cert, keyFlag)
+	case key != "" && cert == "":
+		bad(keyFlag, "%q needs -%s, the certificate it is the key of", key, certFlag)
+	}
+}
+
+// nonZero is v as a flag value, or "" for the zero value: whether a flag
+// was set to something.
+func nonZero[T comparable](v T) string {
+	var zero T
+	if v == zero {
+		return ""
+	}
+	return fmt.Sprint(v)
 }
 
 // isDNSName reports whether s is a DNS name of RFC 1123 labels in lower

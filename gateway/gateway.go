@@ -15,7 +15,8 @@
 //     what is done to each caller connection.
 //   - kubernetes.go: what -kubernetes adds (the live-pod policy, /sd/
 //     documents, the kubelet proxy /nodes/), served from package kube;
-//     services.go: Service targets (/services/, /endpoints/ and .svc names
+//     apiservers.go and components.go: the control plane (/apiservers/,
+//     /components/); services.go: Service targets (/services/, /endpoints/ and .svc names
 //     in absolute form), resolved from the cluster's EndpointSlices;
 //     token.go: the scrape token some https targets get.
 //   - config.go: Config and its validation; reload.go: the loop that
@@ -202,7 +203,7 @@ const (
 	routeComponents              // /components/{component}/{node}/{path}
 	routeServices                // /services/{namespace}/{service}/{port}/{path}
 	routeEndpoints               // /endpoints/{namespace}/{service}/{ip}/{port}/{path}
-	routeSD                      // /sd/pods, /sd/nodes, /sd/endpoints
+	routeSD                      // /sd/pods, /sd/nodes, /sd/endpoints, /sd/control-plane
 	routeMetrics                 // /metrics
 	routeHealthz                 // /healthz
 	routeReadyz                  // /readyz
@@ -244,7 +245,7 @@ var routes = [numRoutes]struct {
 	routeComponents: {name: "components", pattern: componentsPrefix, usage: "/components/{component}/{node}/{path}", parse: (*Gateway).parseComponentPath},
 	routeServices:   {name: "services", pattern: servicesPrefix, usage: "/services/{namespace}/{service}/{port}/{path}", parse: (*Gateway).parseServicePath},
 	routeEndpoints:  {name: "endpoints", pattern: endpointsPrefix, usage: "/endpoints/{namespace}/{service}/{ip}/{port}/{path}", parse: (*Gateway).parseEndpointsPath},
-	routeSD:         {name: "sd", pattern: sdPrefix, usage: "/sd/pods, /sd/nodes, /sd/endpoints", serve: (*Gateway).serveSD},
+	routeSD:         {name: "sd", pattern: sdPrefix, usage: "/sd/pods, /sd/nodes, /sd/endpoints, /sd/control-plane", serve: (*Gateway).serveSD},
 	routeMetrics:    {name: "metrics", pattern: "/metrics", usage: "/metrics", serve: page((*Gateway).serveMetrics)},
 	routeHealthz:    {name: "healthz", pattern: "/healthz", open: true, usage: "/healthz", serve: page((*Gateway).serveHealthz)},
 	routeReadyz:     {name: "readyz", pattern: "/readyz", open: true, usage: "/readyz", serve: page((*Gateway).serveReadyz)},
@@ -462,13 +463,18 @@ func every(interval time.Duration, stop <-chan struct{}, f func(now time.Time)) 
 }
 
 // upstreamTLSConfig is the TLS configuration for connections to a pod
-// endpoint over https, to a kubelet, or to an API server.
+// endpoint over https, to a kubelet, to an API server, to a component or
+// to a node agent.
 func (g *Gateway) upstreamTLSConfig(key upstream.Key) *tls.Config {
 	switch {
 	case key.Kind == target.KindKubelet:
 		return g.kube.kubelets.TLSConfig(key.Addr.String())
 	case key.Kind == target.KindAPIServer:
 		return g.kube.apiServers.TLSConfig(key.Addr.String())
+	case key.Kind == target.KindComponent:
+		return g.kube.componentsTLS.ForTarget(key.Addr.String())
+	case key.Kind == target.KindNodeAgent:
+		return g.kube.nodeAgent.tls.ForTarget(key.Addr.String())
 	}
 	return g.upstreamTLS.ForTarget(key.Addr.String())
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/scrapegate/scrapegate/gateway/target"
@@ -725,8 +726,12 @@ func TestHostileInputs(t *testing.T) {
 
 	// Gateway E scrapes the API servers: the one endpoint of
 	// default/kubernetes, 127.0.0.20:6443, has no listener, and every case
-	// aims the control-plane token elsewhere or at another path.
+	// aims the control-plane token elsewhere or at another path. It scrapes
+	// the components too, all at the canaries' port: no node runs one
+	// that may be scraped (cp-1, a canary's address, runs only another
+	// namespace's look-alike; lo's scheduler is Pending; ghost is no node).
 	cfgE := testConfig()
+	cfgE.KubeSchedulerPort, cfgE.KubeControllerManagerPort, cfgE.EtcdPort, cfgE.KubeProxyPort = uint16(port), uint16(port), uint16(port), uint16(port)
 	cfgE.Kubernetes = true
 	cfgE.KubeletTokenFile, cfgE.KubeletCAFile = "", ""
 	cfgE.ControlPlaneTokenFile = testutil.TempFile(t, "control-plane-token", []byte("cp-token\n"))
@@ -737,7 +742,12 @@ func TestHostileInputs(t *testing.T) {
 		apiServerSlice("default", "kubernetes", "kubernetes", apiServer),
 		apiServerSlice("mon", "kubernetes", "kubernetes", canary9),
 		apiServerSlice("default", "web", "web", canary9),
-		podObject("mon", "pod", canary9)))
+		podObject("mon", "pod", canary9),
+		nodeAt("cp-1", "127.0.0.9"), nodeAt("lo", "127.0.0.1"),
+		componentPod("mon", "kube-scheduler", "cp-1", canary9.Addr()),
+		componentPod("kube-system", "kube-scheduler", "lo", netip.MustParseAddr("127.0.0.1"), func(p *corev1.Pod) { p.Status.Phase = corev1.PodPending }),
+		componentPod("kube-system", "etcd", "ghost", canary9.Addr())))
+	testutil.WaitFor(t, "the components' pods to be listed", gE.kube.cluster.ComponentsSynced)
 	t.Run("E-apiservers", func(t *testing.T) {
 		f := func(name, requestTarget string, wantStatus int, wantInBody string) {
 			t.Helper()
@@ -774,6 +784,40 @@ func TestHostileInputs(t *testing.T) {
 		f("apiservers no port", "/apiservers/127.0.0.20", 400, "want /apiservers/{ip}/{port}/{path}")
 		f("apiservers fragment", api("127.0.0.20", "6443", "/metrics#x"), 400, "")
 		f("Apiservers upper-case prefix", "/Apiservers/127.0.0.20/6443/metrics", 404, "not found")
+	})
+	t.Run("E-components", func(t *testing.T) {
+		f := func(name, requestTarget string, wantStatus int, wantInBody string) {
+			t.Helper()
+			body := send(t, gE, addrE, name, "GET", request(addrE, "GET", requestTarget, nil), wantStatus)
+			if !strings.Contains(body, wantInBody) {
+				t.Errorf("%s: %q: the answer %q does not say %q", name, requestTarget, body, wantInBody)
+			}
+		}
+		const mustBe = "the kube-scheduler path must be one of /metrics, /metrics/slis"
+		f("components another namespace's look-alike", "/components/kube-scheduler/cp-1/metrics", 404, "no pod of kube-scheduler")
+		f("components no such component on the node", "/components/kube-controller-manager/cp-1/metrics", 404, "unknown_component")
+		f("components Pending", "/components/kube-scheduler/lo/metrics", 503, "not Running")
+		f("components unknown node", "/components/etcd/ghost/metrics", 404, `no node "ghost"`)
+		f("components node as IP", "/components/kube-scheduler/127.0.0.9/metrics", 404, "unknown_component")
+		f("components node encoded", "/components/kube-scheduler/cp%2d1/metrics", 404, "unknown_component")
+		f("components node traversal", "/components/kube-scheduler/../metrics", 404, "unknown_component")
+		f("components the API server", "/components/kube-apiserver/cp-1/metrics", 400, "the component must be one of")
+		f("components upper case", "/components/Kube-Scheduler/cp-1/metrics", 400, "the component must be one of")
+		f("components encoded name", "/components/kube%2dscheduler/cp-1/metrics", 400, "the component must be one of")
+		f("components another path", "/components/kube-scheduler/cp-1/configz", 400, mustBe)
+		f("components traversal", "/components/kube-scheduler/cp-1/metrics/../configz", 400, mustBe)
+		f("components encoded traversal", "/components/kube-scheduler/cp-1/metrics/%2e%2e/configz", 400, mustBe)
+		f("components encoded path", "/components/kube-scheduler/cp-1/%6detrics", 400, mustBe)
+		f("components trailing slash", "/components/kube-scheduler/cp-1/metrics/", 400, mustBe)
+		f("components double slash", "/components/kube-scheduler/cp-1//metrics", 400, mustBe)
+		f("components params", "/components/kube-scheduler/cp-1/metrics;x", 400, mustBe)
+		f("components fragment", "/components/kube-scheduler/cp-1/metrics#x", 400, "")
+		f("components etcd slis", "/components/etcd/cp-1/metrics/slis", 400, "the etcd path must be one of /metrics")
+		f("components bad query", "/components/kube-scheduler/cp-1/metrics?x=%00", 400, "query")
+		f("components no path", "/components/kube-scheduler/cp-1", 400, "want /components/{component}/{node}/{path}")
+		f("components empty node", "/components/kube-scheduler//metrics", 400, "want /components/{component}/{node}/{path}")
+		f("components no node", "/components/kube-scheduler", 400, "want /components/{component}/{node}/{path}")
+		f("Components upper-case prefix", "/Components/kube-scheduler/cp-1/metrics", 404, "not found")
 	})
 
 	// The kernel-level check: a marker connection made now must be the first

@@ -13,6 +13,7 @@ import (
 	"github.com/scrapegate/scrapegate/gateway/kube"
 	"github.com/scrapegate/scrapegate/gateway/reload"
 	"github.com/scrapegate/scrapegate/gateway/target"
+	"github.com/scrapegate/scrapegate/gateway/tlsconf"
 )
 
 // kubernetesState is what -kubernetes adds to a Gateway.
@@ -22,8 +23,17 @@ type kubernetesState struct {
 	// -kubelet-token-file, which turns /nodes/ off.
 	kubelets *kube.Credentials
 	// apiServers are the credentials for /apiservers/; nil without
-	// -control-plane-token-file, which turns /apiservers/ off.
+	// -control-plane-token-file, which turns /apiservers/ off. Their token
+	// is also the https components'.
 	apiServers *kube.Credentials
+	// components are the /components/ routes (components.go);
+	// componentsTLS verifies the https components' certificates, nil
+	// without the control-plane token or with -node-agent-port; nodeAgent
+	// is set by -node-agent-port.
+	components          []componentRoute
+	errUnknownComponent error
+	componentsTLS       *tlsconf.Upstream
+	nodeAgent           *nodeAgent
 }
 
 // setUpKubernetes watches the cluster through client and prepares the
@@ -32,7 +42,7 @@ type kubernetesState struct {
 func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reload.Files, error) {
 	cfg := &g.cfg
 	cluster, err := kube.New(client, kube.Options{Namespaces: cfg.KubernetesNamespaces, PodSelector: cfg.KubernetesPodSelector,
-		APIServers: cfg.ControlPlaneTokenFile != ""}, g.log)
+		APIServers: cfg.ControlPlaneTokenFile != "", Components: cfg.components()}, g.log)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +88,8 @@ func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reload.Files,
 		}
 		files = append(files, rs...)
 	}
-	return files, nil
+	rs, err := k.setUpComponents(cfg)
+	return append(files, rs...), err
 }
 
 // apiServerName is the name every API server's serving certificate is
@@ -104,8 +115,8 @@ const (
 	nodesPrefix = "/nodes/"
 )
 
-// serveSD serves the http_sd documents /sd/pods, /sd/nodes and
-// /sd/endpoints. Until the
+// serveSD serves the http_sd documents /sd/pods, /sd/nodes, /sd/endpoints
+// and /sd/control-plane. Until the
 // informers have synced the answer is 503, not an empty list: Prometheus
 // keeps its last targets when a refresh fails, but would drop them all on
 // an empty list.
@@ -128,13 +139,15 @@ func (g *Gateway) serveSD(ctx *fasthttp.RequestCtx) {
 		sd = g.kube.cluster.NodesSD
 	case "/sd/endpoints":
 		sd = g.kube.cluster.EndpointsSD
+	case "/sd/control-plane":
+		sd = g.kube.cluster.ControlPlaneSD
 	default:
-		g.plainText(ctx, routeSD, fasthttp.StatusNotFound, "scrapegate: 404 not found: use /sd/pods, /sd/nodes or /sd/endpoints")
+		g.plainText(ctx, routeSD, fasthttp.StatusNotFound, "scrapegate: 404 not found: use /sd/pods, /sd/nodes, /sd/endpoints or /sd/control-plane")
 		return
 	}
-	if !g.kube.cluster.Synced() {
+	if notSynced := g.sdNotSynced(string(path)); notSynced != "" {
 		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "5")
-		g.plainText(ctx, routeSD, fasthttp.StatusServiceUnavailable, "scrapegate: 503 the Kubernetes informers have not synced yet")
+		g.plainText(ctx, routeSD, fasthttp.StatusServiceUnavailable, "scrapegate: 503 "+notSynced)
 		return
 	}
 	gw := kube.Gateway{Address: g.cfg.AdvertiseAddress, Scheme: "http"}
@@ -175,6 +188,32 @@ func (g *Gateway) serveSD(ctx *fasthttp.RequestCtx) {
 		ctx.SetBody(body)
 	}
 	g.metrics.countRequest(routeSD, fasthttp.StatusOK)
+}
+
+// sdNotSynced says what the document at path still waits for, or "" when
+// it can be built: every document the informers, /sd/control-plane also
+// the components' pods and, when watched, the API servers' slices.
+func (g *Gateway) sdNotSynced(path string) string {
+	cluster := g.kube.cluster
+	switch {
+	case !cluster.Synced():
+		return "the Kubernetes informers have not synced yet"
+	case path != "/sd/control-plane":
+		return ""
+	case !cluster.ComponentsSynced():
+		return withCause(errComponentsNotSynced.Error(), cluster.ComponentsFailure())
+	case g.kube.apiServers != nil && !cluster.APIServersSynced():
+		return withCause(errAPIServersNotSynced.Error(), cluster.APIServersFailure())
+	}
+	return ""
+}
+
+// withCause is what, followed by ": " and err when there is one.
+func withCause(what string, err error) string {
+	if err != nil {
+		return what + ": " + err.Error()
+	}
+	return what
 }
 
 // etagMatches implements If-None-Match (RFC 9110 section 13.1.2): a list of

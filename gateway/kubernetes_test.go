@@ -141,7 +141,10 @@ func TestReadyzSaysWhyTheInformersHaveNotSynced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	failed := &logWatcher{want: [][]byte{[]byte(`"level":"warn"`), []byte(`"resource":"pods"`)}, seen: make(chan struct{})}
+	// The pods of every namespace, not those of kube-system that the
+	// components' informer lists.
+	failed := &logWatcher{want: [][]byte{[]byte(`"level":"warn"`), []byte(`"resource":"pods"`), []byte(`cannot list pods from the Kubernetes API server`)},
+		seen: make(chan struct{})}
 	g, err := newGateway(kubeConfig(), zerolog.New(failed), client)
 	if err != nil {
 		t.Fatal(err)
@@ -270,7 +273,7 @@ func TestServiceDiscoveryRoutes(t *testing.T) {
 	f := checkGet(t, gw, auth)
 	f("/sd/pods?role=pod", 400, "unknown parameter")
 	f("/sd/nodes?path=/configz", 400, "path must be one of")
-	f("/sd/services", 404, "/sd/pods, /sd/nodes or /sd/endpoints")
+	f("/sd/services", 404, "/sd/pods, /sd/nodes, /sd/endpoints or /sd/control-plane")
 	f("/sd/nodes", 200, "[]")
 	if r := rawGet(t, gw, "POST", "/sd/pods", auth, "Content-Length: 0"); r.StatusCode != 405 {
 		t.Errorf("POST /sd/pods: %d, want 405", r.StatusCode)

@@ -52,8 +52,11 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, rt route, t *scrapeTarget) {
 		}
 		s.Finish()
 		detail := err.Error()
-		if r == reasonTimeout {
+		switch {
+		case r == reasonTimeout:
 			detail = fmt.Sprintf("no response from %s within the %s scrape deadline", t.Addr, timeout)
+		case r == reasonRefused && t.component != nil:
+			detail = g.componentRefused(t)
 		}
 		g.writeError(ctx, rt, r, uri, detail)
 		return

@@ -18,28 +18,29 @@ import (
 type reason int
 
 const (
-	reasonBadTarget       reason = iota // malformed path or absolute URI
-	reasonMethod                        // a method other than GET or HEAD
-	reasonForbidden                     // target refused by policy
-	reasonLoop                          // the request already went through a scrapegate
-	reasonURITooLong                    // request target longer than -max-uri-bytes
-	reasonRateLimited                   // caller over -caller-rate-limit
-	reasonOverloaded                    // -max-inflight reached
-	reasonDraining                      // shutting down
-	reasonNotSynced                     // -target-policy=kubernetes, or a Service target, before the informers synced
-	reasonUnknownService                // no such Service, Service port or endpoint of the Service
-	reasonNoReadyEndpoint               // the Service has no ready endpoint for the port
-	reasonRefused                       // pod refused the connection
-	reasonUnreachable                   // no route to the pod, or another dial failure
-	reasonTLS                           // the TLS handshake with the pod or kubelet failed
-	reasonReset                         // connection reset or closed before a response
-	reasonBadResponse                   // the pod's answer was not valid HTTP
-	reasonTimeout                       // deadline passed before the response headers arrived
-	reasonBodyFailed                    // the pod failed after the headers, mid-body
-	reasonBodyTooLarge                  // the pod's body exceeds -max-response-body-bytes
-	reasonRedirect                      // the pod answered with a redirect
-	reasonClientGone                    // the caller hung up before the body was fully sent
-	reasonCallerStalled                 // the caller stopped reading and the deadline passed
+	reasonBadTarget        reason = iota // malformed path or absolute URI
+	reasonMethod                         // a method other than GET or HEAD
+	reasonForbidden                      // target refused by policy
+	reasonLoop                           // the request already went through a scrapegate
+	reasonURITooLong                     // request target longer than -max-uri-bytes
+	reasonRateLimited                    // caller over -caller-rate-limit
+	reasonOverloaded                     // -max-inflight reached
+	reasonDraining                       // shutting down
+	reasonNotSynced                      // -target-policy=kubernetes, or a Service target, before the informers synced
+	reasonUnknownService                 // no such Service, Service port or endpoint of the Service
+	reasonUnknownComponent               // no such node, or no pod of the component on it
+	reasonNoReadyEndpoint                // the Service has no ready endpoint for the port
+	reasonRefused                        // pod refused the connection
+	reasonUnreachable                    // no route to the pod, or another dial failure
+	reasonTLS                            // the TLS handshake with the pod or kubelet failed
+	reasonReset                          // connection reset or closed before a response
+	reasonBadResponse                    // the pod's answer was not valid HTTP
+	reasonTimeout                        // deadline passed before the response headers arrived
+	reasonBodyFailed                     // the pod failed after the headers, mid-body
+	reasonBodyTooLarge                   // the pod's body exceeds -max-response-body-bytes
+	reasonRedirect                       // the pod answered with a redirect
+	reasonClientGone                     // the caller hung up before the body was fully sent
+	reasonCallerStalled                  // the caller stopped reading and the deadline passed
 	numReasons
 )
 
@@ -69,14 +70,17 @@ var reasonInfo = [numReasons]struct {
 	// The Service target names nothing the cluster has (a typo, a deleted
 	// Service, an endpoint gone from its slices): as /pods/ to a refused
 	// address, nothing is dialled.
-	reasonUnknownService:  {"unknown_service", fasthttp.StatusNotFound, familyRejected},
-	reasonNoReadyEndpoint: {"no_ready_endpoint", fasthttp.StatusServiceUnavailable, familyRejected},
-	reasonRefused:         {"connect_refused", fasthttp.StatusBadGateway, familyUpstream},
-	reasonUnreachable:     {"connect_failed", fasthttp.StatusBadGateway, familyUpstream},
-	reasonTLS:             {"tls_failed", fasthttp.StatusBadGateway, familyUpstream},
-	reasonReset:           {"connection_reset", fasthttp.StatusBadGateway, familyUpstream},
-	reasonBadResponse:     {"bad_response", fasthttp.StatusBadGateway, familyUpstream},
-	reasonTimeout:         {"timeout", fasthttp.StatusGatewayTimeout, familyUpstream},
+	reasonUnknownService: {"unknown_service", fasthttp.StatusNotFound, familyRejected},
+	// As unknown_service, for /components/: the node is unknown, or no pod
+	// of the component runs on it.
+	reasonUnknownComponent: {"unknown_component", fasthttp.StatusNotFound, familyRejected},
+	reasonNoReadyEndpoint:  {"no_ready_endpoint", fasthttp.StatusServiceUnavailable, familyRejected},
+	reasonRefused:          {"connect_refused", fasthttp.StatusBadGateway, familyUpstream},
+	reasonUnreachable:      {"connect_failed", fasthttp.StatusBadGateway, familyUpstream},
+	reasonTLS:              {"tls_failed", fasthttp.StatusBadGateway, familyUpstream},
+	reasonReset:            {"connection_reset", fasthttp.StatusBadGateway, familyUpstream},
+	reasonBadResponse:      {"bad_response", fasthttp.StatusBadGateway, familyUpstream},
+	reasonTimeout:          {"timeout", fasthttp.StatusGatewayTimeout, familyUpstream},
 	// 502 while nothing of the response was sent (a body of unknown length
 	// is read ahead for that); once the headers are out, the connection is
 	// aborted instead.

@@ -29,6 +29,10 @@ const (
 type scrapeTarget struct {
 	target.Target
 	endpoint kube.ServiceEndpoint
+	// component and node are a /components/ target's (KindComponent,
+	// KindNodeAgent), for the answer to a refused connection.
+	component *kube.Component
+	node      string
 }
 
 var (
@@ -290,6 +294,8 @@ func refusalOf(err error) reason {
 	switch {
 	case errors.Is(err, kube.ErrUnknownService), errors.Is(err, kube.ErrUnknownPort), errors.Is(err, kube.ErrNotAnEndpoint):
 		return reasonUnknownService
+	case errors.Is(err, kube.ErrUnknownComponent):
+		return reasonUnknownComponent
 	case errors.Is(err, kube.ErrNoReadyEndpoint):
 		return reasonNoReadyEndpoint
 	case errors.Is(err, kube.ErrPodNotLive), errors.Is(err, errNotAPIServer):

@@ -78,16 +78,19 @@ func (st *scrapeToken) forTarget(namespace string, optedIn bool) []byte {
 
 // authorization is the Authorization header the gateway adds to a scrape
 // of t, or nil: a kubelet's token, the control-plane token to an API
-// server, or the scrape token where it may go, never over http and never
-// to a kubelet or an API server. Only https targets cost a
-// look-up.
+// server or an https component, the node-agent token to a node agent, or
+// the scrape token where it may go, never over http and never to a
+// kubelet, an API server, a component or a node agent. Only https targets
+// cost a look-up.
 func (g *Gateway) authorization(t *scrapeTarget) []byte {
 	switch {
 	case t.Kind == target.KindKubelet:
 		return g.kube.kubelets.Authorization()
-	case t.Kind == target.KindAPIServer:
+	case t.Kind == target.KindAPIServer, t.Kind == target.KindComponent && t.TLS:
 		return g.kube.apiServers.Authorization()
-	case g.scrapeToken == nil || !t.TLS:
+	case t.Kind == target.KindNodeAgent:
+		return g.kube.nodeAgent.authorization()
+	case t.Kind != target.KindPod || g.scrapeToken == nil || !t.TLS:
 		return nil
 	case t.Service:
 		// The pod's namespace, not the Service's: a slice may name a pod

@@ -249,8 +249,10 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 	fs.StringVar(&c.TargetTLSCertFile, "target-tls-cert-file", c.TargetTLSCertFile, "PEM client certificate to present to https targets that require mTLS; requires -target-tls-key-file. Re-read when it changes.")
 	fs.StringVar(&c.TargetTLSKeyFile, "target-tls-key-file", c.TargetTLSKeyFile, "PEM private key of -target-tls-cert-file.")
 
-	fs.BoolVar(&c.Kubernetes, "kubernetes", c.Kubernetes, "Watch pods, nodes, Services and EndpointSlices through the Kubernetes API (the pod's service account, or -kubeconfig). "+
-		"Serves /sd/pods, /sd/nodes and /sd/endpoints (Prometheus http_sd), /nodes/{node}/{kubelet metrics path}, /apiservers/{ip}/{port}/{path}, /services/ and /endpoints/, "+
+	fs.BoolVar(&c.Kubernetes, "kubernetes", c.Kubernetes, "Watch pods, nodes, Services and EndpointSlices through the Kubernetes API (the pod's service account, or -kubeconfig), "+
+		"and the pods of kube-system for the control-plane components. "+
+		"Serves /sd/pods, /sd/nodes, /sd/endpoints and /sd/control-plane (Prometheus http_sd), /nodes/{node}/{kubelet metrics path}, /apiservers/{ip}/{port}/{path}, "+
+		"/components/{component}/{node}/{path}, /services/ and /endpoints/, "+
 		"and makes -target-policy default to kubernetes. "+
 		"/readyz reports 503 until the first list of each has arrived.")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file to reach the API server with, instead of the pod's service account.")
@@ -267,10 +269,11 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 	fs.BoolVar(&c.KubeletInsecureSkipVerify, "kubelet-insecure-skip-verify", c.KubeletInsecureSkipVerify, "Do not verify kubelets' certificates: needed when kubelets serve self-signed ones (no serverTLSBootstrap), "+
 		"but then whoever can intercept node traffic gets the token. Cannot be combined with a -kubelet-ca-file other than the default.")
 	fs.StringVar(&c.ControlPlaneCAFile, "control-plane-ca-file", c.ControlPlaneCAFile, "PEM CA bundle to verify the API servers' serving certificates with for /apiservers/, "+
-		"as valid for kubernetes.default.svc. Re-read when it changes.")
-	fs.StringVar(&c.ControlPlaneTokenFile, "control-plane-token-file", c.ControlPlaneTokenFile, "Bearer token sent for /apiservers/ scrapes to the endpoints of the default/kubernetes Service, "+
-		"and to nothing else; it needs RBAC get on the non-resource URLs /metrics and /metrics/slis (deploy/base grants the gateway's ServiceAccount that). "+
-		"Re-read when it changes. Empty: no /apiservers/ proxy (and no control-plane CA loaded).")
+		"as valid for kubernetes.default.svc, and the https components' (/components/) as valid for their IP. Re-read when it changes.")
+	fs.StringVar(&c.ControlPlaneTokenFile, "control-plane-token-file", c.ControlPlaneTokenFile, "Bearer token sent for /apiservers/ scrapes to the endpoints of the default/kubernetes Service "+
+		"and for /components/ scrapes to the https components' pods (kube-scheduler, kube-controller-manager), and to nothing else; "+
+		"it needs RBAC get on the non-resource URLs /metrics and /metrics/slis (deploy/base grants the gateway's ServiceAccount that). "+
+		"Re-read when it changes. Empty: no /apiservers/ proxy and no https components (and no control-plane CA loaded).")
 	fs.StringVar(&c.KubernetesClusterDomain, "kubernetes-cluster-domain", c.KubernetesClusterDomain, "The cluster's DNS domain: absolute-form (proxy_url) targets "+
 		"{service}.{namespace}.svc:{port} and {service}.{namespace}.svc.{domain}:{port} are Services, resolved to a ready endpoint from the EndpointSlices, never by DNS; "+
 		"any other name is refused.")
@@ -279,6 +282,8 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 		"re-read when it changes. It must be a token that can only get /metrics (deploy/base's scrapegate-scraper), never the gateway's own. Empty: no token is sent.")
 	fs.Var((*stringList)(&c.TargetTokenNamespaces), "target-token-namespaces", "Comma-separated namespaces whose opted-in https targets get -target-token-file. "+
 		"Empty: the token is sent nowhere.")
+
+	registerComponentFlags(fs, c)
 
 	fs.IntVar(&c.MaxInflight, "max-inflight", c.MaxInflight, "Maximum upstream scrapes in flight at once, bodies included. "+
 		"Past it the gateway answers 503 with Retry-After at once instead of queueing.")
@@ -305,6 +310,41 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 		"not those answered 400, 408 or 431 because they could not be read.")
 }
 
+// registerComponentFlags defines the flags of the control-plane
+// components (/components/) and of the node agents that reach them.
+func registerComponentFlags(fs *flag.FlagSet, c *gateway.Config) {
+	for _, f := range []struct {
+		name, labels string
+		selector     *string
+		port         *uint16
+	}{
+		{"kube-scheduler", "kubeadm's static pod labels", &c.KubeSchedulerSelector, &c.KubeSchedulerPort},
+		{"kube-controller-manager", "kubeadm's static pod labels", &c.KubeControllerManagerSelector, &c.KubeControllerManagerPort},
+		{"etcd", "kubeadm's static pod labels", &c.EtcdSelector, &c.EtcdPort},
+		{"kube-proxy", "the labels of kubeadm's kube-proxy DaemonSet", &c.KubeProxySelector, &c.KubeProxyPort},
+	} {
+		fs.StringVar(f.selector, f.name+"-selector", *f.selector, "Label selector of the "+f.name+" pods in kube-system, by default "+f.labels+
+			": /components/"+f.name+"/{node}/ scrapes the Running one bound to that node. Must not be empty.")
+		fs.Var((*portFlag)(f.port), f.name+"-port", "Port "+f.name+" serves its metrics on, at its pod's address (a hostNetwork pod's: its node's InternalIP). 1-65535.")
+	}
+	fs.BoolVar(&c.ControlPlaneInsecureSkipVerify, "control-plane-insecure-skip-verify", c.ControlPlaneInsecureSkipVerify,
+		"Do not verify the certificates of the https components (kube-scheduler, kube-controller-manager); never the API servers'. "+
+			"kubeadm's scheduler and controller-manager sign their own serving certificates at start, which the cluster CA cannot verify. "+
+			"But then whoever can intercept traffic to those ports on the node receives the control-plane token, which the API servers accept. "+
+			"Prefer the node agent (-node-agent-port), or certificates the cluster CA signs.")
+	fs.Var((*portFlag)(&c.NodeAgentPort), "node-agent-port", "Port of the node agents (scrapegate agent on every node, deploy/overlays/node-agent; they listen on 10271 by default): "+
+		"/components/ scrapes then go to /{component}{path} on the agent at the node's InternalIP, which reaches the component on 127.0.0.1, "+
+		"with -node-agent-token-file's token and never the control-plane token. 0: dial the components directly.")
+	fs.StringVar(&c.NodeAgentTokenFile, "node-agent-token-file", c.NodeAgentTokenFile, "Bearer token sent to the node agents and to nothing else, "+
+		"which they verify by TokenReview: a projected ServiceAccount token with audience scrapegate-node-agent "+
+		"(the node-agent overlay mounts one at /var/run/secrets/scrapegate/node-agent/token). Re-read when it changes. Requires -node-agent-port.")
+	fs.StringVar(&c.NodeAgentCAFile, "node-agent-ca-file", c.NodeAgentCAFile, "PEM CA bundle to verify the node agents' serving certificates with, as valid for the node's IP: "+
+		"with it the gateway talks https to the agents, without it plain http. Re-read when it changes. Requires -node-agent-port.")
+	fs.StringVar(&c.NodeAgentCertFile, "node-agent-cert-file", c.NodeAgentCertFile, "PEM client certificate to present to the node agents (mTLS); "+
+		"requires -node-agent-key-file and -node-agent-ca-file. Re-read when it changes.")
+	fs.StringVar(&c.NodeAgentKeyFile, "node-agent-key-file", c.NodeAgentKeyFile, "PEM private key of -node-agent-cert-file.")
+}
+
 // flagGroups puts every flag, in order, into one of the tables of
 // docs/flags.md (writeFlagsMarkdown). Intros link relative to docs/.
 var flagGroups = []struct {
@@ -325,6 +365,11 @@ var flagGroups = []struct {
 		[]string{"kubernetes", "kubeconfig", "kubernetes-namespaces", "kubernetes-pod-selector", "target-policy", "advertise-address",
 			"kubelet-ca-file", "kubelet-token-file", "kubelet-insecure-skip-verify", "control-plane-ca-file", "control-plane-token-file", "kubernetes-cluster-domain",
 			"target-token-file", "target-token-namespaces"}},
+	{"Control plane", "See [Control plane](kubernetes.md#control-plane-components-and-sdcontrol-plane). These take effect only with `--kubernetes`; " +
+		"`--node-agent-port` and `--control-plane-insecure-skip-verify` need it.",
+		[]string{"kube-scheduler-selector", "kube-scheduler-port", "kube-controller-manager-selector", "kube-controller-manager-port",
+			"etcd-selector", "etcd-port", "kube-proxy-selector", "kube-proxy-port", "control-plane-insecure-skip-verify",
+			"node-agent-port", "node-agent-token-file", "node-agent-ca-file", "node-agent-cert-file", "node-agent-key-file"}},
 	{"Upstream connections and deadlines", "", []string{"max-inflight", "max-endpoints", "max-conns-per-endpoint", "max-response-body-bytes",
 		"endpoint-idle-ttl", "upstream-idle-conn-timeout", "dial-timeout", "scrape-timeout-default", "scrape-timeout-max", "scrape-timeout-margin"}},
 	{"Lifecycle and logging", "See [operations.md](operations.md).", []string{"drain-delay", "shutdown-timeout", "log-format", "log-level",
@@ -418,6 +463,25 @@ func (l *stringList) Set(s string) error {
 			*l = append(*l, f)
 		}
 	}
+	return nil
+}
+
+// portFlag is the flag.Value of a TCP port, 0-65535.
+type portFlag uint16
+
+func (p *portFlag) String() string {
+	if p == nil {
+		return "0"
+	}
+	return strconv.Itoa(int(*p))
+}
+
+func (p *portFlag) Set(s string) error {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || strconv.FormatUint(n, 10) != s {
+		return fmt.Errorf("%q is not a port; write a number 0-65535 without leading zeros", s)
+	}
+	*p = portFlag(n)
 	return nil
 }
 

@@ -117,6 +117,24 @@ func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 		"-target-token-file", "gateway's own ServiceAccount token")
 	f([]string{"--kubernetes", "--kubernetes-namespaces=apps", "--target-token-file=t", "--target-token-namespaces=monitoring"}, envOf(),
 		"-target-token-namespaces", `"monitoring" is not watched`)
+	f([]string{"--kubernetes", "--kube-scheduler-selector=component in (x"}, envOf(), "-kube-scheduler-selector", "cannot parse")
+	f([]string{"--kubernetes", "--etcd-selector="}, envOf(), "-etcd-selector", "must not be empty")
+	f([]string{"--kubernetes", "--kube-proxy-port=0"}, envOf(), "-kube-proxy-port", "1-65535")
+	f([]string{"--kubernetes", "--kube-controller-manager-port=65536"}, envOf(), "-kube-controller-manager-port", "not a port")
+	f([]string{"--kubernetes", "--etcd-port=02381"}, envOf(), "-etcd-port", "leading zeros")
+	f(nil, envOf("SCRAPEGATE_KUBE_SCHEDULER_PORT", "https"), "-kube-scheduler-port", "SCRAPEGATE_KUBE_SCHEDULER_PORT")
+	f([]string{"--kubernetes", "--control-plane-token-file=", "--control-plane-ca-file=", "--control-plane-insecure-skip-verify"}, envOf(),
+		"-control-plane-insecure-skip-verify", "without -control-plane-token-file")
+	f([]string{"--control-plane-insecure-skip-verify"}, envOf(), "-control-plane-insecure-skip-verify", "-kubernetes")
+	f([]string{"--kubernetes", "--node-agent-port=10271"}, envOf(), "-node-agent-port", "-node-agent-token-file")
+	f([]string{"--node-agent-port=10271", "--node-agent-token-file=t"}, envOf(), "-node-agent-port", "-kubernetes")
+	f([]string{"--kubernetes", "--node-agent-token-file=t"}, envOf(), "-node-agent-token-file", "without -node-agent-port")
+	f([]string{"--kubernetes", "--node-agent-port=10271", "--node-agent-cert-file=c.pem", "--node-agent-key-file=k.pem"}, envOf(),
+		"-node-agent-cert-file", "-node-agent-ca-file")
+	f([]string{"--kubernetes", "--node-agent-port=10271", "--node-agent-token-file=t", "--node-agent-key-file=k.pem", "--node-agent-ca-file=ca.pem"}, envOf(),
+		"-node-agent-key-file", "-node-agent-cert-file")
+	f([]string{"--kubernetes", "--node-agent-port=10271", "--node-agent-token-file=t", "--control-plane-insecure-skip-verify"}, envOf(),
+		"-control-plane-insecure-skip-verify", "-node-agent-port")
 	f([]string{"--no-such-flag"}, envOf(), "no-such-flag")
 	f([]string{"stray"}, envOf(), "stray")
 	f(nil, envOf("SCRAPEGATE_ALLOW_CIDRS", "bogus"), "-allow-cidrs", "SCRAPEGATE_ALLOW_CIDRS")
@@ -147,6 +165,43 @@ func TestParseFlagsKubernetes(t *testing.T) {
 	f([]string{"--kubernetes", "--control-plane-token-file=", "--control-plane-ca-file="}, gateway.TargetPolicyKubernetes)
 	f([]string{"--kubernetes", "--kubernetes-cluster-domain=k8s.example.org", "--target-token-file=/var/run/secrets/scrapegate/scraper/token",
 		"--target-token-namespaces=kube-system,monitoring"}, gateway.TargetPolicyKubernetes)
+}
+
+// TestParseFlagsControlPlane: the components' flags default to kubeadm's
+// labels and ports and set what they name.
+func TestParseFlagsControlPlane(t *testing.T) {
+	cfg, err := parseFlags("scrapegate", []string{"--kubernetes"}, envOf(), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.KubeSchedulerSelector != "component=kube-scheduler,tier=control-plane" || cfg.KubeSchedulerPort != 10259 ||
+		cfg.KubeControllerManagerSelector != "component=kube-controller-manager,tier=control-plane" || cfg.KubeControllerManagerPort != 10257 ||
+		cfg.EtcdSelector != "component=etcd,tier=control-plane" || cfg.EtcdPort != 2381 ||
+		cfg.KubeProxySelector != "k8s-app=kube-proxy" || cfg.KubeProxyPort != 10249 ||
+		cfg.ControlPlaneInsecureSkipVerify || cfg.NodeAgentPort != 0 {
+		t.Errorf("control-plane defaults: %+v", cfg)
+	}
+	cfg, err = parseFlags("scrapegate", []string{"--kubernetes", "--etcd-selector=app=etcd", "--etcd-port=2379", "--kube-proxy-port=10256",
+		"--control-plane-insecure-skip-verify", "--kube-scheduler-selector=component in (kube-scheduler, scheduler)"}, envOf(), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.EtcdSelector != "app=etcd" || cfg.EtcdPort != 2379 || cfg.KubeProxyPort != 10256 || !cfg.ControlPlaneInsecureSkipVerify ||
+		cfg.KubeSchedulerSelector != "component in (kube-scheduler, scheduler)" {
+		t.Errorf("control-plane flags: %+v", cfg)
+	}
+	cfg, err = parseFlags("scrapegate", []string{"--kubernetes", "--node-agent-port=10271"},
+		envOf("SCRAPEGATE_NODE_AGENT_TOKEN_FILE", "/var/run/secrets/scrapegate/node-agent/token"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NodeAgentPort != 10271 || cfg.NodeAgentTokenFile != "/var/run/secrets/scrapegate/node-agent/token" {
+		t.Errorf("node-agent flags: %+v", cfg)
+	}
+	if _, err := parseFlags("scrapegate", []string{"--kubernetes", "--node-agent-port=10271", "--node-agent-ca-file=ca.pem",
+		"--node-agent-cert-file=c.pem", "--node-agent-key-file=k.pem"}, envOf(), io.Discard); err != nil {
+		t.Errorf("a client certificate alone for the node agents: %v", err)
+	}
 }
 
 func TestParseFlagsSecurity(t *testing.T) {

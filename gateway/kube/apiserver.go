@@ -147,7 +147,7 @@ func (c *Cluster) requestEnded(ctx context.Context, w *resourceWatch, verb strin
 // of one still waiting for its first list failed last; else nil.
 func (c *Cluster) SyncFailure() error {
 	for _, w := range c.watches {
-		if f := w.failure.Load(); f != nil && !w.synced() && w != c.apiServersWatch {
+		if f := w.failure.Load(); f != nil && !w.synced() && !c.ownWatch(w) {
 			return f
 		}
 	}

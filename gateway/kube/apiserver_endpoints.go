@@ -93,6 +93,7 @@ func (c *Cluster) apiServerSliceChanged(obj any) {
 		c.mu.Lock()
 		delete(c.apiServers, key)
 		c.mu.Unlock()
+		c.controlPlaneVersion.Add(1)
 		return
 	}
 	// Read as Service targets read slices (sliceOf): TCP ports, IP
@@ -109,6 +110,7 @@ func (c *Cluster) apiServerSliceChanged(obj any) {
 	c.mu.Lock()
 	c.apiServers[key] = endpoints
 	c.mu.Unlock()
+	c.controlPlaneVersion.Add(1)
 }
 
 func (c *Cluster) apiServerSliceDeleted(obj any) {
@@ -119,4 +121,5 @@ func (c *Cluster) apiServerSliceDeleted(obj any) {
 	c.mu.Lock()
 	delete(c.apiServers, key)
 	c.mu.Unlock()
+	c.controlPlaneVersion.Add(1)
 }

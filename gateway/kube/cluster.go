@@ -4,9 +4,11 @@
 // of live pod endpoints (ip:port) for the "kubernetes" target policy, an
 // index of Services and their EndpointSlices that resolves Service targets
 // to endpoints (services.go), each node's kubelet address, the API
-// servers (the endpoints of default/kubernetes), the credentials the
-// gateway presents to kubelets and API servers (Credentials), and the
-// Prometheus http_sd documents /sd/pods, /sd/nodes and /sd/endpoints.
+// servers (the endpoints of default/kubernetes), the control-plane
+// components' pods in kube-system by node (components.go), the credentials
+// the gateway presents to kubelets and API servers (Credentials), and the
+// Prometheus http_sd documents /sd/pods, /sd/nodes, /sd/endpoints and
+// /sd/control-plane.
 // It knows nothing about HTTP serving: the gateway asks it questions and
 // serves the answers.
 package kube
@@ -44,6 +46,11 @@ type Options struct {
 	// APIServers watches the EndpointSlices of default/kubernetes too,
 	// whatever Namespaces lists, for IsAPIServer.
 	APIServers bool
+	// Components are the control-plane components to find among the pods
+	// of ComponentsNamespace, whatever Namespaces and PodSelector say, for
+	// ComponentEndpoint; nil: none, and that namespace is not watched for
+	// them.
+	Components []Component
 }
 
 // defaultKubeletPort is where a kubelet serves when its node does not say.
@@ -109,6 +116,13 @@ type Cluster struct {
 	// default/kubernetes (apiserver_endpoints.go), from apiServersWatch.
 	apiServers      map[objectKey][]netip.AddrPort
 	apiServersWatch *resourceWatch
+	// components are Options.Components; componentPods their pods in
+	// ComponentsNamespace by component and node (components.go), from
+	// componentsWatch, and componentPodOn where each pod is in it.
+	components      []*component
+	componentPods   map[componentOn][]*corev1.Pod
+	componentPodOn  map[objectKey]componentOn
+	componentsWatch *resourceWatch
 
 	// podsVersion and nodesVersion change whenever a watched pod or node
 	// does, and endpointsVersion whenever a Service, an EndpointSlice or a
@@ -117,6 +131,9 @@ type Cluster struct {
 	podsVersion      atomic.Uint64
 	nodesVersion     atomic.Uint64
 	endpointsVersion atomic.Uint64
+	// controlPlaneVersion changes whenever a component's pod, a node or an
+	// API servers' slice does: what /sd/control-plane is built from.
+	controlPlaneVersion atomic.Uint64
 
 	docsMu    sync.Mutex
 	docs      map[docKey]*document
@@ -152,6 +169,10 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 	if _, err := labels.Parse(opts.PodSelector); err != nil {
 		return nil, fmt.Errorf("cannot parse -kubernetes-pod-selector %q: %w", opts.PodSelector, err)
 	}
+	components, err := parseComponents(opts.Components)
+	if err != nil {
+		return nil, err
+	}
 	logClientGoTo(log)
 	c := &Cluster{
 		log:                log,
@@ -164,6 +185,9 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 		serviceSlices:      make(map[objectKey][]*endpointSlice),
 		sliceOf:            make(map[objectKey]*endpointSlice),
 		apiServers:         make(map[objectKey][]netip.AddrPort),
+		components:         components,
+		componentPods:      make(map[componentOn][]*corev1.Pod),
+		componentPodOn:     make(map[objectKey]componentOn),
 		docs:               make(map[docKey]*document),
 	}
 	var namespaces []string
@@ -235,6 +259,11 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 			return nil, fmt.Errorf("cannot watch the EndpointSlices of default/kubernetes: %w", err)
 		}
 	}
+	if opts.Components != nil {
+		if err := c.watchComponents(client); err != nil {
+			return nil, fmt.Errorf("cannot watch the pods of %s: %w", ComponentsNamespace, err)
+		}
+	}
 	return c, nil
 }
 
@@ -244,7 +273,7 @@ func (c *Cluster) Run(stop <-chan struct{}) {
 	var synced []cache.InformerSynced
 	for _, w := range c.watches {
 		go w.informer.Run(stop)
-		if w != c.apiServersWatch { // see watchAPIServers
+		if !c.ownWatch(w) {
 			synced = append(synced, w.synced)
 		}
 	}
@@ -258,6 +287,13 @@ func (c *Cluster) Run(stop <-chan struct{}) {
 		e = e.Int(resource, c.Count(resource))
 	}
 	e.Stringer("after", time.Since(begin).Round(time.Millisecond)).Msg("kubernetes informers synced")
+}
+
+// ownWatch reports whether w is one of the informers of their own, which
+// do not count in Synced (see watchAPIServers, watchComponents) and whose
+// objects are not the watched namespaces'.
+func (c *Cluster) ownWatch(w *resourceWatch) bool {
+	return w == c.apiServersWatch || w == c.componentsWatch
 }
 
 // Synced reports whether every informer has listed its objects: before
@@ -281,9 +317,10 @@ func (c *Cluster) Count(resource string) int {
 func (c *Cluster) stores(resource string) []cache.Store {
 	var stores []cache.Store
 	for _, w := range c.watches {
-		// Not the API servers' own informer: its slices are also in the
-		// informer of every slice wherever default is watched.
-		if w.resource == resource && w.selector == "" {
+		// Not the informers of their own: their objects are also in the
+		// other informers wherever their namespace is watched, and only
+		// there are they what the watched namespaces hold.
+		if w.resource == resource && !c.ownWatch(w) {
 			stores = append(stores, w.informer.GetStore())
 		}
 	}
@@ -502,6 +539,7 @@ func (c *Cluster) nodeChanged(obj any) {
 	}
 	c.mu.Unlock()
 	c.nodesVersion.Add(1)
+	c.controlPlaneVersion.Add(1)
 }
 
 func (c *Cluster) nodeDeleted(obj any) {
@@ -518,6 +556,7 @@ func (c *Cluster) nodeDeleted(obj any) {
 	delete(c.kubelets, name)
 	c.mu.Unlock()
 	c.nodesVersion.Add(1)
+	c.controlPlaneVersion.Add(1)
 }
 
 // kubeletAddr is where a node's kubelet serves: its InternalIP (the address

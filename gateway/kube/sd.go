@@ -65,7 +65,7 @@ const (
 )
 
 type docKey struct {
-	kind    string // "pods", "nodes" or "endpoints"
+	kind    string // "pods", "nodes", "endpoints" or "control-plane"
 	query   string // canonical form of the query
 	gateway Gateway
 }

@@ -235,6 +235,23 @@ func (p *Policy) CheckKubelet(addr netip.AddrPort) Verdict {
 	return p.checkIP(addr.Addr().Unmap())
 }
 
+// CheckComponent judges the address of a control-plane component's pod or
+// of its node's agent, which kube-system's pods and the Node objects name:
+// as for a kubelet, the CIDR rules and the special ranges apply, so the
+// control-plane and node-agent tokens never go where no target may, and
+// the gateway's own address is refused. The port rules do not: -deny-ports
+// holds etcd's ports, and the components' ports are fixed by flags.
+func (p *Policy) CheckComponent(addr netip.AddrPort) Verdict {
+	ip := addr.Addr().Unmap()
+	if v := p.checkIP(ip); v != VerdictAllowed {
+		return v
+	}
+	if p.isSelf(ip, addr.Port()) {
+		return verdictSelf
+	}
+	return VerdictAllowed
+}
+
 // CheckAPIServer judges an endpoint of the default/kubernetes Service,
 // which the API servers write (and only writers with RBAC on EndpointSlices
 // in namespace default can). The port rules and the CIDR rules do not

@@ -7,7 +7,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/scrapegate/scrapegate/gateway/target"
 	"github.com/valyala/fasthttp"
 )
 
@@ -18,7 +17,7 @@ import (
 func (p *Pool) newHostClient(key Key, ep *endpoint) *fasthttp.HostClient {
 	addr := key.Addr.String()
 	var tlsConfig *tls.Config
-	if key.TLS || key.Kind != target.KindPod {
+	if key.TLS {
 		tlsConfig = p.opts.TLSConfig(key)
 	}
 	o := &p.opts
