@@ -342,9 +342,14 @@ func (c *Config) Validate() error {
 		bad("kubernetes-cluster-domain", "want a DNS name in lower case without a trailing dot, such as cluster.local, got %q", c.KubernetesClusterDomain)
 	}
 	c.validateTargetToken(bad)
+	kubeconfig := c.Kubeconfig
+	if c.NodeAgent != nil {
+		c.validateNodeAgent(bad)
+		kubeconfig = "" // a node agent's TokenReviews use it
+	}
 	if !c.Kubernetes {
 		for _, f := range []struct{ flag, value string }{
-			{"kubeconfig", c.Kubeconfig},
+			{"kubeconfig", kubeconfig},
 			{"kubernetes-namespaces", strings.Join(c.KubernetesNamespaces, ",")},
 			{"kubernetes-pod-selector", c.KubernetesPodSelector},
 			{"advertise-address", c.AdvertiseAddress},

@@ -7,7 +7,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/scrapegate/scrapegate/gateway/target"
 	"github.com/valyala/fasthttp"
 )
 
@@ -18,7 +17,9 @@ import (
 func (p *Pool) newHostClient(key Key, ep *endpoint) *fasthttp.HostClient {
 	addr := key.Addr.String()
 	var tlsConfig *tls.Config
-	if key.TLS || key.Kind != target.KindPod {
+	// Kind alone says nothing of TLS: etcd and kube-proxy (KindComponent)
+	// serve http.
+	if key.TLS {
 		tlsConfig = p.opts.TLSConfig(key)
 	}
 	o := &p.opts
