@@ -36,13 +36,8 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) (t scrap
 			return t, false
 		}
 	}
-	if rt != routeMetrics || g.cfg.MetricsRequireAuth {
-		if g.clientCerts != nil && !g.clientCertValid(ctx, rt) {
-			return t, false
-		}
-		if g.auth != nil && !g.authenticate(ctx, rt) {
-			return t, false
-		}
+	if (rt != routeMetrics || g.cfg.MetricsRequireAuth) && !g.authenticateCaller(ctx, rt) {
+		return t, false
 	}
 	if len(uri) > g.cfg.MaxURIBytes {
 		g.reject(ctx, rt, reasonURITooLong, uri, fmt.Sprintf("the request target is %d bytes long, more than -max-uri-bytes (%d)", len(uri), g.cfg.MaxURIBytes))
@@ -52,8 +47,10 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) (t scrap
 	if parse == nil {
 		return t, true // the gateway's own pages forward nothing: no loop
 	}
+	// A node agent's callers are gateways, and its targets cannot lead
+	// back to it (Config.validateNodeAgent).
 	for _, via := range ctx.Request.Header.PeekAll(fasthttp.HeaderVia) {
-		if bytes.Contains(bytes.ToLower(via), []byte("scrapegate")) {
+		if rt != routeAgent && bytes.Contains(bytes.ToLower(via), []byte("scrapegate")) {
 			g.reject(ctx, rt, reasonLoop, uri, "the request already went through a scrapegate (Via: "+string(via)+"); a target must not lead back to a gateway")
 			return t, false
 		}
@@ -89,6 +86,8 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) (t scrap
 	// construction (parseComponentPath): only its address is checked.
 	var v target.Verdict
 	switch {
+	case rt == routeAgent:
+		v = target.VerdictAllowed // 127.0.0.1 at a component's port, by construction (parseAgentPath)
 	case t.Kind == target.KindKubelet:
 		v = g.policy.CheckKubelet(t.Addr)
 	case t.Kind == target.KindComponent, t.Kind == target.KindNodeAgent:
@@ -118,6 +117,23 @@ func (g *Gateway) admit(ctx *fasthttp.RequestCtx, rt route, uri []byte) (t scrap
 	return t, true
 }
 
+// authenticateCaller checks the caller's client certificate and
+// credentials, and answers when they do not do. The gateway asks for all
+// that is configured: with -tls-client-ca-file and a tokens or htpasswd
+// file, both. A node agent asks for one: a client certificate where
+// -tls-client-ca-file is set and the caller presents one (its token is
+// then not looked at), else a token the API server vouches for.
+func (g *Gateway) authenticateCaller(ctx *fasthttp.RequestCtx, rt route) bool {
+	if g.agent != nil && g.clientCerts != nil {
+		if cs := ctx.TLSConnectionState(); g.auth == nil || cs != nil && len(cs.PeerCertificates) > 0 {
+			return g.clientCertValid(ctx, rt)
+		}
+	} else if g.clientCerts != nil && !g.clientCertValid(ctx, rt) {
+		return false
+	}
+	return g.auth == nil || g.authenticate(ctx, rt)
+}
+
 // authenticate checks the caller's credentials and answers 401 (407 for a
 // forward-proxy request) when they are missing or wrong. A forward-proxy
 // client sends the credentials of its proxy URL as Proxy-Authorization;
@@ -135,9 +151,10 @@ func (g *Gateway) authenticate(ctx *fasthttp.RequestCtx, rt route) bool {
 	if result == auth.OK {
 		return true
 	}
-	if result != auth.BadPassword {
-		// Only a name from the htpasswd file is logged: an unknown one may
-		// be a password typed in the wrong field.
+	if result != auth.BadPassword && result != auth.NotAllowed {
+		// Only a name from the htpasswd file, or one the API server
+		// vouched for, is logged: an unknown one may be a password typed
+		// in the wrong field.
 		user = ""
 	}
 	g.authFailed(ctx, rt, result, user)
@@ -153,9 +170,16 @@ func (g *Gateway) authFailed(ctx *fasthttp.RequestCtx, rt route, result auth.Res
 			Bytes("uri", truncate(ctx.Request.Header.RequestURI())).Msg("authentication failed")
 	}
 	switch result {
-	case auth.Busy:
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+	case auth.Busy, auth.ReviewFailed:
+		retryAfter := "1"
+		if result == auth.ReviewFailed {
+			retryAfter = "5" // the API server is down, or its answers slow
+		}
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, retryAfter)
 		g.plainText(ctx, rt, fasthttp.StatusServiceUnavailable, "scrapegate: 503 "+result.Text())
+		return
+	case auth.NotAllowed:
+		g.plainText(ctx, rt, fasthttp.StatusForbidden, "scrapegate: 403 forbidden: "+result.Text())
 		return
 	case auth.TooManyFailures:
 		ip, _ := netip.AddrFromSlice(ctx.RemoteIP())

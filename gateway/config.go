@@ -363,9 +363,14 @@ func (c *Config) Validate() error {
 	}
 	c.validateTargetToken(bad)
 	c.validateComponents(bad)
+	kubeconfig := c.Kubeconfig
+	if c.NodeAgent != nil {
+		c.validateNodeAgent(bad)
+		kubeconfig = "" // a node agent's TokenReviews use it
+	}
 	if !c.Kubernetes {
 		for _, f := range []struct{ flag, value string }{
-			{"kubeconfig", c.Kubeconfig},
+			{"kubeconfig", kubeconfig},
 			{"kubernetes-namespaces", strings.Join(c.KubernetesNamespaces, ",")},
 			{"kubernetes-pod-selector", c.KubernetesPodSelector},
 			{"advertise-address", c.AdvertiseAddress},

@@ -19,6 +19,8 @@
 //     /components/); services.go: Service targets (/services/, /endpoints/ and .svc names
 //     in absolute form), resolved from the cluster's EndpointSlices;
 //     token.go: the scrape token some https targets get.
+//   - agent.go: the node agent (`scrapegate agent`, Config.NodeAgent): its
+//     own routes, the components on 127.0.0.1 and its callers' TokenReviews.
 //   - config.go: Config and its validation; reload.go: the loop that
 //     reloads changed files; log.go: the logger.
 //
@@ -87,6 +89,7 @@ type Gateway struct {
 	clientCerts    *tlsconf.ClientCertVerifier // nil: no client certificates required
 	upstreamTLS    *tlsconf.Upstream           // configures https pod endpoints
 	kube           *kubernetesState            // nil without -kubernetes
+	agent          *agentState                 // nil but for a node agent (Config.NodeAgent)
 	scrapeToken    *scrapeToken                // nil without -target-token-file
 	reloadables    []*reload.Files
 	pool           *upstream.Pool
@@ -113,7 +116,8 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 		return nil, err
 	}
 	var client kubernetes.Interface
-	if cfg.Kubernetes {
+	// A node agent's client only reviews its callers' tokens.
+	if cfg.Kubernetes || cfg.NodeAgent != nil && len(cfg.NodeAgent.AllowedServiceAccounts) > 0 {
 		var err error
 		if client, err = kube.NewClient(cfg.Kubeconfig, "scrapegate"); err != nil {
 			return nil, err
@@ -123,7 +127,8 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 }
 
 // newGateway is New with the Kubernetes client given: nil without
-// -kubernetes, a fake one in tests.
+// -kubernetes (a node agent's: without -allowed-serviceaccounts), a fake
+// one in tests.
 func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*Gateway, error) {
 	g := &Gateway{
 		cfg:            cfg,
@@ -157,11 +162,15 @@ func newGateway(cfg Config, log zerolog.Logger, client kubernetes.Interface) (*G
 		g.metrics.set.NewGauge("scrapegate_rate_limited_callers", func() float64 { return float64(g.limiter.Limited(time.Now().UnixNano())) })
 	}
 	var kubeFiles []*reload.Files
-	if client != nil {
-		var err error
-		if kubeFiles, err = g.setUpKubernetes(client); err != nil {
-			return nil, err
-		}
+	var err error
+	switch {
+	case cfg.NodeAgent != nil:
+		kubeFiles, err = g.setUpAgent(client)
+	case client != nil:
+		kubeFiles, err = g.setUpKubernetes(client)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if err := g.setUpSecurity(kubeFiles); err != nil {
 		return nil, err
@@ -275,7 +284,7 @@ func routeOf(uri []byte) route {
 // it in: a scrape of the target admit returns, or the row's own answer.
 func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 	uri := ctx.Request.Header.RequestURI()
-	rt := routeOf(uri)
+	rt := g.routeOf(uri)
 	row := &routes[rt]
 	switch t, ok := g.admit(ctx, rt, uri); {
 	case !ok:
@@ -310,8 +319,10 @@ func (g *Gateway) setUpSecurity(kubeFiles []*reload.Files) error {
 		}
 	}
 	var rs []*reload.Files
-	g.auth, rs = auth.New(cfg.AuthBearerTokensFile, cfg.AuthHTPasswdFile)
-	g.reloadables = append(g.reloadables, rs...)
+	if g.agent == nil { // a node agent's callers have their tokens reviewed (setUpAgent)
+		g.auth, rs = auth.New(cfg.AuthBearerTokensFile, cfg.AuthHTPasswdFile)
+		g.reloadables = append(g.reloadables, rs...)
+	}
 	var err error
 	if cfg.TLSCertFile != "" {
 		g.serverTLS, g.clientCerts, rs, err = tlsconf.NewServer(tlsconf.ServerOptions{
@@ -467,6 +478,10 @@ func every(interval time.Duration, stop <-chan struct{}, f func(now time.Time)) 
 // to a node agent.
 func (g *Gateway) upstreamTLSConfig(key upstream.Key) *tls.Config {
 	switch {
+	case g.agent != nil:
+		// Only https components: parseAgentPath refuses them without
+		// -control-plane-token-file.
+		return g.agent.controlPlane.TLSConfig(key.Addr.String())
 	case key.Kind == target.KindKubelet:
 		return g.kube.kubelets.TLSConfig(key.Addr.String())
 	case key.Kind == target.KindAPIServer:

@@ -67,6 +67,10 @@ func init() {
 // target "*", of OPTIONS * and HTTP/2's PRI *, is absolute-form to
 // target.IsAbsoluteForm: the proxy route refuses it.)
 func (g *Gateway) serveOther(ctx *fasthttp.RequestCtx) {
+	if g.agent != nil {
+		g.plainText(ctx, routeOther, fasthttp.StatusNotFound, g.agent.notFound)
+		return
+	}
 	g.plainText(ctx, routeOther, fasthttp.StatusNotFound, notFoundText)
 }
 

@@ -84,6 +84,8 @@ func (st *scrapeToken) forTarget(namespace string, optedIn bool) []byte {
 // cost a look-up.
 func (g *Gateway) authorization(t *scrapeTarget) []byte {
 	switch {
+	case g.agent != nil:
+		return g.agent.authorization(t)
 	case t.Kind == target.KindKubelet:
 		return g.kube.kubelets.Authorization()
 	case t.Kind == target.KindAPIServer, t.Kind == target.KindComponent && t.TLS:

@@ -16,7 +16,7 @@ import (
 
 // TestFlagsDoc checks that docs/flags.md is what -help-markdown prints, so
 // that the page shows every flag with its current default and help text, and
-// that it names every flag -h lists.
+// that it names every flag -h lists, the node agent's too.
 func TestFlagsDoc(t *testing.T) {
 	want, err := os.ReadFile("../../docs/flags.md")
 	if err != nil {
@@ -33,26 +33,32 @@ func TestFlagsDoc(t *testing.T) {
 		t.Errorf("docs/flags.md is not what `scrapegate -help-markdown` prints: run `make docs` and commit docs/flags.md")
 	}
 
-	var stderrOfHelp bytes.Buffer
-	if code := run([]string{"-h"}, badEnv, io.Discard, &stderrOfHelp); code != 0 {
-		t.Fatalf("-h: exit %d", code)
-	}
-	help := stderrOfHelp.String()
-	var names []string
-	for sc := bufio.NewScanner(strings.NewReader(help)); sc.Scan(); {
-		// PrintDefaults starts each flag's line with "  -name".
-		if name, ok := strings.CutPrefix(sc.Text(), "  -"); ok {
-			name, _, _ = strings.Cut(name, " ")
-			names = append(names, name)
+	for _, args := range [][]string{{"-h"}, {"agent", "-h"}} {
+		var stderrOfHelp bytes.Buffer
+		if code := run(args, badEnv, io.Discard, &stderrOfHelp); code != 0 {
+			t.Fatalf("%q: exit %d", args, code)
+		}
+		help := stderrOfHelp.String()
+		var names []string
+		for sc := bufio.NewScanner(strings.NewReader(help)); sc.Scan(); {
+			// PrintDefaults starts each flag's line with "  -name".
+			if name, ok := strings.CutPrefix(sc.Text(), "  -"); ok {
+				name, _, _ = strings.Cut(name, " ")
+				names = append(names, name)
+			}
+		}
+		if !slices.Contains(names, "help-markdown") {
+			t.Errorf("%q does not list -help-markdown:\n%s", args, help)
+		}
+		for _, name := range names {
+			if !bytes.Contains(want, []byte("| `--"+name+"` |")) {
+				t.Errorf("%q lists -%s, docs/flags.md has no row for it", args, name)
+			}
 		}
 	}
-	if !slices.Contains(names, "help-markdown") {
-		t.Errorf("-h does not list -help-markdown:\n%s", help)
-	}
-	for _, name := range names {
-		if !bytes.Contains(want, []byte("| `--"+name+"` |")) {
-			t.Errorf("-h lists -%s, docs/flags.md has no row for it", name)
-		}
+	// The agent's tables follow its heading: its flags are not the gateway's.
+	if _, agent, ok := bytes.Cut(want, []byte("\n## The node agent: `scrapegate agent`\n")); !ok || !bytes.Contains(agent, []byte("| `--allowed-serviceaccounts` |")) {
+		t.Error("docs/flags.md has no section of the node agent's flags")
 	}
 }
 

@@ -15,27 +15,43 @@ import (
 	"github.com/scrapegate/scrapegate/gateway/target"
 )
 
-// envPrefix is prepended to a flag's name in upper snake case to form the
-// environment variable that sets it: --allow-cidrs is SCRAPEGATE_ALLOW_CIDRS.
-const envPrefix = "SCRAPEGATE_"
+// command is what tells `scrapegate` and `scrapegate agent` apart on the
+// command line: each has its own flags, defaults and environment.
+type command struct {
+	name string // as -h shows it, and the prefix of its errors
+	// envPrefix is prepended to a flag's name in upper snake case to form
+	// the environment variable that sets it: --allow-cidrs is
+	// SCRAPEGATE_ALLOW_CIDRS.
+	envPrefix string
+	defaults  func() gateway.Config
+	// register defines every flag that is a setting on fs, each writing
+	// into its field of c and defaulting to the value that field holds.
+	register func(fs *flag.FlagSet, c *gateway.Config)
+	// groups put every flag, in order, into one of the tables of
+	// docs/flags.md (writeFlagsMarkdown).
+	groups []flagGroup
+}
 
-// errVersion is what parseFlags returns when -version was asked for.
+// gatewayCommand is `scrapegate`, the gateway.
+var gatewayCommand = &command{name: "scrapegate", envPrefix: "SCRAPEGATE_", defaults: gateway.DefaultConfig, register: registerFlags, groups: flagGroups}
+
+// errVersion is what parse returns when -version was asked for.
 var errVersion = errors.New("version requested")
 
-// errHelpMarkdown is what parseFlags returns when -help-markdown was asked
+// errHelpMarkdown is what parse returns when -help-markdown was asked
 // for: print writeFlagsMarkdown's page and exit.
 var errHelpMarkdown = errors.New("flags as Markdown requested")
 
-// parseFlags builds a gateway.Config from the command line and the environment. A
+// parse builds a gateway.Config from the command line and the environment. A
 // flag given on the command line wins over its environment variable, which
 // wins over the default. Each error is one line that names the flag (and the
 // variable), the value and what is expected. It returns flag.ErrHelp when -h
 // or --help was asked for, errVersion for -version and errHelpMarkdown for
 // -help-markdown.
-func parseFlags(name string, args []string, lookupEnv func(string) (string, bool), output io.Writer) (gateway.Config, error) {
-	cfg := gateway.DefaultConfig()
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	registerFlags(fs, &cfg)
+func (c *command) parse(args []string, lookupEnv func(string) (string, bool), output io.Writer) (gateway.Config, error) {
+	cfg := c.defaults()
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	c.register(fs, &cfg)
 	version, helpMarkdown := registerCommandFlags(fs)
 	// The flag package words a bad value as `invalid value "3" for flag
 	// -dial-timeout: parse error`; describedValue says what is expected.
@@ -45,8 +61,8 @@ func parseFlags(name string, args []string, lookupEnv func(string) (string, bool
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(output, "Usage of %s:\n\nEvery flag can also be set with the environment variable %s<FLAG_IN_UPPER_SNAKE_CASE>.\n\n", name, envPrefix)
-			usage := usageFlagSet(name)
+			fmt.Fprintf(output, "Usage of %s:\n\nEvery flag can also be set with the environment variable %s<FLAG_IN_UPPER_SNAKE_CASE>.\n\n", c.name, c.envPrefix)
+			usage := c.usageFlagSet()
 			usage.SetOutput(output)
 			usage.PrintDefaults()
 			return cfg, err
@@ -59,7 +75,7 @@ func parseFlags(name string, args []string, lookupEnv func(string) (string, bool
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q: all settings are flags, such as -listen=:8080", fs.Arg(0))
+		return cfg, fmt.Errorf("unexpected argument %q: all settings are flags, such as -listen=%s", fs.Arg(0), c.defaults().Listen)
 	}
 	if *helpMarkdown {
 		return cfg, errHelpMarkdown
@@ -72,7 +88,7 @@ func parseFlags(name string, args []string, lookupEnv func(string) (string, bool
 	fromEnv := map[string]string{}
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		env := envVarName(f.Name)
+		env := c.envVarName(f.Name)
 		v, ok := lookupEnv(env)
 		if !ok || onCommandLine[f.Name] || f.Name == "version" || f.Name == "help-markdown" {
 			return
@@ -111,10 +127,10 @@ func registerCommandFlags(fs *flag.FlagSet) (version, helpMarkdown *bool) {
 
 // usageFlagSet returns every flag with its default, as the flag package's
 // own values, whose types it names: what -h and -help-markdown describe.
-func usageFlagSet(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	defaults := gateway.DefaultConfig()
-	registerFlags(fs, &defaults)
+func (c *command) usageFlagSet() *flag.FlagSet {
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	defaults := c.defaults()
+	c.register(fs, &defaults)
 	registerCommandFlags(fs)
 	return fs
 }
@@ -185,15 +201,13 @@ func describeBadValue(v flag.Value, s string, err error) string {
 }
 
 // envVarName returns the environment variable for a flag name.
-func envVarName(flagName string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+func (c *command) envVarName(flagName string) string {
+	return c.envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// registerFlags defines every flag that is a setting on fs, each writing
-// into its field of c and defaulting to the value that field holds.
+// registerFlags is the gateway's command.register.
 func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
-	fs.StringVar(&c.Listen, "listen", c.Listen, "TCP address to serve scrapes, /metrics, /healthz and /readyz on: host:port with an IP address, a DNS name or no host (every address) "+
-		"and a port 0-65535, e.g. :8080 or 127.0.0.1:8080.")
+	registerListenFlag(fs, c)
 	fs.Var((*cidrList)(&c.AllowCIDRs), "allow-cidrs", "Comma-separated CIDRs that targets must fall into. "+
 		"Special ranges are refused unless a CIDR inside one is listed explicitly (0.0.0.0/0, ::/0 or a default range does not unlock them): "+
 		"loopback, link-local (169.254.0.0/16, fe80::/10), cloud metadata and platform addresses (Alibaba 100.100.100.200, Azure 168.63.129.16, "+
@@ -219,15 +233,7 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 		"Re-read when it changes. Prometheus: authorization: {credentials_file: ...}.")
 	fs.StringVar(&c.AuthHTPasswdFile, "auth-htpasswd-file", c.AuthHTPasswdFile, "htpasswd file (bcrypt only: htpasswd -B) of users callers may authenticate as with HTTP basic auth. Re-read when it changes. "+
 		"With -auth-bearer-tokens-file also set, either credential is accepted.")
-	fs.BoolVar(&c.MetricsRequireAuth, "metrics-require-auth", c.MetricsRequireAuth, "Require the same authentication for /metrics as for scrapes. /healthz and /readyz are always open.")
-	fs.StringVar(&c.TLSCertFile, "tls-cert-file", c.TLSCertFile, "PEM certificate (chain) to serve TLS 1.2 or later with; requires -tls-key-file. Re-read when it changes. Empty: plain HTTP.")
-	fs.StringVar(&c.TLSKeyFile, "tls-key-file", c.TLSKeyFile, "PEM private key of -tls-cert-file.")
-	fs.StringVar(&c.TLSClientCAFile, "tls-client-ca-file", c.TLSClientCAFile, "PEM CA bundle: when set, callers must present a client certificate it signed (mTLS). "+
-		"A certificate it did not sign fails the TLS handshake; a request without one gets 401, except to /healthz and /readyz, and to /metrics if -metrics-require-auth is false. "+
-		"Requires -tls-cert-file. Re-read when it changes. With a token or htpasswd file also set, a caller needs both the certificate and the credentials.")
-	fs.Var((*stringList)(&c.TLSClientAllowedNames), "tls-client-allowed-names", "Comma-separated names a client certificate must carry one of (subject CN, DNS, URI or email SAN; exact match); requires -tls-client-ca-file. "+
-		"Empty: any certificate -tls-client-ca-file signed.")
-	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "How often to check the token, htpasswd, certificate and CA files for changes.")
+	registerListenerSecurityFlags(fs, c, "With a token or htpasswd file also set, a caller needs both the certificate and the credentials.")
 
 	fs.IntVar(&c.MaxRequestHeaderBytes, "max-request-header-bytes", c.MaxRequestHeaderBytes, "Maximum size of a request's line and headers; larger requests get 431. At least 1024.")
 	fs.IntVar(&c.MaxURIBytes, "max-uri-bytes", c.MaxURIBytes, "Maximum length of a request target; longer ones get 414. From 64 to -max-request-header-bytes.")
@@ -255,7 +261,7 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 		"/components/{component}/{node}/{path}, /services/ and /endpoints/, "+
 		"and makes -target-policy default to kubernetes. "+
 		"/readyz reports 503 until the first list of each has arrived.")
-	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file to reach the API server with, instead of the pod's service account.")
+	registerKubeconfigFlag(fs, c)
 	fs.Var((*stringList)(&c.KubernetesNamespaces), "kubernetes-namespaces", "Comma-separated namespaces to watch pods, Services and EndpointSlices in. Empty: every namespace.")
 	fs.StringVar(&c.KubernetesPodSelector, "kubernetes-pod-selector", c.KubernetesPodSelector, "Label selector (app=foo,tier!=db) that watched pods must match. Empty: every pod.")
 	fs.StringVar(&c.TargetPolicy, "target-policy", c.TargetPolicy, "cidr: any target the CIDR, port and path rules allow. "+
@@ -295,17 +301,68 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 		"so pod churn does not accumulate pools. Keep it above the longest scrape interval.")
 	fs.DurationVar(&c.UpstreamIdleConnTimeout, "upstream-idle-conn-timeout", c.UpstreamIdleConnTimeout, "Close an idle connection to a pod after this long, or after -endpoint-idle-ttl if that is shorter. "+
 		"Keep it above the scrape interval so each scrape reuses the previous one's connection.")
-	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "Maximum time to connect to a pod or kubelet: the TCP connection and, for https, the TLS handshake (also bounded by the scrape deadline).")
+	registerDeadlineFlags(fs, c)
+	registerLifecycleFlags(fs, c)
+	fs.StringVar(&c.Pprof, "pprof", c.Pprof, "Admin address (e.g. 127.0.0.1:6060) to serve Go's runtime profiles on, at /debug/pprof/, for finding where CPU and memory go. "+
+		"Unauthenticated and separate from -listen: keep it on loopback. Empty: off.")
+}
+
+// The flags the gateway and the node agent share, registered by both.
+
+func registerListenFlag(fs *flag.FlagSet, c *gateway.Config) {
+	fs.StringVar(&c.Listen, "listen", c.Listen, "TCP address to serve scrapes, /metrics, /healthz and /readyz on: host:port with an IP address, a DNS name or no host (every address) "+
+		"and a port 0-65535, e.g. :8080 or 127.0.0.1:8080.")
+}
+
+// registerListenerSecurityFlags registers the listener's TLS, client
+// certificates and the files' reloading; withCredentials says what a
+// client certificate is worth beside a caller's credentials.
+func registerListenerSecurityFlags(fs *flag.FlagSet, c *gateway.Config, withCredentials string) {
+	fs.BoolVar(&c.MetricsRequireAuth, "metrics-require-auth", c.MetricsRequireAuth, "Require the same authentication for /metrics as for scrapes. /healthz and /readyz are always open.")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", c.TLSCertFile, "PEM certificate (chain) to serve TLS 1.2 or later with; requires -tls-key-file. Re-read when it changes. Empty: plain HTTP.")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", c.TLSKeyFile, "PEM private key of -tls-cert-file.")
+	fs.StringVar(&c.TLSClientCAFile, "tls-client-ca-file", c.TLSClientCAFile, "PEM CA bundle: when set, callers must present a client certificate it signed (mTLS). "+
+		"A certificate it did not sign fails the TLS handshake; a request without one gets 401, except to /healthz and /readyz, and to /metrics if -metrics-require-auth is false. "+
+		"Requires -tls-cert-file. Re-read when it changes. "+withCredentials)
+	fs.Var((*stringList)(&c.TLSClientAllowedNames), "tls-client-allowed-names", "Comma-separated names a client certificate must carry one of (subject CN, DNS, URI or email SAN; exact match); requires -tls-client-ca-file. "+
+		"Empty: any certificate -tls-client-ca-file signed.")
+	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "How often to check the token, htpasswd, certificate and CA files for changes.")
+}
+
+func registerKubeconfigFlag(fs *flag.FlagSet, c *gateway.Config) {
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file to reach the API server with, instead of the pod's service account.")
+}
+
+// registerComponentPortFlags registers the ports of the control-plane
+// components (kube.DefaultComponents), which serve at where: on their
+// pods' address for the gateway, on 127.0.0.1 for a node agent.
+func registerComponentPortFlags(fs *flag.FlagSet, c *gateway.Config, where string) {
+	for _, f := range []struct {
+		name, how string
+		port      *uint16
+	}{
+		{"kube-scheduler", "over https (its --secure-port)", &c.KubeSchedulerPort},
+		{"kube-controller-manager", "over https (its --secure-port)", &c.KubeControllerManagerPort},
+		{"etcd", "over http (the port of its --listen-metrics-urls)", &c.EtcdPort},
+		{"kube-proxy", "over http (the port of its --metrics-bind-address)", &c.KubeProxyPort},
+	} {
+		fs.Var((*portFlag)(f.port), f.name+"-port", "Port "+f.name+" serves its metrics on, "+f.how+", "+where+". 1-65535.")
+	}
+}
+
+func registerDeadlineFlags(fs *flag.FlagSet, c *gateway.Config) {
+	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "Maximum time to connect to a target (a pod, a kubelet, a component): the TCP connection and, for https, the TLS handshake (also bounded by the scrape deadline).")
 	fs.DurationVar(&c.ScrapeTimeoutDefault, "scrape-timeout-default", c.ScrapeTimeoutDefault, "Scrape deadline when the request has no X-Prometheus-Scrape-Timeout-Seconds header, or one that is not a positive number of seconds.")
 	fs.DurationVar(&c.ScrapeTimeoutMax, "scrape-timeout-max", c.ScrapeTimeoutMax, "Upper bound on any scrape deadline, whatever the header asks for.")
 	fs.DurationVar(&c.ScrapeTimeoutMargin, "scrape-timeout-margin", c.ScrapeTimeoutMargin, "Subtracted from X-Prometheus-Scrape-Timeout-Seconds so the gateway answers (504) "+
 		"before Prometheus gives up; never more than half the timeout.")
+}
+
+func registerLifecycleFlags(fs *flag.FlagSet, c *gateway.Config) {
 	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "On SIGTERM, how long /readyz reports 503 while still serving, so load balancers stop sending traffic before the listener closes.")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "After the drain delay, how long in-flight scrapes may take to finish before the process exits anyway.")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "Log format: json (to stderr) or console (human-readable).")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "Minimum log level: debug, info, warn or error.")
-	fs.StringVar(&c.Pprof, "pprof", c.Pprof, "Admin address (e.g. 127.0.0.1:6060) to serve Go's runtime profiles on, at /debug/pprof/, for finding where CPU and memory go. "+
-		"Unauthenticated and separate from -listen: keep it on loopback. Empty: off.")
 	fs.BoolVar(&c.AccessLog, "access-log", c.AccessLog, "Log every request at info level: method, target, caller, status and time until the response headers; "+
 		"not those answered 400, 408 or 431 because they could not be read.")
 }
@@ -316,17 +373,16 @@ func registerComponentFlags(fs *flag.FlagSet, c *gateway.Config) {
 	for _, f := range []struct {
 		name, labels string
 		selector     *string
-		port         *uint16
 	}{
-		{"kube-scheduler", "kubeadm's static pod labels", &c.KubeSchedulerSelector, &c.KubeSchedulerPort},
-		{"kube-controller-manager", "kubeadm's static pod labels", &c.KubeControllerManagerSelector, &c.KubeControllerManagerPort},
-		{"etcd", "kubeadm's static pod labels", &c.EtcdSelector, &c.EtcdPort},
-		{"kube-proxy", "the labels of kubeadm's kube-proxy DaemonSet", &c.KubeProxySelector, &c.KubeProxyPort},
+		{"kube-scheduler", "kubeadm's static pod labels", &c.KubeSchedulerSelector},
+		{"kube-controller-manager", "kubeadm's static pod labels", &c.KubeControllerManagerSelector},
+		{"etcd", "kubeadm's static pod labels", &c.EtcdSelector},
+		{"kube-proxy", "the labels of kubeadm's kube-proxy DaemonSet", &c.KubeProxySelector},
 	} {
 		fs.StringVar(f.selector, f.name+"-selector", *f.selector, "Label selector of the "+f.name+" pods in kube-system, by default "+f.labels+
 			": /components/"+f.name+"/{node}/ scrapes the Running one bound to that node. Must not be empty.")
-		fs.Var((*portFlag)(f.port), f.name+"-port", "Port "+f.name+" serves its metrics on, at its pod's address (a hostNetwork pod's: its node's InternalIP). 1-65535.")
 	}
+	registerComponentPortFlags(fs, c, "at its pod's address (a hostNetwork pod's: its node's InternalIP)")
 	fs.BoolVar(&c.ControlPlaneInsecureSkipVerify, "control-plane-insecure-skip-verify", c.ControlPlaneInsecureSkipVerify,
 		"Do not verify the certificates of the https components (kube-scheduler, kube-controller-manager); never the API servers'. "+
 			"kubeadm's scheduler and controller-manager sign their own serving certificates at start, which the cluster CA cannot verify. "+
@@ -345,12 +401,14 @@ func registerComponentFlags(fs *flag.FlagSet, c *gateway.Config) {
 	fs.StringVar(&c.NodeAgentKeyFile, "node-agent-key-file", c.NodeAgentKeyFile, "PEM private key of -node-agent-cert-file.")
 }
 
-// flagGroups puts every flag, in order, into one of the tables of
-// docs/flags.md (writeFlagsMarkdown). Intros link relative to docs/.
-var flagGroups = []struct {
+// flagGroup is one table of docs/flags.md. Intros link relative to docs/.
+type flagGroup struct {
 	title, intro string
 	flags        []string
-}{
+}
+
+// flagGroups are the gateway's command.groups.
+var flagGroups = []flagGroup{
 	{"Listener and callers", "", []string{"listen", "allow-caller-cidrs", "max-conns-per-caller", "caller-rate-limit", "caller-rate-burst",
 		"max-request-header-bytes", "max-uri-bytes", "client-read-timeout", "client-idle-timeout"}},
 	{"Authentication and TLS", "See [security.md](security.md).", []string{"auth-bearer-tokens-file", "auth-htpasswd-file", "metrics-require-auth",
@@ -400,23 +458,37 @@ var flagReference = regexp.MustCompile(`(^|[\s(])-([a-z][a-z0-9-]*[a-z0-9])`)
 // as formatting: __address__ is not bold, a '|' ends no table cell.
 var markdownEscaper = strings.NewReplacer(`\`, `\\`, "`", "\\`", `*`, `\*`, `_`, `\_`, `|`, `\|`, `<`, `&lt;`, `>`, `&gt;`)
 
-// writeFlagsMarkdown writes docs/flags.md: every flag with its default and
-// help text, one table per group of flagGroups.
+// writeFlagsMarkdown writes docs/flags.md: every flag of the gateway and
+// of the node agent with its default and help text, one table per group.
 func writeFlagsMarkdown(w io.Writer) error {
-	fs := usageFlagSet("scrapegate")
 	var b strings.Builder
 	b.WriteString(flagsMarkdownIntro)
+	if err := gatewayCommand.writeFlagTables(&b, "##"); err != nil {
+		return err
+	}
+	b.WriteString(agentFlagsMarkdownIntro)
+	if err := agentCommand.writeFlagTables(&b, "###"); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeFlagTables writes one table per group of c.groups, each under a
+// heading of level heading.
+func (c *command) writeFlagTables(b *strings.Builder, heading string) error {
+	fs := c.usageFlagSet()
 	listed := map[string]bool{}
-	for _, g := range flagGroups {
-		fmt.Fprintf(&b, "\n## %s\n\n", g.title)
+	for _, g := range c.groups {
+		fmt.Fprintf(b, "\n%s %s\n\n", heading, g.title)
 		if g.intro != "" {
-			fmt.Fprintf(&b, "%s\n\n", g.intro)
+			fmt.Fprintf(b, "%s\n\n", g.intro)
 		}
 		b.WriteString("| Flag | Default | Meaning |\n|---|---|---|\n")
 		for _, name := range g.flags {
 			f := fs.Lookup(name)
 			if f == nil || listed[name] {
-				return fmt.Errorf("flagGroups lists %q, which is no flag or listed twice", name)
+				return fmt.Errorf("the flag groups of %s list %q, which is no flag or listed twice", c.name, name)
 			}
 			listed[name] = true
 			def := "*(empty)*"
@@ -430,7 +502,7 @@ func writeFlagsMarkdown(w io.Writer) error {
 				}
 				return sub[1] + "`--" + sub[2] + "`"
 			})
-			fmt.Fprintf(&b, "| `--%s` | %s | %s |\n", name, def, help)
+			fmt.Fprintf(b, "| `--%s` | %s | %s |\n", name, def, help)
 		}
 	}
 	var unlisted []string
@@ -440,10 +512,9 @@ func writeFlagsMarkdown(w io.Writer) error {
 		}
 	})
 	if len(unlisted) > 0 {
-		return fmt.Errorf("flags in no group of flagGroups: %s", strings.Join(unlisted, ", "))
+		return fmt.Errorf("flags of %s in no group: %s", c.name, strings.Join(unlisted, ", "))
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return nil
 }
 
 // stringList is the flag.Value of a comma-separated list of strings.

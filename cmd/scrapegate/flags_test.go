@@ -21,7 +21,7 @@ func envOf(kv ...string) func(string) (string, bool) {
 }
 
 func TestParseFlagsDefaults(t *testing.T) {
-	cfg, err := parseFlags("scrapegate", nil, envOf(), io.Discard)
+	cfg, err := gatewayCommand.parse(nil, envOf(), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestParseFlagsEnvironment(t *testing.T) {
 		"SCRAPEGATE_SCRAPE_TIMEOUT_MAX", "45s",
 		"SCRAPEGATE_ACCESS_LOG", "true",
 	)
-	cfg, err := parseFlags("scrapegate", []string{"--listen=:7000"}, env, io.Discard)
+	cfg, err := gatewayCommand.parse([]string{"--listen=:7000"}, env, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,21 +53,21 @@ func TestParseFlagsEnvironment(t *testing.T) {
 	if cfg.ScrapeTimeoutMax != 45*time.Second || !cfg.AccessLog {
 		t.Fatalf("environment ignored: %+v", cfg)
 	}
-	if envVarName("max-conns-per-endpoint") != "SCRAPEGATE_MAX_CONNS_PER_ENDPOINT" {
-		t.Fatalf("envVarName = %q", envVarName("max-conns-per-endpoint"))
+	if gatewayCommand.envVarName("max-conns-per-endpoint") != "SCRAPEGATE_MAX_CONNS_PER_ENDPOINT" {
+		t.Fatalf("envVarName = %q", gatewayCommand.envVarName("max-conns-per-endpoint"))
 	}
 }
 
 func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 	f := func(args []string, env func(string) (string, bool), wantInError ...string) {
 		t.Helper()
-		_, err := parseFlags("scrapegate", args, env, io.Discard)
+		_, err := gatewayCommand.parse(args, env, io.Discard)
 		if err == nil {
-			t.Fatalf("parseFlags(%q): no error", args)
+			t.Fatalf("parse(%q): no error", args)
 		}
 		for _, want := range wantInError {
 			if !strings.Contains(err.Error(), want) {
-				t.Fatalf("parseFlags(%q) error %q does not mention %q", args, err, want)
+				t.Fatalf("parse(%q) error %q does not mention %q", args, err, want)
 			}
 		}
 	}
@@ -139,7 +139,7 @@ func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 	f([]string{"stray"}, envOf(), "stray")
 	f(nil, envOf("SCRAPEGATE_ALLOW_CIDRS", "bogus"), "-allow-cidrs", "SCRAPEGATE_ALLOW_CIDRS")
 	f(nil, envOf("SCRAPEGATE_MAX_INFLIGHT", "many"), "-max-inflight", "SCRAPEGATE_MAX_INFLIGHT")
-	_, err := parseFlags("scrapegate", []string{"-h"}, envOf(), io.Discard)
+	_, err := gatewayCommand.parse([]string{"-h"}, envOf(), io.Discard)
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v; want flag.ErrHelp", err)
 	}
@@ -148,12 +148,12 @@ func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 func TestParseFlagsKubernetes(t *testing.T) {
 	f := func(args []string, wantPolicy string) {
 		t.Helper()
-		cfg, err := parseFlags("scrapegate", args, envOf(), io.Discard)
+		cfg, err := gatewayCommand.parse(args, envOf(), io.Discard)
 		if err != nil {
-			t.Fatalf("parseFlags(%q): %v", args, err)
+			t.Fatalf("parse(%q): %v", args, err)
 		}
 		if got := cfg.EffectiveTargetPolicy(); got != wantPolicy {
-			t.Errorf("parseFlags(%q): target policy %q, want %q", args, got, wantPolicy)
+			t.Errorf("parse(%q): target policy %q, want %q", args, got, wantPolicy)
 		}
 	}
 	f(nil, gateway.TargetPolicyCIDR)
@@ -170,7 +170,7 @@ func TestParseFlagsKubernetes(t *testing.T) {
 // TestParseFlagsControlPlane: the components' flags default to kubeadm's
 // labels and ports and set what they name.
 func TestParseFlagsControlPlane(t *testing.T) {
-	cfg, err := parseFlags("scrapegate", []string{"--kubernetes"}, envOf(), io.Discard)
+	cfg, err := gatewayCommand.parse([]string{"--kubernetes"}, envOf(), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestParseFlagsControlPlane(t *testing.T) {
 		cfg.ControlPlaneInsecureSkipVerify || cfg.NodeAgentPort != 0 {
 		t.Errorf("control-plane defaults: %+v", cfg)
 	}
-	cfg, err = parseFlags("scrapegate", []string{"--kubernetes", "--etcd-selector=app=etcd", "--etcd-port=2379", "--kube-proxy-port=10256",
+	cfg, err = gatewayCommand.parse([]string{"--kubernetes", "--etcd-selector=app=etcd", "--etcd-port=2379", "--kube-proxy-port=10256",
 		"--control-plane-insecure-skip-verify", "--kube-scheduler-selector=component in (kube-scheduler, scheduler)"}, envOf(), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +190,7 @@ func TestParseFlagsControlPlane(t *testing.T) {
 		cfg.KubeSchedulerSelector != "component in (kube-scheduler, scheduler)" {
 		t.Errorf("control-plane flags: %+v", cfg)
 	}
-	cfg, err = parseFlags("scrapegate", []string{"--kubernetes", "--node-agent-port=10271"},
+	cfg, err = gatewayCommand.parse([]string{"--kubernetes", "--node-agent-port=10271"},
 		envOf("SCRAPEGATE_NODE_AGENT_TOKEN_FILE", "/var/run/secrets/scrapegate/node-agent/token"), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +198,7 @@ func TestParseFlagsControlPlane(t *testing.T) {
 	if cfg.NodeAgentPort != 10271 || cfg.NodeAgentTokenFile != "/var/run/secrets/scrapegate/node-agent/token" {
 		t.Errorf("node-agent flags: %+v", cfg)
 	}
-	if _, err := parseFlags("scrapegate", []string{"--kubernetes", "--node-agent-port=10271", "--node-agent-ca-file=ca.pem",
+	if _, err := gatewayCommand.parse([]string{"--kubernetes", "--node-agent-port=10271", "--node-agent-ca-file=ca.pem",
 		"--node-agent-cert-file=c.pem", "--node-agent-key-file=k.pem"}, envOf(), io.Discard); err != nil {
 		t.Errorf("a client certificate alone for the node agents: %v", err)
 	}
@@ -211,7 +211,7 @@ func TestParseFlagsSecurity(t *testing.T) {
 		"SCRAPEGATE_ALLOW_PATH_PREFIXES", "/metrics, /federate",
 		"SCRAPEGATE_ALLOW_CALLER_CIDRS", "",
 	)
-	cfg, err := parseFlags("scrapegate", []string{"--allow-ports=9100"}, env, io.Discard)
+	cfg, err := gatewayCommand.parse([]string{"--allow-ports=9100"}, env, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func TestParseFlagsSecurity(t *testing.T) {
 		t.Fatalf("an empty -allow-caller-cidrs must mean any caller, got %v", cfg.AllowCallerCIDRs)
 	}
 	// An empty value lifts the default deny-list.
-	cfg, err = parseFlags("scrapegate", []string{"--deny-ports="}, envOf(), io.Discard)
+	cfg, err = gatewayCommand.parse([]string{"--deny-ports="}, envOf(), io.Discard)
 	if err != nil || len(cfg.DenyPorts) != 0 {
 		t.Fatalf("--deny-ports= : %v %v; want no denied ports", cfg.DenyPorts.String(), err)
 	}
@@ -240,7 +240,7 @@ func TestParseFlagsSecurity(t *testing.T) {
 func TestParseFlagsForwardRequestHeaders(t *testing.T) {
 	f := func(value, wantErr string) {
 		t.Helper()
-		cfg, err := parseFlags("scrapegate", []string{"-forward-request-headers=" + value}, envOf(), io.Discard)
+		cfg, err := gatewayCommand.parse([]string{"-forward-request-headers=" + value}, envOf(), io.Discard)
 		if wantErr == "" {
 			if err != nil {
 				t.Fatalf("-forward-request-headers=%s: %s", value, err)
@@ -271,8 +271,8 @@ func TestParseFlagsForwardRequestHeaders(t *testing.T) {
 func TestParseFlagsPathPrefixesArePlain(t *testing.T) {
 	badPrefix := func(arg string) {
 		t.Helper()
-		if _, err := parseFlags("scrapegate", []string{arg}, envOf(), io.Discard); err == nil || !strings.Contains(err.Error(), "not a plain path") {
-			t.Fatalf("parseFlags(%s) = %v; want an error saying the prefix is not a plain path", arg, err)
+		if _, err := gatewayCommand.parse([]string{arg}, envOf(), io.Discard); err == nil || !strings.Contains(err.Error(), "not a plain path") {
+			t.Fatalf("parse(%s) = %v; want an error saying the prefix is not a plain path", arg, err)
 		}
 	}
 	badPrefix("-deny-path-prefixes=/actuator/%65nv")

@@ -1,6 +1,7 @@
-// Command scrapegate serves the scrape gateway. flags.go reads the flags and
-// the environment into one gateway.Config, and is the only code that knows
-// about flags; main.go builds the gateway from it, serves it until SIGTERM
+// Command scrapegate serves the scrape gateway, and as `scrapegate agent`
+// the node agent. flags.go (agent.go for the agent's own) reads the flags
+// and the environment into one gateway.Config, and is the only code that
+// knows about flags; main.go builds the gateway from it, serves it until SIGTERM
 // or SIGINT (with Go's profiles on -pprof, pprof.go) and turns the outcome
 // into an exit code. Everything else lives in package gateway.
 package main
@@ -29,12 +30,17 @@ func main() {
 
 // run returns the exit code: 0 after a clean shutdown, -h, -version or
 // -help-markdown, 2 for a bad flag or environment value, 1 when serving
-// fails.
+// fails. `scrapegate agent ...` is the node agent (agent.go).
 func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "agent" {
-		return runAgent(args[1:], lookupEnv, stdout, stderr)
+		return runCommand(agentCommand, args[1:], lookupEnv, stdout, stderr)
 	}
-	cfg, err := parseFlags("scrapegate", args, lookupEnv, stderr)
+	return runCommand(gatewayCommand, args, lookupEnv, stdout, stderr)
+}
+
+// runCommand is run for one command: its flags, then its Gateway.
+func runCommand(c *command, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
+	cfg, err := c.parse(args, lookupEnv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -44,14 +50,15 @@ func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io
 	}
 	if errors.Is(err, errHelpMarkdown) {
 		if err := writeFlagsMarkdown(stdout); err != nil {
-			fmt.Fprintf(stderr, "scrapegate: cannot write the flags as Markdown: %s\n", err)
+			fmt.Fprintf(stderr, "%s: cannot write the flags as Markdown: %s\n", c.name, err)
 			return 1
 		}
 		return 0
 	}
 	if err != nil {
 		// One line per problem, each saying whose it is.
-		fmt.Fprintf(stderr, "scrapegate: %s\n", strings.ReplaceAll(err.Error(), "\n", "\nscrapegate: "))
+		prefix := c.name + ": "
+		fmt.Fprintf(stderr, "%s%s\n", prefix, strings.ReplaceAll(err.Error(), "\n", "\n"+prefix))
 		return 2
 	}
 	log, err := gateway.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
@@ -61,7 +68,7 @@ func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := serve(ctx, cfg, log); err != nil {
-		log.Error().Err(err).Msg("scrapegate stopped")
+		log.Error().Err(err).Msg(c.name + " stopped")
 		return 1
 	}
 	return 0

@@ -1,7 +1,8 @@
 // Package auth checks callers' credentials: a bearer token from a file of
 // tokens, or HTTP basic auth against an htpasswd file of bcrypt hashes, or
 // either of the two when both files are set. Both files are reload.Files, so
-// that secrets rotate without a restart. It also owns the accounting of
+// that secrets rotate without a restart. For the node agent it checks
+// bearer tokens with the API server instead (TokenReview, tokenreview.go). It also owns the accounting of
 // failed basic-auth logins, charged to the caller that made them, and the
 // results of the client certificate checks the gateway makes (NoClientCert,
 // ClientCertInvalid), so that every refused credential has one Result: one
@@ -42,10 +43,12 @@ const (
 	ClientCertInvalid        // the connection's client certificate expired or lost its CA
 	Busy                     // too many bcrypt comparisons waiting: not judged (503)
 	TooManyFailures          // basic auth from a caller out of failed logins: not judged (429)
+	NotAllowed               // a valid token, of a ServiceAccount that is not allowed (403)
+	ReviewFailed             // the API server could not review the token: not judged (503)
 	NumResults               // the number of results, not one
 )
 
-var resultNames = [NumResults]string{"ok", "missing", "malformed", "unsupported", "bad_token", "unknown_user", "bad_password", "client_cert_missing", "client_cert_invalid", "busy", "too_many_failures"}
+var resultNames = [NumResults]string{"ok", "missing", "malformed", "unsupported", "bad_token", "unknown_user", "bad_password", "client_cert_missing", "client_cert_invalid", "busy", "too_many_failures", "serviceaccount_not_allowed", "token_review_failed"}
 
 // String returns the result's name, a metric label value.
 func (r Result) String() string {
@@ -69,10 +72,12 @@ var resultTexts = [NumResults]string{
 	ClientCertInvalid: "the client certificate is no longer valid (expired, or its CA is no longer trusted); reconnect",
 	Busy:              "too many password checks waiting; retry",
 	TooManyFailures:   "too many failed logins from this address; retry later",
+	NotAllowed:        "the token's ServiceAccount is not one this node agent serves (-allowed-serviceaccounts)",
+	ReviewFailed:      "the token cannot be verified now: the TokenReview with the API server failed; retry",
 }
 
 // Text returns what the answer refusing the caller says about r, for the
-// body of a 401, 407, 429 or 503.
+// body of a 401, 403, 407, 429 or 503.
 func (r Result) Text() string { return resultTexts[r] }
 
 const (
@@ -128,7 +133,10 @@ type Authenticator struct {
 	// one caller's flood holds at most one slot of bcryptSem and one place
 	// in its queue, and waits behind itself instead of in front of others.
 	turns callerTurns
-	// Failures charges failed basic-auth logins to the caller that made
+	// reviewer checks bearer tokens instead of the tokens file; nil but
+	// for NewTokenReview.
+	reviewer *tokenReviewer
+	// Failures charges failed basic-auth logins (and refused reviewed tokens) to the caller that made
 	// them, whatever -caller-rate-limit says. The gateway sweeps it and
 	// asks it how long a caller refused TooManyFailures has to wait (its
 	// Retry-After); tests may replace it before the first Check.
@@ -227,7 +235,7 @@ func New(bearerTokensFile, htpasswdFile string) (*Authenticator, []*reload.Files
 		htpasswdConfigured: htpasswdFile != "",
 		compare:            bcrypt.CompareHashAndPassword,
 		bcryptSem:          make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
-		Failures:           callers.NewRateLimiter(loginFailuresPerMinute/60.0, loginFailureBurst),
+		Failures:           newFailures(),
 	}
 	var rs []*reload.Files
 	if a.tokensConfigured {
@@ -244,6 +252,11 @@ func New(bearerTokensFile, htpasswdFile string) (*Authenticator, []*reload.Files
 	return a, rs
 }
 
+// newFailures is the failed-login budget of each caller.
+func newFailures() *callers.RateLimiter {
+	return callers.NewRateLimiter(loginFailuresPerMinute/60.0, loginFailureBurst)
+}
+
 // Challenges returns the WWW-Authenticate values to send with a 401, one
 // per configured scheme. The slice is shared: do not modify it.
 func (a *Authenticator) Challenges() []string {
@@ -253,7 +266,8 @@ func (a *Authenticator) Challenges() []string {
 // Check checks the value of one Authorization (or Proxy-Authorization)
 // header that caller sent at now (Unix nanoseconds); header is empty when
 // there is none. user is the basic-auth user name when one was presented,
-// for logs, else "". No secret is returned.
+// for logs, or the refused user of a NotAllowed token, else "". No secret
+// is returned.
 func (a *Authenticator) Check(header []byte, caller netip.Addr, now int64) (result Result, user string) {
 	if len(header) == 0 {
 		return Missing, ""
@@ -268,6 +282,9 @@ func (a *Authenticator) Check(header []byte, caller netip.Addr, now int64) (resu
 	case scheme == schemeBearer && a.tokensConfigured:
 		if err != nil {
 			return Malformed, ""
+		}
+		if a.reviewer != nil {
+			return a.checkReviewed(credentials, caller, now)
 		}
 		return a.checkToken(credentials), ""
 	case scheme == schemeBasic && a.htpasswdConfigured:

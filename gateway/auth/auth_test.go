@@ -91,7 +91,9 @@ func TestAuthResultString(t *testing.T) {
 	f(ClientCertInvalid, "client_cert_invalid")
 	f(Busy, "busy")
 	f(TooManyFailures, "too_many_failures")
-	if NumResults != 11 {
+	f(NotAllowed, "serviceaccount_not_allowed")
+	f(ReviewFailed, "token_review_failed")
+	if NumResults != 13 {
 		t.Fatalf("NumResults = %d; a result without a name?", NumResults)
 	}
 }

@@ -17,6 +17,8 @@ import (
 func (p *Pool) newHostClient(key Key, ep *endpoint) *fasthttp.HostClient {
 	addr := key.Addr.String()
 	var tlsConfig *tls.Config
+	// Kind alone says nothing of TLS: etcd and kube-proxy (KindComponent)
+	// serve http.
 	if key.TLS {
 		tlsConfig = p.opts.TLSConfig(key)
 	}

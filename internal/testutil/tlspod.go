@@ -5,15 +5,17 @@ import (
 	"crypto/x509"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
 // TLSPod is an https server standing for a pod: it answers every request
-// "up 1\n" and records the SNI, client certificate and Authorization header
-// of its callers.
+// "up 1\n", records the SNI, client certificate and Authorization header
+// of its callers, and counts the connections it accepted.
 type TLSPod struct {
 	// Addr is the pod's address, "ip:port".
 	Addr string
@@ -25,6 +27,7 @@ type TLSPod struct {
 	// authorizations are the Authorization headers of the requests, one
 	// per request, "" for none.
 	authorizations []string
+	conns          atomic.Int32
 }
 
 // StartTLSPod starts a TLSPod listening on listenAddr, a loopback address
@@ -48,6 +51,11 @@ func StartTLSPod(t testing.TB, listenAddr string, cert tls.Certificate, clientCA
 	srv.Listener.Close()
 	srv.Listener = ln
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // failed handshakes are expected
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			p.conns.Add(1)
+		}
+	}
 	srv.TLS = &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
@@ -100,6 +108,9 @@ func (p *TLSPod) LastAuthorization(t testing.TB) string {
 	}
 	return p.authorizations[len(p.authorizations)-1]
 }
+
+// Conns returns how many connections the pod accepted.
+func (p *TLSPod) Conns() int { return int(p.conns.Load()) }
 
 // Requests returns how many requests the pod answered.
 func (p *TLSPod) Requests() int {
