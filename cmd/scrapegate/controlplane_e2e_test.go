@@ -24,6 +24,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/scrapegate/scrapegate/internal/testutil"
 )
@@ -132,6 +133,14 @@ func TestEndToEndControlPlane(t *testing.T) {
 	}
 	for _, n := range []*svcNode{cpDirect, cpLocal, cpWorker} {
 		createSvcNode(t, k, n)
+	}
+	// As kubeadm labels them (with the admin's credentials: a kubelet may
+	// not set node-role labels on its own node).
+	for _, n := range []*svcNode{cpDirect, cpLocal} {
+		patch := []byte(`{"metadata":{"labels":{"node-role.kubernetes.io/control-plane":""}}}`)
+		if _, err := k.client.CoreV1().Nodes().Patch(ctx, n.name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatalf("cannot label node %s as the control plane: %v", n.name, err)
+		}
 	}
 
 	// 2. The components, at their default ports, and a kube-proxy
