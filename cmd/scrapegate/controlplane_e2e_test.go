@@ -189,9 +189,8 @@ func TestEndToEndControlPlane(t *testing.T) {
 		"--kubelet-token-file=",
 		"--control-plane-ca-file=" + k.caFile,
 		"--control-plane-token-file=" + controlPlaneTokenFile,
-		"--control-plane-insecure-skip-verify",
 	}
-	direct := awaitServing(t, startProcess(t, "gateway-direct", gatewayBin, gatewayArgs, "SCRAPEGATE_"))
+	direct := awaitServing(t, startProcess(t, "gateway-direct", gatewayBin, append(slices.Clone(gatewayArgs), "--control-plane-insecure-skip-verify"), "SCRAPEGATE_"))
 	procs := []*process{direct.proc, k.apiserver, k.etcd}
 	waitFor(t, e2eStartTimeout, "the direct gateway's /readyz to answer 200", procs, func() error {
 		_, err := httpGet("http://" + direct.addr + "/readyz")
