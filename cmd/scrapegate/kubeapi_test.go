@@ -8,10 +8,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -48,6 +52,8 @@ type kubeAPI struct {
 	adminToken, adminTokenFile string
 	// adminKubeconfig is a kubeconfig file for kubectl, as the admin.
 	adminKubeconfig string
+	// saKey signs ServiceAccount tokens (--service-account-signing-key-file).
+	saKey           *rsa.PrivateKey
 	client          kubernetes.Interface // as the admin
 	etcd, apiserver *process
 	dir             string
@@ -89,8 +95,9 @@ func startKubeAPI(t *testing.T) *kubeAPI {
 // at ip, an address of the test's network namespace (netns_test.go), with
 // the default endpoint reconciler: it publishes ip as the endpoint of the
 // Service default/kubernetes, and startKubeAPIAt waits for the
-// EndpointSlice. With ip "", loopback as startKubeAPI.
-func startKubeAPIAt(t *testing.T, ip string) *kubeAPI {
+// EndpointSlice. With ip "", loopback as startKubeAPI. etcdArgs are added
+// to etcd's flags (e.g. --listen-metrics-urls).
+func startKubeAPIAt(t *testing.T, ip string, etcdArgs ...string) *kubeAPI {
 	t.Helper()
 	etcdBin := kubeTestbin(t, "etcd")
 	apiserverBin := kubeTestbin(t, "kube-apiserver")
@@ -99,7 +106,7 @@ func startKubeAPIAt(t *testing.T, ip string) *kubeAPI {
 	// etcd, a single member on loopback, without fsync: its data dies with the test.
 	clientURL := "http://" + testutil.FreeAddr(t, "127.0.0.1").String()
 	peerURL := "http://" + testutil.FreeAddr(t, "127.0.0.1").String()
-	k.etcd = startProcess(t, "etcd", etcdBin, []string{
+	k.etcd = startProcess(t, "etcd", etcdBin, append([]string{
 		"--name=test",
 		"--data-dir=" + filepath.Join(k.dir, "etcd"),
 		"--listen-client-urls=" + clientURL,
@@ -109,7 +116,7 @@ func startKubeAPIAt(t *testing.T, ip string) *kubeAPI {
 		"--initial-cluster=test=" + peerURL,
 		"--unsafe-no-fsync",
 		"--log-level=warn",
-	}, "ETCD_")
+	}, etcdArgs...), "ETCD_")
 	waitFor(t, e2eStartTimeout, "etcd's /health to answer 200", []*process{k.etcd}, func() error {
 		_, err := httpGet(clientURL + "/health")
 		return err
@@ -120,6 +127,7 @@ func startKubeAPIAt(t *testing.T, ip string) *kubeAPI {
 	if err != nil {
 		t.Fatal(err)
 	}
+	k.saKey = saKey
 	saKeyFile := filepath.Join(k.dir, "sa.key")
 	testutil.WriteFile(t, saKeyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(saKey)}))
 	k.adminToken = secRandom(t)
@@ -282,12 +290,20 @@ current-context: test
 }
 
 // serviceAccountToken mints a token for the ServiceAccount namespace/name
-// through the TokenRequest API, valid for an hour.
+// through the TokenRequest API, valid for an hour, for the API server's
+// audience.
 func (k *kubeAPI) serviceAccountToken(t *testing.T, namespace, name string) string {
+	t.Helper()
+	return k.serviceAccountTokenFor(t, namespace, name)
+}
+
+// serviceAccountTokenFor is serviceAccountToken for the given audiences
+// instead of the API server's, as a projected token with audience: has.
+func (k *kubeAPI) serviceAccountTokenFor(t *testing.T, namespace, name string, audiences ...string) string {
 	t.Helper()
 	expiry := int64(3600)
 	tr, err := k.client.CoreV1().ServiceAccounts(namespace).CreateToken(context.Background(), name,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}},
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry, Audiences: audiences}},
 		metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("cannot mint a token for ServiceAccount %s/%s: %v", namespace, name, err)
@@ -336,4 +352,38 @@ func (k *kubeAPI) tryKubectl(bin string, args ...string) (string, error) {
 		return stdout.String(), fmt.Errorf("kubectl %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.Bytes(), stderr.Bytes())
 	}
 	return stdout.String(), nil
+}
+
+// signServiceAccountToken signs, with the API server's own key, the token
+// the TokenRequest API would mint for the ServiceAccount namespace/name
+// (uid) and audience, but expiring at exp, which may be past: TokenRequest
+// refuses lifetimes under ten minutes, so an expired token is made here.
+// The claims and key ID are those of k8s.io/kubernetes/pkg/serviceaccount.
+func (k *kubeAPI) signServiceAccountToken(t *testing.T, namespace, name, uid, audience string, exp time.Time) string {
+	t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(&k.saKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyID := sha256.Sum256(der)
+	header, _ := json.Marshal(map[string]string{"alg": "RS256", "kid": base64.RawURLEncoding.EncodeToString(keyID[:])})
+	iat := exp.Add(-time.Hour)
+	claims, _ := json.Marshal(map[string]any{
+		"iss": "https://kubernetes.default.svc.cluster.local",
+		"sub": "system:serviceaccount:" + namespace + ":" + name,
+		"aud": []string{audience},
+		"exp": exp.Unix(), "iat": iat.Unix(), "nbf": iat.Unix(),
+		"jti": secRandom(t),
+		"kubernetes.io": map[string]any{
+			"namespace":      namespace,
+			"serviceaccount": map[string]string{"name": name, "uid": uid},
+		},
+	})
+	signed := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(claims)
+	digest := sha256.Sum256([]byte(signed))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, k.saKey, crypto.SHA256, digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed + "." + base64.RawURLEncoding.EncodeToString(sig)
 }

@@ -40,41 +40,58 @@ type kubeComponent struct {
 }
 
 // startKubeComponents starts the named components (keys of
-// kubeComponentArgs) against k as its admin, serving https on ip, an
-// address of the test's network namespace, with self-signed certificates,
-// and waits until each one's /healthz answers 200 (a path they authorize
-// without asking the API server: --authorization-always-allow-paths'
-// default). They are stopped when the test ends, with their output shown if
-// it failed.
+// kubeComponentArgs) on ip, each on a port nothing listened on a moment ago
+// (startKubeComponentsAt).
 func startKubeComponents(t *testing.T, k *kubeAPI, ip string, names ...string) map[string]*kubeComponent {
 	t.Helper()
-	components := make(map[string]*kubeComponent, len(names))
-	var procs []*process
+	var placed []kubeComponentAt
 	for _, name := range names {
-		extra, ok := kubeComponentArgs[name]
+		placed = append(placed, kubeComponentAt{name, netnsFreeAddr(t, ip)})
+	}
+	components := make(map[string]*kubeComponent, len(names))
+	for _, c := range startKubeComponentsAt(t, k, placed...) {
+		components[c.name] = c
+	}
+	return components
+}
+
+// kubeComponentAt is a component to start, and the ip:port of its https port.
+type kubeComponentAt struct{ name, addr string }
+
+// startKubeComponentsAt starts each component against k as its admin,
+// serving https at its address, one of the test's network namespace, with
+// self-signed certificates, and waits until each one's /healthz answers 200
+// (a path they authorize without asking the API server:
+// --authorization-always-allow-paths' default). They are stopped when the
+// test ends, with their output shown if it failed.
+func startKubeComponentsAt(t *testing.T, k *kubeAPI, placed ...kubeComponentAt) []*kubeComponent {
+	t.Helper()
+	var components []*kubeComponent
+	var procs []*process
+	for _, at := range placed {
+		extra, ok := kubeComponentArgs[at.name]
 		if !ok {
-			t.Fatalf("BUG: no flags for component %q", name)
+			t.Fatalf("BUG: no flags for component %q", at.name)
 		}
-		addr := netnsFreeAddr(t, ip)
-		_, port, _ := strings.Cut(addr, ":")
-		c := &kubeComponent{name: name, addr: addr}
-		c.proc = startProcess(t, name, kubeTestbin(t, name), slices.Concat([]string{
+		ip, port, _ := strings.Cut(at.addr, ":")
+		c := &kubeComponent{name: at.name, addr: at.addr}
+		c.proc = startProcess(t, at.name, kubeTestbin(t, at.name), slices.Concat([]string{
 			"--kubeconfig=" + k.adminKubeconfig,
 			"--authentication-kubeconfig=" + k.adminKubeconfig,
 			"--authorization-kubeconfig=" + k.adminKubeconfig,
 			"--bind-address=" + ip,
 			"--secure-port=" + port,
-			"--cert-dir=" + filepath.Join(t.TempDir(), name+"-certs"),
+			"--cert-dir=" + filepath.Join(t.TempDir(), at.name+"-certs"),
 			"--leader-elect=false",
 			"--profiling=false",
 			"--v=0",
 		}, extra), "KUBECONFIG=")
-		components[name] = c
+		components = append(components, c)
 		procs = append(procs, c.proc)
 	}
 	client := kubeComponentClient()
 	for _, c := range components {
-		waitFor(t, e2eStartTimeout, c.name+"'s /healthz to answer 200", procs, func() error {
+		waitFor(t, e2eStartTimeout, c.name+" at "+c.addr+": /healthz to answer 200", procs, func() error {
 			status, _, body, err := secGet(client, "https://"+c.addr+"/healthz", "")
 			if err == nil && status != http.StatusOK {
 				err = fmt.Errorf("/healthz: %d %s", status, body)

@@ -609,6 +609,7 @@ func deployPrometheusJobs(t *testing.T, file, gwAddr string) string {
 	for from, to := range map[string]string{
 		deployGatewayHost:       gwAddr,
 		"refresh_interval: 30s": "refresh_interval: 1s",
+		"refresh_interval: 60s": "refresh_interval: 1s",
 		"scrape_interval: 30s":  "scrape_interval: 5s",
 		"scrape_timeout: 25s":   "scrape_timeout: 5s",
 	} {
