@@ -356,6 +356,27 @@ func TestEndToEndControlPlane(t *testing.T) {
 				scrapeURL: "http://" + gw.addr + "/components/" + component + "/" + p.Spec.NodeName + "/metrics", wantErr: wantErr})
 		}
 	}
+	// deploy/prometheus/control-plane-per-component.yml, through the agents:
+	// one job per component, kube-prometheus' names, and the SLIs.
+	perComponentJob := map[string]string{"kube-apiserver": "apiserver", "kube-scheduler": "kube-scheduler",
+		"kube-controller-manager": "kube-controller-manager", "etcd": "kube-etcd", "kube-proxy": "kube-proxy"}
+	for _, kt := range slices.Clone(targets) {
+		if kt.job != jobControlPlane {
+			continue
+		}
+		component := "kube-apiserver"
+		if _, path, ok := strings.Cut(kt.scrapeURL, "/components/"); ok {
+			component, _, _ = strings.Cut(path, "/")
+		}
+		perComponent := kt
+		perComponent.job = perComponentJob[component]
+		targets = append(targets, perComponent)
+		if component == "kube-apiserver" || component == "kube-scheduler" || component == "kube-controller-manager" {
+			slis := kt
+			slis.job, slis.scrapeURL = jobControlPlaneSLIs, kt.scrapeURL+"/slis"
+			targets = append(targets, slis)
+		}
+	}
 	waitFor(t, kubeScrapeTimeout, "every control-plane target up through the agents, those on 127.0.0.1 down directly", procs, func() error {
 		return checkKubeTargets(prom, targets)
 	})
@@ -394,11 +415,13 @@ func TestEndToEndControlPlane(t *testing.T) {
 const (
 	jobControlPlane       = "kubernetes-control-plane-cluster-a"
 	jobControlPlaneDirect = "kubernetes-control-plane-direct"
+	jobControlPlaneSLIs   = "kubernetes-control-plane-slis" // of control-plane-per-component.yml
 )
 
 // controlPlanePrometheusConfig returns deploy/prometheus/control-plane.yml's
-// first job pointed at viaAgents, and a copy of it named
-// jobControlPlaneDirect pointed at direct.
+// first job pointed at viaAgents, a copy of it named jobControlPlaneDirect
+// pointed at direct, and control-plane-per-component.yml's jobs pointed at
+// viaAgents.
 func controlPlanePrometheusConfig(t *testing.T, direct, viaAgents string) string {
 	t.Helper()
 	jobs := deployPrometheusJobs(t, "control-plane.yml", viaAgents)
@@ -408,7 +431,8 @@ func controlPlanePrometheusConfig(t *testing.T, direct, viaAgents string) string
 		t.Fatalf("deploy/prometheus/control-plane.yml's first job is not %s:\n%s", jobControlPlane, first)
 	}
 	directJob := strings.NewReplacer("job_name: "+jobControlPlane+"\n", "job_name: "+jobControlPlaneDirect+"\n", viaAgents, direct).Replace(first)
-	return "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\nscrape_configs:\n" + first + directJob
+	return "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\nscrape_configs:\n" + first + directJob +
+		deployPrometheusJobs(t, "control-plane-per-component.yml", viaAgents)
 }
 
 // controlPlaneInstance is the instance label /sd/control-plane gives a
