@@ -553,7 +553,9 @@ func portNumber(port string) int32 {
 
 // validateDeployKustomizations runs `kubectl apply --dry-run=server -k` on
 // every directory under deploy/ with a kustomization, so that the API
-// server validates everything the repository ships.
+// server validates everything the repository ships. The namespaces a
+// kustomization creates are created first, for real: a server-side dry run
+// refuses objects in a namespace that exists only in the same dry run.
 func validateDeployKustomizations(t *testing.T, k *kubeAPI, kubectlBin string) {
 	t.Helper()
 	root := filepath.Join("..", "..", "deploy")
@@ -577,6 +579,10 @@ func validateDeployKustomizations(t *testing.T, k *kubeAPI, kubectlBin string) {
 	for _, dir := range dirs {
 		rel, _ := filepath.Rel(root, dir)
 		rel = filepath.ToSlash(filepath.Join("deploy", rel))
+		if err := createKustomizationNamespaces(k, kubectlBin, dir); err != nil {
+			t.Errorf("%s: %v", rel, err)
+			continue
+		}
 		if _, err := k.tryKubectl(kubectlBin, "apply", "--dry-run=server", "-k", dir); err != nil {
 			t.Errorf("%s is not accepted by the API server: %v", rel, err)
 			continue
@@ -584,6 +590,35 @@ func validateDeployKustomizations(t *testing.T, k *kubeAPI, kubectlBin string) {
 		validated = append(validated, rel)
 	}
 	t.Logf("kubectl apply --dry-run=server accepted %d of %d kustomizations: %s", len(validated), len(dirs), strings.Join(validated, ", "))
+}
+
+// createKustomizationNamespaces creates the namespaces the kustomization in
+// dir renders, and nothing else of it.
+func createKustomizationNamespaces(k *kubeAPI, kubectlBin, dir string) error {
+	rendered, err := k.tryKubectl(kubectlBin, "apply", "--dry-run=client", "-o", "json", "-k", dir)
+	if err != nil {
+		return err
+	}
+	var list struct {
+		Items []struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(rendered), &list); err != nil {
+		return fmt.Errorf("cannot parse the objects kubectl rendered: %w", err)
+	}
+	for _, obj := range list.Items {
+		if obj.Kind != "Namespace" {
+			continue
+		}
+		if _, err := k.tryKubectl(kubectlBin, "create", "namespace", obj.Metadata.Name); err != nil && !strings.Contains(err.Error(), "AlreadyExists") {
+			return err
+		}
+	}
+	return nil
 }
 
 // createKubeObjects creates the test's namespaces, the nodes with their
