@@ -22,7 +22,7 @@ const componentsPrefix = "/components/"
 // buffer.
 type componentRoute struct {
 	kube.Component
-	errPath    error // its path is none of Paths
+	errPath error // its path is none of Paths
 	// errNoToken: it is https and the control-plane token is not loaded,
 	// for want of -control-plane-token-file or not yet.
 	errNoToken error

@@ -198,23 +198,23 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 	}
 	logClientGoTo(log)
 	c := &Cluster{
-		log:                log,
-		server:             serverOf(client),
-		failureLogInterval: 30 * time.Second,
-		livePods:           make(map[netip.Addr][]*livePod),
-		byKey:              make(map[string]*livePod),
-		kubelets:           make(map[string]netip.AddrPort),
-		services:           make(map[objectKey]*service),
-		serviceSlices:      make(map[objectKey][]*endpointSlice),
-		sliceOf:            make(map[objectKey]*endpointSlice),
-		apiServers:         make(map[objectKey][]netip.AddrPort),
+		log:                      log,
+		server:                   serverOf(client),
+		failureLogInterval:       30 * time.Second,
+		livePods:                 make(map[netip.Addr][]*livePod),
+		byKey:                    make(map[string]*livePod),
+		kubelets:                 make(map[string]netip.AddrPort),
+		services:                 make(map[objectKey]*service),
+		serviceSlices:            make(map[objectKey][]*endpointSlice),
+		sliceOf:                  make(map[objectKey]*endpointSlice),
+		apiServers:               make(map[objectKey][]netip.AddrPort),
 		components:               components,
 		componentPods:            make(map[string][]*componentPod),
 		componentPodOn:           make(map[objectKey]string),
 		componentListed:          opts.ComponentListed,
 		controlPlaneNodeSelector: controlPlaneNodeSelector,
 		controlPlaneNodes:        make(map[string]bool),
-		docs:               make(map[docKey]*document),
+		docs:                     make(map[docKey]*document),
 	}
 	var namespaces []string
 	for _, ns := range opts.Namespaces {
