@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
@@ -12,7 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/rs/zerolog"
 	"github.com/scrapegate/scrapegate/gateway/kube"
 	"github.com/scrapegate/scrapegate/internal/testutil"
 )
@@ -366,4 +369,125 @@ func TestComponentsThroughNodeAgents(t *testing.T) {
 	if got := tlsAgent.LastAuthorization(t); got != "" {
 		t.Errorf("without -node-agent-token-file the agent got Authorization %q", got)
 	}
+}
+
+// startComponentsGatewayOn is startComponentsGateway serving on ln.
+func startComponentsGatewayOn(t *testing.T, cfg Config, ln net.Listener, objects ...runtime.Object) string {
+	t.Helper()
+	g, err := newGateway(cfg, zerolog.Nop(), fake.NewClientset(objects...))
+	if err != nil {
+		t.Fatalf("newGateway: %s", err)
+	}
+	gw := serveGatewayOn(t, g, ln)
+	testutil.WaitFor(t, "the informers and the components' pods to be listed", func() bool {
+		return g.kube.cluster.Synced() && g.kube.cluster.ComponentsSynced()
+	})
+	return gw
+}
+
+// TestComponentsAtRefusedAddresses: a Running component pod on a node
+// whose InternalIP is in a special range, in -deny-cidrs or the gateway's
+// own address is refused (403) before any connection, dialled directly
+// or through the node agents, and /sd/control-plane does not list it.
+func TestComponentsAtRefusedAddresses(t *testing.T) {
+	ca := testutil.NewCA(t, "cluster CA")
+	ln := testutil.Listen(t, "127.0.0.53")
+	self := netip.MustParseAddrPort(ln.Addr().String())
+	schedulerPort := testutil.FreeAddr(t, "127.0.0.52").Port()
+	objects := []runtime.Object{
+		controlPlaneNodeAt("metadata", "169.254.169.254"), controlPlaneNodeAt("denied", "127.0.0.52"), controlPlaneNodeAt("self", "127.0.0.53"),
+		componentPod("kube-system", "kube-scheduler", "metadata", netip.MustParseAddr("169.254.169.254")),
+		componentPod("kube-system", "kube-scheduler", "denied", netip.MustParseAddr("127.0.0.52")),
+		componentPod("kube-system", "kube-proxy", "self", self.Addr()),
+	}
+	f := func(name string, cfg Config, ln net.Listener, canary *atomic.Int32) {
+		t.Helper()
+		// Every address allowed but the special ranges, of which only
+		// loopback is named on purpose.
+		cfg.AllowCIDRs = mustParsePrefixes("0.0.0.0/0", "127.0.0.0/8")
+		cfg.DenyCIDRs = mustParsePrefixes("127.0.0.52/32")
+		gw := startComponentsGatewayOn(t, cfg, ln, objects...)
+		check := checkGet(t, gw, "Authorization: Bearer caller-token")
+		// 0.0.0.0/0 does not name the link-local range on purpose.
+		check("/components/kube-scheduler/metadata/metrics", 403, "the target IP is not allowed by -allow-cidrs: 169.254.169.254:")
+		check("/components/kube-scheduler/denied/metrics", 403, "the target IP is denied by -deny-cidrs")
+		check("/components/kube-proxy/self/metrics", 403, "the target is the gateway itself")
+		if n := canary.Load(); n != 0 {
+			t.Errorf("%s: the denied node got %d connections", name, n)
+		}
+		r := get(t, gw, "/sd/control-plane", "Authorization: Bearer caller-token")
+		if r.StatusCode != 200 || r.body != "[]\n" {
+			t.Errorf("%s: /sd/control-plane = %d %s, want 200 and no target", name, r.StatusCode, r.body)
+		}
+	}
+	direct := componentsConfig(t, ca, schedulerPort, 10257, 2381, self.Port())
+	f("directly", direct, ln, canaryAt(t, "127.0.0.52", schedulerPort))
+
+	agentLn := testutil.Listen(t, "127.0.0.53")
+	agentPort := netip.MustParseAddrPort(agentLn.Addr().String()).Port()
+	viaAgents := componentsConfig(t, ca, schedulerPort, 10257, 2381, 10249)
+	viaAgents.NodeAgentPort = agentPort // the gateway's own port, on node self
+	viaAgents.NodeAgentTokenFile = testutil.TempFile(t, "node-agent-token", []byte("agent-token\n"))
+	f("through the node agents", viaAgents, agentLn, canaryAt(t, "127.0.0.52", agentPort))
+}
+
+// TestComponentsSDListsOnlyWhatIsScraped: without the control-plane token
+// the https components, which /components/ refuses, are not listed when
+// dialled directly; through the node agents, which hold their own, they
+// are.
+func TestComponentsSDListsOnlyWhatIsScraped(t *testing.T) {
+	objects := []runtime.Object{controlPlaneNodeAt("cp-1", "127.0.0.31"),
+		componentPod("kube-system", "kube-scheduler", "cp-1", netip.MustParseAddr("127.0.0.31")),
+		componentPod("kube-system", "etcd", "cp-1", netip.MustParseAddr("127.0.0.31"))}
+	f := func(cfg Config, want string) {
+		t.Helper()
+		_, gw := startComponentsGateway(t, cfg, objects...)
+		r := get(t, gw, "/sd/control-plane")
+		var got []string
+		for _, c := range []string{"kube-scheduler", "etcd"} {
+			if strings.Contains(r.body, "/components/"+c+"/cp-1/metrics") {
+				got = append(got, c)
+			}
+		}
+		if r.StatusCode != 200 || strings.Join(got, " ") != want {
+			t.Errorf("-node-agent-port=%d: /sd/control-plane = %d %s, want only %s", cfg.NodeAgentPort, r.StatusCode, r.body, want)
+		}
+	}
+	f(kubeConfig(), "etcd")
+	viaAgents := kubeConfig()
+	viaAgents.NodeAgentPort = 10271
+	viaAgents.NodeAgentTokenFile = testutil.TempFile(t, "node-agent-token", []byte("agent-token\n"))
+	f(viaAgents, "kube-scheduler etcd")
+}
+
+// TestComponentsWaitForKubeSystem: until the pods of kube-system are
+// listed, /components/ and /sd/control-plane answer 503 not_synced with
+// the API server's refusal, while the rest of the gateway is ready.
+func TestComponentsWaitForKubeSystem(t *testing.T) {
+	etcd := startRecordingPod(t, "127.0.0.31:0")
+	client := fake.NewClientset(controlPlaneNodeAt("cp-1", "127.0.0.31"),
+		componentPod("kube-system", "etcd", "cp-1", netip.MustParseAddr("127.0.0.31")))
+	var released atomic.Bool
+	client.PrependReactor("list", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetNamespace() == kube.ComponentsNamespace && !released.Load() {
+			return true, nil, errors.New(`pods is forbidden: cannot list resource "pods" in the namespace "kube-system"`)
+		}
+		return false, nil, nil
+	})
+	cfg := kubeConfig()
+	cfg.EtcdPort = etcd.addr.Port()
+	g, gw := startKubeGateway(t, cfg, client)
+	testutil.WaitFor(t, "the refusal to be known", func() bool { return g.kube.cluster.ComponentsFailure() != nil })
+	f := checkGet(t, gw)
+	f("/components/etcd/cp-1/metrics", 503, `not_synced: "/components/etcd/cp-1/metrics": the Kubernetes informers have not synced yet; retry: the pods of kube-system have not been listed yet: `)
+	f("/components/etcd/cp-1/metrics", 503, `pods is forbidden`)
+	f("/sd/control-plane", 503, "the pods of kube-system have not been listed yet")
+	f("/readyz", 200, "")
+	if got := etcd.requests(); len(got) != 0 {
+		t.Errorf("etcd got %q before kube-system was listed", got)
+	}
+	released.Store(true)
+	testutil.WaitFor(t, "the components' pods to be listed", g.kube.cluster.ComponentsSynced)
+	f("/components/etcd/cp-1/metrics", 200, "up 1")
+	f("/sd/control-plane", 200, "/components/etcd/cp-1/metrics")
 }
