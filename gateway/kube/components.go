@@ -78,8 +78,7 @@ func ParseRequiredSelector(s string) (labels.Selector, error) {
 			return sel, nil
 		}
 	}
-	return nil, fmt.Errorf("%q requires no label: it needs at least one key=value, key in (...) or key; "+
-		"negations alone match every object without a label", s)
+	return nil, fmt.Errorf("%q requires no label, so it matches whatever lacks some: give at least one key=value, key in (...) or key", s)
 }
 
 // ErrUnknownComponent: the cluster has no such component on that node: no

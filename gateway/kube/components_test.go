@@ -218,7 +218,7 @@ func TestComponentSelectorsAreChecked(t *testing.T) {
 	const nodes = DefaultControlPlaneNodeSelector
 	f("component in (etcd", nodes, `the selector of etcd: cannot parse "component in (etcd"`)
 	f("", nodes, `the selector of etcd: "" requires no label`)
-	f("!component", nodes, `the selector of etcd: "!component" requires no label: it needs at least one key=value, key in (...) or key`)
+	f("!component", nodes, `the selector of etcd: "!component" requires no label, so it matches whatever lacks some: give at least one key=value, key in (...) or key`)
 	f("component!=etcd,tier notin (x)", nodes, `"component!=etcd,tier notin (x)" requires no label`)
 	f("component=etcd", "!"+nodes, `the control-plane node selector: "!node-role.kubernetes.io/control-plane" requires no label`)
 	f("component=etcd", "", `the control-plane node selector: "" requires no label`)
