@@ -425,3 +425,19 @@ func TestControlPlaneSDIgnoresWhatItDoesNotShow(t *testing.T) {
 		t.Error("the ETag stayed with the scheduler's labels changed")
 	}
 }
+
+// TestComponentEndpointAllocatesNothing: a scrape's lookup builds no
+// string: the node is looked up from the request's bytes, and the pod's
+// namespace/name was built when it was indexed.
+func TestComponentEndpointAllocatesNothing(t *testing.T) {
+	client := fake.NewClientset(controlPlaneNode("cp-1", "10.250.0.1"), staticPod("kube-scheduler", "cp-1", "10.250.0.1"))
+	c := startCluster(t, client, componentOptions())
+	testutil.WaitFor(t, "the components' pods to be listed", c.ComponentsSynced)
+	node := []byte("cp-1")
+	if _, err := c.ComponentEndpoint("kube-scheduler", node); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = c.ComponentEndpoint("kube-scheduler", node) }); n != 0 {
+		t.Errorf("ComponentEndpoint allocates %v times per call, want 0", n)
+	}
+}
