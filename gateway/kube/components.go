@@ -283,8 +283,8 @@ func (c *Cluster) removeComponentPodLocked(key objectKey) bool {
 // ComponentsNamespace matching the component's selector must be bound to
 // it (spec.nodeName) and Running. Of several such pods (a static pod
 // being replaced), the one not terminating, then the newest. The address
-// is the node's InternalIP, whatever the pod's status says.
-// The node is bytes, for a lookup without allocating.
+// is the node's InternalIP, whatever the pod's status says. The node's name
+// is bytes of the request, looked up without allocating.
 func (c *Cluster) ComponentEndpoint(component string, node []byte) (ComponentEndpoint, error) {
 	comp := c.componentNamed(component)
 	if comp == nil {
@@ -322,12 +322,11 @@ func (c *Cluster) componentNamed(name string) *component {
 	return nil
 }
 
-// componentPodToScrape picks the pod to scrape of those of comp on one
-// node: a Running hostNetwork pod, the preferred one (preferredComponentPod).
-// A pod on the pod network is none: the address scraped is the node's,
-// where such a pod does not serve.
-// pods are those of one node, of every component; neither pod nor error:
-// none is comp's.
+// componentPodToScrape picks the pod of comp to scrape among pods, those
+// of one node: of the Running hostNetwork ones, the preferred one
+// (preferredComponentPod). A pod on the pod network is none: the address
+// scraped is the node's, where it does not serve. Neither pod nor error:
+// none of pods is comp's.
 func componentPodToScrape(comp *component, pods []*componentPod) (*componentPod, error) {
 	var best, notRunning, podNetwork *componentPod
 	for _, p := range pods {
