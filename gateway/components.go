@@ -22,8 +22,10 @@ const componentsPrefix = "/components/"
 // buffer.
 type componentRoute struct {
 	kube.Component
-	errPath    error // its path is none of Paths
-	errNoToken error // it is https and the control-plane token is not loaded
+	errPath error // its path is none of Paths
+	// errNoToken: it is https and the control-plane token is not loaded,
+	// for want of -control-plane-token-file or not yet.
+	errNoToken error
 	// agentPaths are /{component}{path} for each of Paths: what its node
 	// agent serves it at.
 	agentPaths [][]byte
@@ -50,6 +52,9 @@ func (k *kubernetesState) setUpComponents(cfg *Config) ([]*reload.Files, error) 
 		r := componentRoute{Component: comp,
 			errPath:    target.Invalid("the " + comp.Name + " path must be one of " + strings.Join(comp.Paths, ", ")),
 			errNoToken: target.Invalid(componentsPrefix + comp.Name + " is off: -control-plane-token-file is empty"),
+		}
+		if cfg.ControlPlaneTokenFile != "" {
+			r.errNoToken = target.Invalid(componentsPrefix + comp.Name + " is off until -control-plane-token-file " + cfg.ControlPlaneTokenFile + " has been loaded")
 		}
 		for _, p := range comp.Paths {
 			r.agentPaths = append(r.agentPaths, []byte("/"+comp.Name+p))
@@ -127,7 +132,7 @@ func (g *Gateway) parseComponentPath(uri []byte) (scrapeTarget, error) {
 		return scrapeTarget{}, err
 	}
 	agent := g.kube.nodeAgent
-	if agent == nil && comp.TLS && (g.kube.apiServers == nil || g.kube.apiServers.Authorization() == nil) {
+	if agent == nil && comp.TLS && !g.kube.hasControlPlaneToken() {
 		return scrapeTarget{}, comp.errNoToken
 	}
 	cluster := g.kube.cluster
@@ -140,18 +145,45 @@ func (g *Gateway) parseComponentPath(uri []byte) (scrapeTarget, error) {
 		}
 		return scrapeTarget{}, errComponentsNotSynced
 	}
-	ep, err := cluster.ComponentEndpoint(comp.Name, string(segs[1]))
+	ep, err := cluster.ComponentEndpoint(comp.Name, segs[1])
 	if err != nil {
 		return scrapeTarget{}, err
 	}
 	t := scrapeTarget{component: ep.Component, node: ep.Node}
 	if agent != nil {
-		t.Target = target.Target{Addr: netip.AddrPortFrom(ep.NodeAddr, g.cfg.NodeAgentPort), Path: comp.agentPaths[j], Query: query,
+		t.Target = target.Target{Addr: g.componentAddr(&ep), Path: comp.agentPaths[j], Query: query,
 			TLS: agent.tls != nil, Kind: target.KindNodeAgent}
 	} else {
-		t.Target = target.Target{Addr: ep.Addr, Path: path, Query: query, TLS: comp.TLS, Kind: target.KindComponent}
+		t.Target = target.Target{Addr: g.componentAddr(&ep), Path: path, Query: query, TLS: comp.TLS, Kind: target.KindComponent}
 	}
 	return t, nil
+}
+
+// componentAddr is where a scrape of ep goes: the component on its node,
+// or with -node-agent-port that node's agent.
+func (g *Gateway) componentAddr(ep *kube.ComponentEndpoint) netip.AddrPort {
+	if g.kube.nodeAgent != nil {
+		return netip.AddrPortFrom(ep.NodeAddr, g.cfg.NodeAgentPort)
+	}
+	return ep.Addr
+}
+
+// componentListed reports whether /sd/control-plane lists ep: whether
+// /components/ would scrape it. Not an https component dialled directly
+// without the control-plane token, nor one at an address the target
+// policy refuses, which could never be up. Neither changes while the
+// gateway runs: its token files are loaded before it serves, and a token
+// once loaded is replaced only by another.
+func (g *Gateway) componentListed(ep kube.ComponentEndpoint) bool {
+	if g.kube.nodeAgent == nil && ep.Component.TLS && !g.kube.hasControlPlaneToken() {
+		return false
+	}
+	return g.policy.CheckComponent(g.componentAddr(&ep)) == target.VerdictAllowed
+}
+
+// hasControlPlaneToken reports whether the control-plane token is loaded.
+func (k *kubernetesState) hasControlPlaneToken() bool {
+	return k.apiServers != nil && k.apiServers.Authorization() != nil
 }
 
 // componentRefused is the detail of a refused connection to a component or

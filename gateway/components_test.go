@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
@@ -12,7 +13,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/rs/zerolog"
+	"github.com/scrapegate/scrapegate/gateway/kube"
 	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
@@ -35,6 +39,22 @@ func componentPod(ns, component, node string, ip netip.Addr, mutate ...func(*cor
 // nodeAt is a node with InternalIP ip.
 func nodeAt(name, ip string) *corev1.Node {
 	return nodeObject(name, netip.AddrPortFrom(netip.MustParseAddr(ip), 10250))
+}
+
+// controlPlaneNodeAt is a node with InternalIP ip, labelled as kubeadm
+// labels the control-plane nodes (-control-plane-node-selector's default).
+func controlPlaneNodeAt(name, ip string) *corev1.Node {
+	n := nodeAt(name, ip)
+	n.Labels = map[string]string{kube.DefaultControlPlaneNodeSelector: ""}
+	return n
+}
+
+// withPodIP gives a pod another status.podIP than its node's, as its
+// kubelet may write.
+func withPodIP(ip string) func(*corev1.Pod) {
+	return func(p *corev1.Pod) {
+		p.Status.PodIP, p.Status.PodIPs = ip, []corev1.PodIP{{IP: ip}}
+	}
 }
 
 // recordingPod is a plain http stand-in for etcd, kube-proxy or a node
@@ -137,23 +157,32 @@ func TestComponents(t *testing.T) {
 		testutil.NewCA(t, "kube-scheduler self-signed").IssueServer(t, nil, []netip.Addr{netip.MustParseAddr("127.0.0.41")}).TLS, nil)
 	// Where the scheduler's token must never go, at the scheduler's port.
 	canaries := map[string]*atomic.Int32{
-		"worker-1, which runs no scheduler":      canaryAt(t, "127.0.0.32", schedulerPort),
-		"another namespace's scheduler-like pod": canaryAt(t, "127.0.0.33", schedulerPort),
-		"cp-2, whose scheduler is Pending":       canaryAt(t, "127.0.0.34", schedulerPort),
-		"cp-4, which runs nothing":               canaryAt(t, "127.0.0.36", schedulerPort),
+		"worker-1, which is no control-plane node":    canaryAt(t, "127.0.0.32", schedulerPort),
+		"another namespace's scheduler-like pod":      canaryAt(t, "127.0.0.33", schedulerPort),
+		"cp-2, whose scheduler is Pending":            canaryAt(t, "127.0.0.34", schedulerPort),
+		"cp-4, which runs nothing":                    canaryAt(t, "127.0.0.36", schedulerPort),
+		"cp-6, whose scheduler is on the pod network": canaryAt(t, "127.0.0.37", schedulerPort),
+		"the pod IP of cp-6's scheduler":              canaryAt(t, "127.0.0.38", schedulerPort),
+		"the pod IP cp-1's controller-manager claims": canaryAt(t, "127.0.0.39", kcmPort),
 	}
 
 	cfg := componentsConfig(t, ca, schedulerPort, kcmPort, etcd.addr.Port(), proxy.addr.Port())
 	g, gw := startComponentsGateway(t, cfg,
-		nodeAt("cp-1", "127.0.0.31"), nodeAt("worker-1", "127.0.0.32"), nodeAt("cp-2", "127.0.0.34"),
-		nodeAt("cp-3", "127.0.0.35"), nodeAt("cp-4", "127.0.0.36"), nodeAt("cp-5", "127.0.0.41"),
+		controlPlaneNodeAt("cp-1", "127.0.0.31"), nodeAt("worker-1", "127.0.0.32"), controlPlaneNodeAt("cp-2", "127.0.0.34"),
+		controlPlaneNodeAt("cp-3", "127.0.0.35"), controlPlaneNodeAt("cp-4", "127.0.0.36"), controlPlaneNodeAt("cp-5", "127.0.0.41"),
+		controlPlaneNodeAt("cp-6", "127.0.0.37"),
 		componentPod("kube-system", "kube-scheduler", "cp-1", cp1),
-		componentPod("kube-system", "kube-controller-manager", "cp-1", cp1),
+		// Its kubelet writes the status: the node's address is dialled.
+		componentPod("kube-system", "kube-controller-manager", "cp-1", cp1, withPodIP("127.0.0.39")),
 		componentPod("kube-system", "etcd", "cp-1", cp1),
 		componentPod("kube-system", "kube-proxy", "worker-1", netip.MustParseAddr("127.0.0.32")),
+		// A mirror pod worker-1's kubelet may create, bound to itself.
+		componentPod("kube-system", "kube-scheduler", "worker-1", netip.MustParseAddr("127.0.0.32")),
 		componentPod("kube-system", "kube-scheduler", "cp-2", netip.MustParseAddr("127.0.0.34"),
 			func(p *corev1.Pod) { p.Status.Phase = corev1.PodPending }),
-		componentPod("apps", "kube-scheduler", "worker-1", netip.MustParseAddr("127.0.0.33"),
+		componentPod("apps", "kube-scheduler", "cp-4", netip.MustParseAddr("127.0.0.33"),
+			func(p *corev1.Pod) { p.Spec.HostNetwork = false }),
+		componentPod("kube-system", "kube-scheduler", "cp-6", netip.MustParseAddr("127.0.0.38"),
 			func(p *corev1.Pod) { p.Spec.HostNetwork = false }),
 		componentPod("kube-system", "kube-controller-manager", "cp-3", netip.MustParseAddr("127.0.0.35")),
 		componentPod("kube-system", "kube-scheduler", "cp-5", netip.MustParseAddr("127.0.0.41")),
@@ -178,8 +207,10 @@ func TestComponents(t *testing.T) {
 	}
 
 	// What must never be scraped, and the token never sent to.
-	f("/components/kube-scheduler/worker-1/metrics", 404, "no pod of kube-scheduler (labelled component=kube-scheduler,tier=control-plane in namespace kube-system) runs on node worker-1")
-	f("/components/kube-scheduler/cp-4/metrics", 404, "unknown_component")
+	f("/components/kube-scheduler/worker-1/metrics", 404,
+		"node worker-1 is not a control-plane node (its labels do not match -control-plane-node-selector node-role.kubernetes.io/control-plane)")
+	f("/components/kube-scheduler/cp-4/metrics", 404, "no pod of kube-scheduler (labelled component=kube-scheduler,tier=control-plane in namespace kube-system) runs on node cp-4")
+	f("/components/kube-scheduler/cp-6/metrics", 404, "the pod kube-system/kube-scheduler-cp-6 of kube-scheduler on node cp-6 is not a host-network pod")
 	f("/components/kube-scheduler/cp-2/metrics", 503, "is Pending, not Running")
 	f("/components/kube-scheduler/nowhere/metrics", 404, `no node "nowhere" with an InternalIP is known`)
 	f("/components/kube-scheduler/127.0.0.31/metrics", 404, "unknown_component")
@@ -220,7 +251,8 @@ func TestComponents(t *testing.T) {
 			t.Errorf("/sd/control-plane: %d %s, want 200 with %s", r.StatusCode, r.body, want)
 		}
 	}
-	if strings.Contains(r.body, "/components/kube-scheduler/cp-2/") || strings.Contains(r.body, "/components/kube-scheduler/worker-1/") {
+	if strings.Contains(r.body, "/components/kube-scheduler/cp-2/") || strings.Contains(r.body, "/components/kube-scheduler/worker-1/") ||
+		strings.Contains(r.body, "/components/kube-scheduler/cp-6/") {
 		t.Errorf("/sd/control-plane lists a scheduler that must not be scraped: %s", r.body)
 	}
 	if v := metricValue(t, g, `scrapegate_requests_total{route="components",code="200"}`); v != 5 {
@@ -238,7 +270,7 @@ func TestComponentsInsecureSkipVerify(t *testing.T) {
 	apiserver, apiAddr := startAPIServer(t, selfSigned, "127.0.0.42:0", "kubernetes.default.svc")
 	cfg := componentsConfig(t, ca, netip.MustParseAddrPort(scheduler.Addr).Port(), 10257, 2381, 10249)
 	cfg.ControlPlaneInsecureSkipVerify = true
-	_, gw := startComponentsGateway(t, cfg, nodeAt("cp-5", "127.0.0.41"),
+	_, gw := startComponentsGateway(t, cfg, controlPlaneNodeAt("cp-5", "127.0.0.41"),
 		componentPod("kube-system", "kube-scheduler", "cp-5", netip.MustParseAddr("127.0.0.41")),
 		apiServerSlice("default", "kubernetes", "kubernetes", apiAddr))
 	f := checkGet(t, gw, "Authorization: Bearer caller-token")
@@ -258,7 +290,7 @@ func TestComponentsWithoutControlPlaneToken(t *testing.T) {
 	etcd := startRecordingPod(t, "127.0.0.31:0")
 	cfg := kubeConfig()
 	cfg.EtcdPort = etcd.addr.Port()
-	_, gw := startComponentsGateway(t, cfg, nodeAt("cp-1", "127.0.0.31"),
+	_, gw := startComponentsGateway(t, cfg, controlPlaneNodeAt("cp-1", "127.0.0.31"),
 		componentPod("kube-system", "kube-scheduler", "cp-1", netip.MustParseAddr("127.0.0.31")),
 		componentPod("kube-system", "etcd", "cp-1", netip.MustParseAddr("127.0.0.31")))
 	f := checkGet(t, gw)
@@ -282,7 +314,7 @@ func TestComponentsThroughNodeAgents(t *testing.T) {
 	cfg := componentsConfig(t, ca, netip.MustParseAddrPort(scheduler.Addr).Port(), 10257, etcd.addr.Port(), 10249)
 	cfg.NodeAgentPort = agent.addr.Port()
 	cfg.NodeAgentTokenFile = testutil.TempFile(t, "node-agent-token", []byte("agent-token\n"))
-	objects := []runtime.Object{nodeAt("cp-1", "127.0.0.31"), nodeAt("worker-1", "127.0.0.32"), nodeAt("cp-2", "127.0.0.34"),
+	objects := []runtime.Object{controlPlaneNodeAt("cp-1", "127.0.0.31"), nodeAt("worker-1", "127.0.0.32"), controlPlaneNodeAt("cp-2", "127.0.0.34"),
 		componentPod("kube-system", "kube-scheduler", "cp-1", cp1),
 		componentPod("kube-system", "etcd", "cp-1", cp1),
 		componentPod("kube-system", "kube-proxy", "worker-1", netip.MustParseAddr("127.0.0.32")),
@@ -337,4 +369,125 @@ func TestComponentsThroughNodeAgents(t *testing.T) {
 	if got := tlsAgent.LastAuthorization(t); got != "" {
 		t.Errorf("without -node-agent-token-file the agent got Authorization %q", got)
 	}
+}
+
+// startComponentsGatewayOn is startComponentsGateway serving on ln.
+func startComponentsGatewayOn(t *testing.T, cfg Config, ln net.Listener, objects ...runtime.Object) string {
+	t.Helper()
+	g, err := newGateway(cfg, zerolog.Nop(), fake.NewClientset(objects...))
+	if err != nil {
+		t.Fatalf("newGateway: %s", err)
+	}
+	gw := serveGatewayOn(t, g, ln)
+	testutil.WaitFor(t, "the informers and the components' pods to be listed", func() bool {
+		return g.kube.cluster.Synced() && g.kube.cluster.ComponentsSynced()
+	})
+	return gw
+}
+
+// TestComponentsAtRefusedAddresses: a Running component pod on a node
+// whose InternalIP is in a special range, in -deny-cidrs or the gateway's
+// own address is refused (403) before any connection, dialled directly
+// or through the node agents, and /sd/control-plane does not list it.
+func TestComponentsAtRefusedAddresses(t *testing.T) {
+	ca := testutil.NewCA(t, "cluster CA")
+	ln := testutil.Listen(t, "127.0.0.53")
+	self := netip.MustParseAddrPort(ln.Addr().String())
+	schedulerPort := testutil.FreeAddr(t, "127.0.0.52").Port()
+	objects := []runtime.Object{
+		controlPlaneNodeAt("metadata", "169.254.169.254"), controlPlaneNodeAt("denied", "127.0.0.52"), controlPlaneNodeAt("self", "127.0.0.53"),
+		componentPod("kube-system", "kube-scheduler", "metadata", netip.MustParseAddr("169.254.169.254")),
+		componentPod("kube-system", "kube-scheduler", "denied", netip.MustParseAddr("127.0.0.52")),
+		componentPod("kube-system", "kube-proxy", "self", self.Addr()),
+	}
+	f := func(name string, cfg Config, ln net.Listener, canary *atomic.Int32) {
+		t.Helper()
+		// Every address allowed but the special ranges, of which only
+		// loopback is named on purpose.
+		cfg.AllowCIDRs = mustParsePrefixes("0.0.0.0/0", "127.0.0.0/8")
+		cfg.DenyCIDRs = mustParsePrefixes("127.0.0.52/32")
+		gw := startComponentsGatewayOn(t, cfg, ln, objects...)
+		check := checkGet(t, gw, "Authorization: Bearer caller-token")
+		// 0.0.0.0/0 does not name the link-local range on purpose.
+		check("/components/kube-scheduler/metadata/metrics", 403, "the target IP is not allowed by -allow-cidrs: 169.254.169.254:")
+		check("/components/kube-scheduler/denied/metrics", 403, "the target IP is denied by -deny-cidrs")
+		check("/components/kube-proxy/self/metrics", 403, "the target is the gateway itself")
+		if n := canary.Load(); n != 0 {
+			t.Errorf("%s: the denied node got %d connections", name, n)
+		}
+		r := get(t, gw, "/sd/control-plane", "Authorization: Bearer caller-token")
+		if r.StatusCode != 200 || r.body != "[]\n" {
+			t.Errorf("%s: /sd/control-plane = %d %s, want 200 and no target", name, r.StatusCode, r.body)
+		}
+	}
+	direct := componentsConfig(t, ca, schedulerPort, 10257, 2381, self.Port())
+	f("directly", direct, ln, canaryAt(t, "127.0.0.52", schedulerPort))
+
+	agentLn := testutil.Listen(t, "127.0.0.53")
+	agentPort := netip.MustParseAddrPort(agentLn.Addr().String()).Port()
+	viaAgents := componentsConfig(t, ca, schedulerPort, 10257, 2381, 10249)
+	viaAgents.NodeAgentPort = agentPort // the gateway's own port, on node self
+	viaAgents.NodeAgentTokenFile = testutil.TempFile(t, "node-agent-token", []byte("agent-token\n"))
+	f("through the node agents", viaAgents, agentLn, canaryAt(t, "127.0.0.52", agentPort))
+}
+
+// TestComponentsSDListsOnlyWhatIsScraped: without the control-plane token
+// the https components, which /components/ refuses, are not listed when
+// dialled directly; through the node agents, which hold their own, they
+// are.
+func TestComponentsSDListsOnlyWhatIsScraped(t *testing.T) {
+	objects := []runtime.Object{controlPlaneNodeAt("cp-1", "127.0.0.31"),
+		componentPod("kube-system", "kube-scheduler", "cp-1", netip.MustParseAddr("127.0.0.31")),
+		componentPod("kube-system", "etcd", "cp-1", netip.MustParseAddr("127.0.0.31"))}
+	f := func(cfg Config, want string) {
+		t.Helper()
+		_, gw := startComponentsGateway(t, cfg, objects...)
+		r := get(t, gw, "/sd/control-plane")
+		var got []string
+		for _, c := range []string{"kube-scheduler", "etcd"} {
+			if strings.Contains(r.body, "/components/"+c+"/cp-1/metrics") {
+				got = append(got, c)
+			}
+		}
+		if r.StatusCode != 200 || strings.Join(got, " ") != want {
+			t.Errorf("-node-agent-port=%d: /sd/control-plane = %d %s, want only %s", cfg.NodeAgentPort, r.StatusCode, r.body, want)
+		}
+	}
+	f(kubeConfig(), "etcd")
+	viaAgents := kubeConfig()
+	viaAgents.NodeAgentPort = 10271
+	viaAgents.NodeAgentTokenFile = testutil.TempFile(t, "node-agent-token", []byte("agent-token\n"))
+	f(viaAgents, "kube-scheduler etcd")
+}
+
+// TestComponentsWaitForKubeSystem: until the pods of kube-system are
+// listed, /components/ and /sd/control-plane answer 503 not_synced with
+// the API server's refusal, while the rest of the gateway is ready.
+func TestComponentsWaitForKubeSystem(t *testing.T) {
+	etcd := startRecordingPod(t, "127.0.0.31:0")
+	client := fake.NewClientset(controlPlaneNodeAt("cp-1", "127.0.0.31"),
+		componentPod("kube-system", "etcd", "cp-1", netip.MustParseAddr("127.0.0.31")))
+	var released atomic.Bool
+	client.PrependReactor("list", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetNamespace() == kube.ComponentsNamespace && !released.Load() {
+			return true, nil, errors.New(`pods is forbidden: cannot list resource "pods" in the namespace "kube-system"`)
+		}
+		return false, nil, nil
+	})
+	cfg := kubeConfig()
+	cfg.EtcdPort = etcd.addr.Port()
+	g, gw := startKubeGateway(t, cfg, client)
+	testutil.WaitFor(t, "the refusal to be known", func() bool { return g.kube.cluster.ComponentsFailure() != nil })
+	f := checkGet(t, gw)
+	f("/components/etcd/cp-1/metrics", 503, `not_synced: "/components/etcd/cp-1/metrics": the Kubernetes informers have not synced yet; retry: the pods of kube-system have not been listed yet: `)
+	f("/components/etcd/cp-1/metrics", 503, `pods is forbidden`)
+	f("/sd/control-plane", 503, "the pods of kube-system have not been listed yet")
+	f("/readyz", 200, "")
+	if got := etcd.requests(); len(got) != 0 {
+		t.Errorf("etcd got %q before kube-system was listed", got)
+	}
+	released.Store(true)
+	testutil.WaitFor(t, "the components' pods to be listed", g.kube.cluster.ComponentsSynced)
+	f("/components/etcd/cp-1/metrics", 200, "up 1")
+	f("/sd/control-plane", 200, "/components/etcd/cp-1/metrics")
 }

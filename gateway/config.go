@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/labels"
-
 	"github.com/scrapegate/scrapegate/gateway/kube"
 	"github.com/scrapegate/scrapegate/gateway/target"
 )
@@ -91,6 +89,7 @@ type Config struct {
 	EtcdPort                       uint16 // -etcd-port
 	KubeProxySelector              string // -kube-proxy-selector
 	KubeProxyPort                  uint16 // -kube-proxy-port
+	ControlPlaneNodeSelector       string // -control-plane-node-selector
 	ControlPlaneInsecureSkipVerify bool   // -control-plane-insecure-skip-verify
 	NodeAgentPort                  uint16 // -node-agent-port; 0: components are dialled directly
 	NodeAgentTokenFile             string // -node-agent-token-file
@@ -174,6 +173,7 @@ func DefaultConfig() Config {
 		EtcdPort:                      comps[2].Port,
 		KubeProxySelector:             comps[3].Selector,
 		KubeProxyPort:                 comps[3].Port,
+		ControlPlaneNodeSelector:      kube.DefaultControlPlaneNodeSelector,
 	}
 }
 
@@ -424,14 +424,15 @@ func (c *Config) validateTargetToken(bad func(flagName, format string, args ...a
 // node agents' flags.
 func (c *Config) validateComponents(bad func(flagName, format string, args ...any)) {
 	for _, comp := range c.components() {
-		if sel, err := labels.Parse(comp.Selector); err != nil {
-			bad(comp.Name+"-selector", "cannot parse %q: %s", comp.Selector, err)
-		} else if sel.Empty() {
-			bad(comp.Name+"-selector", "must not be empty: it would make every pod in %s a %s", kube.ComponentsNamespace, comp.Name)
+		if _, err := kube.ParseRequiredSelector(comp.Selector); err != nil {
+			bad(comp.Name+"-selector", "%s", err)
 		}
 		if comp.Port == 0 {
 			bad(comp.Name+"-port", "must be a port 1-65535, got 0")
 		}
+	}
+	if _, err := kube.ParseRequiredSelector(c.ControlPlaneNodeSelector); err != nil {
+		bad("control-plane-node-selector", "%s", err)
 	}
 	switch {
 	case c.ControlPlaneInsecureSkipVerify && c.ControlPlaneTokenFile == "":

@@ -743,7 +743,7 @@ func TestHostileInputs(t *testing.T) {
 		apiServerSlice("mon", "kubernetes", "kubernetes", canary9),
 		apiServerSlice("default", "web", "web", canary9),
 		podObject("mon", "pod", canary9),
-		nodeAt("cp-1", "127.0.0.9"), nodeAt("lo", "127.0.0.1"),
+		controlPlaneNodeAt("cp-1", "127.0.0.9"), controlPlaneNodeAt("lo", "127.0.0.1"),
 		componentPod("mon", "kube-scheduler", "cp-1", canary9.Addr()),
 		componentPod("kube-system", "kube-scheduler", "lo", netip.MustParseAddr("127.0.0.1"), func(p *corev1.Pod) { p.Status.Phase = corev1.PodPending }),
 		componentPod("kube-system", "etcd", "ghost", canary9.Addr())))

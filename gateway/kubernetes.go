@@ -42,7 +42,8 @@ type kubernetesState struct {
 func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reload.Files, error) {
 	cfg := &g.cfg
 	cluster, err := kube.New(client, kube.Options{Namespaces: cfg.KubernetesNamespaces, PodSelector: cfg.KubernetesPodSelector,
-		APIServers: cfg.ControlPlaneTokenFile != "", Components: cfg.components()}, g.log)
+		APIServers: cfg.ControlPlaneTokenFile != "", Components: cfg.components(),
+		ControlPlaneNodeSelector: cfg.ControlPlaneNodeSelector, ComponentListed: g.componentListed}, g.log)
 	if err != nil {
 		return nil, err
 	}

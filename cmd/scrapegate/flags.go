@@ -260,7 +260,9 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 		"Serves /sd/pods, /sd/nodes, /sd/endpoints and /sd/control-plane (Prometheus http_sd), /nodes/{node}/{kubelet metrics path}, /apiservers/{ip}/{port}/{path}, "+
 		"/components/{component}/{node}/{path}, /services/ and /endpoints/, "+
 		"and makes -target-policy default to kubernetes. "+
-		"/readyz reports 503 until the first list of each has arrived.")
+		"/readyz reports 503 until the first list of pods, nodes, Services and EndpointSlices in the watched namespaces has arrived; "+
+		"it does not wait for the pods of kube-system or the default/kubernetes EndpointSlices, "+
+		"without which only /components/, /apiservers/ and /sd/control-plane answer 503.")
 	registerKubeconfigFlag(fs, c)
 	fs.Var((*stringList)(&c.KubernetesNamespaces), "kubernetes-namespaces", "Comma-separated namespaces to watch pods, Services and EndpointSlices in. Empty: every namespace.")
 	fs.StringVar(&c.KubernetesPodSelector, "kubernetes-pod-selector", c.KubernetesPodSelector, "Label selector (app=foo,tier!=db) that watched pods must match. Empty: every pod.")
@@ -380,9 +382,16 @@ func registerComponentFlags(fs *flag.FlagSet, c *gateway.Config) {
 		{"kube-proxy", "the labels of kubeadm's kube-proxy DaemonSet", &c.KubeProxySelector},
 	} {
 		fs.StringVar(f.selector, f.name+"-selector", *f.selector, "Label selector of the "+f.name+" pods in kube-system, by default "+f.labels+
-			": /components/"+f.name+"/{node}/ scrapes the Running one bound to that node. Must not be empty.")
+			": /components/"+f.name+"/{node}/ scrapes the Running hostNetwork one bound to that node. "+
+			"It must require a label (key=value, key in (...) or key), not only negate some.")
 	}
-	registerComponentPortFlags(fs, c, "at its pod's address (a hostNetwork pod's: its node's InternalIP)")
+	registerComponentPortFlags(fs, c, "at its node's InternalIP")
+	fs.StringVar(&c.ControlPlaneNodeSelector, "control-plane-node-selector", c.ControlPlaneNodeSelector,
+		"Label selector of the control-plane nodes, over the Node objects' labels: kube-scheduler, kube-controller-manager and etcd "+
+			"are found only on those (kube-proxy on every node), so only their InternalIP receives the control-plane token. "+
+			"Every kubelet may create pods in kube-system bound to its own node, with any labels, "+
+			"but the NodeRestriction admission plugin forbids it to set node-role.kubernetes.io/* labels on its node: keep the selector on such a label. "+
+			"It must require a label (key=value, key in (...) or key), not only negate some.")
 	fs.BoolVar(&c.ControlPlaneInsecureSkipVerify, "control-plane-insecure-skip-verify", c.ControlPlaneInsecureSkipVerify,
 		"Do not verify the certificates of the https components (kube-scheduler, kube-controller-manager); never the API servers'. "+
 			"kubeadm's scheduler and controller-manager sign their own serving certificates at start, which the cluster CA cannot verify. "+
@@ -395,7 +404,9 @@ func registerComponentFlags(fs *flag.FlagSet, c *gateway.Config) {
 		"which they verify by TokenReview: a projected ServiceAccount token with audience scrapegate-node-agent "+
 		"(the node-agent overlay mounts one at /var/run/secrets/scrapegate/node-agent/token). Re-read when it changes. Requires -node-agent-port.")
 	fs.StringVar(&c.NodeAgentCAFile, "node-agent-ca-file", c.NodeAgentCAFile, "PEM CA bundle to verify the node agents' serving certificates with, as valid for the node's IP: "+
-		"with it the gateway talks https to the agents, without it plain http. Re-read when it changes. Requires -node-agent-port.")
+		"with it the gateway talks https to the agents; without it plain http, "+
+		"and the node-agent token (-node-agent-token-file) crosses the node network in clear text to every agent. "+
+		"Re-read when it changes. Requires -node-agent-port.")
 	fs.StringVar(&c.NodeAgentCertFile, "node-agent-cert-file", c.NodeAgentCertFile, "PEM client certificate to present to the node agents (mTLS); "+
 		"requires -node-agent-key-file and -node-agent-ca-file. Re-read when it changes.")
 	fs.StringVar(&c.NodeAgentKeyFile, "node-agent-key-file", c.NodeAgentKeyFile, "PEM private key of -node-agent-cert-file.")
@@ -426,7 +437,7 @@ var flagGroups = []flagGroup{
 	{"Control plane", "See [Control plane](kubernetes.md#control-plane-components-and-sdcontrol-plane). These take effect only with `--kubernetes`; " +
 		"`--node-agent-port` and `--control-plane-insecure-skip-verify` need it.",
 		[]string{"kube-scheduler-selector", "kube-scheduler-port", "kube-controller-manager-selector", "kube-controller-manager-port",
-			"etcd-selector", "etcd-port", "kube-proxy-selector", "kube-proxy-port", "control-plane-insecure-skip-verify",
+			"etcd-selector", "etcd-port", "kube-proxy-selector", "kube-proxy-port", "control-plane-node-selector", "control-plane-insecure-skip-verify",
 			"node-agent-port", "node-agent-token-file", "node-agent-ca-file", "node-agent-cert-file", "node-agent-key-file"}},
 	{"Upstream connections and deadlines", "", []string{"max-inflight", "max-endpoints", "max-conns-per-endpoint", "max-response-body-bytes",
 		"endpoint-idle-ttl", "upstream-idle-conn-timeout", "dial-timeout", "scrape-timeout-default", "scrape-timeout-max", "scrape-timeout-margin"}},

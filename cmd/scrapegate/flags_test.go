@@ -118,7 +118,11 @@ func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 	f([]string{"--kubernetes", "--kubernetes-namespaces=apps", "--target-token-file=t", "--target-token-namespaces=monitoring"}, envOf(),
 		"-target-token-namespaces", `"monitoring" is not watched`)
 	f([]string{"--kubernetes", "--kube-scheduler-selector=component in (x"}, envOf(), "-kube-scheduler-selector", "cannot parse")
-	f([]string{"--kubernetes", "--etcd-selector="}, envOf(), "-etcd-selector", "must not be empty")
+	f([]string{"--kubernetes", "--etcd-selector="}, envOf(), "-etcd-selector", `"" requires no label`)
+	f([]string{"--kubernetes", "--etcd-selector=!foo"}, envOf(), "-etcd-selector", `"!foo" requires no label, so it matches whatever lacks some: give at least one key=value, key in (...) or key`)
+	f([]string{"--kubernetes", "--kube-proxy-selector=component!=x"}, envOf(), "-kube-proxy-selector", `"component!=x" requires no label`)
+	f([]string{"--kubernetes", "--control-plane-node-selector=!node-role.kubernetes.io/control-plane"}, envOf(), "-control-plane-node-selector", "requires no label")
+	f([]string{"--kubernetes", "--control-plane-node-selector=a in (b"}, envOf(), "-control-plane-node-selector", "cannot parse")
 	f([]string{"--kubernetes", "--kube-proxy-port=0"}, envOf(), "-kube-proxy-port", "1-65535")
 	f([]string{"--kubernetes", "--kube-controller-manager-port=65536"}, envOf(), "-kube-controller-manager-port", "not a port")
 	f([]string{"--kubernetes", "--etcd-port=02381"}, envOf(), "-etcd-port", "leading zeros")
@@ -178,16 +182,17 @@ func TestParseFlagsControlPlane(t *testing.T) {
 		cfg.KubeControllerManagerSelector != "component=kube-controller-manager,tier=control-plane" || cfg.KubeControllerManagerPort != 10257 ||
 		cfg.EtcdSelector != "component=etcd,tier=control-plane" || cfg.EtcdPort != 2381 ||
 		cfg.KubeProxySelector != "k8s-app=kube-proxy" || cfg.KubeProxyPort != 10249 ||
-		cfg.ControlPlaneInsecureSkipVerify || cfg.NodeAgentPort != 0 {
+		cfg.ControlPlaneInsecureSkipVerify || cfg.NodeAgentPort != 0 || cfg.ControlPlaneNodeSelector != "node-role.kubernetes.io/control-plane" {
 		t.Errorf("control-plane defaults: %+v", cfg)
 	}
 	cfg, err = gatewayCommand.parse([]string{"--kubernetes", "--etcd-selector=app=etcd", "--etcd-port=2379", "--kube-proxy-port=10256",
-		"--control-plane-insecure-skip-verify", "--kube-scheduler-selector=component in (kube-scheduler, scheduler)"}, envOf(), io.Discard)
+		"--control-plane-insecure-skip-verify", "--kube-scheduler-selector=component in (kube-scheduler, scheduler)",
+		"--control-plane-node-selector=node-role.kubernetes.io/master,!x"}, envOf(), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.EtcdSelector != "app=etcd" || cfg.EtcdPort != 2379 || cfg.KubeProxyPort != 10256 || !cfg.ControlPlaneInsecureSkipVerify ||
-		cfg.KubeSchedulerSelector != "component in (kube-scheduler, scheduler)" {
+		cfg.KubeSchedulerSelector != "component in (kube-scheduler, scheduler)" || cfg.ControlPlaneNodeSelector != "node-role.kubernetes.io/master,!x" {
 		t.Errorf("control-plane flags: %+v", cfg)
 	}
 	cfg, err = gatewayCommand.parse([]string{"--kubernetes", "--node-agent-port=10271"},

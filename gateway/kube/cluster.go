@@ -51,6 +51,15 @@ type Options struct {
 	// ComponentEndpoint; nil: none, and that namespace is not watched for
 	// them.
 	Components []Component
+	// ControlPlaneNodeSelector is the label selector of the nodes that
+	// the components with ControlPlaneNode run on (required with
+	// Components).
+	ControlPlaneNodeSelector string
+	// ComponentListed, if set, says which of the component instances
+	// ComponentEndpoint finds /sd/control-plane lists: those the gateway
+	// would scrape. Its answer for an endpoint must not change while the
+	// Cluster runs, since documents are rebuilt only when objects change.
+	ComponentListed func(ComponentEndpoint) bool
 }
 
 // defaultKubeletPort is where a kubelet serves when its node does not say.
@@ -117,12 +126,17 @@ type Cluster struct {
 	apiServers      map[objectKey][]netip.AddrPort
 	apiServersWatch *resourceWatch
 	// components are Options.Components; componentPods their pods in
-	// ComponentsNamespace by component and node (components.go), from
-	// componentsWatch, and componentPodOn where each pod is in it.
+	// ComponentsNamespace by node (components.go), from componentsWatch,
+	// and componentPodOn the node of each pod in it.
 	components      []*component
-	componentPods   map[componentOn][]*corev1.Pod
-	componentPodOn  map[objectKey]componentOn
+	componentPods   map[string][]*componentPod
+	componentPodOn  map[objectKey]string
 	componentsWatch *resourceWatch
+	componentListed func(ComponentEndpoint) bool
+	// controlPlaneNodes are the nodes with an InternalIP whose labels
+	// match controlPlaneNodeSelector (nil without components).
+	controlPlaneNodeSelector labels.Selector
+	controlPlaneNodes        map[string]bool
 
 	// podsVersion and nodesVersion change whenever a watched pod or node
 	// does, and endpointsVersion whenever a Service, an EndpointSlice or a
@@ -131,8 +145,11 @@ type Cluster struct {
 	podsVersion      atomic.Uint64
 	nodesVersion     atomic.Uint64
 	endpointsVersion atomic.Uint64
-	// controlPlaneVersion changes whenever a component's pod, a node or an
-	// API servers' slice does: what /sd/control-plane is built from.
+	// controlPlaneVersion changes whenever what /sd/control-plane is built
+	// from does: the index entry of a component's pod, the set of nodes
+	// with an InternalIP, that address, whether a node is a control-plane
+	// node, or an API servers' slice. Not on other updates: every node
+	// reports its status every few seconds.
 	controlPlaneVersion atomic.Uint64
 
 	docsMu    sync.Mutex
@@ -173,22 +190,31 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 	if err != nil {
 		return nil, err
 	}
+	var controlPlaneNodeSelector labels.Selector
+	if opts.Components != nil {
+		if controlPlaneNodeSelector, err = ParseRequiredSelector(opts.ControlPlaneNodeSelector); err != nil {
+			return nil, fmt.Errorf("the control-plane node selector: %w", err)
+		}
+	}
 	logClientGoTo(log)
 	c := &Cluster{
-		log:                log,
-		server:             serverOf(client),
-		failureLogInterval: 30 * time.Second,
-		livePods:           make(map[netip.Addr][]*livePod),
-		byKey:              make(map[string]*livePod),
-		kubelets:           make(map[string]netip.AddrPort),
-		services:           make(map[objectKey]*service),
-		serviceSlices:      make(map[objectKey][]*endpointSlice),
-		sliceOf:            make(map[objectKey]*endpointSlice),
-		apiServers:         make(map[objectKey][]netip.AddrPort),
-		components:         components,
-		componentPods:      make(map[componentOn][]*corev1.Pod),
-		componentPodOn:     make(map[objectKey]componentOn),
-		docs:               make(map[docKey]*document),
+		log:                      log,
+		server:                   serverOf(client),
+		failureLogInterval:       30 * time.Second,
+		livePods:                 make(map[netip.Addr][]*livePod),
+		byKey:                    make(map[string]*livePod),
+		kubelets:                 make(map[string]netip.AddrPort),
+		services:                 make(map[objectKey]*service),
+		serviceSlices:            make(map[objectKey][]*endpointSlice),
+		sliceOf:                  make(map[objectKey]*endpointSlice),
+		apiServers:               make(map[objectKey][]netip.AddrPort),
+		components:               components,
+		componentPods:            make(map[string][]*componentPod),
+		componentPodOn:           make(map[objectKey]string),
+		componentListed:          opts.ComponentListed,
+		controlPlaneNodeSelector: controlPlaneNodeSelector,
+		controlPlaneNodes:        make(map[string]bool),
+		docs:                     make(map[docKey]*document),
 	}
 	var namespaces []string
 	for _, ns := range opts.Namespaces {
@@ -531,15 +557,26 @@ func (c *Cluster) nodeChanged(obj any) {
 	if !ok {
 		return
 	}
+	addr, hasAddr := kubeletAddr(node)
+	controlPlane := c.controlPlaneNodeSelector != nil && c.controlPlaneNodeSelector.Matches(labels.Set(node.Labels))
 	c.mu.Lock()
-	if addr, ok := kubeletAddr(node); ok {
+	old, hadAddr := c.kubelets[node.Name]
+	changed := hasAddr != hadAddr || addr.Addr() != old.Addr() || controlPlane != c.controlPlaneNodes[node.Name]
+	if hasAddr {
 		c.kubelets[node.Name] = addr
 	} else {
 		delete(c.kubelets, node.Name)
 	}
+	if controlPlane {
+		c.controlPlaneNodes[node.Name] = true
+	} else {
+		delete(c.controlPlaneNodes, node.Name)
+	}
 	c.mu.Unlock()
+	if changed {
+		c.controlPlaneVersion.Add(1)
+	}
 	c.nodesVersion.Add(1)
-	c.controlPlaneVersion.Add(1)
 }
 
 func (c *Cluster) nodeDeleted(obj any) {
@@ -553,10 +590,15 @@ func (c *Cluster) nodeDeleted(obj any) {
 		return
 	}
 	c.mu.Lock()
+	_, hadAddr := c.kubelets[name]
+	changed := hadAddr || c.controlPlaneNodes[name]
 	delete(c.kubelets, name)
+	delete(c.controlPlaneNodes, name)
 	c.mu.Unlock()
+	if changed {
+		c.controlPlaneVersion.Add(1)
+	}
 	c.nodesVersion.Add(1)
-	c.controlPlaneVersion.Add(1)
 }
 
 // kubeletAddr is where a node's kubelet serves: its InternalIP (the address
@@ -657,8 +699,9 @@ func stripEndpointSlice(obj any) (any, error) {
 	return slice, nil
 }
 
-// stripNode keeps what /sd/nodes and the kubelet proxy read; a node's
-// status otherwise carries every image it has pulled.
+// stripNode keeps what /sd/nodes, the kubelet proxy and the components
+// read (the labels, which the control-plane node selector judges); a
+// node's status otherwise carries every image it has pulled.
 func stripNode(obj any) (any, error) {
 	node, ok := obj.(*corev1.Node)
 	if !ok {
