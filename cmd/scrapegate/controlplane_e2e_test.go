@@ -175,6 +175,12 @@ func TestEndToEndControlPlane(t *testing.T) {
 	}
 	createComponentPod(t, k, svcAppsNamespace, "kube-scheduler-"+cpWorker.name, cpWorker, cpDecoyIP, false,
 		map[string]string{"component": "kube-scheduler", "tier": "control-plane"})
+	// What the worker's kubelet may do itself (NodeRestriction lets it
+	// create mirror pods bound to its node, in any namespace, with any
+	// labels): a "scheduler" in kube-system, on a node that is not the
+	// control plane.
+	createComponentPod(t, k, metav1.NamespaceSystem, "kube-scheduler-"+cpWorker.name, cpWorker, cpWorker.ip, true,
+		map[string]string{"component": "kube-scheduler", "tier": "control-plane"})
 
 	// 4. The gateway, dialling components directly, as deploy/base's
 	// account; their certificates are self-signed, as kubeadm's are.
@@ -226,7 +232,7 @@ func TestEndToEndControlPlane(t *testing.T) {
 		{"/components/etcd/cp-local/metrics", http.StatusBadGateway, refusedHint},
 		{"/components/kube-proxy/cp-local/metrics", http.StatusBadGateway, refusedHint},
 		// Where the token must never go.
-		{"/components/kube-scheduler/cp-worker/metrics", http.StatusNotFound, "kube-scheduler"},
+		{"/components/kube-scheduler/cp-worker/metrics", http.StatusNotFound, "node-role.kubernetes.io/control-plane"},
 		{"/components/kube-scheduler/no-such-node/metrics", http.StatusNotFound, "no-such-node"},
 		{"/components/kube-scheduler/cp-direct/configz", http.StatusBadRequest, "/metrics"},
 		{"/components/etcd/cp-direct/metrics/slis", http.StatusBadRequest, "/metrics"},
