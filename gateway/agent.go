@@ -134,9 +134,7 @@ func (g *Gateway) tokenReviewObserver() func(auth.Review, bool, error) {
 	var reviews, hits [auth.NumReviews]*metrics.Counter
 	for r := range auth.NumReviews {
 		reviews[r] = g.metrics.set.NewCounter(fmt.Sprintf(`scrapegate_token_reviews_total{result=%q}`, r))
-		if r != auth.ReviewError {
-			hits[r] = g.metrics.set.NewCounter(fmt.Sprintf(`scrapegate_token_review_cache_hits_total{result=%q}`, r))
-		}
+		hits[r] = g.metrics.set.NewCounter(fmt.Sprintf(`scrapegate_token_review_cache_hits_total{result=%q}`, r))
 	}
 	return func(r auth.Review, cached bool, err error) {
 		if cached {
@@ -148,7 +146,7 @@ func (g *Gateway) tokenReviewObserver() func(auth.Review, bool, error) {
 			return
 		}
 		if e := g.authLog.Warn(); e.Enabled() {
-			e.Err(err).Msg("a caller's token could not be reviewed: the API server must be reachable and the agent's ServiceAccount bound to system:auth-delegator")
+			e.Err(err).Msg("a caller's token could not be reviewed: the API server must be reachable and the agent's ServiceAccount allowed to create tokenreviews (deploy/overlays/node-agent/rbac.yaml)")
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"k8s.io/client-go/kubernetes/fake"
@@ -19,11 +20,15 @@ import (
 )
 
 const (
-	// agentCaller is the token of the gateway's ServiceAccount, bound to
-	// the agent's audience.
-	agentCaller   = "Authorization: Bearer gateway-token"
 	agentAudience = "scrapegate-node-agent"
 	gatewayUser   = "system:serviceaccount:scrapegate:scrapegate"
+)
+
+var (
+	// gatewayToken is a token of the gateway's ServiceAccount, bound to
+	// the agent's audience, and agentCaller the header presenting it.
+	gatewayToken = testutil.ServiceAccountJWT("scrapegate/scrapegate", time.Time{}, agentAudience)
+	agentCaller  = "Authorization: Bearer " + gatewayToken
 )
 
 // agentComponents stand in for the four components on 127.0.0.1: the
@@ -77,7 +82,7 @@ func startAgent(t *testing.T, cfg Config) (*Gateway, string, *testutil.TokenRevi
 	t.Helper()
 	client := fake.NewClientset()
 	reviews := testutil.FakeTokenReviews(client)
-	reviews.Add("gateway-token", gatewayUser, agentAudience)
+	reviews.Add(gatewayToken, gatewayUser, agentAudience)
 	g, err := newGateway(cfg, zerolog.Nop(), client)
 	if err != nil {
 		t.Fatalf("newGateway: %s", err)
@@ -146,8 +151,13 @@ func TestAgentForwardsOnlyComponentMetrics(t *testing.T) {
 func TestAgentAuthenticatesCallers(t *testing.T) {
 	c := startAgentComponents(t, testutil.NewCA(t, "components"))
 	g, gw, reviews := startAgent(t, agentConfig(t, c))
-	reviews.Add("other-sa-token", "system:serviceaccount:apps:web", agentAudience)
-	reviews.Add("api-server-token", gatewayUser, "https://kubernetes.default.svc")
+	jwt := func(sa string, exp time.Time, audiences ...string) string {
+		return "Authorization: Bearer " + testutil.ServiceAccountJWT(sa, exp, audiences...)
+	}
+	// A token claiming the gateway's account that the API server takes
+	// for another user (an authenticator other than the ServiceAccounts').
+	otherUser := testutil.JWT(map[string]string{"alg": "RS256"}, map[string]any{"sub": gatewayUser, "aud": agentAudience, "jti": "other"})
+	reviews.Add(otherUser, "alice", agentAudience)
 
 	f := func(header string, want int, wantBody string) {
 		t.Helper()
@@ -158,23 +168,31 @@ func TestAgentAuthenticatesCallers(t *testing.T) {
 		for _, target := range []string{"/etcd/metrics", "/kube-scheduler/metrics"} {
 			r := get(t, gw, target, headers...)
 			if r.StatusCode != want || !strings.Contains(r.body, wantBody) {
-				t.Errorf("%q %s: %d %q; want %d with %q", header, target, r.StatusCode, r.body, want, wantBody)
+				t.Errorf("%.60q %s: %d %q; want %d with %q", header, target, r.StatusCode, r.body, want, wantBody)
 			}
 			if want == 401 && r.Header.Get("WWW-Authenticate") != `Bearer realm="scrapegate"` {
-				t.Errorf("%q %s: WWW-Authenticate %q; want the Bearer challenge", header, target, r.Header.Get("WWW-Authenticate"))
+				t.Errorf("%.60q %s: WWW-Authenticate %q; want the Bearer challenge", header, target, r.Header.Get("WWW-Authenticate"))
 			}
 		}
 	}
 	f("", 401, "credentials required")
-	f("Authorization: Bearer expired-or-forged", 401, "invalid credentials")
-	// The gateway's own ServiceAccount token, which the API server takes:
-	// a node must never receive one it could replay.
-	f("Authorization: Bearer api-server-token", 401, "invalid credentials")
+	// Refused without a TokenReview: not a JWT, another account, the API
+	// server's audience (a node must never receive a token it could
+	// replay), expired.
+	f("Authorization: Bearer not-a-jwt", 401, "not an unexpired ServiceAccount token (JWT) of -allowed-serviceaccounts")
+	f(jwt("apps/web", time.Time{}, agentAudience), 401, "not an unexpired ServiceAccount token")
+	f(jwt("scrapegate/scrapegate", time.Time{}, "https://kubernetes.default.svc"), 401, "not an unexpired ServiceAccount token")
+	f(jwt("scrapegate/scrapegate", time.Now().Add(-time.Minute), agentAudience), 401, "not an unexpired ServiceAccount token")
+	if n := reviews.Calls(); n != 0 {
+		t.Errorf("%d TokenReviews for tokens that cannot pass one; want none", n)
+	}
+	// Reviewed: forged (the API server knows it not), another user.
+	f(jwt("scrapegate/scrapegate", time.Now().Add(time.Hour), agentAudience), 401, "invalid credentials")
 	f("Authorization: "+testutil.BasicAuth("scrapegate", "x"), 401, "scheme not accepted")
-	f("Authorization: Bearer other-sa-token", 403, "-allowed-serviceaccounts")
+	f("Authorization: Bearer "+otherUser, 403, "-allowed-serviceaccounts")
 	reviews.Fail(errors.New("connection refused"))
-	f("Authorization: Bearer new-token", 503, "TokenReview with the API server failed")
-	if r := get(t, gw, "/etcd/metrics", "Authorization: Bearer new-token"); r.Header.Get("Retry-After") == "" {
+	f(jwt("scrapegate/scrapegate", time.Now().Add(2*time.Hour), agentAudience), 503, "TokenReview with the API server failed")
+	if r := get(t, gw, "/etcd/metrics", jwt("scrapegate/scrapegate", time.Now().Add(3*time.Hour), agentAudience)); r.Header.Get("Retry-After") == "" {
 		t.Error("an unreachable API server: no Retry-After")
 	}
 	if got := c.dials(); got != 0 {
@@ -182,12 +200,14 @@ func TestAgentAuthenticatesCallers(t *testing.T) {
 	}
 	for series, want := range map[string]float64{
 		`scrapegate_auth_failures_total{reason="missing"}`:                              2,
+		`scrapegate_auth_failures_total{reason="token_refused_unreviewed"}`:             8,
 		`scrapegate_auth_failures_total{reason="serviceaccount_not_allowed"}`:           2,
 		`scrapegate_auth_failures_total{reason="token_review_failed"}`:                  3,
 		`scrapegate_token_reviews_total{result="serviceaccount_not_allowed"}`:           1,
 		`scrapegate_token_review_cache_hits_total{result="serviceaccount_not_allowed"}`: 1,
-		`scrapegate_token_reviews_total{result="unauthenticated"}`:                      2,
-		`scrapegate_token_reviews_total{result="error"}`:                                3,
+		`scrapegate_token_reviews_total{result="unauthenticated"}`:                      1,
+		`scrapegate_token_reviews_total{result="error"}`:                                2,
+		`scrapegate_token_review_cache_hits_total{result="error"}`:                      1,
 	} {
 		if got := metricValue(t, g, series); got != want {
 			t.Errorf("%s = %v; want %v", series, got, want)
@@ -288,10 +308,10 @@ func TestAgentClientCertificates(t *testing.T) {
 	if n := reviews.Calls(); n != 0 {
 		t.Errorf("%d TokenReviews for callers with a certificate; want none", n)
 	}
-	f(gw, nil, "Bearer gateway-token", 200, "etcd")
+	f(gw, nil, "Bearer "+gatewayToken, 200, "etcd")
 	dials := c.dials()
 	f(gw, nil, "", 401, "credentials required")
-	if _, _, err := get(gw, &intruderCert, "Bearer gateway-token"); err == nil {
+	if _, _, err := get(gw, &intruderCert, "Bearer "+gatewayToken); err == nil {
 		t.Error("a certificate with a name not allowed passed the handshake")
 	}
 
@@ -303,7 +323,7 @@ func TestAgentClientCertificates(t *testing.T) {
 	gw = serveGateway(t, g)
 	f(gw, &gatewayCert, "", 200, "etcd")
 	dials = c.dials()
-	f(gw, nil, "Bearer gateway-token", 401, "a client certificate is required")
+	f(gw, nil, "Bearer "+gatewayToken, 401, "a client certificate is required")
 	if got := c.dials(); got != dials {
 		t.Errorf("the components accepted %d connections for refused callers", got-dials)
 	}
