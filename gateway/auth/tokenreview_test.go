@@ -157,7 +157,7 @@ func TestTokenReviewRefusesWithoutReview(t *testing.T) {
 	f(valid+".x", RefusedUnreviewed)
 	f(valid[:len(valid)-len(".bm90IGEgc2lnbmF0dXJl")], RefusedUnreviewed) // two parts
 	f(valid[:len(valid)-len("bm90IGEgc2lnbmF0dXJl")], RefusedUnreviewed)  // no signature
-	f(valid+"=", RefusedUnreviewed)                                        // padded: not base64url
+	f(valid+"=", RefusedUnreviewed)                                       // padded: not base64url
 	f(testutil.JWT(map[string]string{"alg": "none"}, map[string]any{"sub": gatewaySA, "aud": agentAudience}), RefusedUnreviewed)
 	f(testutil.JWT(map[string]string{"typ": "JWT"}, map[string]any{"sub": gatewaySA, "aud": agentAudience}), RefusedUnreviewed)
 	f(testutil.JWT("a header", map[string]any{"sub": gatewaySA, "aud": agentAudience}), RefusedUnreviewed)
