@@ -31,6 +31,17 @@ type NodeAgentConfig struct {
 	TokenReviewCacheTTL    time.Duration // -token-review-cache-ttl
 }
 
+// The rate of a node agent's TokenReviews. client-go's default, 5/s with
+// bursts of 10, is shared by every review: a few callers sending new
+// tokens would make the gateway's review wait behind theirs until it
+// timed out. The reviews are bounded by auth.MaxReviewsInFlight and each
+// caller's failed logins instead; this only caps the worst case an agent
+// can ask of the API server.
+const (
+	agentReviewQPS   = 50
+	agentReviewBurst = 100
+)
+
 // DefaultNodeAgentConfig returns the defaults every flag of `scrapegate
 // agent` starts from.
 func DefaultNodeAgentConfig() Config {
@@ -56,7 +67,9 @@ func (c *Config) validateNodeAgent(bad func(flagName, format string, args ...any
 	}
 	for _, sa := range a.AllowedServiceAccounts {
 		namespace, name, ok := strings.Cut(sa, "/")
-		if !ok || checkLabel("namespace", namespace, false) != nil || checkLabel("name", name, false) != nil || len(name) > 253 {
+		// A namespace is a DNS label, a ServiceAccount's name a DNS
+		// subdomain (prometheus.k8s).
+		if !ok || checkLabel("namespace", namespace, false) != nil || !isDNSName(name) {
 			bad("allowed-serviceaccounts", "%q is not namespace/name of a ServiceAccount, such as scrapegate/scrapegate", sa)
 		}
 	}

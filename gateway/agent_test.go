@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/scrapegate/scrapegate/internal/testutil"
@@ -373,10 +374,89 @@ func TestNodeAgentConfigValidate(t *testing.T) {
 	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = nil }, "-allowed-serviceaccounts: is empty and so is -tls-client-ca-file")
 	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = []string{"scrapegate"} }, `-allowed-serviceaccounts: "scrapegate" is not namespace/name`)
 	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = []string{"Scrapegate/x"} }, "is not namespace/name")
+	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = []string{"monitoring/prometheus.k8s"} }, "")
+	f(func(c *Config) {
+		c.NodeAgent.AllowedServiceAccounts = []string{"monitoring/" + strings.Repeat("a", 63) + "." + strings.Repeat("b", 63)}
+	}, "")
+	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = []string{"monitoring/" + strings.Repeat("a.", 127)} }, "is not namespace/name")
+	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = []string{"monitoring/prometheus..k8s"} }, "is not namespace/name")
+	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = []string{"mon.itoring/prometheus"} }, "is not namespace/name")
 	f(func(c *Config) { c.NodeAgent.TokenAudiences = nil }, "-token-audiences: is empty")
 	f(func(c *Config) { c.NodeAgent.TokenReviewCacheTTL = 0 }, "-token-review-cache-ttl: must be positive")
 	f(func(c *Config) { c.EtcdPort = 0 }, "-etcd-port: must be a port 1-65535, got 0")
 	f(func(c *Config) { c.Listen = "127.0.0.1:10249" }, `-kube-proxy-port: 10249 is the port of -listen "127.0.0.1:10249"`)
 	f(func(c *Config) { c.Kubernetes = true }, "-kubernetes: \"true\" has no effect on a node agent")
 	f(func(c *Config) { c.AuthBearerTokensFile = "tokens" }, "-auth-bearer-tokens-file")
+}
+
+// TestAgentClientRate: a node agent's TokenReviews have a rate of their
+// own (agentReviewQPS), not client-go's 5/s shared by every review; the
+// gateway's client keeps client-go's.
+func TestAgentClientRate(t *testing.T) {
+	kubeconfig := testutil.TempFile(t, "kubeconfig", []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`))
+	f := func(cfg Config, wantQPS float32) {
+		t.Helper()
+		cfg.Kubeconfig = kubeconfig
+		client, err := newClient(&cfg)
+		if err != nil {
+			t.Fatalf("newClient: %s", err)
+		}
+		if got := client.(*kubernetes.Clientset).AuthenticationV1().RESTClient().GetRateLimiter().QPS(); got != wantQPS {
+			t.Errorf("QPS %v; want %v", got, wantQPS)
+		}
+	}
+	f(DefaultNodeAgentConfig(), agentReviewQPS)
+	gateway := DefaultConfig()
+	gateway.Kubernetes = true
+	f(gateway, 5)
+}
+
+// TestAgentCallerLimits: -allow-caller-cidrs and -caller-rate-limit hold
+// for a node agent as for the gateway (a host-network pod is rarely
+// covered by a NetworkPolicy), and its "serving" line says who may call
+// it, not the target CIDRs it does not use.
+func TestAgentCallerLimits(t *testing.T) {
+	c := startAgentComponents(t, testutil.NewCA(t, "components"))
+	cfg := agentConfig(t, c)
+	cfg.AllowCallerCIDRs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	var logs testutil.LogBuffer
+	log, err := NewLogger(&logs, "json", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := fake.NewClientset()
+	testutil.FakeTokenReviews(client).Add(gatewayToken, gatewayUser, agentAudience)
+	g, err := newGateway(cfg, log, client)
+	if err != nil {
+		t.Fatalf("newGateway: %s", err)
+	}
+	gw := serveGateway(t, g)
+	conn := dialGateway(t, gw)
+	fmt.Fprintf(conn, "GET /etcd/metrics HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n", agentCaller)
+	if n, err := conn.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("a caller outside -allow-caller-cidrs was answered (%d bytes, %v); want the connection closed", n, err)
+	}
+	if got := metricValue(t, g, `scrapegate_rejected_connections_total{reason="caller_not_allowed"}`); got != 1 {
+		t.Errorf("caller_not_allowed = %v; want 1", got)
+	}
+	if c.dials() != 0 {
+		t.Error("a component was dialled for a caller outside -allow-caller-cidrs")
+	}
+	lines := logs.Lines(`"message":"serving"`)
+	if len(lines) != 1 || !strings.Contains(lines[0], `"allowed_serviceaccounts":["scrapegate/scrapegate"]`) ||
+		!strings.Contains(lines[0], `"allow_caller_cidrs":"10.0.0.0/8"`) || strings.Contains(lines[0], "allow_cidrs") {
+		t.Errorf("serving lines %q; want one with allowed_serviceaccounts and allow_caller_cidrs, and no allow_cidrs", lines)
+	}
+
+	cfg = agentConfig(t, c)
+	cfg.CallerRateLimit, cfg.CallerRateBurst = 0.001, 1 // no refill within the test
+	_, gw, _ = startAgent(t, cfg)
+	checkGet(t, gw, agentCaller)("/etcd/metrics", 200, "etcd")
+	checkGet(t, gw, agentCaller)("/etcd/metrics", 429, "-caller-rate-limit")
 }
