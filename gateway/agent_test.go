@@ -378,7 +378,9 @@ func TestNodeAgentConfigValidate(t *testing.T) {
 	f(func(c *Config) {
 		c.NodeAgent.AllowedServiceAccounts = []string{"monitoring/" + strings.Repeat("a", 63) + "." + strings.Repeat("b", 63)}
 	}, "")
-	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = []string{"monitoring/" + strings.Repeat("a.", 127)} }, "is not namespace/name")
+	f(func(c *Config) {
+		c.NodeAgent.AllowedServiceAccounts = []string{"monitoring/" + strings.Repeat("a.", 127)}
+	}, "is not namespace/name")
 	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = []string{"monitoring/prometheus..k8s"} }, "is not namespace/name")
 	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = []string{"mon.itoring/prometheus"} }, "is not namespace/name")
 	f(func(c *Config) { c.NodeAgent.TokenAudiences = nil }, "-token-audiences: is empty")
