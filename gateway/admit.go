@@ -170,7 +170,7 @@ func (g *Gateway) authFailed(ctx *fasthttp.RequestCtx, rt route, result auth.Res
 			Bytes("uri", truncate(ctx.Request.Header.RequestURI())).Msg("authentication failed")
 	}
 	switch result {
-	case auth.Busy, auth.ReviewFailed:
+	case auth.Busy, auth.ReviewFailed, auth.ReviewsBusy:
 		retryAfter := "1"
 		if result == auth.ReviewFailed {
 			retryAfter = "5" // the API server is down, or its answers slow

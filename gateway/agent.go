@@ -31,6 +31,17 @@ type NodeAgentConfig struct {
 	TokenReviewCacheTTL    time.Duration // -token-review-cache-ttl
 }
 
+// The rate of a node agent's TokenReviews. client-go's default, 5/s with
+// bursts of 10, is shared by every review: a few callers sending new
+// tokens would make the gateway's review wait behind theirs until it
+// timed out. The reviews are bounded by auth.MaxReviewsInFlight and each
+// caller's failed logins instead; this only caps the worst case an agent
+// can ask of the API server.
+const (
+	agentReviewQPS   = 50
+	agentReviewBurst = 100
+)
+
 // DefaultNodeAgentConfig returns the defaults every flag of `scrapegate
 // agent` starts from.
 func DefaultNodeAgentConfig() Config {
@@ -56,7 +67,9 @@ func (c *Config) validateNodeAgent(bad func(flagName, format string, args ...any
 	}
 	for _, sa := range a.AllowedServiceAccounts {
 		namespace, name, ok := strings.Cut(sa, "/")
-		if !ok || checkLabel("namespace", namespace, false) != nil || checkLabel("name", name, false) != nil || len(name) > 253 {
+		// A namespace is a DNS label, a ServiceAccount's name a DNS
+		// subdomain (prometheus.k8s).
+		if !ok || checkLabel("namespace", namespace, false) != nil || !isDNSName(name) {
 			bad("allowed-serviceaccounts", "%q is not namespace/name of a ServiceAccount, such as scrapegate/scrapegate", sa)
 		}
 	}
@@ -134,9 +147,7 @@ func (g *Gateway) tokenReviewObserver() func(auth.Review, bool, error) {
 	var reviews, hits [auth.NumReviews]*metrics.Counter
 	for r := range auth.NumReviews {
 		reviews[r] = g.metrics.set.NewCounter(fmt.Sprintf(`scrapegate_token_reviews_total{result=%q}`, r))
-		if r != auth.ReviewError {
-			hits[r] = g.metrics.set.NewCounter(fmt.Sprintf(`scrapegate_token_review_cache_hits_total{result=%q}`, r))
-		}
+		hits[r] = g.metrics.set.NewCounter(fmt.Sprintf(`scrapegate_token_review_cache_hits_total{result=%q}`, r))
 	}
 	return func(r auth.Review, cached bool, err error) {
 		if cached {
@@ -148,7 +159,7 @@ func (g *Gateway) tokenReviewObserver() func(auth.Review, bool, error) {
 			return
 		}
 		if e := g.authLog.Warn(); e.Enabled() {
-			e.Err(err).Msg("a caller's token could not be reviewed: the API server must be reachable and the agent's ServiceAccount bound to system:auth-delegator")
+			e.Err(err).Msg("a caller's token could not be reviewed: the API server must be reachable and the agent's ServiceAccount allowed to create tokenreviews (deploy/overlays/node-agent/rbac.yaml)")
 		}
 	}
 }

@@ -11,19 +11,25 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/scrapegate/scrapegate/internal/testutil"
 )
 
 const (
-	// agentCaller is the token of the gateway's ServiceAccount, bound to
-	// the agent's audience.
-	agentCaller   = "Authorization: Bearer gateway-token"
 	agentAudience = "scrapegate-node-agent"
 	gatewayUser   = "system:serviceaccount:scrapegate:scrapegate"
+)
+
+var (
+	// gatewayToken is a token of the gateway's ServiceAccount, bound to
+	// the agent's audience, and agentCaller the header presenting it.
+	gatewayToken = testutil.ServiceAccountJWT("scrapegate/scrapegate", time.Time{}, agentAudience)
+	agentCaller  = "Authorization: Bearer " + gatewayToken
 )
 
 // agentComponents stand in for the four components on 127.0.0.1: the
@@ -77,7 +83,7 @@ func startAgent(t *testing.T, cfg Config) (*Gateway, string, *testutil.TokenRevi
 	t.Helper()
 	client := fake.NewClientset()
 	reviews := testutil.FakeTokenReviews(client)
-	reviews.Add("gateway-token", gatewayUser, agentAudience)
+	reviews.Add(gatewayToken, gatewayUser, agentAudience)
 	g, err := newGateway(cfg, zerolog.Nop(), client)
 	if err != nil {
 		t.Fatalf("newGateway: %s", err)
@@ -146,8 +152,13 @@ func TestAgentForwardsOnlyComponentMetrics(t *testing.T) {
 func TestAgentAuthenticatesCallers(t *testing.T) {
 	c := startAgentComponents(t, testutil.NewCA(t, "components"))
 	g, gw, reviews := startAgent(t, agentConfig(t, c))
-	reviews.Add("other-sa-token", "system:serviceaccount:apps:web", agentAudience)
-	reviews.Add("api-server-token", gatewayUser, "https://kubernetes.default.svc")
+	jwt := func(sa string, exp time.Time, audiences ...string) string {
+		return "Authorization: Bearer " + testutil.ServiceAccountJWT(sa, exp, audiences...)
+	}
+	// A token claiming the gateway's account that the API server takes
+	// for another user (an authenticator other than the ServiceAccounts').
+	otherUser := testutil.JWT(map[string]string{"alg": "RS256"}, map[string]any{"sub": gatewayUser, "aud": agentAudience, "jti": "other"})
+	reviews.Add(otherUser, "alice", agentAudience)
 
 	f := func(header string, want int, wantBody string) {
 		t.Helper()
@@ -158,23 +169,31 @@ func TestAgentAuthenticatesCallers(t *testing.T) {
 		for _, target := range []string{"/etcd/metrics", "/kube-scheduler/metrics"} {
 			r := get(t, gw, target, headers...)
 			if r.StatusCode != want || !strings.Contains(r.body, wantBody) {
-				t.Errorf("%q %s: %d %q; want %d with %q", header, target, r.StatusCode, r.body, want, wantBody)
+				t.Errorf("%.60q %s: %d %q; want %d with %q", header, target, r.StatusCode, r.body, want, wantBody)
 			}
 			if want == 401 && r.Header.Get("WWW-Authenticate") != `Bearer realm="scrapegate"` {
-				t.Errorf("%q %s: WWW-Authenticate %q; want the Bearer challenge", header, target, r.Header.Get("WWW-Authenticate"))
+				t.Errorf("%.60q %s: WWW-Authenticate %q; want the Bearer challenge", header, target, r.Header.Get("WWW-Authenticate"))
 			}
 		}
 	}
 	f("", 401, "credentials required")
-	f("Authorization: Bearer expired-or-forged", 401, "invalid credentials")
-	// The gateway's own ServiceAccount token, which the API server takes:
-	// a node must never receive one it could replay.
-	f("Authorization: Bearer api-server-token", 401, "invalid credentials")
+	// Refused without a TokenReview: not a JWT, another account, the API
+	// server's audience (a node must never receive a token it could
+	// replay), expired.
+	f("Authorization: Bearer not-a-jwt", 401, "not an unexpired ServiceAccount token (JWT) of -allowed-serviceaccounts")
+	f(jwt("apps/web", time.Time{}, agentAudience), 401, "not an unexpired ServiceAccount token")
+	f(jwt("scrapegate/scrapegate", time.Time{}, "https://kubernetes.default.svc"), 401, "not an unexpired ServiceAccount token")
+	f(jwt("scrapegate/scrapegate", time.Now().Add(-time.Minute), agentAudience), 401, "not an unexpired ServiceAccount token")
+	if n := reviews.Calls(); n != 0 {
+		t.Errorf("%d TokenReviews for tokens that cannot pass one; want none", n)
+	}
+	// Reviewed: forged (the API server knows it not), another user.
+	f(jwt("scrapegate/scrapegate", time.Now().Add(time.Hour), agentAudience), 401, "invalid credentials")
 	f("Authorization: "+testutil.BasicAuth("scrapegate", "x"), 401, "scheme not accepted")
-	f("Authorization: Bearer other-sa-token", 403, "-allowed-serviceaccounts")
+	f("Authorization: Bearer "+otherUser, 403, "-allowed-serviceaccounts")
 	reviews.Fail(errors.New("connection refused"))
-	f("Authorization: Bearer new-token", 503, "TokenReview with the API server failed")
-	if r := get(t, gw, "/etcd/metrics", "Authorization: Bearer new-token"); r.Header.Get("Retry-After") == "" {
+	f(jwt("scrapegate/scrapegate", time.Now().Add(2*time.Hour), agentAudience), 503, "TokenReview with the API server failed")
+	if r := get(t, gw, "/etcd/metrics", jwt("scrapegate/scrapegate", time.Now().Add(3*time.Hour), agentAudience)); r.Header.Get("Retry-After") == "" {
 		t.Error("an unreachable API server: no Retry-After")
 	}
 	if got := c.dials(); got != 0 {
@@ -182,12 +201,14 @@ func TestAgentAuthenticatesCallers(t *testing.T) {
 	}
 	for series, want := range map[string]float64{
 		`scrapegate_auth_failures_total{reason="missing"}`:                              2,
+		`scrapegate_auth_failures_total{reason="token_refused_unreviewed"}`:             8,
 		`scrapegate_auth_failures_total{reason="serviceaccount_not_allowed"}`:           2,
 		`scrapegate_auth_failures_total{reason="token_review_failed"}`:                  3,
 		`scrapegate_token_reviews_total{result="serviceaccount_not_allowed"}`:           1,
 		`scrapegate_token_review_cache_hits_total{result="serviceaccount_not_allowed"}`: 1,
-		`scrapegate_token_reviews_total{result="unauthenticated"}`:                      2,
-		`scrapegate_token_reviews_total{result="error"}`:                                3,
+		`scrapegate_token_reviews_total{result="unauthenticated"}`:                      1,
+		`scrapegate_token_reviews_total{result="error"}`:                                2,
+		`scrapegate_token_review_cache_hits_total{result="error"}`:                      1,
 	} {
 		if got := metricValue(t, g, series); got != want {
 			t.Errorf("%s = %v; want %v", series, got, want)
@@ -288,10 +309,10 @@ func TestAgentClientCertificates(t *testing.T) {
 	if n := reviews.Calls(); n != 0 {
 		t.Errorf("%d TokenReviews for callers with a certificate; want none", n)
 	}
-	f(gw, nil, "Bearer gateway-token", 200, "etcd")
+	f(gw, nil, "Bearer "+gatewayToken, 200, "etcd")
 	dials := c.dials()
 	f(gw, nil, "", 401, "credentials required")
-	if _, _, err := get(gw, &intruderCert, "Bearer gateway-token"); err == nil {
+	if _, _, err := get(gw, &intruderCert, "Bearer "+gatewayToken); err == nil {
 		t.Error("a certificate with a name not allowed passed the handshake")
 	}
 
@@ -303,7 +324,7 @@ func TestAgentClientCertificates(t *testing.T) {
 	gw = serveGateway(t, g)
 	f(gw, &gatewayCert, "", 200, "etcd")
 	dials = c.dials()
-	f(gw, nil, "Bearer gateway-token", 401, "a client certificate is required")
+	f(gw, nil, "Bearer "+gatewayToken, 401, "a client certificate is required")
 	if got := c.dials(); got != dials {
 		t.Errorf("the components accepted %d connections for refused callers", got-dials)
 	}
@@ -353,10 +374,91 @@ func TestNodeAgentConfigValidate(t *testing.T) {
 	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = nil }, "-allowed-serviceaccounts: is empty and so is -tls-client-ca-file")
 	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = []string{"scrapegate"} }, `-allowed-serviceaccounts: "scrapegate" is not namespace/name`)
 	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = []string{"Scrapegate/x"} }, "is not namespace/name")
+	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = []string{"monitoring/prometheus.k8s"} }, "")
+	f(func(c *Config) {
+		c.NodeAgent.AllowedServiceAccounts = []string{"monitoring/" + strings.Repeat("a", 63) + "." + strings.Repeat("b", 63)}
+	}, "")
+	f(func(c *Config) {
+		c.NodeAgent.AllowedServiceAccounts = []string{"monitoring/" + strings.Repeat("a.", 127)}
+	}, "is not namespace/name")
+	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = []string{"monitoring/prometheus..k8s"} }, "is not namespace/name")
+	f(func(c *Config) { c.NodeAgent.AllowedServiceAccounts = []string{"mon.itoring/prometheus"} }, "is not namespace/name")
 	f(func(c *Config) { c.NodeAgent.TokenAudiences = nil }, "-token-audiences: is empty")
 	f(func(c *Config) { c.NodeAgent.TokenReviewCacheTTL = 0 }, "-token-review-cache-ttl: must be positive")
 	f(func(c *Config) { c.EtcdPort = 0 }, "-etcd-port: must be a port 1-65535, got 0")
 	f(func(c *Config) { c.Listen = "127.0.0.1:10249" }, `-kube-proxy-port: 10249 is the port of -listen "127.0.0.1:10249"`)
 	f(func(c *Config) { c.Kubernetes = true }, "-kubernetes: \"true\" has no effect on a node agent")
 	f(func(c *Config) { c.AuthBearerTokensFile = "tokens" }, "-auth-bearer-tokens-file")
+}
+
+// TestAgentClientRate: a node agent's TokenReviews have a rate of their
+// own (agentReviewQPS), not client-go's 5/s shared by every review; the
+// gateway's client keeps client-go's.
+func TestAgentClientRate(t *testing.T) {
+	kubeconfig := testutil.TempFile(t, "kubeconfig", []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`))
+	f := func(cfg Config, wantQPS float32) {
+		t.Helper()
+		cfg.Kubeconfig = kubeconfig
+		client, err := newClient(&cfg)
+		if err != nil {
+			t.Fatalf("newClient: %s", err)
+		}
+		if got := client.(*kubernetes.Clientset).AuthenticationV1().RESTClient().GetRateLimiter().QPS(); got != wantQPS {
+			t.Errorf("QPS %v; want %v", got, wantQPS)
+		}
+	}
+	f(DefaultNodeAgentConfig(), agentReviewQPS)
+	gateway := DefaultConfig()
+	gateway.Kubernetes = true
+	f(gateway, 5)
+}
+
+// TestAgentCallerLimits: -allow-caller-cidrs and -caller-rate-limit hold
+// for a node agent as for the gateway (a host-network pod is rarely
+// covered by a NetworkPolicy), and its "serving" line says who may call
+// it, not the target CIDRs it does not use.
+func TestAgentCallerLimits(t *testing.T) {
+	c := startAgentComponents(t, testutil.NewCA(t, "components"))
+	cfg := agentConfig(t, c)
+	cfg.AllowCallerCIDRs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	var logs testutil.LogBuffer
+	log, err := NewLogger(&logs, "json", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := fake.NewClientset()
+	testutil.FakeTokenReviews(client).Add(gatewayToken, gatewayUser, agentAudience)
+	g, err := newGateway(cfg, log, client)
+	if err != nil {
+		t.Fatalf("newGateway: %s", err)
+	}
+	gw := serveGateway(t, g)
+	conn := dialGateway(t, gw)
+	fmt.Fprintf(conn, "GET /etcd/metrics HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n", agentCaller)
+	if n, err := conn.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("a caller outside -allow-caller-cidrs was answered (%d bytes, %v); want the connection closed", n, err)
+	}
+	if got := metricValue(t, g, `scrapegate_rejected_connections_total{reason="caller_not_allowed"}`); got != 1 {
+		t.Errorf("caller_not_allowed = %v; want 1", got)
+	}
+	if c.dials() != 0 {
+		t.Error("a component was dialled for a caller outside -allow-caller-cidrs")
+	}
+	lines := logs.Lines(`"message":"serving"`)
+	if len(lines) != 1 || !strings.Contains(lines[0], `"allowed_serviceaccounts":["scrapegate/scrapegate"]`) ||
+		!strings.Contains(lines[0], `"allow_caller_cidrs":"10.0.0.0/8"`) || strings.Contains(lines[0], "allow_cidrs") {
+		t.Errorf("serving lines %q; want one with allowed_serviceaccounts and allow_caller_cidrs, and no allow_cidrs", lines)
+	}
+
+	cfg = agentConfig(t, c)
+	cfg.CallerRateLimit, cfg.CallerRateBurst = 0.001, 1 // no refill within the test
+	_, gw, _ = startAgent(t, cfg)
+	checkGet(t, gw, agentCaller)("/etcd/metrics", 200, "etcd")
+	checkGet(t, gw, agentCaller)("/etcd/metrics", 429, "-caller-rate-limit")
 }

@@ -115,15 +115,27 @@ func New(cfg Config, log zerolog.Logger) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	var client kubernetes.Interface
-	// A node agent's client only reviews its callers' tokens.
-	if cfg.Kubernetes || cfg.NodeAgent != nil && len(cfg.NodeAgent.AllowedServiceAccounts) > 0 {
-		var err error
-		if client, err = kube.NewClient(cfg.Kubeconfig, "scrapegate"); err != nil {
-			return nil, err
-		}
+	client, err := newClient(&cfg)
+	if err != nil {
+		return nil, err
 	}
 	return newGateway(cfg, log, client)
+}
+
+// newClient connects to the API server for cfg: nil, nil when cfg needs
+// no client.
+func newClient(cfg *Config) (kubernetes.Interface, error) {
+	switch {
+	case cfg.NodeAgent != nil && len(cfg.NodeAgent.AllowedServiceAccounts) > 0:
+		// A node agent's client only reviews its callers' tokens, with
+		// its own rate (agentReviewQPS).
+		return kube.NewClient(cfg.Kubeconfig, "scrapegate-agent", agentReviewQPS, agentReviewBurst)
+	case cfg.Kubernetes:
+		// client-go's defaults, 5/s with bursts of 10: the informers list
+		// once, then watch.
+		return kube.NewClient(cfg.Kubeconfig, "scrapegate", 0, 0)
+	}
+	return nil, nil
 }
 
 // newGateway is New with the Kubernetes client given: nil without
@@ -369,8 +381,17 @@ func (g *Gateway) clientCertRejected(reason, detail string) {
 func (g *Gateway) Serve(ln net.Listener) error {
 	g.policy.AddSelf(ln.Addr())
 	cfg := &g.cfg
-	g.log.Info().Str("listen", ln.Addr().String()).Bool("tls", g.serverTLS != nil).Bool("client_certs", cfg.TLSClientCAFile != "").
-		Bool("auth", g.auth != nil).Str("allow_cidrs", target.FormatCIDRs(cfg.AllowCIDRs)).Msg("serving")
+	e := g.log.Info().Str("listen", ln.Addr().String()).Bool("tls", g.serverTLS != nil).Bool("client_certs", cfg.TLSClientCAFile != "").
+		Bool("auth", g.auth != nil)
+	if g.agent != nil {
+		// An agent's targets are fixed (127.0.0.1): what applies to it is
+		// who may call it.
+		e = e.Strs("allowed_serviceaccounts", cfg.NodeAgent.AllowedServiceAccounts).Strs("token_audiences", cfg.NodeAgent.TokenAudiences).
+			Str("allow_caller_cidrs", target.FormatCIDRs(cfg.AllowCallerCIDRs))
+	} else {
+		e = e.Str("allow_cidrs", target.FormatCIDRs(cfg.AllowCIDRs))
+	}
+	e.Msg("serving")
 	if g.auth == nil && cfg.TLSClientCAFile == "" {
 		g.log.Warn().Msg("no caller authentication configured: anyone who reaches the listener can scrape every target the policy allows; see docs/security.md")
 	}

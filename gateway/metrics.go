@@ -27,7 +27,7 @@ var metricHelp = map[string]string{
 	"scrapegate_upstream_inflight_requests":     "Scrapes in flight, each holding a slot of -max-inflight from admission until its body is sent or abandoned, waits for a connection included.",
 	"scrapegate_pooled_endpoints":               "Pod endpoints (ip:port) with a connection pool.",
 	"scrapegate_pooled_endpoints_evicted_total": "Endpoint pools dropped: idle for -endpoint-idle-ttl, or, with -max-endpoints pools in use, one that never answered making room for a new endpoint.",
-	"scrapegate_auth_failures_total":            "Requests refused for missing or wrong credentials (401/407), by reason; reason busy (503) and too_many_failures (429) are basic-auth logins not judged; a node agent's serviceaccount_not_allowed is 403 and token_review_failed 503.",
+	"scrapegate_auth_failures_total":            "Requests refused for missing or wrong credentials (401/407), by reason; reason busy (503) and too_many_failures (429) are basic-auth logins not judged; a node agent's token_refused_unreviewed is 401, serviceaccount_not_allowed 403, token_review_failed and token_reviews_busy 503.",
 	"scrapegate_token_reviews_total":            "Node agent: TokenReviews of callers' tokens asked of the API server, by verdict (allowed, unauthenticated, serviceaccount_not_allowed, error).",
 	"scrapegate_token_review_cache_hits_total":  "Node agent: callers' tokens judged from a remembered TokenReview verdict, without asking the API server, by verdict.",
 	"scrapegate_rejected_connections_total":     "Connections closed before serving a request: caller not allowed, too many from one caller, or a refused client certificate.",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"slices"
@@ -110,5 +111,24 @@ func TestRunAgent(t *testing.T) {
 	}
 	if code := run([]string{"agent", "-help-markdown"}, envOf(), &stdout, &stderr); code != 0 || !bytes.Equal(stdout.Bytes(), want) {
 		t.Errorf("agent -help-markdown: exit %d, stderr %q; want 0 and docs/flags.md", code, stderr.String())
+	}
+}
+
+// TestParseAgentCallerFlags: the agent takes the caller limits the gateway
+// has, and the overlay's -listen=[$(HOST_IP)]:10271 for an IPv4 and an
+// IPv6 host IP alike.
+func TestParseAgentCallerFlags(t *testing.T) {
+	cfg, err := agentCommand.parse([]string{"-allow-caller-cidrs=10.244.0.0/16,fd00::/64", "-caller-rate-limit=5", "-caller-rate-burst=20",
+		"-max-conns-per-caller=8"}, envOf(), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(cfg.AllowCallerCIDRs); got != "[10.244.0.0/16 fd00::/64]" || cfg.CallerRateLimit != 5 || cfg.CallerRateBurst != 20 || cfg.MaxConnsPerCaller != 8 {
+		t.Errorf("allow-caller-cidrs %s, rate %v burst %d, conns %d", got, cfg.CallerRateLimit, cfg.CallerRateBurst, cfg.MaxConnsPerCaller)
+	}
+	for _, listen := range []string{"[10.250.0.1]:10271", "[fd00:10:250::1]:10271"} {
+		if cfg, err := agentCommand.parse(nil, envOf("SCRAPEGATE_AGENT_LISTEN", listen), io.Discard); err != nil || cfg.Listen != listen {
+			t.Errorf("-listen=%s: %q, %v", listen, cfg.Listen, err)
+		}
 	}
 }

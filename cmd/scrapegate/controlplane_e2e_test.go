@@ -319,8 +319,10 @@ func TestEndToEndControlPlane(t *testing.T) {
 	agentGet(http.MethodGet, "/etcd/metrics", "not-a-token-"+secRandom(t), http.StatusUnauthorized)
 	// The gateway's token for the API server's audience: not for agents.
 	agentGet(http.MethodGet, "/etcd/metrics", k.serviceAccountToken(t, kubeGatewayNamespace, kubeGatewaySA), http.StatusUnauthorized)
-	// Another account's token for the agents' audience.
-	agentGet(http.MethodGet, "/etcd/metrics", k.serviceAccountTokenFor(t, kubeGatewayNamespace, kubeScraperSA, cpAgentAudience), http.StatusForbidden)
+	// Another account's token for the agents' audience: refused by its
+	// claims, without a TokenReview (401, not 403: unverified, its
+	// account is only the caller's word).
+	agentGet(http.MethodGet, "/etcd/metrics", k.serviceAccountTokenFor(t, kubeGatewayNamespace, kubeScraperSA, cpAgentAudience), http.StatusUnauthorized)
 	for _, c := range []struct {
 		method, path string
 		want         int

@@ -207,7 +207,7 @@ func (c *command) envVarName(flagName string) string {
 
 // registerFlags is the gateway's command.register.
 func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
-	registerListenFlag(fs, c)
+	registerListenFlag(fs, c, "")
 	fs.Var((*cidrList)(&c.AllowCIDRs), "allow-cidrs", "Comma-separated CIDRs that targets must fall into. "+
 		"Special ranges are refused unless a CIDR inside one is listed explicitly (0.0.0.0/0, ::/0 or a default range does not unlock them): "+
 		"loopback, link-local (169.254.0.0/16, fe80::/10), cloud metadata and platform addresses (Alibaba 100.100.100.200, Azure 168.63.129.16, "+
@@ -227,21 +227,19 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 		"Pods get only a scrape's own headers (Accept, Accept-Encoding, User-Agent, X-Prometheus-Scrape-Timeout-Seconds) and these; every other caller header is dropped. "+
 		"Kubelets get only a scrape's. Hop-by-hop headers, Host, Content-Length, Via, Authorization and Cookie cannot be named.")
 
-	fs.Var((*cidrList)(&c.AllowCallerCIDRs), "allow-caller-cidrs", "Comma-separated CIDRs that callers' source addresses must fall into; connections from elsewhere are closed at once. "+
-		"Empty: any caller. Behind a NodePort with externalTrafficPolicy: Cluster callers appear as node addresses.")
+	registerCallerLimitFlags(fs, c, "gateway", "Behind a NodePort with externalTrafficPolicy: Cluster callers appear as node addresses.",
+		"A Prometheus sends about its targets divided by its scrape interval per second (10,000 pods every 15s: 667/s); "+
+			"where callers other than your Prometheus servers can connect, set it to twice that of the busiest one.")
 	fs.StringVar(&c.AuthBearerTokensFile, "auth-bearer-tokens-file", c.AuthBearerTokensFile, "File of bearer tokens callers may present (Authorization: Bearer), one per line; lines starting with '#' are comments. "+
 		"Re-read when it changes. Prometheus: authorization: {credentials_file: ...}.")
 	fs.StringVar(&c.AuthHTPasswdFile, "auth-htpasswd-file", c.AuthHTPasswdFile, "htpasswd file (bcrypt only: htpasswd -B) of users callers may authenticate as with HTTP basic auth. Re-read when it changes. "+
 		"With -auth-bearer-tokens-file also set, either credential is accepted.")
-	registerListenerSecurityFlags(fs, c, "With a token or htpasswd file also set, a caller needs both the certificate and the credentials.")
+	registerListenerSecurityFlags(fs, c, "when set, callers must present a client certificate it signed (mTLS). "+
+		"A certificate it did not sign fails the TLS handshake; a request without one gets 401, except to /healthz and /readyz, and to /metrics if -metrics-require-auth is false.",
+		"With a token or htpasswd file also set, a caller needs both the certificate and the credentials.")
 
 	fs.IntVar(&c.MaxRequestHeaderBytes, "max-request-header-bytes", c.MaxRequestHeaderBytes, "Maximum size of a request's line and headers; larger requests get 431. At least 1024.")
 	fs.IntVar(&c.MaxURIBytes, "max-uri-bytes", c.MaxURIBytes, "Maximum length of a request target; longer ones get 414. From 64 to -max-request-header-bytes.")
-	fs.IntVar(&c.MaxConnsPerCaller, "max-conns-per-caller", c.MaxConnsPerCaller, "Maximum open connections from one caller address (IPv6: one /64); connections past it are closed at once. 0: no limit.")
-	fs.Float64Var(&c.CallerRateLimit, "caller-rate-limit", c.CallerRateLimit, "Requests per second one caller address (IPv6: one /64) may send, on average; past it the gateway answers 429 with Retry-After. "+
-		"/healthz and /readyz are exempt. 0: no limit. A Prometheus sends about its targets divided by its scrape interval per second (10,000 pods every 15s: 667/s); "+
-		"where callers other than your Prometheus servers can connect, set it to twice that of the busiest one.")
-	fs.IntVar(&c.CallerRateBurst, "caller-rate-burst", c.CallerRateBurst, "Requests one caller may send at once above -caller-rate-limit.")
 	fs.DurationVar(&c.ClientReadTimeout, "client-read-timeout", c.ClientReadTimeout, "Maximum time to receive a request (its line, headers and any body), counted on a new connection from accepting it "+
 		"(on a TLS listener from the end of its handshake, which gets this long too: up to twice it in all) and on a kept-alive connection from the request's first byte. "+
 		"A caller too slow gets 408 and the connection is closed; a connection that has sent no byte of a request by then (over TLS also one whose handshake has not completed) is closed without an answer.")
@@ -311,20 +309,38 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 
 // The flags the gateway and the node agent share, registered by both.
 
-func registerListenFlag(fs *flag.FlagSet, c *gateway.Config) {
-	fs.StringVar(&c.Listen, "listen", c.Listen, "TCP address to serve scrapes, /metrics, /healthz and /readyz on: host:port with an IP address, a DNS name or no host (every address) "+
-		"and a port 0-65535, e.g. :8080 or 127.0.0.1:8080.")
+// registerListenFlag registers -listen; where, if not empty, says which
+// address the command should listen on.
+func registerListenFlag(fs *flag.FlagSet, c *gateway.Config, where string) {
+	help := "TCP address to serve scrapes, /metrics, /healthz and /readyz on: host:port with an IP address, a DNS name or no host (every address) " +
+		"and a port 0-65535, e.g. :8080 or 127.0.0.1:8080."
+	if where != "" {
+		help += " " + where
+	}
+	fs.StringVar(&c.Listen, "listen", c.Listen, help)
+}
+
+// registerCallerLimitFlags registers the limits on who may connect and
+// how often; who is the command's server ("gateway"), cidrAdvice and
+// rateAdvice what to know about its callers' addresses and rate.
+func registerCallerLimitFlags(fs *flag.FlagSet, c *gateway.Config, who, cidrAdvice, rateAdvice string) {
+	fs.Var((*cidrList)(&c.AllowCallerCIDRs), "allow-caller-cidrs", "Comma-separated CIDRs that callers' source addresses must fall into; connections from elsewhere are closed at once. "+
+		"Empty: any caller. "+cidrAdvice)
+	fs.IntVar(&c.MaxConnsPerCaller, "max-conns-per-caller", c.MaxConnsPerCaller, "Maximum open connections from one caller address (IPv6: one /64); connections past it are closed at once. 0: no limit.")
+	fs.Float64Var(&c.CallerRateLimit, "caller-rate-limit", c.CallerRateLimit, "Requests per second one caller address (IPv6: one /64) may send, on average; past it the "+who+" answers 429 with Retry-After. "+
+		"/healthz and /readyz are exempt. 0: no limit. "+rateAdvice)
+	fs.IntVar(&c.CallerRateBurst, "caller-rate-burst", c.CallerRateBurst, "Requests one caller may send at once above -caller-rate-limit.")
 }
 
 // registerListenerSecurityFlags registers the listener's TLS, client
-// certificates and the files' reloading; withCredentials says what a
-// client certificate is worth beside a caller's credentials.
-func registerListenerSecurityFlags(fs *flag.FlagSet, c *gateway.Config, withCredentials string) {
+// certificates and the files' reloading; clientCerts says who must
+// present a client certificate, and withCredentials what one is worth
+// beside a caller's credentials.
+func registerListenerSecurityFlags(fs *flag.FlagSet, c *gateway.Config, clientCerts, withCredentials string) {
 	fs.BoolVar(&c.MetricsRequireAuth, "metrics-require-auth", c.MetricsRequireAuth, "Require the same authentication for /metrics as for scrapes. /healthz and /readyz are always open.")
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", c.TLSCertFile, "PEM certificate (chain) to serve TLS 1.2 or later with; requires -tls-key-file. Re-read when it changes. Empty: plain HTTP.")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", c.TLSKeyFile, "PEM private key of -tls-cert-file.")
-	fs.StringVar(&c.TLSClientCAFile, "tls-client-ca-file", c.TLSClientCAFile, "PEM CA bundle: when set, callers must present a client certificate it signed (mTLS). "+
-		"A certificate it did not sign fails the TLS handshake; a request without one gets 401, except to /healthz and /readyz, and to /metrics if -metrics-require-auth is false. "+
+	fs.StringVar(&c.TLSClientCAFile, "tls-client-ca-file", c.TLSClientCAFile, "PEM CA bundle: "+clientCerts+" "+
 		"Requires -tls-cert-file. Re-read when it changes. "+withCredentials)
 	fs.Var((*stringList)(&c.TLSClientAllowedNames), "tls-client-allowed-names", "Comma-separated names a client certificate must carry one of (subject CN, DNS, URI or email SAN; exact match); requires -tls-client-ca-file. "+
 		"Empty: any certificate -tls-client-ca-file signed.")

@@ -45,10 +45,12 @@ const (
 	TooManyFailures          // basic auth from a caller out of failed logins: not judged (429)
 	NotAllowed               // a valid token, of a ServiceAccount that is not allowed (403)
 	ReviewFailed             // the API server could not review the token: not judged (503)
+	RefusedUnreviewed        // not a token that could pass a TokenReview: refused without one (401)
+	ReviewsBusy              // too many TokenReviews in flight: not judged (503)
 	NumResults               // the number of results, not one
 )
 
-var resultNames = [NumResults]string{"ok", "missing", "malformed", "unsupported", "bad_token", "unknown_user", "bad_password", "client_cert_missing", "client_cert_invalid", "busy", "too_many_failures", "serviceaccount_not_allowed", "token_review_failed"}
+var resultNames = [NumResults]string{"ok", "missing", "malformed", "unsupported", "bad_token", "unknown_user", "bad_password", "client_cert_missing", "client_cert_invalid", "busy", "too_many_failures", "serviceaccount_not_allowed", "token_review_failed", "token_refused_unreviewed", "token_reviews_busy"}
 
 // String returns the result's name, a metric label value.
 func (r Result) String() string {
@@ -74,6 +76,8 @@ var resultTexts = [NumResults]string{
 	TooManyFailures:   "too many failed logins from this address; retry later",
 	NotAllowed:        "the token's ServiceAccount is not one this node agent serves (-allowed-serviceaccounts)",
 	ReviewFailed:      "the token cannot be verified now: the TokenReview with the API server failed; retry",
+	RefusedUnreviewed: "invalid credentials: not an unexpired ServiceAccount token (JWT) of -allowed-serviceaccounts for -token-audiences",
+	ReviewsBusy:       "too many TokenReviews in flight on this node agent; retry",
 }
 
 // Text returns what the answer refusing the caller says about r, for the

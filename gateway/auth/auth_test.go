@@ -93,7 +93,9 @@ func TestAuthResultString(t *testing.T) {
 	f(TooManyFailures, "too_many_failures")
 	f(NotAllowed, "serviceaccount_not_allowed")
 	f(ReviewFailed, "token_review_failed")
-	if NumResults != 13 {
+	f(RefusedUnreviewed, "token_refused_unreviewed")
+	f(ReviewsBusy, "token_reviews_busy")
+	if NumResults != 15 {
 		t.Fatalf("NumResults = %d; a result without a name?", NumResults)
 	}
 }

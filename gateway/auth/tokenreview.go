@@ -1,8 +1,11 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -34,16 +37,30 @@ var reviewNames = [NumReviews]string{"allowed", "unauthenticated", "serviceaccou
 func (r Review) String() string { return reviewNames[r] }
 
 const (
-	// maxCachedReviews bounds the verdicts remembered, about 100 bytes
-	// each; past it the oldest is forgotten first.
-	maxCachedReviews = 4096
+	// maxAllowedReviews bounds the accepted tokens remembered, about 100
+	// bytes each, and maxRefusedReviews the refused ones (and the reviews
+	// that failed): past either the oldest of its kind is forgotten
+	// first. Two caches, so that a flood of refusals cannot make the agent
+	// forget the gateway's token.
+	maxAllowedReviews = 1024
+	maxRefusedReviews = 4096
 	// maxRefusalTTL bounds how long a refusal is remembered: long enough
 	// that a caller repeating a wrong token does not make the API server
 	// review it per request, short enough that a token that was not valid
 	// yet (a ServiceAccount created a moment ago) soon is.
 	maxRefusalTTL = 10 * time.Second
+	// reviewErrorTTL is how long a review that failed is remembered (its
+	// callers get 503 without another TokenReview): the Retry-After they
+	// are told.
+	reviewErrorTTL = 5 * time.Second
 	// reviewTimeout bounds one TokenReview: a caller waits for it.
 	reviewTimeout = 5 * time.Second
+	// MaxReviewsInFlight bounds the TokenReviews in flight at once,
+	// whoever asked: past it a token that needs one gets ReviewsBusy
+	// (503). Each caller has one at a time (callerTurns), so it takes this
+	// many callers with new tokens at once; the gateway's tokens are
+	// remembered and need none.
+	MaxReviewsInFlight = 4
 )
 
 // TokenReviewOptions configure NewTokenReview.
@@ -67,20 +84,30 @@ type TokenReviewOptions struct {
 // by the token's SHA-256.
 type tokenReviewer struct {
 	TokenReviewOptions
-	usernames []string // the ServiceAccounts as the API server names their users
-	cache     reviewCache
+	usernames []string    // the ServiceAccounts as the API server names their users
+	allowed   reviewCache // accepted tokens
+	refused   reviewCache // refused tokens, and reviews that failed
+	inFlight  chan struct{}
 }
 
 // NewTokenReview returns an Authenticator that accepts the bearer tokens
 // the API server vouches for by TokenReview: authenticated, for one of
 // o.Audiences, as one of o.ServiceAccounts. A ServiceAccount's token
 // bound to another audience, the API server's own included, is refused:
-// a token the agent accepts is worth nothing anywhere else. A new token
-// that is refused is charged to its caller's failed logins (Failures), as
-// a wrong password is; one the API server cannot judge (it is
-// unreachable) gets ReviewFailed, never a refusal.
+// a token the agent accepts is worth nothing anywhere else.
+//
+// A token that cannot pass is refused without a review (RefusedUnreviewed):
+// one that is not a JWT, or whose claims, unverified, name another
+// audience, another subject or an expiry that has passed. Unverified
+// claims can refuse a token, never accept one. Every refused token is
+// charged to its caller's failed logins (Failures), as a wrong password
+// is, and so is a review that failed, once per token; a caller out of them
+// gets TooManyFailures for every token but those already accepted. One the
+// API server cannot judge (it is unreachable) gets ReviewFailed, never a
+// refusal.
 func NewTokenReview(o TokenReviewOptions) *Authenticator {
-	r := &tokenReviewer{TokenReviewOptions: o}
+	r := &tokenReviewer{TokenReviewOptions: o, allowed: newReviewCache(maxAllowedReviews), refused: newReviewCache(maxRefusedReviews),
+		inFlight: make(chan struct{}, MaxReviewsInFlight)}
 	for _, sa := range o.ServiceAccounts {
 		namespace, name, _ := strings.Cut(sa, "/")
 		r.usernames = append(r.usernames, "system:serviceaccount:"+namespace+":"+name)
@@ -98,41 +125,144 @@ func NewTokenReview(o TokenReviewOptions) *Authenticator {
 // logs.
 func (a *Authenticator) checkReviewed(token []byte, caller netip.Addr, now int64) (Result, string) {
 	r := a.reviewer
+	key := sha256.Sum256(token)
+	// An accepted token is served whatever its caller's failed logins:
+	// they may be a neighbour's behind the same address (an IPv6 /64, a
+	// node's SNAT), and it costs the API server nothing.
+	if r.allowedCached(key, now) {
+		return OK, ""
+	}
 	// As with passwords, a caller out of failed logins is refused before
-	// anything, remembered tokens included.
+	// anything else, remembered refusals included.
 	if a.Failures.Wait(caller, now) > 0 {
 		return TooManyFailures, ""
 	}
-	key := sha256.Sum256(token)
-	if v, ok := r.cache.get(key, now); ok {
-		r.observe(v.review, true, nil)
+	if v, ok := r.refusedCached(key, now); ok {
 		return v.result(), v.user
+	}
+	c, ok := parseJWT(token)
+	if !ok || !r.mayPass(&c, now) {
+		r.refused.put(key, verdict{unreviewed: true, expires: now + int64(maxRefusalTTL)})
+		a.Failures.Allow(caller, now)
+		return RefusedUnreviewed, ""
 	}
 	unlock := a.turns.lock(caller)
 	defer unlock()
 	// While this check waited for its turn, the caller's others may have
-	// used up its failed logins, or reviewed this very token (a gateway
-	// scraping four components at once).
+	// reviewed this very token (a gateway scraping four components at
+	// once), or used up its failed logins.
+	if r.allowedCached(key, now) {
+		return OK, ""
+	}
 	if a.Failures.Wait(caller, now) > 0 {
 		return TooManyFailures, ""
 	}
-	if v, ok := r.cache.get(key, now); ok {
-		r.observe(v.review, true, nil)
+	if v, ok := r.refusedCached(key, now); ok {
 		return v.result(), v.user
 	}
+	select {
+	case r.inFlight <- struct{}{}:
+	default:
+		return ReviewsBusy, ""
+	}
 	v, err := r.review(string(token))
+	<-r.inFlight
 	r.observe(v.review, false, err)
-	if v.review == ReviewError {
+	switch v.review {
+	case ReviewAllowed:
+		// Never trusted past the token's expiry, which the review has
+		// just verified.
+		v.expires = now + int64(r.TTL)
+		if c.Expiry != nil && *c.Expiry < float64(v.expires)/1e9 {
+			v.expires = int64(*c.Expiry * 1e9)
+		}
+		r.allowed.put(key, v)
+		return OK, ""
+	case ReviewError:
+		// Charged once per token, not per retry: a caller cannot make
+		// the agent ask a failing API server for free.
+		v.expires = now + int64(reviewErrorTTL)
+		if prev, ok := r.refused.put(key, v); !ok || prev.review != ReviewError {
+			a.Failures.Allow(caller, now)
+		}
 		return ReviewFailed, ""
 	}
-	ttl := r.TTL
-	if v.review != ReviewAllowed {
-		ttl = min(ttl, maxRefusalTTL)
-		a.Failures.Allow(caller, now)
-	}
-	v.expires = now + int64(ttl)
-	r.cache.put(key, v)
+	v.expires = now + int64(min(r.TTL, maxRefusalTTL))
+	r.refused.put(key, v)
+	a.Failures.Allow(caller, now)
 	return v.result(), v.user
+}
+
+func (r *tokenReviewer) allowedCached(key [sha256.Size]byte, now int64) bool {
+	_, ok := r.allowed.get(key, now)
+	if ok {
+		r.observe(ReviewAllowed, true, nil)
+	}
+	return ok
+}
+
+func (r *tokenReviewer) refusedCached(key [sha256.Size]byte, now int64) (verdict, bool) {
+	v, ok := r.refused.get(key, now)
+	if ok && !v.unreviewed {
+		r.observe(v.review, true, nil)
+	}
+	return v, ok
+}
+
+// mayPass tells whether a token of claims c could pass a review at now:
+// for one of the audiences, of one of the ServiceAccounts, not expired.
+func (r *tokenReviewer) mayPass(c *claims, now int64) bool {
+	return slices.ContainsFunc(c.Audience, func(a string) bool { return slices.Contains(r.Audiences, a) }) &&
+		slices.Contains(r.usernames, c.Subject) &&
+		(c.Expiry == nil || float64(now)/1e9 < *c.Expiry)
+}
+
+// claims are what the agent reads of a token's JWT payload, unverified.
+type claims struct {
+	Audience audiences `json:"aud"`
+	Subject  string    `json:"sub"`
+	Expiry   *float64  `json:"exp"` // a NumericDate, Unix seconds; nil: none
+}
+
+// audiences is a JWT's aud: one string, or an array of them.
+type audiences []string
+
+func (a *audiences) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*a = audiences{one}
+		return nil
+	}
+	return json.Unmarshal(b, (*[]string)(a))
+}
+
+// parseJWT reads the claims of token, a JWT in compact serialisation:
+// three base64url parts, a JSON header naming a signature algorithm, a
+// JSON payload and a signature, which is not verified.
+func parseJWT(token []byte) (claims, bool) {
+	var c claims
+	parts := bytes.Split(token, []byte("."))
+	if len(parts) != 3 {
+		return c, false
+	}
+	decoded := make([][]byte, 3)
+	for i, p := range parts {
+		b, err := base64.RawURLEncoding.Strict().DecodeString(string(p))
+		if err != nil || len(b) == 0 {
+			return c, false
+		}
+		decoded[i] = b
+	}
+	var header struct {
+		Alg string `json:"alg"`
+	}
+	if json.Unmarshal(decoded[0], &header) != nil || header.Alg == "" || strings.EqualFold(header.Alg, "none") {
+		return c, false
+	}
+	if json.Unmarshal(decoded[1], &c) != nil {
+		return c, false
+	}
+	return c, true
 }
 
 // review asks the API server about token.
@@ -164,28 +294,38 @@ func (r *tokenReviewer) observe(v Review, cached bool, err error) {
 
 // verdict is a remembered review.
 type verdict struct {
-	review  Review
-	user    string // for ReviewNotAllowed
-	expires int64  // Unix nanoseconds
+	review     Review
+	unreviewed bool   // refused without a review: review means nothing
+	user       string // for ReviewNotAllowed
+	expires    int64  // Unix nanoseconds
 }
 
 func (v *verdict) result() Result {
+	if v.unreviewed {
+		return RefusedUnreviewed
+	}
 	switch v.review {
 	case ReviewAllowed:
 		return OK
 	case ReviewNotAllowed:
 		return NotAllowed
+	case ReviewError:
+		return ReviewFailed
 	}
 	return BadToken
 }
 
-// reviewCache remembers the last maxCachedReviews verdicts by the token's
-// SHA-256: the tokens themselves are not kept.
+// reviewCache remembers the last verdicts, as many as its ring holds, by
+// the token's SHA-256: the tokens themselves are not kept.
 type reviewCache struct {
 	mu       sync.Mutex
 	verdicts map[[sha256.Size]byte]verdict
-	ring     [maxCachedReviews][sha256.Size]byte // the oldest is forgotten first
+	ring     [][sha256.Size]byte // the oldest is forgotten first
 	next     int
+}
+
+func newReviewCache(size int) reviewCache {
+	return reviewCache{verdicts: make(map[[sha256.Size]byte]verdict), ring: make([][sha256.Size]byte, size)}
 }
 
 // get returns the verdict on key, if one is remembered that has not
@@ -197,18 +337,19 @@ func (c *reviewCache) get(key [sha256.Size]byte, now int64) (verdict, bool) {
 	return v, ok && now < v.expires
 }
 
-func (c *reviewCache) put(key [sha256.Size]byte, v verdict) {
+// put remembers v for key, and returns the verdict it replaces, expired or
+// not, if one was remembered.
+func (c *reviewCache) put(key [sha256.Size]byte, v verdict) (verdict, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.verdicts == nil {
-		c.verdicts = make(map[[sha256.Size]byte]verdict)
-	}
-	if _, ok := c.verdicts[key]; !ok {
-		if len(c.verdicts) == maxCachedReviews {
+	prev, ok := c.verdicts[key]
+	if !ok {
+		if len(c.verdicts) == len(c.ring) {
 			delete(c.verdicts, c.ring[c.next])
 		}
 		c.ring[c.next] = key
-		c.next = (c.next + 1) % maxCachedReviews
+		c.next = (c.next + 1) % len(c.ring)
 	}
 	c.verdicts[key] = v
+	return prev, ok
 }

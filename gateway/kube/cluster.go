@@ -66,8 +66,10 @@ type Options struct {
 const defaultKubeletPort = 10250
 
 // NewClient connects to the API server with kubeconfig, or with the pod's
-// service account when kubeconfig is empty.
-func NewClient(kubeconfig, userAgent string) (kubernetes.Interface, error) {
+// service account when kubeconfig is empty, sending at most qps requests
+// a second on average and burst at once (0: client-go's defaults, 5 and
+// 10).
+func NewClient(kubeconfig, userAgent string, qps float32, burst int) (kubernetes.Interface, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig == "" {
@@ -82,6 +84,7 @@ func NewClient(kubeconfig, userAgent string) (kubernetes.Interface, error) {
 		}
 	}
 	cfg.UserAgent = userAgent
+	cfg.QPS, cfg.Burst = qps, burst
 	// Protobuf: a 10,000-pod list is several times smaller and faster to
 	// decode than as JSON.
 	cfg.ContentType = "application/vnd.kubernetes.protobuf"

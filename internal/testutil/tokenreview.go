@@ -1,8 +1,12 @@
 package testutil
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -92,4 +96,31 @@ func (r *TokenReviews) LastAudiences() []string {
 		return nil
 	}
 	return r.audiences[len(r.audiences)-1]
+}
+
+// ServiceAccountJWT returns a token shaped as the API server's
+// ServiceAccount tokens are, a JWT of the ServiceAccount namespace/name
+// (sub system:serviceaccount:{namespace}:{name}) for audiences, expiring
+// at exp (the zero time: no exp claim). Its signature is not one: only a
+// TokenReviews fake can vouch for it (Add).
+func ServiceAccountJWT(serviceAccount string, exp time.Time, audiences ...string) string {
+	namespace, name, _ := strings.Cut(serviceAccount, "/")
+	claims := map[string]any{"sub": "system:serviceaccount:" + namespace + ":" + name, "aud": audiences,
+		"iss": "https://kubernetes.default.svc.cluster.local"}
+	if !exp.IsZero() {
+		claims["exp"] = exp.Unix()
+	}
+	return JWT(map[string]any{"alg": "RS256", "kid": "test"}, claims)
+}
+
+// JWT returns a JWT of header and claims with a made-up signature.
+func JWT(header, claims any) string {
+	part := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			panic(err)
+		}
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	return part(header) + "." + part(claims) + "." + base64.RawURLEncoding.EncodeToString([]byte("not a signature"))
 }
