@@ -277,7 +277,7 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 	fs.StringVar(&c.ControlPlaneCAFile, "control-plane-ca-file", c.ControlPlaneCAFile, "PEM CA bundle to verify the API servers' serving certificates with for /apiservers/, "+
 		"as valid for kubernetes.default.svc, and the https components' (/components/) as valid for their IP. Re-read when it changes.")
 	fs.StringVar(&c.ControlPlaneTokenFile, "control-plane-token-file", c.ControlPlaneTokenFile, "Bearer token sent for /apiservers/ scrapes to the endpoints of the default/kubernetes Service "+
-		"and for /components/ scrapes to the https components' pods (kube-scheduler, kube-controller-manager), and to nothing else; "+
+		"and for /components/ scrapes to the https components (kube-scheduler, kube-controller-manager) at the InternalIP of nodes matching -control-plane-node-selector, and to nothing else; "+
 		"it needs RBAC get on the non-resource URLs /metrics and /metrics/slis (deploy/base grants the gateway's ServiceAccount that). "+
 		"Re-read when it changes. Empty: no /apiservers/ proxy and no https components (and no control-plane CA loaded).")
 	fs.StringVar(&c.KubernetesClusterDomain, "kubernetes-cluster-domain", c.KubernetesClusterDomain, "The cluster's DNS domain: absolute-form (proxy_url) targets "+

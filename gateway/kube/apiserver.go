@@ -135,9 +135,13 @@ func (c *Cluster) requestEnded(ctx context.Context, w *resourceWatch, verb strin
 	if w.namespace != "" {
 		e = e.Str("namespace", w.namespace)
 	}
-	if c.Synced() {
+	switch {
+	case c.ownWatch(w) && !w.synced():
+		// Not one /readyz waits for (apiserver_endpoints.go, components.go).
+		e.Err(cause).Msg(what + " from the Kubernetes API server: the routes that need it answer 503 until it succeeds")
+	case c.Synced():
 		e.Err(cause).Msg(what + " from the Kubernetes API server: serving from the last state seen until it succeeds")
-	} else {
+	default:
 		e.Err(cause).Msg(what + " from the Kubernetes API server: /readyz answers 503 until the first list of pods, nodes, Services and EndpointSlices succeeds")
 	}
 	return err
