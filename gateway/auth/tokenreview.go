@@ -126,19 +126,8 @@ func NewTokenReview(o TokenReviewOptions) *Authenticator {
 func (a *Authenticator) checkReviewed(token []byte, caller netip.Addr, now int64) (Result, string) {
 	r := a.reviewer
 	key := sha256.Sum256(token)
-	// An accepted token is served whatever its caller's failed logins:
-	// they may be a neighbour's behind the same address (an IPv6 /64, a
-	// node's SNAT), and it costs the API server nothing.
-	if r.allowedCached(key, now) {
-		return OK, ""
-	}
-	// As with passwords, a caller out of failed logins is refused before
-	// anything else, remembered refusals included.
-	if a.Failures.Wait(caller, now) > 0 {
-		return TooManyFailures, ""
-	}
-	if v, ok := r.refusedCached(key, now); ok {
-		return v.result(), v.user
+	if result, user, ok := a.rememberedVerdict(key, caller, now); ok {
+		return result, user
 	}
 	c, ok := parseJWT(token)
 	if !ok || !r.mayPass(&c, now) {
@@ -151,14 +140,8 @@ func (a *Authenticator) checkReviewed(token []byte, caller netip.Addr, now int64
 	// While this check waited for its turn, the caller's others may have
 	// reviewed this very token (a gateway scraping four components at
 	// once), or used up its failed logins.
-	if r.allowedCached(key, now) {
-		return OK, ""
-	}
-	if a.Failures.Wait(caller, now) > 0 {
-		return TooManyFailures, ""
-	}
-	if v, ok := r.refusedCached(key, now); ok {
-		return v.result(), v.user
+	if result, user, ok := a.rememberedVerdict(key, caller, now); ok {
+		return result, user
 	}
 	select {
 	case r.inFlight <- struct{}{}:
@@ -191,6 +174,27 @@ func (a *Authenticator) checkReviewed(token []byte, caller netip.Addr, now int64
 	r.refused.put(key, v)
 	a.Failures.Allow(caller, now)
 	return v.result(), v.user
+}
+
+// rememberedVerdict answers for the token whose SHA-256 is key without a
+// review, if it can: ok is false when the token needs one.
+func (a *Authenticator) rememberedVerdict(key [sha256.Size]byte, caller netip.Addr, now int64) (result Result, user string, ok bool) {
+	r := a.reviewer
+	// An accepted token is served whatever its caller's failed logins:
+	// they may be a neighbour's behind the same address (an IPv6 /64, a
+	// node's SNAT), and it costs the API server nothing.
+	if r.allowedCached(key, now) {
+		return OK, "", true
+	}
+	// As with passwords, a caller out of failed logins is refused before
+	// anything else, remembered refusals included.
+	if a.Failures.Wait(caller, now) > 0 {
+		return TooManyFailures, "", true
+	}
+	if v, ok := r.refusedCached(key, now); ok {
+		return v.result(), v.user, true
+	}
+	return 0, "", false
 }
 
 func (r *tokenReviewer) allowedCached(key [sha256.Size]byte, now int64) bool {
