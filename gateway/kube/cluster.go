@@ -661,6 +661,10 @@ func stripPod(obj any) (any, error) {
 		out.Spec.InitContainers = append(out.Spec.InitContainers,
 			corev1.Container{Name: ctr.Name, Image: ctr.Image, Ports: ctr.Ports, RestartPolicy: ctr.RestartPolicy})
 	}
+	// Prometheus's role: pod labels each container with its ID
+	// (__meta_kubernetes_pod_container_id) from the statuses.
+	out.Status.ContainerStatuses = keptContainerStatuses(pod.Status.ContainerStatuses)
+	out.Status.InitContainerStatuses = keptContainerStatuses(pod.Status.InitContainerStatuses)
 	for _, cond := range pod.Status.Conditions {
 		if cond.Type == corev1.PodReady {
 			out.Status.Conditions = []corev1.PodCondition{{Type: cond.Type, Status: cond.Status}}
@@ -669,12 +673,25 @@ func stripPod(obj any) (any, error) {
 	return out, nil
 }
 
+func keptContainerStatuses(statuses []corev1.ContainerStatus) []corev1.ContainerStatus {
+	if len(statuses) == 0 {
+		return nil
+	}
+	out := make([]corev1.ContainerStatus, len(statuses))
+	for i, st := range statuses {
+		out[i] = corev1.ContainerStatus{Name: st.Name, ContainerID: st.ContainerID, Ready: st.Ready}
+	}
+	return out
+}
+
 // stripService keeps what the Service index and /sd/endpoints read of a
 // Service: its name, labels and annotations (Prometheus's role:
 // endpointslice labels a Service by nothing else: serviceLabels), its
 // ports, and its IP family policy and families, by which Prometheus skips
 // the secondary slice of a dual-stack Service (nonPrimaryIPFamilySlice).
-// Type and addresses are labels of role: service only.
+// Its type, cluster IP, external name and load-balancer addresses are
+// labels of Prometheus's role: service (service.go), kept so one stripped
+// Service serves both.
 func stripService(obj any) (any, error) {
 	svc, ok := obj.(*corev1.Service)
 	if !ok {
@@ -686,8 +703,25 @@ func stripService(obj any) (any, error) {
 			Ports:          svc.Spec.Ports,
 			IPFamilyPolicy: svc.Spec.IPFamilyPolicy,
 			IPFamilies:     svc.Spec.IPFamilies,
+			Type:           svc.Spec.Type,
+			ClusterIP:      svc.Spec.ClusterIP,
+			ClusterIPs:     svc.Spec.ClusterIPs,
+			ExternalName:   svc.Spec.ExternalName,
+			LoadBalancerIP: svc.Spec.LoadBalancerIP,
 		},
+		Status: corev1.ServiceStatus{LoadBalancer: keptLoadBalancer(svc.Status.LoadBalancer)},
 	}, nil
+}
+
+func keptLoadBalancer(lb corev1.LoadBalancerStatus) corev1.LoadBalancerStatus {
+	if len(lb.Ingress) == 0 {
+		return lb
+	}
+	out := corev1.LoadBalancerStatus{Ingress: make([]corev1.LoadBalancerIngress, len(lb.Ingress))}
+	for i, ing := range lb.Ingress {
+		out.Ingress[i] = corev1.LoadBalancerIngress{IP: ing.IP, Hostname: ing.Hostname}
+	}
+	return out
 }
 
 // stripEndpointSlice keeps a slice as it is, but for its managed fields
@@ -754,7 +788,7 @@ func withoutLastApplied(annotations map[string]string) map[string]string {
 func controllerOnly(refs []metav1.OwnerReference) []metav1.OwnerReference {
 	for _, r := range refs {
 		if r.Controller != nil && *r.Controller {
-			return []metav1.OwnerReference{{Kind: r.Kind, Name: r.Name, Controller: r.Controller}}
+			return []metav1.OwnerReference{{APIVersion: r.APIVersion, Kind: r.Kind, Name: r.Name, UID: r.UID, Controller: r.Controller}}
 		}
 	}
 	return nil

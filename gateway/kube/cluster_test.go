@@ -189,7 +189,8 @@ func TestStripPodKeepsOnlyWhatIsUsed(t *testing.T) {
 	pod.Spec.Volumes = []corev1.Volume{{Name: "data"}}
 	pod.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "SECRET", Value: "s3cr3t"}}
 	pod.Spec.Containers[0].Args = []string{"--password=s3cr3t"}
-	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "app"}}
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "app", ContainerID: "containerd://c0ffee",
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Message: "OOMKilled"}}}}
 	pod.Status.Conditions = append(pod.Status.Conditions, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue})
 
 	obj, err := stripPod(pod)
@@ -198,12 +199,12 @@ func TestStripPodKeepsOnlyWhatIsUsed(t *testing.T) {
 	}
 	got := obj.(*corev1.Pod)
 	b, _ := json.Marshal(got)
-	for _, leaked := range []string{"s3cr3t", "kubectl", "last-applied", "ConfigMap", `"data"`, "PodScheduled", "containerStatuses"} {
+	for _, leaked := range []string{"s3cr3t", "kubectl", "last-applied", "ConfigMap", `"data"`, "PodScheduled", "OOMKilled"} {
 		if strings.Contains(string(b), leaked) {
 			t.Errorf("the stripped pod still holds %q: %s", leaked, b)
 		}
 	}
-	for _, kept := range []string{`"web"`, `"10.0.0.1"`, `"prometheus.io/scrape":"true"`, `"app":"web"`, `"containerPort":9100`, `"ReplicaSet"`, `"node-1"`, `"Ready"`, `"example/app:1"`} {
+	for _, kept := range []string{`"web"`, `"10.0.0.1"`, `"prometheus.io/scrape":"true"`, `"app":"web"`, `"containerPort":9100`, `"ReplicaSet"`, `"node-1"`, `"Ready"`, `"example/app:1"`, `"containerd://c0ffee"`} {
 		if !strings.Contains(string(b), kept) {
 			t.Errorf("the stripped pod lost %s: %s", kept, b)
 		}
