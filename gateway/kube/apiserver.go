@@ -22,7 +22,7 @@ import (
 // at klog verbosity 2, so the informer's own requests are where a failure
 // can be seen and logged.
 type resourceWatch struct {
-	resource  string // "pods", "nodes", "services" or "endpointslices"
+	resource  string // "pods", "nodes", "services", "endpointslices" or "endpoints"
 	namespace string // "" is every namespace
 	selector  string // a label selector, for the API servers' slices only
 	informer  cache.SharedIndexInformer

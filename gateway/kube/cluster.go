@@ -8,7 +8,9 @@
 // components' pods in kube-system by node (components.go), the credentials
 // the gateway presents to kubelets and API servers (Credentials), and the
 // Prometheus http_sd documents /sd/pods, /sd/nodes, /sd/endpoints and
-// /sd/control-plane.
+// /sd/control-plane, and the read-only Kubernetes discovery API's lists
+// and watches of those objects and of Endpoints, from the same informers
+// (discovery_cache.go).
 // It knows nothing about HTTP serving: the gateway asks it questions and
 // serves the answers.
 package kube
@@ -158,6 +160,17 @@ type Cluster struct {
 	docsMu    sync.Mutex
 	docs      map[docKey]*document
 	docsClock int64 // orders the documents' uses, for eviction
+
+	// discovery are the discovery API's caches by resource
+	// (discovery_cache.go), fed by the handlers of the informers above.
+	discovery map[string]*discoveryCache
+	// endpointsWatches watch the core/v1 Endpoints, started only once the
+	// discovery API is first asked for them (startEndpoints), under Run's
+	// stop; running is closed once Run has set stop.
+	endpointsWatches []*resourceWatch
+	endpointsOnce    sync.Once
+	running          chan struct{}
+	stop             <-chan struct{}
 }
 
 // livePod is what the policy needs of a pod: its IPs and the ports it
@@ -218,6 +231,11 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 		controlPlaneNodeSelector: controlPlaneNodeSelector,
 		controlPlaneNodes:        make(map[string]bool),
 		docs:                     make(map[docKey]*document),
+		discovery:                make(map[string]*discoveryCache),
+		running:                  make(chan struct{}),
+	}
+	for _, resource := range DiscoveryResources {
+		c.discovery[resource] = newDiscoveryCache(resource)
 	}
 	var namespaces []string
 	for _, ns := range opts.Namespaces {
@@ -243,6 +261,12 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 		AddFunc:    func(obj any) { c.sliceChanged(obj) },
 		UpdateFunc: func(_, obj any) { c.sliceChanged(obj) },
 		DeleteFunc: c.sliceDeleted,
+	}
+	endpoints := c.discovery["endpoints"]
+	endpointsHandler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    endpoints.changed,
+		UpdateFunc: func(_, obj any) { endpoints.changed(obj) },
+		DeleteFunc: endpoints.deleted,
 	}
 	for _, ns := range namespaces {
 		pods := client.CoreV1().Pods(ns)
@@ -271,6 +295,14 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return slices.Watch(ctx, o) }); err != nil {
 			return nil, fmt.Errorf("cannot watch endpointslices: %w", err)
 		}
+		eps := client.CoreV1().Endpoints(ns) //nolint:staticcheck // Prometheus's role: endpoints reads the deprecated API
+		w := &resourceWatch{resource: "endpoints", namespace: ns}
+		c.endpointsWatches = append(c.endpointsWatches, w)
+		if _, err := c.newInformer(client, w, &corev1.Endpoints{}, stripEndpoints, endpointsHandler,
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return eps.List(ctx, o) },
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return eps.Watch(ctx, o) }); err != nil {
+			return nil, fmt.Errorf("cannot watch endpoints: %w", err)
+		}
 	}
 	nodeHandler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { c.nodeChanged(obj) },
@@ -293,14 +325,24 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 			return nil, fmt.Errorf("cannot watch the pods of %s: %w", ComponentsNamespace, err)
 		}
 	}
+	for _, w := range c.watches {
+		if d := c.discovery[w.resource]; d != nil && (!c.ownWatch(w) || slices.Contains(c.endpointsWatches, w)) {
+			d.synced = append(d.synced, w.synced)
+		}
+	}
 	return c, nil
 }
 
 // Run watches until stop is closed. Synced turns true once every informer
 // has listed its objects.
 func (c *Cluster) Run(stop <-chan struct{}) {
+	c.stop = stop
+	close(c.running)
 	var synced []cache.InformerSynced
 	for _, w := range c.watches {
+		if slices.Contains(c.endpointsWatches, w) {
+			continue // started by startEndpoints
+		}
 		go w.informer.Run(stop)
 		if !c.ownWatch(w) {
 			synced = append(synced, w.synced)
@@ -319,10 +361,27 @@ func (c *Cluster) Run(stop <-chan struct{}) {
 }
 
 // ownWatch reports whether w is one of the informers of their own, which
-// do not count in Synced (see watchAPIServers, watchComponents) and whose
-// objects are not the watched namespaces'.
+// do not count in Synced: those whose objects are not the watched
+// namespaces' (see watchAPIServers, watchComponents), and the Endpoints
+// ones, which only the discovery API asks for (startEndpoints).
 func (c *Cluster) ownWatch(w *resourceWatch) bool {
-	return w == c.apiServersWatch || w == c.componentsWatch
+	return w == c.apiServersWatch || w == c.componentsWatch || slices.Contains(c.endpointsWatches, w)
+}
+
+// startEndpoints starts the Endpoints informers once Run runs, the first
+// time the discovery API is asked for Endpoints: the API is deprecated, and
+// nobody should watch it unless a client asks.
+func (c *Cluster) startEndpoints() {
+	select {
+	case <-c.running:
+	default:
+		return
+	}
+	c.endpointsOnce.Do(func() {
+		for _, w := range c.endpointsWatches {
+			go w.informer.Run(c.stop)
+		}
+	})
 }
 
 // Synced reports whether every informer has listed its objects: before
@@ -412,6 +471,7 @@ func (c *Cluster) podChanged(obj any) {
 	c.mu.Unlock()
 	c.podsVersion.Add(1)
 	c.endpointsVersion.Add(1)
+	c.discovery["pods"].changed(pod)
 }
 
 func (c *Cluster) podDeleted(obj any) {
@@ -429,6 +489,7 @@ func (c *Cluster) podDeleted(obj any) {
 	c.mu.Unlock()
 	c.podsVersion.Add(1)
 	c.endpointsVersion.Add(1)
+	c.discovery["pods"].deleted(obj)
 }
 
 func (c *Cluster) removePodLocked(key string) {
@@ -580,6 +641,7 @@ func (c *Cluster) nodeChanged(obj any) {
 		c.controlPlaneVersion.Add(1)
 	}
 	c.nodesVersion.Add(1)
+	c.discovery["nodes"].changed(node)
 }
 
 func (c *Cluster) nodeDeleted(obj any) {
@@ -602,6 +664,7 @@ func (c *Cluster) nodeDeleted(obj any) {
 		c.controlPlaneVersion.Add(1)
 	}
 	c.nodesVersion.Add(1)
+	c.discovery["nodes"].deleted(obj)
 }
 
 // kubeletAddr is where a node's kubelet serves: its InternalIP (the address
@@ -734,6 +797,19 @@ func stripEndpointSlice(obj any) (any, error) {
 	slice.ManagedFields = nil
 	slice.Annotations = withoutLastApplied(slice.Annotations)
 	return slice, nil
+}
+
+// stripEndpoints keeps core/v1 Endpoints as they are, but for their managed
+// fields and last-applied configuration, as EndpointSlices: Prometheus's
+// role: endpoints reads all of the rest.
+func stripEndpoints(obj any) (any, error) {
+	eps, ok := obj.(*corev1.Endpoints)
+	if !ok {
+		return obj, nil
+	}
+	eps.ManagedFields = nil
+	eps.Annotations = withoutLastApplied(eps.Annotations)
+	return eps, nil
 }
 
 // stripNode keeps what /sd/nodes, the kubelet proxy and the components

@@ -550,6 +550,7 @@ func (c *Cluster) serviceChanged(obj any) {
 	c.services[key] = entry
 	c.mu.Unlock()
 	c.endpointsVersion.Add(1)
+	c.discovery["services"].changed(svc)
 }
 
 func (c *Cluster) serviceDeleted(obj any) {
@@ -561,6 +562,7 @@ func (c *Cluster) serviceDeleted(obj any) {
 	delete(c.services, key)
 	c.mu.Unlock()
 	c.endpointsVersion.Add(1)
+	c.discovery["services"].deleted(obj)
 }
 
 func (c *Cluster) sliceChanged(obj any) {
@@ -576,6 +578,7 @@ func (c *Cluster) sliceChanged(obj any) {
 	c.serviceSlices[entry.service] = append(c.serviceSlices[entry.service], entry)
 	c.mu.Unlock()
 	c.endpointsVersion.Add(1)
+	c.discovery["endpointslices"].changed(es)
 }
 
 func (c *Cluster) sliceDeleted(obj any) {
@@ -587,6 +590,7 @@ func (c *Cluster) sliceDeleted(obj any) {
 	c.removeSliceLocked(key)
 	c.mu.Unlock()
 	c.endpointsVersion.Add(1)
+	c.discovery["endpointslices"].deleted(obj)
 }
 
 func (c *Cluster) removeSliceLocked(key objectKey) {
