@@ -42,7 +42,8 @@ func SelfSigned(hostname string, listenIP net.IP, now time.Time) (*tls.Certifica
 	if hostname != "" && hostname != "localhost" {
 		tmpl.DNSNames = append([]string{hostname}, tmpl.DNSNames...)
 	}
-	if listenIP != nil && !listenIP.IsUnspecified() && !listenIP.IsLoopback() {
+	// Other loopback addresses are added too: 127.0.0.2 is not 127.0.0.1.
+	if listenIP != nil && !listenIP.IsUnspecified() && !listenIP.Equal(net.IPv4(127, 0, 0, 1)) && !listenIP.Equal(net.IPv6loopback) {
 		tmpl.IPAddresses = append(tmpl.IPAddresses, listenIP)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)

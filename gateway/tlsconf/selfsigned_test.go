@@ -38,4 +38,6 @@ func TestSelfSigned(t *testing.T) {
 	f("node-1", nil, []string{"node-1", "localhost"}, []string{"127.0.0.1", "::1"})
 	f("node-1", net.ParseIP("10.0.0.5"), []string{"node-1", "localhost"}, []string{"127.0.0.1", "::1", "10.0.0.5"})
 	f("", net.IPv4zero, []string{"localhost"}, []string{"127.0.0.1", "::1"})
+	f("localhost", net.ParseIP("::1"), []string{"localhost"}, []string{"127.0.0.1", "::1"})
+	f("node-1", net.ParseIP("127.0.0.2"), []string{"node-1", "localhost"}, []string{"127.0.0.1", "::1", "127.0.0.2"})
 }
