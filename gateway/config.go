@@ -41,6 +41,8 @@ type Config struct {
 	MetricsRequireAuth    bool           // -metrics-require-auth
 	TLSCertFile           string         // -tls-cert-file
 	TLSKeyFile            string         // -tls-key-file
+	TLSSelfSigned         bool           // -tls-self-signed; never for a node agent
+	TLSAllowPlain         bool           // -tls-allow-plain; never for a node agent
 	TLSClientCAFile       string         // -tls-client-ca-file
 	TLSClientAllowedNames []string       // -tls-client-allowed-names
 	ReloadInterval        time.Duration  // -reload-interval
@@ -306,8 +308,29 @@ func (c *Config) Validate() error {
 		}
 	}
 	certAndKey(bad, "tls-cert-file", c.TLSCertFile, "tls-key-file", c.TLSKeyFile)
-	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
-		bad("tls-client-ca-file", "client certificates need TLS on the listener: set -tls-cert-file and -tls-key-file")
+	if c.TLSSelfSigned && (c.TLSCertFile != "" || c.TLSKeyFile != "") {
+		bad("tls-self-signed", "cannot be combined with -tls-cert-file and -tls-key-file: serve either the certificate of those files or one made at start")
+	}
+	if c.TLSSelfSigned && c.NodeAgent != nil {
+		bad("tls-self-signed", "is not for a node agent: the gateway verifies agents against -node-agent-ca-file, and a certificate made at start chains to none")
+	}
+	hasCert := c.TLSCertFile != "" || c.TLSSelfSigned
+	if c.TLSClientCAFile != "" && !hasCert {
+		orSelfSigned := ", or -tls-self-signed"
+		if c.NodeAgent != nil {
+			orSelfSigned = ""
+		}
+		bad("tls-client-ca-file", "client certificates need TLS on the listener: set -tls-cert-file and -tls-key-file%s", orSelfSigned)
+	}
+	if c.TLSAllowPlain {
+		switch {
+		case c.NodeAgent != nil:
+			bad("tls-allow-plain", "is not for a node agent: plain HTTP would carry its callers' tokens in clear")
+		case !hasCert:
+			bad("tls-allow-plain", "serves plain HTTP beside TLS, and there is no TLS: set -tls-cert-file and -tls-key-file, or -tls-self-signed")
+		case c.TLSClientCAFile != "":
+			bad("tls-allow-plain", "cannot be combined with -tls-client-ca-file: mutual TLS asks every caller for a client certificate, and a plain connection cannot carry one")
+		}
 	}
 	if len(c.TLSClientAllowedNames) > 0 && c.TLSClientCAFile == "" {
 		bad("tls-client-allowed-names", "requires -tls-client-ca-file")

@@ -77,3 +77,39 @@ func TestListenAddress(t *testing.T) {
 	f("localhost:", false)
 	f("under_score:80", false)
 }
+
+// TestValidateListenerTLS: a node agent, whose Config a program embedding
+// the gateway may build too, gets neither -tls-self-signed nor
+// -tls-allow-plain; the gateway gets each only with what it needs.
+func TestValidateListenerTLS(t *testing.T) {
+	f := func(agent bool, set func(*Config), wantErr string) {
+		t.Helper()
+		cfg := DefaultConfig()
+		if agent {
+			cfg = DefaultNodeAgentConfig()
+		}
+		set(&cfg)
+		err := cfg.Validate()
+		if wantErr == "" {
+			if err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			return
+		}
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("Validate: %v; want an error with %q", err, wantErr)
+		}
+	}
+	f(false, func(c *Config) { c.TLSSelfSigned, c.TLSAllowPlain = true, true }, "")
+	f(false, func(c *Config) { c.TLSCertFile, c.TLSKeyFile, c.TLSAllowPlain = "c.pem", "k.pem", true }, "")
+	f(false, func(c *Config) { c.TLSSelfSigned, c.TLSClientCAFile = true, "ca.pem" }, "")
+	f(false, func(c *Config) { c.TLSSelfSigned, c.TLSCertFile, c.TLSKeyFile = true, "c.pem", "k.pem" },
+		"-tls-self-signed: cannot be combined with -tls-cert-file and -tls-key-file")
+	f(false, func(c *Config) { c.TLSAllowPlain = true }, "-tls-allow-plain: serves plain HTTP beside TLS, and there is no TLS")
+	f(false, func(c *Config) { c.TLSSelfSigned, c.TLSAllowPlain, c.TLSClientCAFile = true, true, "ca.pem" },
+		"-tls-allow-plain: cannot be combined with -tls-client-ca-file")
+	f(true, func(c *Config) { c.TLSCertFile, c.TLSKeyFile = "c.pem", "k.pem" }, "")
+	f(true, func(c *Config) { c.TLSSelfSigned = true }, "-tls-self-signed: is not for a node agent")
+	f(true, func(c *Config) { c.TLSCertFile, c.TLSKeyFile, c.TLSAllowPlain = "c.pem", "k.pem", true },
+		"-tls-allow-plain: is not for a node agent: plain HTTP would carry its callers' tokens in clear")
+}

@@ -46,6 +46,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -336,10 +337,15 @@ func (g *Gateway) setUpSecurity(kubeFiles []*reload.Files) error {
 		g.reloadables = append(g.reloadables, rs...)
 	}
 	var err error
-	if cfg.TLSCertFile != "" {
+	var selfSigned *tls.Certificate
+	if cfg.TLSSelfSigned {
+		selfSigned, err = g.makeSelfSigned()
+	}
+	if err == nil && (cfg.TLSCertFile != "" || selfSigned != nil) {
 		g.serverTLS, g.clientCerts, rs, err = tlsconf.NewServer(tlsconf.ServerOptions{
 			CertFile:             cfg.TLSCertFile,
 			KeyFile:              cfg.TLSKeyFile,
+			Certificate:          selfSigned,
 			ClientCAFile:         cfg.TLSClientCAFile,
 			ClientAllowedNames:   cfg.TLSClientAllowedNames,
 			OnClientCertRejected: g.clientCertRejected,
@@ -363,6 +369,29 @@ func (g *Gateway) setUpSecurity(kubeFiles []*reload.Files) error {
 	return reload.LoadAll(g.reloadables, g.log)
 }
 
+// makeSelfSigned makes the certificate of -tls-self-signed, for this host's
+// name and the -listen address, and logs its fingerprint: clients have
+// nothing else to check it against.
+func (g *Gateway) makeSelfSigned() (*tls.Certificate, error) {
+	hostname, _ := os.Hostname() // "" on error: localhost and addresses only
+	var listenIP net.IP
+	if host, _, err := net.SplitHostPort(g.cfg.Listen); err == nil {
+		listenIP = net.ParseIP(host)
+	}
+	cert, fingerprint, err := tlsconf.SelfSigned(hostname, listenIP, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	leaf := cert.Leaf
+	ips := make([]string, len(leaf.IPAddresses))
+	for i, ip := range leaf.IPAddresses {
+		ips[i] = ip.String()
+	}
+	g.log.Info().Str("sha256_fingerprint", fingerprint).Strs("dns_names", leaf.DNSNames).Strs("ip_addresses", ips).
+		Time("not_after", leaf.NotAfter).Msg("serving a self-signed TLS certificate made at start (-tls-self-signed): clients must pin this fingerprint or skip verification")
+	return cert, nil
+}
+
 // clientCertRejected counts and logs a TLS handshake that failed on the
 // caller's certificate.
 func (g *Gateway) clientCertRejected(reason, detail string) {
@@ -381,7 +410,7 @@ func (g *Gateway) clientCertRejected(reason, detail string) {
 func (g *Gateway) Serve(ln net.Listener) error {
 	g.policy.AddSelf(ln.Addr())
 	cfg := &g.cfg
-	e := g.log.Info().Str("listen", ln.Addr().String()).Bool("tls", g.serverTLS != nil).Bool("client_certs", cfg.TLSClientCAFile != "").
+	e := g.log.Info().Str("listen", ln.Addr().String()).Bool("tls", g.serverTLS != nil).Bool("plain_http_too", cfg.TLSAllowPlain).Bool("client_certs", cfg.TLSClientCAFile != "").
 		Bool("auth", g.auth != nil)
 	if g.agent != nil {
 		// An agent's targets are fixed (127.0.0.1): what applies to it is
@@ -395,11 +424,19 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	if g.auth == nil && cfg.TLSClientCAFile == "" {
 		g.log.Warn().Msg("no caller authentication configured: anyone who reaches the listener can scrape every target the policy allows; see docs/security.md")
 	}
+	if cfg.TLSAllowPlain {
+		g.log.Warn().Msg("serving plain HTTP beside TLS (-tls-allow-plain): a caller that connects without TLS sends its credentials and gets its scrapes in clear")
+	}
 	if len(g.cfg.AllowCallerCIDRs) > 0 || g.cfg.MaxConnsPerCaller > 0 {
 		ln = callers.NewListener(ln, g.cfg.AllowCallerCIDRs, g.cfg.MaxConnsPerCaller, g.rejectLog,
 			func(r callers.Rejection) { g.metrics.rejectedConnections[r].Inc() })
 	}
-	if g.serverTLS != nil {
+	switch {
+	case g.serverTLS != nil && cfg.TLSAllowPlain:
+		// Bounded as a TLS handshake or a request is: a client silent this
+		// long is one that would be closed anyway.
+		ln = tlsconf.NewTLSOrPlainListener(ln, g.serverTLS, cfg.ClientReadTimeout)
+	case g.serverTLS != nil:
 		ln = tls.NewListener(ln, g.serverTLS)
 	}
 	ln = silentTimeoutListener{ln}

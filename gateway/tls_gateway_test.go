@@ -2,15 +2,22 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/scrapegate/scrapegate/internal/testutil"
 )
@@ -101,6 +108,84 @@ func TestGatewayServesTLSAndClientCertificates(t *testing.T) {
 	}
 	if want := newCert.Cert.SerialNumber.String(); served != want {
 		t.Fatalf("after rotation the gateway served certificate %s; want the new one %s", served, want)
+	}
+}
+
+// TestGatewayServesTLSAndPlainOnOnePort: with -tls-self-signed and
+// -tls-allow-plain, https:// and http:// reach the same port, caller
+// authentication applies to both, the fingerprint logged at start is the
+// served certificate's, and a plain connection that stays silent holds up no
+// TLS caller behind it.
+func TestGatewayServesTLSAndPlainOnOnePort(t *testing.T) {
+	cfg := testConfig()
+	cfg.TLSSelfSigned, cfg.TLSAllowPlain = true, true
+	cfg.ClientReadTimeout = time.Hour // the silent connection below stays waiting for its first byte
+	cfg.AuthBearerTokensFile = testutil.TempFile(t, "tokens", []byte("token-a\n"))
+	pod, _ := headerRecordingPod(t)
+	var logs testutil.LogBuffer
+	_, gw := startGatewayWithLog(t, cfg, zerolog.New(&logs))
+
+	lines := logs.Lines("sha256_fingerprint")
+	if len(lines) != 1 {
+		t.Fatalf("%d log lines with the fingerprint; want 1:\n%s", len(lines), logs.String())
+	}
+	var logged struct {
+		Level       string `json:"level"`
+		Fingerprint string `json:"sha256_fingerprint"`
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &logged); err != nil || logged.Level != "info" || len(logged.Fingerprint) != 64 {
+		t.Fatalf("fingerprint log line %s: %+v, %v; want level info and 64 hex digits", lines[0], logged, err)
+	}
+
+	silent := dialGateway(t, gw) // connects first and never sends a byte
+
+	// Pinned as a client of -tls-self-signed would: the served leaf must
+	// have the logged fingerprint.
+	pinned := &tls.Config{
+		InsecureSkipVerify: true, //nolint:gosec // verified by the pin
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
+			if got := hex.EncodeToString(sum[:]); got != logged.Fingerprint {
+				return fmt.Errorf("served certificate has fingerprint %s; the log says %s", got, logged.Fingerprint)
+			}
+			return nil
+		},
+	}
+	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: pinned, DisableKeepAlives: true}}
+	f := func(scheme, target, token string, wantStatus int, wantBody string) {
+		t.Helper()
+		req, err := http.NewRequest("GET", scheme+"://"+gw+target, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", scheme, target, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != wantStatus || !strings.Contains(string(body), wantBody) {
+			t.Fatalf("%s %s with token %q: %d %q %v; want %d %q", scheme, target, token, resp.StatusCode, body, err, wantStatus, wantBody)
+		}
+		if isTLS := resp.TLS != nil; isTLS != (scheme == "https") {
+			t.Fatalf("%s %s answered with TLS %v", scheme, target, isTLS)
+		}
+	}
+	for _, scheme := range []string{"https", "http"} {
+		f(scheme, "/healthz", "", 200, "")
+		f(scheme, pod.podPath("/metrics"), "", 401, "unauthorized")
+		f(scheme, pod.podPath("/metrics"), "wrong", 401, "unauthorized")
+		f(scheme, "/metrics", "", 401, "unauthorized")
+		f(scheme, pod.podPath("/metrics"), "token-a", 200, "ok")
+	}
+
+	// Every request above was served while the silent connection waited.
+	_ = silent.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	if _, err := silent.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the silent connection read %v; want it still open, waiting", err)
 	}
 }
 

@@ -38,7 +38,7 @@ func registerAgentFlags(fs *flag.FlagSet, c *gateway.Config) {
 		"one it did not sign, or without one of -tls-client-allowed-names, fails the TLS handshake; one that verifies admits its caller by itself, any token unread.",
 		"A caller without one is judged by its token (-allowed-serviceaccounts); with -allowed-serviceaccounts empty it gets 401, "+
 			"except to /healthz and /readyz, and to /metrics if -metrics-require-auth is false. "+
-			"Without -tls-client-allowed-names any certificate the CA signed will do: never use the cluster CA, which signs the kubelets' and nodes' client certificates.")
+			"Without -tls-client-allowed-names any certificate the CA signed will do: never use the cluster CA, which signs the kubelets' and nodes' client certificates.", false)
 
 	fs.StringVar(&c.ControlPlaneTokenFile, "control-plane-token-file", c.ControlPlaneTokenFile, "Bearer token sent to kube-scheduler and kube-controller-manager on 127.0.0.1, "+
 		"never to etcd or kube-proxy (http) and to nothing else; it needs RBAC get on the non-resource URLs /metrics and /metrics/slis. "+

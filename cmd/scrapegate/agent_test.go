@@ -83,10 +83,14 @@ func TestParseAgentFlagsErrorsNameTheFlag(t *testing.T) {
 	f([]string{"-allowed-serviceaccounts="}, envOf(), "-allowed-serviceaccounts", "admit nobody")
 	f([]string{"-token-audiences="}, envOf(), "-token-audiences", "replay")
 	f([]string{"-token-review-cache-ttl=0s"}, envOf(), "-token-review-cache-ttl")
-	f([]string{"-tls-client-ca-file=ca.pem"}, envOf(), "-tls-client-ca-file", "-tls-cert-file")
+	f([]string{"-tls-client-ca-file=ca.pem"}, envOf(), "-tls-client-ca-file", "set -tls-cert-file and -tls-key-file")
+	if _, err := agentCommand.parse([]string{"-tls-client-ca-file=ca.pem"}, envOf(), io.Discard); err == nil || strings.Contains(err.Error(), "self-signed") {
+		t.Fatalf("an agent's error %v suggests -tls-self-signed, which it does not have", err)
+	}
 	f([]string{"-scrape-timeout-default=5m", "-scrape-timeout-max=1m"}, envOf(), "-scrape-timeout-default")
 	// The gateway's flags are not an agent's.
-	for _, gatewayFlag := range []string{"-kubernetes", "-allow-cidrs=0.0.0.0/0", "-auth-bearer-tokens-file=t", "-node-agent-port=10271", "-pprof=127.0.0.1:6060"} {
+	for _, gatewayFlag := range []string{"-kubernetes", "-allow-cidrs=0.0.0.0/0", "-auth-bearer-tokens-file=t", "-node-agent-port=10271", "-pprof=127.0.0.1:6060",
+		"-tls-self-signed", "-tls-allow-plain"} {
 		f([]string{gatewayFlag}, envOf(), "flag provided but not defined")
 	}
 	f([]string{"stray"}, envOf(), `unexpected argument "stray"`, "-listen=:10271")

@@ -236,7 +236,13 @@ func registerFlags(fs *flag.FlagSet, c *gateway.Config) {
 		"With -auth-bearer-tokens-file also set, either credential is accepted.")
 	registerListenerSecurityFlags(fs, c, "when set, callers must present a client certificate it signed (mTLS). "+
 		"A certificate it did not sign fails the TLS handshake; a request without one gets 401, except to /healthz and /readyz, and to /metrics if -metrics-require-auth is false.",
-		"With a token or htpasswd file also set, a caller needs both the certificate and the credentials.")
+		"With a token or htpasswd file also set, a caller needs both the certificate and the credentials.", true)
+	fs.BoolVar(&c.TLSAllowPlain, "tls-allow-plain", c.TLSAllowPlain, "Serve plain HTTP beside TLS on -listen, as psystrike does: a connection whose first byte starts a TLS handshake is served as TLS, "+
+		"any other as plain HTTP, so http:// and https:// reach the same address. Caller authentication applies to both, "+
+		"but a caller that connects in plain sends its credentials and gets its scrapes in clear. "+
+		"A connection has -client-read-timeout to send its first byte, is closed silently if it sends none, and then gets as long again as without this flag. "+
+		"Needs -tls-cert-file or -tls-self-signed; cannot be combined with -tls-client-ca-file: mutual TLS asks every caller for a client certificate, and a plain connection cannot carry one. "+
+		"Off: a plain HTTP request to a TLS listener fails its handshake.")
 
 	fs.IntVar(&c.MaxRequestHeaderBytes, "max-request-header-bytes", c.MaxRequestHeaderBytes, "Maximum size of a request's line and headers; larger requests get 431. At least 1024.")
 	fs.IntVar(&c.MaxURIBytes, "max-uri-bytes", c.MaxURIBytes, "Maximum length of a request target; longer ones get 414. From 64 to -max-request-header-bytes.")
@@ -334,14 +340,25 @@ func registerCallerLimitFlags(fs *flag.FlagSet, c *gateway.Config, who, cidrAdvi
 
 // registerListenerSecurityFlags registers the listener's TLS, client
 // certificates and the files' reloading; clientCerts says who must
-// present a client certificate, and withCredentials what one is worth
-// beside a caller's credentials.
-func registerListenerSecurityFlags(fs *flag.FlagSet, c *gateway.Config, clientCerts, withCredentials string) {
+// present a client certificate, withCredentials what one is worth beside a
+// caller's credentials, and selfSigned whether -tls-self-signed is offered
+// (not to a node agent: the gateway verifies agents against a CA).
+func registerListenerSecurityFlags(fs *flag.FlagSet, c *gateway.Config, clientCerts, withCredentials string, selfSigned bool) {
+	noCert, needsCert := "Empty: plain HTTP.", "Requires -tls-cert-file."
+	if selfSigned {
+		noCert, needsCert = "Empty: plain HTTP, unless -tls-self-signed.", "Requires -tls-cert-file or -tls-self-signed."
+	}
 	fs.BoolVar(&c.MetricsRequireAuth, "metrics-require-auth", c.MetricsRequireAuth, "Require the same authentication for /metrics as for scrapes. /healthz and /readyz are always open.")
-	fs.StringVar(&c.TLSCertFile, "tls-cert-file", c.TLSCertFile, "PEM certificate (chain) to serve TLS 1.2 or later with; requires -tls-key-file. Re-read when it changes. Empty: plain HTTP.")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", c.TLSCertFile, "PEM certificate (chain) to serve TLS 1.2 or later with; requires -tls-key-file. Re-read when it changes. "+noCert)
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", c.TLSKeyFile, "PEM private key of -tls-cert-file.")
+	if selfSigned {
+		fs.BoolVar(&c.TLSSelfSigned, "tls-self-signed", c.TLSSelfSigned, "Serve TLS with a certificate made at start, no files needed: ECDSA P-256, self-signed, valid for a year "+
+			"for the host name, localhost, 127.0.0.1, ::1 and the -listen IP. Its SHA-256 fingerprint is logged at start (sha256_fingerprint) so that clients can pin it. "+
+			"A real certificate (-tls-cert-file) is better: clients cannot verify this one without insecure_skip_verify or pinning, "+
+			"it changes at every restart (so do pins), and it cannot be revoked. Cannot be combined with -tls-cert-file and -tls-key-file.")
+	}
 	fs.StringVar(&c.TLSClientCAFile, "tls-client-ca-file", c.TLSClientCAFile, "PEM CA bundle: "+clientCerts+" "+
-		"Requires -tls-cert-file. Re-read when it changes. "+withCredentials)
+		needsCert+" Re-read when it changes. "+withCredentials)
 	fs.Var((*stringList)(&c.TLSClientAllowedNames), "tls-client-allowed-names", "Comma-separated names a client certificate must carry one of (subject CN, DNS, URI or email SAN; exact match); requires -tls-client-ca-file. "+
 		"Empty: any certificate -tls-client-ca-file signed.")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", c.ReloadInterval, "How often to check the token, htpasswd, certificate and CA files for changes.")
@@ -439,7 +456,7 @@ var flagGroups = []flagGroup{
 	{"Listener and callers", "", []string{"listen", "allow-caller-cidrs", "max-conns-per-caller", "caller-rate-limit", "caller-rate-burst",
 		"max-request-header-bytes", "max-uri-bytes", "client-read-timeout", "client-idle-timeout"}},
 	{"Authentication and TLS", "See [security.md](security.md).", []string{"auth-bearer-tokens-file", "auth-htpasswd-file", "metrics-require-auth",
-		"tls-cert-file", "tls-key-file", "tls-client-ca-file", "tls-client-allowed-names", "reload-interval"}},
+		"tls-cert-file", "tls-key-file", "tls-self-signed", "tls-allow-plain", "tls-client-ca-file", "tls-client-allowed-names", "reload-interval"}},
 	{"Target policy flags", "See [Target policy](routes.md#target-policy).", []string{"allow-cidrs", "deny-cidrs", "allow-ports", "deny-ports",
 		"allow-path-prefixes", "deny-path-prefixes", "forward-request-headers"}},
 	{"HTTPS to pods", "See [HTTPS to pods](routes.md#https-to-pods).", []string{"target-tls-ca-file", "target-tls-server-name",

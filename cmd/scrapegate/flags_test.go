@@ -242,6 +242,48 @@ func TestParseFlagsSecurity(t *testing.T) {
 	}
 }
 
+// TestParseFlagsListenerTLS: the combinations of the listener's certificate
+// flags that make sense parse, and each that does not names the flags
+// involved.
+func TestParseFlagsListenerTLS(t *testing.T) {
+	f := func(args []string, env func(string) (string, bool), wantInError ...string) {
+		t.Helper()
+		cfg, err := gatewayCommand.parse(args, env, io.Discard)
+		if len(wantInError) == 0 {
+			if err != nil {
+				t.Fatalf("parse(%q): %v", args, err)
+			}
+			if !cfg.TLSSelfSigned && !cfg.TLSAllowPlain && cfg.TLSCertFile == "" {
+				t.Fatalf("parse(%q) set no TLS: %+v", args, cfg)
+			}
+			return
+		}
+		if err == nil {
+			t.Fatalf("parse(%q): no error", args)
+		}
+		for _, want := range wantInError {
+			if !strings.Contains(err.Error(), want) {
+				t.Fatalf("parse(%q) error %q does not mention %q", args, err, want)
+			}
+		}
+	}
+	f([]string{"--tls-self-signed"}, envOf())
+	f([]string{"--tls-self-signed", "--tls-allow-plain"}, envOf())
+	f([]string{"--tls-cert-file=c.pem", "--tls-key-file=k.pem", "--tls-allow-plain"}, envOf())
+	f([]string{"--tls-self-signed", "--tls-client-ca-file=ca.pem"}, envOf())
+	f(nil, envOf("SCRAPEGATE_TLS_SELF_SIGNED", "true", "SCRAPEGATE_TLS_ALLOW_PLAIN", "true"))
+
+	f([]string{"--tls-self-signed", "--tls-cert-file=c.pem", "--tls-key-file=k.pem"}, envOf(),
+		"-tls-self-signed: cannot be combined with -tls-cert-file and -tls-key-file")
+	f([]string{"--tls-self-signed", "--tls-key-file=k.pem"}, envOf(), "-tls-self-signed: cannot be combined with -tls-cert-file and -tls-key-file")
+	f([]string{"--tls-allow-plain"}, envOf(), "-tls-allow-plain:", "there is no TLS", "-tls-cert-file", "-tls-self-signed")
+	f(nil, envOf("SCRAPEGATE_TLS_ALLOW_PLAIN", "true"), "-tls-allow-plain (from SCRAPEGATE_TLS_ALLOW_PLAIN)", "-tls-self-signed")
+	f([]string{"--tls-allow-plain", "--tls-self-signed", "--tls-client-ca-file=ca.pem"}, envOf(), "-tls-allow-plain: cannot be combined with -tls-client-ca-file")
+	f([]string{"--tls-allow-plain", "--tls-cert-file=c.pem", "--tls-key-file=k.pem", "--tls-client-ca-file=ca.pem"}, envOf(),
+		"-tls-allow-plain: cannot be combined with -tls-client-ca-file")
+	f([]string{"--tls-client-ca-file=ca.pem"}, envOf(), "-tls-client-ca-file", "-tls-cert-file and -tls-key-file, or -tls-self-signed")
+}
+
 func TestParseFlagsForwardRequestHeaders(t *testing.T) {
 	f := func(value, wantErr string) {
 		t.Helper()

@@ -1,8 +1,10 @@
 // Package tlsconf builds the gateway's TLS configurations: the listener's
-// (its certificate, and mutual TLS with client CA and allowed names) and
-// the one towards https pods and kubelets (their CA, server name, client
-// certificate). Every file involved is a reload.Files, so certificates and
-// CAs rotate without a restart, including for connections already open.
+// (its certificate, or one made at start by SelfSigned, and mutual TLS with
+// client CA and allowed names) and the one towards https pods and kubelets
+// (their CA, server name, client certificate). Every file involved is a
+// reload.Files, so certificates and CAs rotate without a restart, including
+// for connections already open. It also owns the listener that serves TLS
+// and plain HTTP on one port (NewTLSOrPlainListener).
 package tlsconf
 
 import (
@@ -47,7 +49,10 @@ var tls12CipherSuites = []uint16{
 
 // ServerOptions configure the listener's TLS.
 type ServerOptions struct {
-	CertFile, KeyFile string // required
+	// CertFile and KeyFile are the certificate served, or Certificate
+	// (-tls-self-signed), fixed for the process's life: one or the other.
+	CertFile, KeyFile string
+	Certificate       *tls.Certificate
 	// ClientCAFile turns on mutual TLS: when set, every client must present
 	// a certificate issued (possibly through intermediates it presents) by
 	// a CA in this PEM bundle, valid for client authentication.
@@ -69,8 +74,9 @@ type ServerOptions struct {
 // NewServer returns the listener's TLS configuration, the verifier of client
 // certificates (nil without ClientCAFile) and the files involved, which the
 // caller loads (reload.LoadAll) before serving and reloads periodically, as
-// for every file the gateway reads. Serve with tls.NewListener(ln, cfg) (not
-// fasthttp's ServeTLS, which wants files of its own).
+// for every file the gateway reads. Serve with tls.NewListener(ln, cfg), or
+// NewTLSOrPlainListener (not fasthttp's ServeTLS, which wants files of its
+// own).
 //
 // The certificate is served through GetCertificate, so a rotated one applies
 // to the next handshake. Client certificates are verified in
@@ -80,7 +86,10 @@ type ServerOptions struct {
 // VerifyConnection for them with the certificates from the session ticket,
 // so a session established under a CA no longer trusted does not resume.
 func NewServer(o ServerOptions) (*tls.Config, *ClientCertVerifier, []*reload.Files, error) {
-	if o.CertFile == "" || o.KeyFile == "" {
+	if o.Certificate != nil && (o.CertFile != "" || o.KeyFile != "") {
+		return nil, nil, nil, errors.New("TLS needs a certificate file and a key file or a certificate, not both")
+	}
+	if o.Certificate == nil && (o.CertFile == "" || o.KeyFile == "") {
 		return nil, nil, nil, errors.New("TLS needs both a certificate file and a key file")
 	}
 	if len(o.ClientAllowedNames) > 0 && o.ClientCAFile == "" {
@@ -95,15 +104,19 @@ func NewServer(o ServerOptions) (*tls.Config, *ClientCertVerifier, []*reload.Fil
 	}
 
 	var cert atomic.Pointer[tls.Certificate]
-	certR := reload.New("tls-cert-file", func(contents [][]byte) error {
-		c, err := parseKeyPair(contents[0], contents[1], time.Now())
-		if err != nil {
-			return err
-		}
-		cert.Store(c)
-		return nil
-	}, o.CertFile, o.KeyFile)
-	rs := []*reload.Files{certR}
+	var rs []*reload.Files
+	if o.Certificate != nil {
+		cert.Store(o.Certificate)
+	} else {
+		rs = append(rs, reload.New("tls-cert-file", func(contents [][]byte) error {
+			c, err := parseKeyPair(contents[0], contents[1], time.Now())
+			if err != nil {
+				return err
+			}
+			cert.Store(c)
+			return nil
+		}, o.CertFile, o.KeyFile))
+	}
 
 	cfg := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
