@@ -15,6 +15,8 @@
 //     what is done to each caller connection.
 //   - kubernetes.go: what -kubernetes adds (the live-pod policy, /sd/
 //     documents, the kubelet proxy /nodes/), served from package kube;
+//     kubeapi.go: the read-only Kubernetes discovery API under /api/ and
+//     /apis/, and the /api/v1/nodes/{node}/proxy/ aliases of /nodes/;
 //     apiservers.go and components.go: the control plane (/apiservers/,
 //     /components/); services.go: Service targets (/services/, /endpoints/ and .svc names
 //     in absolute form), resolved from the cluster's EndpointSlices;
