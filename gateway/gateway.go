@@ -15,6 +15,8 @@
 //     what is done to each caller connection.
 //   - kubernetes.go: what -kubernetes adds (the live-pod policy, /sd/
 //     documents, the kubelet proxy /nodes/), served from package kube;
+//     kubeapi.go: the read-only Kubernetes discovery API under /api/ and
+//     /apis/, and the /api/v1/nodes/{node}/proxy/ aliases of /nodes/;
 //     apiservers.go and components.go: the control plane (/apiservers/,
 //     /components/); services.go: Service targets (/services/, /endpoints/ and .svc names
 //     in absolute form), resolved from the cluster's EndpointSlices;
@@ -100,8 +102,11 @@ type Gateway struct {
 	// hijacked counts responses to HTTP/1.0 callers still streaming on a
 	// connection the server no longer tracks (streamUntilClose).
 	hijacked sync.WaitGroup
-	state    atomic.Int32
-	stop     chan struct{} // ends the background loops Serve starts
+	// watches are the discovery API's watches, also on hijacked
+	// connections (kubeapi.go); Shutdown ends them.
+	watches kubeWatches
+	state   atomic.Int32
+	stop    chan struct{} // ends the background loops Serve starts
 
 	listenersMu sync.Mutex // orders Serve against Shutdown
 	listeners   []net.Listener
@@ -226,6 +231,8 @@ const (
 	routeServices                // /services/{namespace}/{service}/{port}/{path}
 	routeEndpoints               // /endpoints/{namespace}/{service}/{ip}/{port}/{path}
 	routeSD                      // /sd/pods, /sd/nodes, /sd/endpoints, /sd/control-plane
+	routeNodeProxy               // /api/v1/nodes/{node}/proxy/{path}: /nodes/ as the API server's node proxy
+	routeKubeAPI                 // /version, /api, /api/..., /apis, /apis/...: the discovery API (kubeapi.go)
 	routeMetrics                 // /metrics
 	routeHealthz                 // /healthz
 	routeReadyz                  // /readyz
@@ -242,7 +249,9 @@ const (
 //     the gateway as their proxy_url) is the proxy route whatever its
 //     path, which could be "/metrics": it is the pod's.
 //   - A pattern ending in '/' matches every target it starts; any other
-//     matches the path exactly, whatever the query.
+//     matches the path exactly, whatever the query. A row with match
+//     instead takes the paths it says: the Kubernetes API's, which no
+//     prefix describes.
 //   - open rows are served to anyone: probes come from kubelets and load
 //     balancers. Every other row is served only to admitted callers
 //     (Gateway.admit).
@@ -252,6 +261,7 @@ const (
 var routes = [numRoutes]struct {
 	name    string // the route label
 	pattern string
+	match   func(path []byte) bool
 	open    bool
 	usage   string
 	parse   func(g *Gateway, uri []byte) (scrapeTarget, error)
@@ -268,6 +278,8 @@ var routes = [numRoutes]struct {
 	routeServices:   {name: "services", pattern: servicesPrefix, usage: "/services/{namespace}/{service}/{port}/{path}", parse: (*Gateway).parseServicePath},
 	routeEndpoints:  {name: "endpoints", pattern: endpointsPrefix, usage: "/endpoints/{namespace}/{service}/{ip}/{port}/{path}", parse: (*Gateway).parseEndpointsPath},
 	routeSD:         {name: "sd", pattern: sdPrefix, usage: "/sd/pods, /sd/nodes, /sd/endpoints, /sd/control-plane", serve: (*Gateway).serveSD},
+	routeNodeProxy:  {name: "node_proxy", match: isNodeProxyAlias, usage: "/api/v1/nodes/{node}/proxy/{path}", parse: (*Gateway).parseNodeProxyPath},
+	routeKubeAPI:    {name: "kubeapi", match: isKubeAPIPath, usage: "/api/v1/... and /apis/discovery.k8s.io/v1/... (Kubernetes list and watch)", serve: (*Gateway).serveKubeAPI},
 	routeMetrics:    {name: "metrics", pattern: "/metrics", usage: "/metrics", serve: page((*Gateway).serveMetrics)},
 	routeHealthz:    {name: "healthz", pattern: "/healthz", open: true, usage: "/healthz", serve: page((*Gateway).serveHealthz)},
 	routeReadyz:     {name: "readyz", pattern: "/readyz", open: true, usage: "/readyz", serve: page((*Gateway).serveReadyz)},
@@ -282,6 +294,12 @@ func routeOf(uri []byte) route {
 	}
 	path, _ := target.SplitQuery(uri)
 	for r := routePods; r < routeOther; r++ {
+		if m := routes[r].match; m != nil {
+			if m(path) {
+				return r
+			}
+			continue
+		}
 		p := routes[r].pattern
 		if p == "" {
 			continue // routeAgent: only a node agent's routeOf finds it
@@ -496,12 +514,18 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	listeners := g.listeners
 	g.listenersMu.Unlock()
 	g.log.Info().Int64("inflight", g.pool.Inflight()).Stringer("timeout", g.cfg.ShutdownTimeout).Msg("stopping: waiting for in-flight scrapes")
+	// Watches last up to an hour: they end now, and their clients watch
+	// again elsewhere. One a handler starts from here on is refused.
+	g.watches.closeAll()
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
 	defer cancel()
 	err := g.server.ShutdownWithContext(sctx)
 	if err == nil {
 		// No handler runs any more, so none adds to hijacked.
 		err = waitGroupContext(sctx, &g.hijacked)
+	}
+	if err == nil {
+		err = waitGroupContext(sctx, &g.watches.wg)
 	}
 	// The server only knows listeners its Serve has reached; one handed to
 	// Serve an instant ago is closed here, or it would serve forever.

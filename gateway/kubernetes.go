@@ -34,6 +34,9 @@ type kubernetesState struct {
 	errUnknownComponent error
 	componentsTLS       *tlsconf.Upstream
 	nodeAgent           *nodeAgent
+	// serverVersion is the API server's, which the discovery API's
+	// /version serves (kubeapi.go).
+	serverVersion *kube.ServerVersion
 }
 
 // setUpKubernetes watches the cluster through client and prepares the
@@ -47,7 +50,7 @@ func (g *Gateway) setUpKubernetes(client kubernetes.Interface) ([]*reload.Files,
 	if err != nil {
 		return nil, err
 	}
-	k := &kubernetesState{cluster: cluster}
+	k := &kubernetesState{cluster: cluster, serverVersion: kube.NewServerVersion(client.Discovery())}
 	g.kube = k
 	if cfg.EffectiveTargetPolicy() == TargetPolicyKubernetes {
 		g.policy.SetLivePods(cluster)
@@ -234,19 +237,25 @@ func etagMatches(ifNoneMatch []byte, etag string) bool {
 // informer knows and the path one of the kubelet's metrics endpoints. The
 // target is that node's kubelet, over https, with the gateway's token.
 func (g *Gateway) parseNodePath(uri []byte) (scrapeTarget, error) {
-	if g.kube == nil {
-		return scrapeTarget{}, errNoKubernetes
-	}
-	if g.kube.kubelets == nil || g.kube.kubelets.Authorization() == nil {
-		return scrapeTarget{}, errNoKubeletToken
-	}
 	rest, query := target.SplitQuery(uri)
 	rest = rest[len(nodesPrefix):]
 	slash := bytes.IndexByte(rest, '/')
 	if slash <= 0 {
 		return scrapeTarget{}, errNoNodePath
 	}
-	node, path := rest[:slash], rest[slash:]
+	return g.kubeletTarget(rest[:slash], rest[slash:], query)
+}
+
+// kubeletTarget is node's kubelet at path, one of its metrics endpoints,
+// with the gateway's token: the target of /nodes/ and its alias
+// /api/v1/nodes/{node}/proxy/.
+func (g *Gateway) kubeletTarget(node, path, query []byte) (scrapeTarget, error) {
+	if g.kube == nil {
+		return scrapeTarget{}, errNoKubernetes
+	}
+	if g.kube.kubelets == nil || g.kube.kubelets.Authorization() == nil {
+		return scrapeTarget{}, errNoKubeletToken
+	}
 	if !kube.IsKubeletPath(string(path)) {
 		return scrapeTarget{}, errKubeletPath
 	}
