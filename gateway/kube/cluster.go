@@ -262,12 +262,6 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 		UpdateFunc: func(_, obj any) { c.sliceChanged(obj) },
 		DeleteFunc: c.sliceDeleted,
 	}
-	endpoints := c.discovery["endpoints"]
-	endpointsHandler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    endpoints.changed,
-		UpdateFunc: func(_, obj any) { endpoints.changed(obj) },
-		DeleteFunc: endpoints.deleted,
-	}
 	for _, ns := range namespaces {
 		pods := client.CoreV1().Pods(ns)
 		_, err := c.newInformer(client, &resourceWatch{resource: "pods", namespace: ns}, &corev1.Pod{}, stripPod, podHandler,
@@ -295,12 +289,7 @@ func New(client kubernetes.Interface, opts Options, log zerolog.Logger) (*Cluste
 			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return slices.Watch(ctx, o) }); err != nil {
 			return nil, fmt.Errorf("cannot watch endpointslices: %w", err)
 		}
-		eps := client.CoreV1().Endpoints(ns) //nolint:staticcheck // Prometheus's role: endpoints reads the deprecated API
-		w := &resourceWatch{resource: "endpoints", namespace: ns}
-		c.endpointsWatches = append(c.endpointsWatches, w)
-		if _, err := c.newInformer(client, w, &corev1.Endpoints{}, stripEndpoints, endpointsHandler,
-			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return eps.List(ctx, o) },
-			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return eps.Watch(ctx, o) }); err != nil {
+		if err := c.watchEndpoints(client, ns); err != nil {
 			return nil, fmt.Errorf("cannot watch endpoints: %w", err)
 		}
 	}
@@ -799,35 +788,28 @@ func stripEndpointSlice(obj any) (any, error) {
 	return slice, nil
 }
 
-// stripEndpoints keeps core/v1 Endpoints as they are, but for their managed
-// fields and last-applied configuration, as EndpointSlices: Prometheus's
-// role: endpoints reads all of the rest.
-func stripEndpoints(obj any) (any, error) {
-	eps, ok := obj.(*corev1.Endpoints)
-	if !ok {
-		return obj, nil
-	}
-	eps.ManagedFields = nil
-	eps.Annotations = withoutLastApplied(eps.Annotations)
-	return eps, nil
-}
-
 // stripNode keeps what /sd/nodes, the kubelet proxy and the components
-// read (the labels, which the control-plane node selector judges); a
-// node's status otherwise carries every image it has pulled.
+// read (the labels, which the control-plane node selector judges), and the
+// conditions' types and statuses, which Prometheus's role: node labels
+// (__meta_kubernetes_node_condition_*); a node's status otherwise carries
+// every image it has pulled.
 func stripNode(obj any) (any, error) {
 	node, ok := obj.(*corev1.Node)
 	if !ok {
 		return obj, nil
 	}
-	return &corev1.Node{
+	out := &corev1.Node{
 		ObjectMeta: keptMeta(&node.ObjectMeta),
 		Spec:       corev1.NodeSpec{ProviderID: node.Spec.ProviderID},
 		Status: corev1.NodeStatus{
 			Addresses:       node.Status.Addresses,
 			DaemonEndpoints: node.Status.DaemonEndpoints,
 		},
-	}, nil
+	}
+	for _, cond := range node.Status.Conditions {
+		out.Status.Conditions = append(out.Status.Conditions, corev1.NodeCondition{Type: cond.Type, Status: cond.Status})
+	}
+	return out, nil
 }
 
 // keptMeta is the metadata kept of pods, nodes and Services (EndpointSlices

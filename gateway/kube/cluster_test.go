@@ -220,11 +220,15 @@ func TestStripNodeDropsImages(t *testing.T) {
 		Status: corev1.NodeStatus{
 			Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.0.1"}},
 			Images:    []corev1.ContainerImage{{Names: []string{"registry.example/huge:1"}}},
+			Conditions: []corev1.NodeCondition{{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse,
+				Message: "kubelet has sufficient memory available"}},
 		},
 	}
 	obj, _ := stripNode(node)
 	b, _ := json.Marshal(obj)
-	if strings.Contains(string(b), "huge") || !strings.Contains(string(b), "192.168.0.1") || !strings.Contains(string(b), `"zone":"a"`) {
+	if strings.Contains(string(b), "huge") || strings.Contains(string(b), "sufficient memory") ||
+		!strings.Contains(string(b), "192.168.0.1") || !strings.Contains(string(b), `"zone":"a"`) ||
+		!strings.Contains(string(b), `{"type":"MemoryPressure","status":"False"`) {
 		t.Errorf("stripped node: %s", b)
 	}
 }

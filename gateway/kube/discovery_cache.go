@@ -1,5 +1,7 @@
 package kube
 
+//lint:file-ignore SA1019 Prometheus's role: endpoints reads the deprecated core/v1 Endpoints, which the discovery API therefore serves.
+
 // The read-only Kubernetes discovery API's cache (issue 16): lists and
 // watches of pods, nodes, Services, Endpoints and EndpointSlices served from
 // the gateway's own informers, with the API server's semantics, so that N
@@ -18,6 +20,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
+	metainternalversionvalidation "k8s.io/apimachinery/pkg/apis/meta/internalversion/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -25,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -255,6 +260,37 @@ func withResourceVersion(obj runtime.Object, rv uint64) runtime.Object {
 	panic(fmt.Sprintf("discovery cache: unexpected %T", obj))
 }
 
+// watchEndpoints adds the informer of the Endpoints in namespace, which
+// startEndpoints starts.
+func (c *Cluster) watchEndpoints(client kubernetes.Interface, namespace string) error {
+	d := c.discovery["endpoints"]
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    d.changed,
+		UpdateFunc: func(_, obj any) { d.changed(obj) },
+		DeleteFunc: d.deleted,
+	}
+	eps := client.CoreV1().Endpoints(namespace)
+	w := &resourceWatch{resource: "endpoints", namespace: namespace}
+	c.endpointsWatches = append(c.endpointsWatches, w)
+	_, err := c.newInformer(client, w, &corev1.Endpoints{}, stripEndpoints, handler,
+		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return eps.List(ctx, o) },
+		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return eps.Watch(ctx, o) })
+	return err
+}
+
+// stripEndpoints keeps core/v1 Endpoints as they are, but for their managed
+// fields and last-applied configuration, as EndpointSlices: Prometheus's
+// role: endpoints reads all of the rest.
+func stripEndpoints(obj any) (any, error) {
+	eps, ok := obj.(*corev1.Endpoints)
+	if !ok {
+		return obj, nil
+	}
+	eps.ManagedFields = nil
+	eps.Annotations = withoutLastApplied(eps.Annotations)
+	return eps, nil
+}
+
 // discoveryKind is what differs between the resources served.
 type discoveryKind struct {
 	group      string
@@ -453,6 +489,26 @@ func parseDiscoveryRV(s string) (uint64, error) {
 	return rv, nil
 }
 
+// validateListOptions refuses the combinations of resourceVersion,
+// resourceVersionMatch and sendInitialEvents the API server refuses, with
+// its own validation and its 422 Invalid. A false SendInitialEvents stands
+// for both "false" and absent: with a resourceVersionMatch, which needs it,
+// it is taken as given.
+func validateListOptions(q DiscoveryQuery, isWatch bool) error {
+	opts := &metainternalversion.ListOptions{
+		Watch:                isWatch,
+		ResourceVersion:      q.ResourceVersion,
+		ResourceVersionMatch: metav1.ResourceVersionMatch(q.ResourceVersionMatch),
+	}
+	if isWatch && (q.SendInitialEvents || q.ResourceVersionMatch != "") {
+		opts.SendInitialEvents = &q.SendInitialEvents
+	}
+	if errs := metainternalversionvalidation.ValidateListOptions(opts, true); len(errs) > 0 {
+		return apierrors.NewInvalid(schema.GroupKind{Group: metav1.GroupName, Kind: "ListOptions"}, "", errs)
+	}
+	return nil
+}
+
 func tooOld(rv uint64) error {
 	return apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d", rv))
 }
@@ -484,14 +540,8 @@ func (c *Cluster) DiscoveryList(ctx context.Context, q DiscoveryQuery) (runtime.
 	if err != nil {
 		return nil, err
 	}
-	switch metav1.ResourceVersionMatch(q.ResourceVersionMatch) {
-	case "", metav1.ResourceVersionMatchNotOlderThan:
-	case metav1.ResourceVersionMatchExact:
-		if rv == 0 {
-			return nil, apierrors.NewBadRequest("resourceVersionMatch \"Exact\" requires a resourceVersion other than 0")
-		}
-	default:
-		return nil, apierrors.NewBadRequest(fmt.Sprintf("unsupported resourceVersionMatch %q", q.ResourceVersionMatch))
+	if err := validateListOptions(q, false); err != nil {
+		return nil, err
 	}
 	if err := c.waitSynced(ctx, dq.cache); err != nil {
 		return nil, err
@@ -519,13 +569,8 @@ func (c *Cluster) DiscoveryWatch(ctx context.Context, q DiscoveryQuery) (watch.I
 	if err != nil {
 		return nil, err
 	}
-	if q.SendInitialEvents {
-		if !q.AllowWatchBookmarks {
-			return nil, apierrors.NewBadRequest("sendInitialEvents requires setting allowWatchBookmarks to true")
-		}
-		if q.ResourceVersionMatch != string(metav1.ResourceVersionMatchNotOlderThan) {
-			return nil, apierrors.NewBadRequest("sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")
-		}
+	if err := validateListOptions(q, true); err != nil {
+		return nil, err
 	}
 	if err := c.waitSynced(ctx, dq.cache); err != nil {
 		return nil, err
@@ -549,7 +594,9 @@ func (c *Cluster) DiscoveryWatch(ctx context.Context, q DiscoveryQuery) (watch.I
 		for _, o := range d.snapshotLocked(dq.filter) {
 			w.backlog = append(w.backlog, discoveryEvent{typ: watch.Added, obj: o})
 		}
-		w.initialEventsEnd = q.SendInitialEvents
+		// As the API server: the end is marked only for a client that
+		// takes bookmarks.
+		w.initialEventsEnd = q.SendInitialEvents && q.AllowWatchBookmarks
 	default:
 		events, ok := d.sinceLocked(rv)
 		if !ok {

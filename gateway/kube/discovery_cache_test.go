@@ -1,5 +1,7 @@
 package kube
 
+//lint:file-ignore SA1019 the discovery API serves the deprecated core/v1 Endpoints (Prometheus's role: endpoints).
+
 import (
 	"context"
 	"encoding/json"
@@ -141,6 +143,9 @@ func TestDiscoveryList(t *testing.T) {
 	f(DiscoveryQuery{Resource: "pods", ResourceVersion: fmt.Sprint(current + 1)}, "410")
 	f(DiscoveryQuery{Resource: "pods", ResourceVersion: fmt.Sprint(current - 1), ResourceVersionMatch: "Exact"}, "410")
 	f(DiscoveryQuery{Resource: "pods", ResourceVersion: "x"}, "400")
+	f(DiscoveryQuery{Resource: "pods", ResourceVersionMatch: "Exact"}, "422")
+	f(DiscoveryQuery{Resource: "pods", ResourceVersion: "0", ResourceVersionMatch: "Exact"}, "422")
+	f(DiscoveryQuery{Resource: "pods", ResourceVersion: "1", ResourceVersionMatch: "Newest"}, "422")
 	f(DiscoveryQuery{Resource: "pods", LabelSelector: "app in (db"}, "400")
 	f(DiscoveryQuery{Resource: "pods", FieldSelector: "spec.nodeName"}, "400")
 	f(DiscoveryQuery{Resource: "pods", FieldSelector: "spec.restartPolicy=Always"}, "400") // not kept by stripPod
@@ -361,9 +366,21 @@ func TestDiscoveryWatchSendInitialEvents(t *testing.T) {
 			t.Errorf("watch %+v: %v, want %d", q, err, want)
 		}
 	}
-	f(DiscoveryQuery{Resource: "services", SendInitialEvents: true, ResourceVersionMatch: "NotOlderThan"}, 400)
-	f(DiscoveryQuery{Resource: "services", SendInitialEvents: true, AllowWatchBookmarks: true}, 400)
+	f(DiscoveryQuery{Resource: "services", SendInitialEvents: true, AllowWatchBookmarks: true}, 422)
+	f(DiscoveryQuery{Resource: "services", SendInitialEvents: true, AllowWatchBookmarks: true, ResourceVersionMatch: "Exact"}, 422)
 	f(DiscoveryQuery{Resource: "services", SendInitialEvents: true, AllowWatchBookmarks: true, ResourceVersionMatch: "NotOlderThan", ResourceVersion: fmt.Sprint(listed + 100)}, 410)
+}
+
+func TestDiscoveryWatchSendInitialEventsWithoutBookmarks(t *testing.T) {
+	// As the API server: the initial events, not marking their end, which
+	// only a client taking bookmarks is sent.
+	c, client := discoveryFixture(t, Options{})
+	w := watchOf(t, c, DiscoveryQuery{Resource: "services", SendInitialEvents: true, ResourceVersionMatch: "NotOlderThan"})
+	expect(t, w, "ADDED a/lb", "ADDED a/web")
+	if err := client.CoreV1().Services("a").Delete(context.Background(), "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, w, "DELETED a/web")
 }
 
 func TestDiscoveryWatchBookmarks(t *testing.T) {
