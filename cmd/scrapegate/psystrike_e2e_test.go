@@ -16,7 +16,9 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -188,7 +190,7 @@ func TestEndToEndPsystrikeExample(t *testing.T) {
 	}, "SCRAPEGATE_"))
 	procs := []*process{gw.proc, k.apiserver, k.etcd}
 	gwTLS := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the example's insecure_skip_verify
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the example's insecure_skip_verify
 	waitFor(t, e2eStartTimeout, "the gateway's /readyz to answer 200 over plain HTTP and over TLS", procs, func() error {
 		if _, err := httpGet("http://" + gw.addr + "/readyz"); err != nil {
 			return err
@@ -200,6 +202,17 @@ func TestEndToEndPsystrikeExample(t *testing.T) {
 		return err
 	})
 	t.Logf("gateway ready on %s after %s", gw.addr, since())
+	// -tls-self-signed: what it serves is the certificate whose SHA-256
+	// fingerprint it logged, in whatever spelling (hex, with colons or not).
+	conn, err := tls.Dial("tcp", gw.addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // the certificate is what is checked
+	if err != nil {
+		t.Fatalf("cannot connect to the gateway over TLS: %v", err)
+	}
+	fingerprint := sha256.Sum256(conn.ConnectionState().PeerCertificates[0].Raw)
+	conn.Close()
+	if logged := strings.ToLower(strings.ReplaceAll(gw.proc.out.String(), ":", "")); !strings.Contains(logged, hex.EncodeToString(fingerprint[:])) {
+		t.Errorf("the gateway serves a certificate with SHA-256 fingerprint %x, which its log does not name", fingerprint)
+	}
 
 	// 6. The two Prometheus servers: the example with only its addresses
 	// replaced, and the reference, whose discovery asks the API server.
