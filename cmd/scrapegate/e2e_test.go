@@ -467,11 +467,17 @@ type promProc struct {
 // gateway twice, once per job, and waits until it is ready.
 func startPrometheus(t *testing.T, bin, config string) *promProc {
 	t.Helper()
+	return startPrometheusAt(t, "prometheus", bin, testutil.FreeAddr(t, "127.0.0.1").String(), config)
+}
+
+// startPrometheusAt is startPrometheus listening on addr, for a
+// configuration that names Prometheus's own address, and logging as name.
+func startPrometheusAt(t *testing.T, name, bin, addr, config string) *promProc {
+	t.Helper()
 	dir := t.TempDir()
 	cfgFile := filepath.Join(dir, "prometheus.yml")
 	testutil.WriteFile(t, cfgFile, []byte(config))
-	addr := testutil.FreeAddr(t, "127.0.0.1").String()
-	proc := startProcess(t, "prometheus", bin, []string{
+	proc := startProcess(t, name, bin, []string{
 		"--config.file=" + cfgFile,
 		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
 		"--web.listen-address=" + addr,

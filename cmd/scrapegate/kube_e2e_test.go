@@ -155,6 +155,14 @@ func startFakeKubelet(t *testing.T, n int, name string, ca *testutil.CA, token s
 	if err != nil {
 		t.Fatalf("cannot start the kubelet of node %d on %s: %v", n, ip, err)
 	}
+	return startFakeKubeletOn(t, ln, n, name, ca, token)
+}
+
+// startFakeKubeletOn is startFakeKubelet on ln, a TCP listener at the
+// node's address (netnsListen's, in a test's network namespace).
+func startFakeKubeletOn(t *testing.T, ln net.Listener, n int, name string, ca *testutil.CA, token string) *fakeKubelet {
+	t.Helper()
+	ip := ln.Addr().(*net.TCPAddr).IP.String()
 	k := &fakeKubelet{n: n, name: name, ip: ip, token: token}
 	k.port = strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 	srv := &http.Server{Handler: k, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(k, "", 0)}
@@ -632,24 +640,7 @@ func createKubeObjects(t *testing.T, k *kubeAPI, nodes []*fakeKubelet, pods []*k
 		}
 	}
 	for _, n := range nodes {
-		node, err := k.client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{
-			Name:   n.name,
-			Labels: map[string]string{"kubernetes.io/hostname": n.name},
-		}}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatalf("cannot create node %s: %v", n.name, err)
-		}
-		node.Status = corev1.NodeStatus{
-			Addresses: []corev1.NodeAddress{
-				{Type: corev1.NodeHostName, Address: n.name},
-				{Type: corev1.NodeInternalIP, Address: n.ip},
-			},
-			DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: portNumber(n.port)}},
-			Conditions:      []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}},
-		}
-		if _, err := k.client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
-			t.Fatalf("cannot set the status of node %s: %v", n.name, err)
-		}
+		createKubeletNode(t, k, n)
 	}
 	// Pods, a few at a time.
 	work := make(chan *kubePod)
@@ -676,6 +667,30 @@ func createKubeObjects(t *testing.T, k *kubeAPI, nodes []*fakeKubelet, pods []*k
 	}
 	if err := problemsErr("creating pods", problems); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// createKubeletNode creates n's Node, with its kubelet's address and port.
+func createKubeletNode(t *testing.T, k *kubeAPI, n *fakeKubelet) {
+	t.Helper()
+	ctx := context.Background()
+	node, err := k.client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+		Name:   n.name,
+		Labels: map[string]string{"kubernetes.io/hostname": n.name},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("cannot create node %s: %v", n.name, err)
+	}
+	node.Status = corev1.NodeStatus{
+		Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeHostName, Address: n.name},
+			{Type: corev1.NodeInternalIP, Address: n.ip},
+		},
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: portNumber(n.port)}},
+		Conditions:      []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}},
+	}
+	if _, err := k.client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("cannot set the status of node %s: %v", n.name, err)
 	}
 }
 
