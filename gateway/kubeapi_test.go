@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -486,4 +487,27 @@ func TestKubeAPIPassesCacheErrorsAsStatus(t *testing.T) {
 	if r.StatusCode != http.StatusGone {
 		t.Errorf("raw watch from resourceVersion 1: %d %q, want 410", r.StatusCode, r.body)
 	}
+}
+
+func (g *Gateway) openWatches() int {
+	g.watches.mu.Lock()
+	defer g.watches.mu.Unlock()
+	return len(g.watches.watches)
+}
+
+// Needs the discovery cache (gateway/kube/discovery_cache.go): the stub's
+// watches end at once.
+func TestKubeAPIWatchEndsWhenTheCallerHangsUp(t *testing.T) {
+	fx := startKubeAPIGateway(t, nil, kubeAPIObjects()...)
+	conn := dialGateway(t, fx.gw)
+	fmt.Fprintf(conn, "GET /api/v1/pods?watch=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", kubeAPICallerToken)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("watch: %v %v", resp, err)
+	}
+	if n := fx.g.openWatches(); n != 1 {
+		t.Fatalf("%d watches open, want 1", n)
+	}
+	conn.Close()
+	testutil.WaitFor(t, "the watch to end with its caller", func() bool { return fx.g.openWatches() == 0 })
 }
