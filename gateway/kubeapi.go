@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -427,8 +428,9 @@ func (g *Gateway) serveKubeVersion(ctx *fasthttp.RequestCtx) {
 }
 
 // writeKubeObject answers obj encoded by info as gv, with its apiVersion
-// and kind set (the encoder converts a copy: the caches' objects are
-// shared).
+// and kind set. obj is the caller's own (a list the cache made for this
+// request, a document, a Status): the encoder writes apiVersion and kind
+// on it.
 func (g *Gateway) writeKubeObject(ctx *fasthttp.RequestCtx, info runtime.SerializerInfo, gv schema.GroupVersion, status int, obj runtime.Object) {
 	var body bytes.Buffer
 	if err := scheme.Codecs.EncoderForVersion(info.Serializer, gv).Encode(obj, &body); err != nil {
@@ -662,10 +664,21 @@ func (s *watchStream) run(c net.Conn, kw *kubeWatch, header string, timeout time
 	}
 }
 
+// unshared is a shallow copy of obj, for the encoder to set its apiVersion
+// and kind on: it writes them on the object it is given (restoring them
+// after), and a watch's objects are the cache's, shared by every watch.
+// Nothing else is written, so the copy need not be deep.
+func unshared(obj runtime.Object) runtime.Object {
+	v := reflect.ValueOf(obj).Elem()
+	c := reflect.New(v.Type())
+	c.Elem().Set(v)
+	return c.Interface().(runtime.Object)
+}
+
 // encode frames ev as the API server does (its watchEncoder).
 func (s *watchStream) encode(ev watch.Event) ([]byte, error) {
 	s.event.Reset()
-	if err := s.embedded.Encode(ev.Object, &s.event); err != nil {
+	if err := s.embedded.Encode(unshared(ev.Object), &s.event); err != nil {
 		return nil, fmt.Errorf("cannot encode watch object %T: %w", ev.Object, err)
 	}
 	out := &metav1.WatchEvent{Type: string(ev.Type), Object: runtime.RawExtension{Raw: slices.Clone(s.event.Bytes())}}
