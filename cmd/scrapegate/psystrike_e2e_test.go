@@ -173,7 +173,7 @@ func TestEndToEndPsystrikeExample(t *testing.T) {
 	// port, as psystrike serves them; -access-log for what Prometheus asks.
 	controlPlaneTokenFile := filepath.Join(t.TempDir(), "control-plane-token")
 	testutil.WriteFile(t, controlPlaneTokenFile, []byte(k.serviceAccountToken(t, kubeGatewayNamespace, kubeGatewaySA)+"\n"))
-	gw := awaitServing(t, startProcess(t, "gateway", gatewayBin, []string{
+	gwArgs := []string{
 		"--listen=127.0.0.1:0",
 		"--drain-delay=0s",
 		"--log-format=json",
@@ -187,7 +187,8 @@ func TestEndToEndPsystrikeExample(t *testing.T) {
 		"--control-plane-token-file=" + controlPlaneTokenFile,
 		"--tls-self-signed",
 		"--tls-allow-plain",
-	}, "SCRAPEGATE_"))
+	}
+	gw := awaitServing(t, startProcess(t, "gateway", gatewayBin, gwArgs, "SCRAPEGATE_"))
 	procs := []*process{gw.proc, k.apiserver, k.etcd}
 	gwTLS := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the example's insecure_skip_verify
@@ -316,9 +317,45 @@ func TestEndToEndPsystrikeExample(t *testing.T) {
 		t.Errorf("the API server refused the gateway, running with the RBAC of deploy/base, %d times:\n%s", len(denials), strings.Join(denials, "\n"))
 	}
 
-	// 11. SIGTERM: the gateway exits 0 while Prometheus's watches are open.
+	// 11. Ten more watchers cost the API server no watch: they share the
+	// gateway's.
+	checkWatchersShareOneWatch(t, k, gw.addr, psyNamespace, procs)
+	t.Logf("ten watchers shared the gateway's watch after %s", since())
+
+	// 12. A client-go informer on the gateway survives its restart: the
+	// new process's resourceVersions are not the old one's (410), and the
+	// informer lists again, seeing what changed while the gateway was down.
+	informer := startSurvivingInformer(t, gw.addr, psyNamespace, procs)
+	createBarePod(t, k, psyNamespace, "psy-gone-during-restart")
+	waitFor(t, kubeScrapeTimeout, "the informer on the gateway to see a new pod", procs, func() error {
+		if !informer.has(psyNamespace, "psy-gone-during-restart") {
+			return fmt.Errorf("no pod %s/psy-gone-during-restart in the informer", psyNamespace)
+		}
+		return nil
+	})
+	oldRV := informer.informer.LastSyncResourceVersion()
+
+	// 13. SIGTERM: the gateway exits 0 while Prometheus's and the
+	// informer's watches are open.
 	gw.proc.signal(t, syscall.SIGTERM)
 	gw.proc.wantExitZero(t, "SIGTERM with Prometheus's watches open")
+	if err := k.client.CoreV1().Pods(psyNamespace).Delete(ctx, "psy-gone-during-restart", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		t.Fatal(err)
+	}
+	createBarePod(t, k, psyNamespace, "psy-made-during-restart")
+	gw = awaitServing(t, startProcess(t, "gateway-restarted", gatewayBin, append(gwArgs, "--listen="+gw.addr), "SCRAPEGATE_"))
+	procs = []*process{gw.proc, k.apiserver, k.etcd, prom.proc, ref.proc}
+	waitFor(t, kubeScrapeTimeout, "the informer to see what changed while the gateway was down", procs, func() error {
+		if informer.has(psyNamespace, "psy-gone-during-restart") || !informer.has(psyNamespace, "psy-made-during-restart") {
+			return fmt.Errorf("the informer has psy-gone-during-restart %v (want false), psy-made-during-restart %v (want true)",
+				informer.has(psyNamespace, "psy-gone-during-restart"), informer.has(psyNamespace, "psy-made-during-restart"))
+		}
+		return nil
+	})
+	checkOldVersionGone(t, gw.addr, psyNamespace, oldRV)
+	t.Logf("the informer survived the gateway's restart (%d watch errors 410 seen by it) after %s", informer.expired.Load(), since())
+	gw.proc.signal(t, syscall.SIGTERM)
+	gw.proc.wantExitZero(t, "SIGTERM of the restarted gateway")
 	t.Logf("whole test took %s", since())
 }
 
