@@ -528,22 +528,33 @@ func (c *Cluster) waitSynced(ctx context.Context, d *discoveryCache) error {
 	return nil
 }
 
+// startDiscovery is what a list and a watch check first, in the API
+// server's order: the query, its resourceVersion, the list options; then
+// it waits for the resource's informers to sync.
+func (c *Cluster) startDiscovery(ctx context.Context, q DiscoveryQuery, isWatch bool) (*discoveryQuery, uint64, error) {
+	dq, err := c.checkDiscoveryQuery(q)
+	if err != nil {
+		return nil, 0, err
+	}
+	rv, err := parseDiscoveryRV(q.ResourceVersion)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := validateListOptions(q, isWatch); err != nil {
+		return nil, 0, err
+	}
+	if err := c.waitSynced(ctx, dq.cache); err != nil {
+		return nil, 0, err
+	}
+	return dq, rv, nil
+}
+
 // DiscoveryList lists q.Resource as the API server would from its watch
 // cache: at the latest version, whatever older version q asks for, sorted
 // by namespace and name, in one piece.
 func (c *Cluster) DiscoveryList(ctx context.Context, q DiscoveryQuery) (runtime.Object, error) {
-	dq, err := c.checkDiscoveryQuery(q)
+	dq, rv, err := c.startDiscovery(ctx, q, false)
 	if err != nil {
-		return nil, err
-	}
-	rv, err := parseDiscoveryRV(q.ResourceVersion)
-	if err != nil {
-		return nil, err
-	}
-	if err := validateListOptions(q, false); err != nil {
-		return nil, err
-	}
-	if err := c.waitSynced(ctx, dq.cache); err != nil {
 		return nil, err
 	}
 	d := dq.cache
@@ -561,18 +572,8 @@ func (c *Cluster) DiscoveryList(ctx context.Context, q DiscoveryQuery) (runtime.
 // the events after it. It ends when ctx is done, Stop is called, or the
 // client falls too far behind.
 func (c *Cluster) DiscoveryWatch(ctx context.Context, q DiscoveryQuery) (watch.Interface, error) {
-	dq, err := c.checkDiscoveryQuery(q)
+	dq, rv, err := c.startDiscovery(ctx, q, true)
 	if err != nil {
-		return nil, err
-	}
-	rv, err := parseDiscoveryRV(q.ResourceVersion)
-	if err != nil {
-		return nil, err
-	}
-	if err := validateListOptions(q, true); err != nil {
-		return nil, err
-	}
-	if err := c.waitSynced(ctx, dq.cache); err != nil {
 		return nil, err
 	}
 	d := dq.cache
