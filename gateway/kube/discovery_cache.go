@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
@@ -122,7 +123,10 @@ func newDiscoveryCache(resource string) *discoveryCache {
 }
 
 // changed records an addition or update an informer handler saw. Updates
-// that keep the upstream version (a relist's replay) are no change.
+// that keep the upstream version (a relist's replay) are no change. An
+// update to an object of another UID is a deletion and a re-creation that a
+// relist folded into one: watchers see both, as the API server's would, so
+// that a client keyed by UID forgets the old object.
 func (d *discoveryCache) changed(obj any) {
 	o, ok := obj.(runtime.Object)
 	if !ok {
@@ -139,6 +143,11 @@ func (d *discoveryCache) changed(obj any) {
 	if had && old.upstreamRV == m.GetResourceVersion() {
 		return
 	}
+	if had && objectUID(old.obj) != m.GetUID() {
+		d.rv++
+		d.addLocked(discoveryEvent{typ: watch.Deleted, obj: withResourceVersion(old.obj, d.rv), prev: old.obj, rv: d.rv})
+		had = false
+	}
 	d.rv++
 	served := withResourceVersion(o, d.rv)
 	d.objects[key] = discoveryEntry{obj: served, upstreamRV: m.GetResourceVersion()}
@@ -147,6 +156,14 @@ func (d *discoveryCache) changed(obj any) {
 		ev.typ, ev.prev = watch.Modified, old.obj
 	}
 	d.addLocked(ev)
+}
+
+func objectUID(o runtime.Object) types.UID {
+	m, err := meta.Accessor(o)
+	if err != nil {
+		return ""
+	}
+	return m.GetUID()
 }
 
 // deleted records a deletion an informer handler saw, with the last object
@@ -513,6 +530,18 @@ func tooOld(rv uint64) error {
 	return apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d", rv))
 }
 
+// tooLarge is the API server's answer to a version it has not reached
+// (k8s.io/apiserver's storage.NewTooLargeResourceVersionError): 504, with
+// the cause client-go's reflector relists on. The API server first waits
+// up to 3 s for its cache to catch up; the gateway answers at once, as its
+// versions are its own: one it has not reached is another process's (a
+// replica behind the same Service), and waiting would not bring it.
+func tooLarge(rv, current uint64) error {
+	err := apierrors.NewTimeoutError(fmt.Sprintf("Too large resource version: %d, current: %d", rv, current), 1)
+	err.ErrStatus.Details.Causes = []metav1.StatusCause{{Type: metav1.CauseTypeResourceVersionTooLarge, Message: "Too large resource version"}}
+	return err
+}
+
 // waitSynced waits until the informers feeding d have listed their
 // objects, or answers 503 once ctx is done.
 func (c *Cluster) waitSynced(ctx context.Context, d *discoveryCache) error {
@@ -560,7 +589,10 @@ func (c *Cluster) DiscoveryList(ctx context.Context, q DiscoveryQuery) (runtime.
 	d := dq.cache
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if rv > d.rv || (q.ResourceVersionMatch == string(metav1.ResourceVersionMatchExact) && rv != d.rv) {
+	switch {
+	case rv > d.rv:
+		return nil, tooLarge(rv, d.rv)
+	case q.ResourceVersionMatch == string(metav1.ResourceVersionMatchExact) && rv != d.rv:
 		return nil, tooOld(rv)
 	}
 	return dq.kind.list(d.snapshotLocked(dq.filter), strconv.FormatUint(d.rv, 10)), nil
@@ -586,12 +618,12 @@ func (c *Cluster) DiscoveryWatch(ctx context.Context, q DiscoveryQuery) (watch.I
 		bookmarks: q.AllowWatchBookmarks,
 	}
 	d.mu.Lock()
+	if rv > d.rv {
+		defer d.mu.Unlock()
+		return nil, tooLarge(rv, d.rv)
+	}
 	switch {
 	case q.SendInitialEvents || rv == 0:
-		if rv > d.rv {
-			d.mu.Unlock()
-			return nil, tooOld(rv)
-		}
 		for _, o := range d.snapshotLocked(dq.filter) {
 			w.backlog = append(w.backlog, discoveryEvent{typ: watch.Added, obj: o})
 		}

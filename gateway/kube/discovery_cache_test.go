@@ -71,6 +71,9 @@ func statusCode(t *testing.T, err error) int {
 	if !errors.As(err, &se) {
 		t.Fatalf("%v is a %T, not a *StatusError", err, err)
 	}
+	if se.Status().Code == 504 && !apierrors.HasStatusCause(err, metav1.CauseTypeResourceVersionTooLarge) {
+		t.Errorf("%v: a 504 without the cause client-go's reflector relists on", err)
+	}
 	return int(se.Status().Code)
 }
 
@@ -140,7 +143,7 @@ func TestDiscoveryList(t *testing.T) {
 	f(DiscoveryQuery{Resource: "pods", ResourceVersion: fmt.Sprint(current), ResourceVersionMatch: "Exact"}, "a/api,a/web,b/db")
 	f(DiscoveryQuery{Resource: "pods", ResourceVersion: fmt.Sprint(current), ResourceVersionMatch: "NotOlderThan"}, "a/api,a/web,b/db")
 	// Errors as the API server's.
-	f(DiscoveryQuery{Resource: "pods", ResourceVersion: fmt.Sprint(current + 1)}, "410")
+	f(DiscoveryQuery{Resource: "pods", ResourceVersion: fmt.Sprint(current + 1)}, "504")
 	f(DiscoveryQuery{Resource: "pods", ResourceVersion: fmt.Sprint(current - 1), ResourceVersionMatch: "Exact"}, "410")
 	f(DiscoveryQuery{Resource: "pods", ResourceVersion: "x"}, "400")
 	f(DiscoveryQuery{Resource: "pods", ResourceVersionMatch: "Exact"}, "422")
@@ -328,7 +331,7 @@ func TestDiscoveryWatchFromVersion(t *testing.T) {
 	}
 	f("1", 410)                                 // an earlier process's
 	f(fmt.Sprint(discoveryStartRV-1), 410)      // an earlier process's
-	f(fmt.Sprint(time.Now().UnixNano()*2), 410) // another replica's, started later
+	f(fmt.Sprint(time.Now().UnixNano()*2), 504) // another replica's, started later
 	f("abc", 400)
 }
 
@@ -340,6 +343,29 @@ func TestDiscoveryWatchFromZeroStartsWithTheState(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(t, w, "ADDED a/aaa")
+}
+
+// A relist that finds an object deleted and created again under the same
+// name hands the informer one update: watchers see the deletion and the
+// addition, as they would have from the API server.
+func TestDiscoveryWatchRecreatedObjectIsDeletedThenAdded(t *testing.T) {
+	c, client := discoveryFixture(t, Options{})
+	_, listed := mustList(t, c, DiscoveryQuery{Resource: "pods"})
+	w := watchOf(t, c, DiscoveryQuery{Resource: "pods", ResourceVersion: fmt.Sprint(listed)})
+	recreated := newPod("a", "web", "10.0.0.7", upstreamRV("40"), func(p *corev1.Pod) { p.UID = "uid-web-2" })
+	if _, err := client.CoreV1().Pods("a").Update(context.Background(), recreated, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	evs := expect(t, w, "DELETED a/web", "ADDED a/web")
+	if uid := evs[0].Object.(*corev1.Pod).UID; uid != "uid-web" {
+		t.Errorf("DELETED carries UID %q, want the old object's", uid)
+	}
+	if uid := evs[1].Object.(*corev1.Pod).UID; uid != "uid-web-2" {
+		t.Errorf("ADDED carries UID %q, want the new object's", uid)
+	}
+	if rvOf(t, evs[1].Object) <= rvOf(t, evs[0].Object) {
+		t.Error("ADDED's version is not after DELETED's")
+	}
 }
 
 func TestDiscoveryWatchSendInitialEvents(t *testing.T) {
@@ -368,7 +394,7 @@ func TestDiscoveryWatchSendInitialEvents(t *testing.T) {
 	}
 	f(DiscoveryQuery{Resource: "services", SendInitialEvents: true, AllowWatchBookmarks: true}, 422)
 	f(DiscoveryQuery{Resource: "services", SendInitialEvents: true, AllowWatchBookmarks: true, ResourceVersionMatch: "Exact"}, 422)
-	f(DiscoveryQuery{Resource: "services", SendInitialEvents: true, AllowWatchBookmarks: true, ResourceVersionMatch: "NotOlderThan", ResourceVersion: fmt.Sprint(listed + 100)}, 410)
+	f(DiscoveryQuery{Resource: "services", SendInitialEvents: true, AllowWatchBookmarks: true, ResourceVersionMatch: "NotOlderThan", ResourceVersion: fmt.Sprint(listed + 100)}, 504)
 }
 
 func TestDiscoveryWatchSendInitialEventsWithoutBookmarks(t *testing.T) {
