@@ -13,6 +13,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -515,21 +516,31 @@ func (s *kubeWatches) done(kw *kubeWatch) {
 // not read.
 func (s *kubeWatches) closeAll() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closed = true
+	var conns []net.Conn
 	for kw := range s.watches {
 		close(kw.stop)
 		if kw.conn != nil {
-			_ = rawConn(kw.conn).Close()
+			conns = append(conns, rawConn(kw.conn))
 		}
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
 	}
 }
 
-// rawConn is the connection under a hijacked one, whose own Close does
-// nothing: the server closes it once the hijack handler returns.
+// rawConn is the network connection under a hijacked one, whose own Close
+// does nothing: the server closes it once the hijack handler returns. Under
+// TLS it is the TCP connection: tls.Conn's Close first writes close_notify,
+// which waits up to 5 s on a caller that does not read, and Shutdown closes
+// every watch one after another.
 func rawConn(c net.Conn) net.Conn {
 	if u, ok := c.(interface{ UnsafeConn() net.Conn }); ok {
-		return u.UnsafeConn()
+		c = u.UnsafeConn()
+	}
+	if t, ok := c.(*tls.Conn); ok {
+		return t.NetConn()
 	}
 	return c
 }

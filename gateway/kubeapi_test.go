@@ -3,9 +3,11 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -510,4 +512,17 @@ func TestKubeAPIWatchEndsWhenTheCallerHangsUp(t *testing.T) {
 	}
 	conn.Close()
 	testutil.WaitFor(t, "the watch to end with its caller", func() bool { return fx.g.openWatches() == 0 })
+}
+
+// Shutdown closes a TLS watch's TCP connection, not the tls.Conn, whose
+// Close would first write close_notify to a caller that may not read.
+func TestRawConnOfATLSWatchIsItsTCPConnection(t *testing.T) {
+	tcp, peer := net.Pipe()
+	defer peer.Close()
+	if got := rawConn(tls.Server(tcp, &tls.Config{})); got != tcp {
+		t.Errorf("rawConn of a tls.Conn is a %T, want the connection under it", got)
+	}
+	if got := rawConn(tcp); got != tcp {
+		t.Errorf("rawConn of a plain connection is a %T, want itself", got)
+	}
 }
