@@ -2,12 +2,19 @@ package main
 
 // The discovery API's promises to clients other than Prometheus's scrape
 // loop, checked against the real API server of TestEndToEndPsystrikeExample:
-// watchers share the gateway's watch, and a client-go informer survives a
-// gateway restart, whose resourceVersions are new.
+// watchers share the gateway's watch, a client-go informer survives a
+// gateway restart, whose resourceVersions are new, and what psystrike would
+// pass to the API server never reaches it.
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -194,4 +201,164 @@ func checkOldVersionGone(t *testing.T, gwAddr, namespace, rv string) {
 			t.Errorf("watch (%s) from resourceVersion %s of the previous gateway: %v, want 410 Gone", contentType, rv, err)
 		}
 	}
+}
+
+// auditEvent is what checkHostileNeverReachesAPIServer reads of an
+// audit.k8s.io/v1 Event.
+type auditEvent struct {
+	RequestURI string `json:"requestURI"`
+	Verb       string `json:"verb"`
+	User       struct {
+		Username string `json:"username"`
+	} `json:"user"`
+	ObjectRef *struct {
+		Resource    string `json:"resource"`
+		Subresource string `json:"subresource"`
+	} `json:"objectRef"`
+}
+
+// checkHostileNeverReachesAPIServer sends the gateway, raw, what psystrike
+// would pass to the API server with its token: other resources, other
+// verbs, subresources, and traversal and encoding tricks toward secrets,
+// configmaps, serviceaccounts/token and pods/exec. Each must be refused by
+// the gateway, and the API server's audit log must hold no request by the
+// gateway's ServiceAccount for anything but what discovery reads. A
+// sentinel, one request with the gateway's token straight to the API
+// server, shows that the log records such a request (RBAC denies it, the
+// audit log keeps it) and, once it is there, that every request before it
+// was written too.
+func checkHostileNeverReachesAPIServer(t *testing.T, k *kubeAPI, gwAddr, namespace string) {
+	t.Helper()
+	hostile := []string{
+		"GET /api/v1/secrets",
+		"GET /api/v1/namespaces/NS/secrets",
+		"GET /api/v1/namespaces/NS/secrets?watch=1",
+		"GET /api/v1/namespaces/NS/configmaps",
+		"GET /api/v1/serviceaccounts",
+		"POST /api/v1/namespaces/NS/serviceaccounts/default/token",
+		"GET /api/v1/namespaces/NS/pods/p/exec?command=sh&stdout=true",
+		"POST /api/v1/namespaces/NS/pods/p/exec?command=sh&stdout=true",
+		"GET /api/v1/namespaces/NS/pods/p/log",
+		"GET /api/v1/namespaces/NS/pods/p",
+		"DELETE /api/v1/namespaces/NS/pods/p",
+		"PUT /api/v1/namespaces/NS/pods/p",
+		"POST /api/v1/namespaces/NS/pods",
+		"PATCH /api/v1/nodes/n",
+		"GET /api/v1/nodes/n/proxy/configz",
+		"GET /api/v1/namespaces/NS/services/s:80/proxy/",
+		"GET /api/v1/namespaces/NS/%73ecrets",
+		"GET /api/v1/namespaces/NS/pods%2F..%2F..%2Fsecrets",
+		"GET /api/v1/namespaces/NS/pods/../secrets",
+		"GET /api/v1/namespaces/NS/pods/%2E%2E/secrets",
+		"GET /api/v1/namespaces/NS/pods/%252e%252e/secrets",
+		"GET /api/v1/namespaces/NS/pods/..%2fconfigmaps",
+		"GET /api/v1//secrets",
+		"GET /api/v1/./secrets",
+		"GET /api/v1/pods;/../secrets",
+		"GET //api/v1/secrets",
+		"GET /apis/rbac.authorization.k8s.io/v1/clusterroles",
+		"POST /apis/authentication.k8s.io/v1/tokenreviews",
+		"GET /apis/discovery.k8s.io/v1/../../api/v1/secrets",
+	}
+	for _, h := range hostile {
+		method, target, _ := strings.Cut(strings.ReplaceAll(h, "NS", namespace), " ")
+		status, err := rawGatewayRequest(gwAddr, method, target)
+		if err != nil {
+			t.Errorf("%s %s: %v", method, target, err)
+			continue
+		}
+		switch status {
+		case http.StatusBadRequest, http.StatusForbidden, http.StatusNotFound, http.StatusMethodNotAllowed:
+		default:
+			t.Errorf("%s %s: the gateway answered %d, want 400, 403, 404 or 405", method, target, status)
+		}
+	}
+
+	gatewayUser := "system:serviceaccount:" + kubeGatewayNamespace + ":" + kubeGatewaySA
+	sentinel := "/api/v1/namespaces/" + namespace + "/secrets/scrapegate-hostile-sentinel"
+	c, err := k.tlsClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodGet, k.url+sentinel, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+k.serviceAccountToken(t, kubeGatewayNamespace, kubeGatewaySA))
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("the sentinel request: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("the sentinel request, a Secret with the gateway's token: %d, want 403 (deploy/base grants no secrets)", resp.StatusCode)
+	}
+	var reached []string
+	waitFor(t, 30*time.Second, "the sentinel request in the API server's audit log", []*process{k.etcd, k.apiserver}, func() error {
+		events, err := readAuditLog(k.auditLog)
+		if err != nil {
+			return err
+		}
+		reached = nil
+		sentinelSeen := false
+		for _, e := range events {
+			if e.User.Username != gatewayUser || e.ObjectRef == nil {
+				continue
+			}
+			if e.RequestURI == sentinel {
+				sentinelSeen = true
+				continue
+			}
+			switch {
+			case e.ObjectRef.Subresource != "",
+				!slices.Contains([]string{"pods", "nodes", "services", "endpoints", "endpointslices"}, e.ObjectRef.Resource),
+				e.Verb != "list" && e.Verb != "watch":
+				reached = append(reached, e.Verb+" "+e.RequestURI)
+			}
+		}
+		if !sentinelSeen {
+			return fmt.Errorf("%d events, none the sentinel's", len(events))
+		}
+		return nil
+	})
+	if len(reached) > 0 {
+		t.Errorf("the gateway's ServiceAccount reached the API server for what discovery does not read:\n\t%s", strings.Join(reached, "\n\t"))
+	}
+}
+
+// rawGatewayRequest sends method target to the gateway over plain HTTP
+// (-tls-allow-plain), byte for byte as given, and returns the status.
+func rawGatewayRequest(addr, method, target string) (int, error) {
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", method, target, addr); err != nil {
+		return 0, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func readAuditLog(path string) ([]auditEvent, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var events []auditEvent
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e auditEvent
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			// The last line may be half written.
+			continue
+		}
+		events = append(events, e)
+	}
+	return events, nil
 }

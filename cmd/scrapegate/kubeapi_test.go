@@ -53,8 +53,11 @@ type kubeAPI struct {
 	// adminKubeconfig is a kubeconfig file for kubectl, as the admin.
 	adminKubeconfig string
 	// saKey signs ServiceAccount tokens (--service-account-signing-key-file).
-	saKey           *rsa.PrivateKey
-	client          kubernetes.Interface // as the admin
+	saKey  *rsa.PrivateKey
+	client kubernetes.Interface // as the admin
+	// auditLog is the API server's audit log: one JSON audit.k8s.io/v1
+	// Event per request, at its end (level Metadata).
+	auditLog        string
 	etcd, apiserver *process
 	dir             string
 }
@@ -148,6 +151,9 @@ func startKubeAPIAt(t *testing.T, ip string, etcdArgs ...string) *kubeAPI {
 	}
 	_, port, _ := strings.Cut(addr, ":")
 	k.url = "https://" + addr
+	k.auditLog = filepath.Join(k.dir, "audit.log")
+	auditPolicyFile := filepath.Join(k.dir, "audit-policy.yaml")
+	testutil.WriteFile(t, auditPolicyFile, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n"))
 	certDir := filepath.Join(k.dir, "apiserver-certs")
 	k.caFile = filepath.Join(certDir, "apiserver.crt") // the self-signed certificate, then its CA
 	k.apiserver = startProcess(t, "kube-apiserver", apiserverBin, slices.Concat(listenArgs, []string{
@@ -160,6 +166,8 @@ func startKubeAPIAt(t *testing.T, ip string, etcdArgs ...string) *kubeAPI {
 		"--service-account-signing-key-file=" + saKeyFile,
 		"--service-cluster-ip-range=10.96.0.0/12",
 		"--authorization-mode=RBAC",
+		"--audit-policy-file=" + auditPolicyFile,
+		"--audit-log-path=" + k.auditLog,
 		// No controller manager creates the "default" ServiceAccount of
 		// each namespace, which this plugin requires of every pod.
 		"--disable-admission-plugins=ServiceAccount",

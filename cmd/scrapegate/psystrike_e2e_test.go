@@ -322,6 +322,13 @@ func TestEndToEndPsystrikeExample(t *testing.T) {
 	checkWatchersShareOneWatch(t, k, gw.addr, psyNamespace, procs)
 	t.Logf("ten watchers shared the gateway's watch after %s", since())
 
+	// Hostile requests for what psystrike passes on with its token
+	// (secrets, configmaps, serviceaccounts/token, pods/exec, other verbs,
+	// traversal and encoding tricks) are refused, and none reaches the API
+	// server.
+	checkHostileNeverReachesAPIServer(t, k, gw.addr, psyNamespace)
+	t.Logf("hostile requests refused, none reached the API server, after %s", since())
+
 	// 12. A client-go informer on the gateway survives its restart: the
 	// new process's resourceVersions are not the old one's (410), and the
 	// informer lists again, seeing what changed while the gateway was down.
