@@ -85,6 +85,7 @@ type discoveryEvent struct {
 type discoveryEntry struct {
 	obj        runtime.Object
 	upstreamRV string
+	uid        types.UID // a new one under the same key is a re-creation
 }
 
 // discoveryCache is the state and recent history of one resource, fed by
@@ -143,27 +144,19 @@ func (d *discoveryCache) changed(obj any) {
 	if had && old.upstreamRV == m.GetResourceVersion() {
 		return
 	}
-	if had && objectUID(old.obj) != m.GetUID() {
+	if had && old.uid != m.GetUID() {
 		d.rv++
 		d.addLocked(discoveryEvent{typ: watch.Deleted, obj: withResourceVersion(old.obj, d.rv), prev: old.obj, rv: d.rv})
 		had = false
 	}
 	d.rv++
 	served := withResourceVersion(o, d.rv)
-	d.objects[key] = discoveryEntry{obj: served, upstreamRV: m.GetResourceVersion()}
+	d.objects[key] = discoveryEntry{obj: served, upstreamRV: m.GetResourceVersion(), uid: m.GetUID()}
 	ev := discoveryEvent{typ: watch.Added, obj: served, rv: d.rv}
 	if had {
 		ev.typ, ev.prev = watch.Modified, old.obj
 	}
 	d.addLocked(ev)
-}
-
-func objectUID(o runtime.Object) types.UID {
-	m, err := meta.Accessor(o)
-	if err != nil {
-		return ""
-	}
-	return m.GetUID()
 }
 
 // deleted records a deletion an informer handler saw, with the last object
